@@ -1,0 +1,179 @@
+"""The saved detector: a directory with D's weights, the calibration scores and one JSON file.
+
+::
+
+    MODEL/
+      detector.json              format, package version, model / preprocessing / scoring config, calibration
+      discriminator.safetensors  D's weights (no pickle: loading never executes code)
+      calibration.safetensors    the sorted ID calibration scores (float64), for conformal p-values
+
+The JSON records the SHA-256 of both weight files, so a truncated or edited artefact is rejected with a message
+instead of producing silently wrong scores. Weights are loaded strictly: every tensor name and shape must be
+exactly what the configuration builds (method.md pitfall 11).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .calibration import Calibration
+from .config import ModelConfig, PreprocessConfig, from_dict, to_dict
+from .model import Discriminator
+
+FORMAT = "discopatch-detector"
+FORMAT_VERSION = 1
+CONFIG_FILE = "detector.json"
+WEIGHTS_FILE = "discriminator.safetensors"
+CALIBRATION_FILE = "calibration.safetensors"
+
+
+class ArtifactError(ValueError):
+    """A saved detector is missing, damaged or does not match its configuration."""
+
+
+@dataclass
+class Artifact:
+    model: ModelConfig
+    preprocess: PreprocessConfig
+    test_patches: int
+    seed: int
+    state_dict: dict[str, torch.Tensor]
+    calibration: Calibration | None
+    meta: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_artifact(
+    directory: str | os.PathLike,
+    D: Discriminator,
+    preprocess: PreprocessConfig,
+    test_patches: int,
+    seed: int,
+    calibration: Calibration | None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu().contiguous().float() for k, v in D.state_dict().items()}
+    save_file(sd, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT})
+    files = {WEIGHTS_FILE: _sha256(directory / WEIGHTS_FILE)}
+    cal_meta = None
+    if calibration is not None:
+        save_file({"scores": torch.from_numpy(calibration.scores.copy())}, str(directory / CALIBRATION_FILE))
+        files[CALIBRATION_FILE] = _sha256(directory / CALIBRATION_FILE)
+        thr = calibration.threshold
+        cal_meta = {
+            "target_fpr": calibration.target_fpr,
+            "threshold": None if math.isinf(thr) else thr,
+            "n": calibration.n,
+        }
+    elif (directory / CALIBRATION_FILE).exists():
+        (directory / CALIBRATION_FILE).unlink()
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "discopatch_version": __version__,
+        "torch_version": torch.__version__.split("+")[0],
+        "model": to_dict(D.cfg),
+        "preprocess": to_dict(preprocess),
+        "scoring": {"test_patches": int(test_patches), "seed": int(seed), "score": "1 - mean_patches D(patch)"},
+        "calibration": cal_meta,
+        "files": files,
+        **(extra or {}),
+    }
+    tmp = directory / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, directory / CONFIG_FILE)
+    return directory
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ArtifactError(msg)
+
+
+def load_artifact(directory: str | os.PathLike) -> Artifact:
+    directory = Path(directory)
+    _require(directory.is_dir(), f"{directory}: not a detector directory (expected a folder with {CONFIG_FILE})")
+    cfg_path = directory / CONFIG_FILE
+    _require(cfg_path.is_file(), f"{directory}: missing {CONFIG_FILE}")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{cfg_path}: not valid JSON ({e})") from None
+    _require(isinstance(meta, dict), f"{cfg_path}: expected a JSON object")
+    _require(meta.get("format") == FORMAT, f"{cfg_path}: not a discopatch detector (format={meta.get('format')!r})")
+    version = meta.get("format_version")
+    _require(
+        version == FORMAT_VERSION,
+        f"{cfg_path}: artefact format version {version} is not supported by discopatch {__version__} "
+        f"(expects {FORMAT_VERSION})",
+    )
+    for key in ("model", "preprocess", "scoring", "files"):
+        _require(isinstance(meta.get(key), dict), f"{cfg_path}: missing or invalid '{key}' section")
+    try:
+        model = from_dict(ModelConfig, meta["model"])
+        pre = from_dict(PreprocessConfig, meta["preprocess"])
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"{cfg_path}: invalid configuration ({e})") from None
+    _require(pre.channels == model.channels, f"{cfg_path}: preprocess channels != model channels")
+    _require(pre.image_size >= model.patch_size, f"{cfg_path}: image_size is smaller than patch_size")
+    scoring = meta["scoring"]
+    n_patches, seed = scoring.get("test_patches"), scoring.get("seed")
+    _require(isinstance(n_patches, int) and n_patches >= 1, f"{cfg_path}: scoring.test_patches must be >= 1")
+    _require(isinstance(seed, int), f"{cfg_path}: scoring.seed must be an integer")
+
+    files = meta["files"]
+    _require(WEIGHTS_FILE in files, f"{cfg_path}: no checksum recorded for {WEIGHTS_FILE}")
+    for name, digest in files.items():
+        _require(name in (WEIGHTS_FILE, CALIBRATION_FILE), f"{cfg_path}: unexpected file entry {name!r}")
+        path = directory / name
+        _require(path.is_file(), f"{directory}: missing {name}")
+        _require(_sha256(path) == digest, f"{path}: checksum mismatch (file changed or truncated since it was saved)")
+    try:
+        sd = load_file(str(directory / WEIGHTS_FILE))
+    except (SafetensorError, OSError) as e:
+        raise ArtifactError(f"{directory / WEIGHTS_FILE}: unreadable safetensors file ({e})") from None
+    expected = {k: tuple(v.shape) for k, v in Discriminator(model).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in sd.items()}
+    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    _require(
+        not missing and not unexpected,
+        f"{directory / WEIGHTS_FILE}: weights do not match the configured model "
+        f"(missing {missing[:5]}, unexpected {unexpected[:5]})",
+    )
+    bad = [k for k in expected if expected[k] != got[k]]
+    _require(not bad, f"{directory / WEIGHTS_FILE}: shape mismatch for {bad[:5]}")
+    for k, v in sd.items():
+        _require(bool(torch.isfinite(v).all()) or "num_batches" in k, f"{directory / WEIGHTS_FILE}: non-finite {k}")
+
+    calibration = None
+    cal_meta = meta.get("calibration")
+    if cal_meta is not None:
+        _require(CALIBRATION_FILE in files, f"{cfg_path}: calibration present but {CALIBRATION_FILE} not listed")
+        scores = load_file(str(directory / CALIBRATION_FILE)).get("scores")
+        _require(scores is not None and scores.ndim == 1, f"{directory / CALIBRATION_FILE}: no 1-D 'scores'")
+        _require(scores.numel() == cal_meta.get("n"), f"{cfg_path}: calibration.n does not match the stored scores")
+        calibration = Calibration.from_scores(scores.double().numpy(), float(cal_meta["target_fpr"]))
+        stored = cal_meta.get("threshold")
+        recomputed = None if math.isinf(calibration.threshold) else calibration.threshold
+        _require(stored == recomputed, f"{cfg_path}: calibration threshold does not match the stored scores")
+    return Artifact(model, pre, n_patches, seed, sd, calibration, meta)

@@ -1,0 +1,233 @@
+"""The ``discopatch`` command line: fit, score, evaluate, demo."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="discopatch",
+        description="DisCoPatch: detect out-of-distribution and covariate-shifted images from ID images only.",
+    )
+    parser.add_argument("--version", action="version", version=f"discopatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="train a detector on a folder of in-distribution images")
+    p.add_argument("images", help="folder of ID images (searched recursively)")
+    p.add_argument("--out", required=True, help="directory to write the detector to")
+    p.add_argument("--preset", default="small", choices=["small", "paper"])
+    p.add_argument("--channels", default="auto", choices=["auto", "1", "3"], help="1 = gray, 3 = RGB, auto = from the images")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-time", type=float, help="stop training after this many seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
+    p.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate of the threshold (default 0.05)")
+    p.add_argument("--val-fraction", type=float, help="share of images held out for calibration (default 0.1)")
+    g = p.add_argument_group("overrides (default: the preset's)")
+    g.add_argument("--image-size", type=int)
+    g.add_argument("--resize", choices=["resize_crop", "pad", "squash"])
+    g.add_argument("--patch-size", type=int)
+    g.add_argument("--widths", type=_widths, help="e.g. 32,64,128,256")
+    g.add_argument("--latent-dim", type=int)
+    g.add_argument("--norm", choices=["patch", "batchnorm", "groupnorm", "instancenorm", "none"])
+    g.add_argument("--batch-images", type=int)
+    g.add_argument("--train-patches", type=int)
+    g.add_argument("--test-patches", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--w-kl", type=float)
+    g.add_argument("--w-adv", type=float)
+    g.add_argument("--grouping", choices=["domain", "image"], help="training normalisation groups")
+    _add_device(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("score", help="score image files or folders")
+    p.add_argument("model", help="detector directory written by 'discopatch fit'")
+    p.add_argument("paths", nargs="+", help="image files and/or folders")
+    p.add_argument("--out", help="write rows to FILE.csv or FILE.jsonl (default: CSV on standard output)")
+    p.add_argument("--batch-size", type=int, default=256)
+    _add_device(p)
+
+    p = sub.add_parser("evaluate", help="AUROC / FPR@95 / AUPR of ID vs OOD folders")
+    p.add_argument("model")
+    p.add_argument("--id", required=True, dest="id_dir", help="folder of held-out ID images")
+    p.add_argument("--ood", action="append", required=True, metavar="NAME=DIR", help="an OOD set (repeatable)")
+    p.add_argument("--json", dest="json_out", help="also write the results as JSON")
+    _add_device(p)
+
+    p = sub.add_parser("demo", help="train, calibrate and evaluate on the bundled Fashion-MNIST data")
+    p.add_argument("--out", default="demo-out", help="output directory (model under OUT/model)")
+    p.add_argument("--max-time", type=float, default=150.0, help="training time budget in seconds (default 150)")
+    p.add_argument("--seed", type=int, default=0)
+    _add_device(p)
+    p.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _detect_channels(folder: str, limit: int = 64) -> int:
+    """3 if any of the first ``limit`` images has colour, else 1."""
+    from PIL import Image
+
+    from .data.images import list_images
+
+    for path in list_images(folder)[:limit]:
+        try:
+            with Image.open(path) as im:
+                if im.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+                    if im.mode == "P" and not _palette_has_colour(im):
+                        continue
+                    return 3
+        except Exception:  # noqa: BLE001 - unreadable files are reported by the loader later
+            continue
+    return 1
+
+
+def _palette_has_colour(im: Any) -> bool:
+    rgb = im.convert("RGB")
+    r, g, b = rgb.split()
+    return r.tobytes() != g.tobytes() or g.tobytes() != b.tobytes()
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .config import get_preset
+    from .detector import Detector
+
+    channels = _detect_channels(args.images) if args.channels == "auto" else int(args.channels)
+    preset = get_preset(args.preset, channels)
+    model_kw = {k: v for k, v in {
+        "patch_size": args.patch_size, "widths": args.widths, "latent_dim": args.latent_dim, "norm": args.norm,
+    }.items() if v is not None}
+    pre_kw = {k: v for k, v in {"image_size": args.image_size, "resize": args.resize}.items() if v is not None}
+    train_kw = {k: v for k, v in {
+        "batch_images": args.batch_images, "train_patches": args.train_patches, "lr": args.lr,
+        "w_kl": args.w_kl, "w_adv": args.w_adv, "grouping": args.grouping,
+    }.items() if v is not None}
+    preset = preset.replace(
+        model=dataclasses.replace(preset.model, **model_kw),
+        preprocess=dataclasses.replace(preset.preprocess, **pre_kw),
+    )
+    if preset.preprocess.image_size < preset.model.patch_size:
+        raise ValueError(f"image size {preset.preprocess.image_size} is smaller than patch size {preset.model.patch_size}")
+    out = Path(args.out)
+    det = Detector(preset, device=args.device, seed=args.seed, test_patches=args.test_patches)
+    print(
+        f"discopatch {__version__}: preset {preset.name}, {channels} channel(s), "
+        f"{preset.preprocess.image_size} px images, {preset.model.patch_size} px patches, device {det.device}",
+        file=sys.stderr,
+    )
+    det.fit(
+        args.images, epochs=args.epochs, max_time=args.max_time, val_fraction=args.val_fraction,
+        target_fpr=args.target_fpr, checkpoint_dir=out / "checkpoints", resume=args.resume,
+        progress=not args.quiet, **train_kw,
+    )
+    det.save(out)
+    info = det.training_info
+    print(
+        f"trained {info['steps']} steps in {info['train_seconds']:.0f} s ({info['stop_reason']}); "
+        f"{info['n_train_images']} train / {info['n_val_images']} calibration images"
+        + (f"; {info['n_unreadable']} unreadable skipped" if info["n_unreadable"] else ""),
+        file=sys.stderr,
+    )
+    if det.calibration is not None:
+        print(f"threshold {det.calibration.threshold:.6g} at {det.calibration.target_fpr:.1%} FPR", file=sys.stderr)
+    else:
+        print("no validation images: the detector is not calibrated (run with --val-fraction > 0)", file=sys.stderr)
+    print(f"saved detector to {out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .data.images import expand_paths
+    from .detector import Detector
+
+    det = Detector.load(args.model, device=args.device, batch_size=args.batch_size)
+    paths = expand_paths(args.paths)
+    fields = ["path", "score", "p_value", "is_ood", "error"]
+    out_path = Path(args.out) if args.out else None
+    jsonl = out_path is not None and out_path.suffix.lower() in (".jsonl", ".ndjson")
+    if out_path is not None and not jsonl and out_path.suffix.lower() != ".csv":
+        raise ValueError(f"--out must end in .csv or .jsonl, got {out_path}")
+    fh = open(out_path, "w", newline="") if out_path else sys.stdout  # noqa: SIM115
+    n_fail = n = 0
+    try:
+        writer = None if jsonl else csv.DictWriter(fh, fieldnames=fields)
+        if writer:
+            writer.writeheader()
+        for row in det.iter_score_files(paths):
+            n += 1
+            n_fail += row["error"] is not None
+            if jsonl:
+                fh.write(json.dumps(row) + "\n")
+            else:
+                assert writer is not None
+                writer.writerow({k: "" if row[k] is None else (str(row[k]).lower() if k == "is_ood" else row[k]) for k in fields})
+            fh.flush()
+    finally:
+        if out_path:
+            fh.close()
+    print(f"scored {n - n_fail} of {n} files" + (f"; {n_fail} failed (see the error column)" if n_fail else ""), file=sys.stderr)
+    return EXIT_FAILED_INPUTS if n_fail else EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .detector import Detector
+    from .evaluation import evaluate, parse_named_dir
+
+    det = Detector.load(args.model, device=args.device)
+    ood = dict(parse_named_dir(s) for s in args.ood)
+    res = evaluate(det, args.id_dir, ood, id_name=Path(args.id_dir).name or "id")
+    print(res.table())
+    for name, errs in res.unreadable.items():
+        if errs:
+            print(f"warning: {len(errs)} unreadable file(s) skipped in {name}, first: {errs[0][1]}", file=sys.stderr)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(res.to_dict(), indent=2))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, max_time=args.max_time, seed=args.seed, device=args.device, progress=not args.quiet)
+    return EXIT_OK
+
+
+COMMANDS = {"fit": cmd_fit, "score": cmd_score, "evaluate": cmd_evaluate, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"discopatch {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Reading and preprocessing images: one pipeline for training, calibration, ID and OOD alike.
+
+Any input - a file path, raw bytes, a Pillow image or a uint8 array - goes through :func:`preprocess`, which
+returns a ``(S, S)`` (gray) or ``(S, S, 3)`` (RGB) uint8 array. Sharing this single path is what keeps an
+evaluation honest: ID and OOD images are never resized, converted or compressed differently.
+
+Failures raise :class:`ImageReadError` with a message that says what is wrong with *this* file, so callers can
+record an error row and carry on with the rest.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ..config import PreprocessConfig
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+#: Images with more pixels than this are refused (decompression-bomb guard; about 16k x 16k).
+MAX_PIXELS = 256 * 1024 * 1024
+
+ImageInput = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
+
+
+class ImageReadError(ValueError):
+    """An input could not be turned into an image; the message names the reason."""
+
+
+def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Image files under ``root`` (by extension, case-insensitive), sorted so every run sees the same order."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such file or folder: {root}")
+    it = root.rglob("*") if recursive else root.glob("*")
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files stay as given (whatever their extension, so a bad one yields an error row); folders are expanded."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        out.extend(list_images(p) if p.is_dir() else [p])
+    return out
+
+
+def open_image(source: str | os.PathLike | bytes) -> Image.Image:
+    """Decode a file or bytes with Pillow, fully, with specific errors for the usual failures."""
+    name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+    if not isinstance(source, (bytes, bytearray)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageReadError(f"{name}: file not found")
+        if path.is_dir():
+            raise ImageReadError(f"{name}: is a folder, not an image")
+        if path.stat().st_size == 0:
+            raise ImageReadError(f"{name}: empty file (0 bytes)")
+        data = path.read_bytes()
+    else:
+        data = bytes(source)
+        if not data:
+            raise ImageReadError(f"{name}: empty input (0 bytes)")
+    old_max = Image.MAX_IMAGE_PIXELS
+    old_trunc = ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageReadError(f"{name}: declared size {w}x{h} exceeds the {MAX_PIXELS}-pixel limit")
+            img.load()
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReadError(f"{name}: refused as a possible decompression bomb ({e})") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{name}: not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageReadError(f"{name}: corrupt or truncated image ({e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_max
+        ImageFile.LOAD_TRUNCATED_IMAGES = old_trunc
+    return img
+
+
+def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Convert any Pillow mode to ``L`` or ``RGB`` the same way every time.
+
+    EXIF orientation is applied first; transparency is composited on black (the Fashion-MNIST background);
+    16-bit and float images are rescaled from their own value range to 8 bits.
+    """
+    img = ImageOps.exif_transpose(img) or img
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = _value_range(img.mode, a)
+        a = np.clip((a - lo) / max(hi - lo, 1e-12), 0, 1) * 255.0
+        img = Image.fromarray(np.round(a).astype(np.uint8), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if img.mode in ("LA", "La", "PA"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "RGBa"):
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
+    target = "L" if channels == 1 else "RGB"
+    if img.mode != target:
+        img = img.convert(target)
+    return img
+
+
+def _value_range(mode: str, a: np.ndarray) -> tuple[float, float]:
+    """The nominal range of a high-bit-depth image: 16-bit and [0, 1] float are fixed, others min-max."""
+    lo, hi = float(a.min()) if a.size else 0.0, float(a.max()) if a.size else 1.0
+    if mode.startswith("I;16") or (mode == "I" and lo >= 0 and 255 < hi <= 65535):
+        return 0.0, 65535.0
+    if mode == "I" and lo >= 0 and hi <= 255:
+        return 0.0, 255.0
+    if mode == "F" and lo >= 0 and hi <= 1:
+        return 0.0, 1.0
+    return lo, hi
+
+
+def _resize(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
+    s = cfg.image_size
+    w, h = img.size
+    if (w, h) == (s, s):
+        return img
+    if cfg.resize == "squash":
+        return img.resize((s, s), Image.Resampling.BILINEAR)
+    if cfg.resize == "pad" and w <= s and h <= s:
+        canvas = Image.new(img.mode, (s, s), 0)
+        canvas.paste(img, ((s - w) // 2, (s - h) // 2))
+        return canvas
+    # resize_crop (and pad for larger images): short side to s, Lanczos, centre crop.
+    scale = s / min(w, h)
+    nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+    img = img.resize((nw, nh), Image.Resampling.LANCZOS)
+    left, top = (nw - s) // 2, (nh - s) // 2
+    return img.crop((left, top, left + s, top + s))
+
+
+def array_to_pil(arr: np.ndarray) -> Image.Image:
+    """A uint8 ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` array as a Pillow image."""
+    if not isinstance(arr, np.ndarray):
+        raise ImageReadError(f"expected a numpy array, got {type(arr).__name__}")
+    if arr.dtype == np.uint16:
+        return Image.fromarray(arr if arr.ndim == 2 else arr[..., 0], mode="I;16")
+    if arr.dtype != np.uint8:
+        raise ImageReadError(
+            f"array images must be uint8 (0..255), got {arr.dtype}; "
+            "convert with np.clip(x * 255, 0, 255).round().astype(np.uint8) for floats in [0, 1]"
+        )
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        return Image.fromarray(arr, mode="L")
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        return Image.fromarray(np.ascontiguousarray(arr), mode="RGB" if arr.shape[2] == 3 else "RGBA")
+    raise ImageReadError(f"array image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {arr.shape}")
+
+
+def preprocess(source: ImageInput, cfg: PreprocessConfig) -> np.ndarray:
+    """Any supported input -> uint8 ``(S, S)`` or ``(S, S, 3)`` through the single shared pipeline."""
+    if isinstance(source, Image.Image):
+        img = source
+    elif isinstance(source, np.ndarray):
+        img = array_to_pil(source)
+    else:
+        img = open_image(source)
+    if img.width < 1 or img.height < 1:
+        raise ImageReadError("image has no pixels")
+    out = np.asarray(_resize(_to_mode(img, cfg.channels), cfg), dtype=np.uint8)
+    return np.ascontiguousarray(out)
+
+
+def preprocess_many(
+    sources: Iterable[ImageInput], cfg: PreprocessConfig
+) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
+    """Yield ``(index, image or None, error or None)`` for each input; one bad input never stops the rest."""
+    for i, src in enumerate(sources):
+        try:
+            yield i, preprocess(src, cfg), None
+        except ImageReadError as e:
+            yield i, None, str(e)
+        except Exception as e:  # noqa: BLE001 - a decoder bug on one file must not end a run of thousands
+            yield i, None, f"{src if isinstance(src, (str, Path)) else '<input>'}: unexpected {type(e).__name__}: {e}"
+
+
+def stack_images(images: Iterable[np.ndarray], cfg: PreprocessConfig) -> np.ndarray:
+    """Preprocess already-decoded arrays into one ``(N, S, S[, 3])`` uint8 stack (errors raise)."""
+    out = [preprocess(a, cfg) for a in images]
+    if not out:
+        shape = (0, cfg.image_size, cfg.image_size) + ((3,) if cfg.channels == 3 else ())
+        return np.zeros(shape, np.uint8)
+    return np.stack(out)

@@ -1,0 +1,293 @@
+"""The user-facing detector: fit on ID images, calibrate, score, predict, save, load.
+
+State machine (as in alibi-detect): ``fit`` trains D and the VAE on the training split and calibrates on the
+held-out validation split; ``calibrate`` can be called again on any other ID images; ``score`` returns one float
+per image (higher = more OOD); ``predict`` adds conformal p-values and the decision at the calibrated
+false-positive rate.
+
+Example::
+
+    det = Detector(preset="small").fit("train_images/", max_time=600)
+    out = det.predict(["a.png", "b.jpg"])
+    det.save("model/")
+    det = Detector.load("model/")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .artifact import load_artifact, save_artifact
+from .calibration import Calibration
+from .config import Preset, get_preset, to_dict
+from .data.images import ImageInput, preprocess, preprocess_many
+from .data.sources import ImageSet, load_folder, load_images, split_train_val
+from .model import Discriminator
+from .runtime import resolve_device
+from .scoring import score_array
+from .training import Trainer
+
+Images = str | os.PathLike | np.ndarray | Sequence[ImageInput]
+
+
+class NotFittedError(RuntimeError):
+    """The detector has no trained discriminator (or no calibration) yet."""
+
+
+class Detector:
+    """DisCoPatch detector. Construct from a preset name or a :class:`~discopatch.config.Preset`."""
+
+    def __init__(
+        self,
+        preset: str | Preset = "small",
+        *,
+        channels: int | None = None,
+        device: str | torch.device = "auto",
+        seed: int | None = None,
+        test_patches: int | None = None,
+        batch_size: int = 256,
+    ) -> None:
+        self.preset = get_preset(preset, channels) if isinstance(preset, str) else preset
+        if test_patches is not None:
+            self.preset = self.preset.replace(test_patches=test_patches)
+        self.seed = self.preset.train.seed if seed is None else int(seed)
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.discriminator: Discriminator | None = None
+        self.calibration: Calibration | None = None
+        self.training_info: dict[str, Any] = {}
+        self.trainer: Trainer | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def model_config(self):
+        return self.preset.model
+
+    @property
+    def preprocess_config(self):
+        return self.preset.preprocess
+
+    @property
+    def n_patches(self) -> int:
+        return self.preset.test_patches
+
+    @property
+    def threshold(self) -> float | None:
+        return None if self.calibration is None else self.calibration.threshold
+
+    # ------------------------------------------------------------------ data
+    def read(self, images: Images, progress: bool = False) -> ImageSet:
+        """Inputs -> preprocessed :class:`ImageSet` (a folder, a list of paths/arrays, or a uint8 stack)."""
+        cfg = self.preset.preprocess
+        if isinstance(images, (str, os.PathLike)):
+            return load_folder(images, cfg, progress=progress)
+        if isinstance(images, np.ndarray):
+            if images.ndim not in (3, 4):
+                raise ValueError(f"an image stack must be (N, H, W) or (N, H, W, C); got shape {images.shape}")
+            images = list(images)
+        return load_images(list(images), cfg, progress=progress)
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        images: Images,
+        *,
+        epochs: int | None = None,
+        max_time: float | None = None,
+        val_fraction: float | None = None,
+        target_fpr: float | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        progress: bool = True,
+        **train_overrides: Any,
+    ) -> Detector:
+        """Train on ID images, then calibrate on the held-out validation split. Returns ``self``.
+
+        ``train_overrides`` are :class:`~discopatch.config.TrainConfig` fields (``lr``, ``batch_images``, ...).
+        """
+        overrides = dict(train_overrides)
+        if epochs is not None:
+            overrides["epochs"] = epochs
+        if max_time is not None:
+            overrides["max_time"] = max_time
+        if val_fraction is not None:
+            overrides["val_fraction"] = val_fraction
+        overrides["seed"] = self.seed
+        self.preset = self.preset.replace(train=dataclasses.replace(self.preset.train, **overrides))
+        if target_fpr is not None:
+            self.preset = self.preset.replace(target_fpr=target_fpr)
+        tcfg = self.preset.train
+
+        data = self.read(images, progress=progress)
+        if len(data) == 0:
+            raise ValueError("no readable training images" + (f"; first error: {data.errors[0][1]}" if data.errors else ""))
+        train_idx, val_idx = split_train_val(data.names, tcfg.val_fraction, self.seed)
+        train, val = data.images[train_idx], data.images[val_idx]
+
+        ckpt_exists = checkpoint_dir is not None and (Path(checkpoint_dir) / "checkpoint.json").exists()
+        if resume and ckpt_exists:
+            resume_overrides = {k: v for k, v in overrides.items() if k in ("epochs", "max_time")}
+            trainer = Trainer.from_checkpoint(checkpoint_dir, self.device, resume_overrides)
+            if trainer.model_cfg != self.preset.model:
+                raise ValueError("the checkpoint was trained with another model configuration than requested")
+        else:
+            if resume:
+                raise FileNotFoundError(f"--resume given but no checkpoint found in {checkpoint_dir}")
+            trainer = Trainer(self.preset.model, tcfg, self.device)
+        self.trainer = trainer
+        t0 = time.monotonic()
+        state = trainer.fit(train, checkpoint_dir=checkpoint_dir, progress=progress)
+        self.discriminator = trainer.D
+        self.training_info = {
+            "steps": state.step,
+            "epochs_completed": state.epoch,
+            "train_seconds": round(state.elapsed, 2),
+            "this_run_seconds": round(time.monotonic() - t0, 2),
+            "stop_reason": state.stop_reason,
+            "n_train_images": int(len(train)),
+            "n_val_images": int(len(val)),
+            "n_unreadable": len(data.errors),
+            "train_config": to_dict(tcfg),
+            "last_losses": state.history[-1] if state.history else {},
+        }
+        if len(val):
+            self.calibrate(val, target_fpr=self.preset.target_fpr)
+        return self
+
+    # ------------------------------------------------------------------ scoring
+    def _require_model(self) -> Discriminator:
+        if self.discriminator is None:
+            raise NotFittedError("the detector has not been trained or loaded; call fit() or Detector.load()")
+        return self.discriminator
+
+    def score(self, images: Images, progress: bool = False) -> np.ndarray:
+        """OOD score per image, float64, higher = more OOD. Unreadable inputs raise ``ImageReadError``."""
+        D = self._require_model()
+        stack = self._stack(images, progress)
+        return score_array(D, stack, self.n_patches, self.seed, self.device, self.batch_size)
+
+    def score_preprocessed(self, stack: np.ndarray, pool_images: int = 1) -> np.ndarray:
+        """Scores for images already passed through :func:`~discopatch.data.images.preprocess`."""
+        D = self._require_model()
+        return score_array(D, stack, self.n_patches, self.seed, self.device, self.batch_size, pool_images)
+
+    def _stack(self, images: Images, progress: bool = False) -> np.ndarray:
+        if isinstance(images, (str, os.PathLike)):
+            data = load_folder(images, self.preset.preprocess, progress=progress)
+            if data.errors:
+                raise ValueError(f"{len(data.errors)} unreadable image(s), first: {data.errors[0][1]}")
+            return data.images
+        if isinstance(images, ImageSet):
+            return images.images
+        cfg = self.preset.preprocess
+        items: Iterable[ImageInput] = list(images) if isinstance(images, np.ndarray) else images
+        out = [preprocess(x, cfg) for x in items]
+        if not out:
+            return np.zeros((0, cfg.image_size, cfg.image_size) + ((3,) if cfg.channels == 3 else ()), np.uint8)
+        return np.stack(out)
+
+    def iter_score_files(
+        self, paths: Sequence[str | os.PathLike], chunk_size: int | None = None
+    ) -> Iterable[dict[str, Any]]:
+        """Score files in input order, ``chunk_size`` at a time; yields one row per file.
+
+        Rows are ``{"path", "score", "p_value", "is_ood", "error"}``. A file that cannot be read yields a row
+        with ``score=None`` and a specific ``error``; the others are unaffected (scores are per image).
+        """
+        D = self._require_model()
+        chunk_size = chunk_size or self.batch_size
+        cfg = self.preset.preprocess
+        for start in range(0, len(paths), chunk_size):
+            chunk = paths[start : start + chunk_size]
+            decoded = list(preprocess_many(chunk, cfg))
+            ok = [img for _, img, _ in decoded if img is not None]
+            scores = score_array(D, np.stack(ok), self.n_patches, self.seed, self.device, self.batch_size) if ok else []
+            it = iter(scores)
+            for (_, img, err), path in zip(decoded, chunk):
+                if img is None:
+                    yield {"path": str(path), "score": None, "p_value": None, "is_ood": None, "error": err}
+                    continue
+                s = float(next(it))
+                row: dict[str, Any] = {"path": str(path), "score": s, "p_value": None, "is_ood": None, "error": None}
+                if self.calibration is not None:
+                    row["p_value"] = float(self.calibration.p_values(np.array([s]))[0])
+                    row["is_ood"] = bool(s > self.calibration.threshold)
+                yield row
+
+    def calibrate(self, images: Images, target_fpr: float | None = None) -> Detector:
+        """Set the threshold and p-value reference from ID images only. Returns ``self``."""
+        fpr = self.preset.target_fpr if target_fpr is None else target_fpr
+        self.preset = self.preset.replace(target_fpr=fpr)
+        self.calibration = Calibration.from_scores(self.score(images), fpr)
+        return self
+
+    def predict(self, images: Images) -> dict[str, Any]:
+        """Scores, conformal p-values and decisions at the calibrated false-positive rate."""
+        if self.calibration is None:
+            raise NotFittedError("the detector is not calibrated; call calibrate() with ID images")
+        scores = self.score(images)
+        return self.decide(scores)
+
+    def decide(self, scores: np.ndarray) -> dict[str, Any]:
+        cal = self.calibration
+        if cal is None:
+            raise NotFittedError("the detector is not calibrated; call calibrate() with ID images")
+        return {
+            "scores": scores,
+            "p_values": cal.p_values(scores),
+            "is_ood": cal.is_ood(scores),
+            "threshold": cal.threshold,
+            "meta": self.meta(),
+        }
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "name": "DisCoPatch",
+            "version": __version__,
+            "preset": self.preset.name,
+            "n_patches": self.n_patches,
+            "target_fpr": self.preset.target_fpr,
+            "n_calibration": None if self.calibration is None else self.calibration.n,
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        D = self._require_model()
+        return save_artifact(
+            path,
+            D,
+            self.preset.preprocess,
+            self.n_patches,
+            self.seed,
+            self.calibration,
+            extra={"preset": self.preset.name, "training": self.training_info},
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto", batch_size: int = 256) -> Detector:
+        """Rebuild a detector from :meth:`save` output; damaged or mismatched artefacts raise ``ArtifactError``."""
+        art = load_artifact(path)
+        base = get_preset(art.meta.get("preset") if art.meta.get("preset") in ("small", "paper") else "small")
+        preset = base.replace(
+            model=art.model,
+            preprocess=art.preprocess,
+            test_patches=art.test_patches,
+            target_fpr=art.calibration.target_fpr if art.calibration else base.target_fpr,
+        )
+        det = cls(preset, device=device, seed=art.seed, batch_size=batch_size)
+        D = Discriminator(art.model)
+        D.load_state_dict(art.state_dict, strict=True)
+        D.eval()
+        det.discriminator = D.to(det.device)
+        det.calibration = art.calibration
+        det.training_info = art.meta.get("training", {})
+        return det

@@ -1,0 +1,54 @@
+"""The patch discriminator D: the whole detector at inference time.
+
+Layout (method.md section 2.1): ``len(widths)`` blocks of [Conv 3x3 stride 2 (bias) -> norm -> LeakyReLU(0.01)],
+then Flatten -> Linear -> one logit per patch. The sigmoid is applied by the caller in float32/float64 so that
+mixed precision never rounds confident outputs to exactly 1.0 (pitfall 8 and 12).
+
+The forward takes ``group_size``: how many consecutive patches share normalisation statistics. Training passes the
+whole single-domain batch (the paper) or one image's patches; scoring always passes one image's patches.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .norm import make_norm
+
+
+class DiscriminatorBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=2, padding=1, bias=True)
+        self.norm = make_norm(cfg.norm, out_ch, eps=cfg.eps, groupnorm_groups=cfg.groupnorm_groups)
+        self.act = nn.LeakyReLU(cfg.negative_slope)
+
+    def forward(self, x: torch.Tensor, group_size: int | None = None) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x), group_size))
+
+
+class Discriminator(nn.Module):
+    """Patch discriminator returning one logit per patch (real ID patch -> high)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        chans = (cfg.channels, *cfg.widths)
+        self.blocks = nn.ModuleList(DiscriminatorBlock(a, b, cfg) for a, b in zip(chans[:-1], chans[1:]))
+        self.head = nn.Linear(cfg.widths[-1] * cfg.final_spatial**2, 1)
+
+    def features(self, x: torch.Tensor, group_size: int | None = None) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, group_size)
+        return x
+
+    def forward(self, x: torch.Tensor, group_size: int | None = None) -> torch.Tensor:
+        """Logits of shape ``(num_patches,)``; ``group_size=None`` normalises the whole input as one group."""
+        h = self.features(x, group_size).flatten(1)
+        # The head runs in float32 even under autocast: a bf16 logit/sigmoid saturates (method.md pitfall 12).
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            return self.head(h.float()).squeeze(1)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

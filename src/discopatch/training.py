@@ -1,0 +1,302 @@
+"""Adversarial training of the VAE and the patch discriminator (method.md section 3).
+
+One step, exactly as in the paper:
+
+1. VAE update: ``MSE(x, x_hat) + w_KL * KL + w_adv * BCE(D(x_hat), 1) + w_adv * BCE(D(x_tilde), 1)``, where
+   ``x_hat`` is the reconstruction and ``x_tilde`` a decode of z ~ N(0, I), one per real patch.
+2. D update on the fakes made *before* the VAE update:
+   ``(BCE(D(x), 1) + 0.5 * BCE(D(x_tilde), 0) + 0.5 * BCE(D(x_hat), 0)) / 2``.
+
+Real, reconstructed and generated patches always go through D in separate calls, so each is normalised with its
+own statistics (pitfall 3). The normalisation group is the whole single-domain batch (``grouping="domain"``, the
+paper) or one image's patches (``grouping="image"``, matching inference).
+
+Every step draws its randomness from a generator seeded by ``(seed, step)``; a run resumed from a checkpoint
+therefore continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .config import ModelConfig, TrainConfig, from_dict, to_dict
+from .model import VAE, Discriminator, kl_divergence
+from .patches import extract_patches, patch_corners, to_tensor
+from .runtime import derive_seed
+
+CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
+CHECKPOINT_STATE = "checkpoint.json"
+
+
+def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """``nn.BCELoss`` on the sigmoid, computed from logits in float32 (same value, no bf16 saturation)."""
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved with every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    elapsed: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    finished: bool = False
+    stop_reason: str = ""
+
+
+class Trainer:
+    """Owns D, the VAE and their optimisers; :meth:`fit` runs the schedule on a uint8 image stack."""
+
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        train_cfg: TrainConfig,
+        device: torch.device | str = "cpu",
+        amp: bool | None = None,
+    ) -> None:
+        self.model_cfg = model_cfg
+        self.cfg = train_cfg
+        self.device = torch.device(device)
+        torch.manual_seed(derive_seed(train_cfg.seed, "init"))
+        self.D = Discriminator(model_cfg).to(self.device)
+        self.vae = VAE(model_cfg).to(self.device)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=train_cfg.lr, betas=train_cfg.betas)
+        self.opt_g = torch.optim.Adam(self.vae.parameters(), lr=train_cfg.lr, betas=train_cfg.betas)
+        self.amp = (self.device.type == "cuda") if amp is None else amp
+        self.state = TrainState()
+
+    # ------------------------------------------------------------------ one step
+    def _autocast(self) -> Any:
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def sample_real(self, images: np.ndarray, idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """K random patches from each selected image, consecutive per image: ``(len(idx) * K, C, p, p)``."""
+        p, k = self.model_cfg.patch_size, self.cfg.train_patches
+        batch = images[idx]
+        h, w = batch.shape[1:3]
+        corners = np.stack([patch_corners(h, w, p, k, rng) for _ in range(len(idx))])
+        return extract_patches(to_tensor(batch).to(self.device), corners, p)
+
+    def train_step(self, real: torch.Tensor) -> dict[str, float]:
+        """One VAE update then one D update on ``real`` patches; returns the logged losses."""
+        group = self.cfg.train_patches if self.cfg.grouping == "image" else None
+        D, vae = self.D, self.vae
+        D.train()
+        vae.train()
+
+        # VAE step. D's parameters get no gradient here: the paper zeroes them before D's step anyway.
+        D.requires_grad_(False)
+        with self._autocast():
+            recon, mu, logvar = vae(real)
+            gen = vae.sample(real.shape[0])
+            d_recon = D(recon, group)
+            d_gen = D(gen, group)
+        mse = F.mse_loss(recon.float(), real.float())
+        kl = kl_divergence(mu.float(), logvar.float())
+        adv_recon, adv_gen = bce(d_recon, 1.0), bce(d_gen, 1.0)
+        loss_g = mse + self.cfg.w_kl * kl + self.cfg.w_adv * adv_recon + self.cfg.w_adv * adv_gen
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        D.requires_grad_(True)
+
+        # D step, three separate forward calls (real / generated / reconstructed).
+        recon_d, gen_d = recon.detach(), gen.detach()
+        with self._autocast():
+            l_real = D(real, group)
+            l_gen = D(gen_d, group)
+            l_recon = D(recon_d, group)
+        loss_d = (bce(l_real, 1.0) + 0.5 * bce(l_gen, 0.0) + 0.5 * bce(l_recon, 0.0)) / 2
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        with torch.no_grad():
+            return {
+                "loss_g": float(loss_g),
+                "loss_d": float(loss_d),
+                "mse": float(mse),
+                "kl": float(kl),
+                "d_real": float(torch.sigmoid(l_real.float()).mean()),
+                "d_recon": float(torch.sigmoid(l_recon.float()).mean()),
+                "d_gen": float(torch.sigmoid(l_gen.float()).mean()),
+            }
+
+    # ------------------------------------------------------------------ schedule
+    def steps_per_epoch(self, n_images: int) -> int:
+        full = max(1, n_images // self.cfg.batch_images)
+        return min(full, self.cfg.steps_per_epoch) if self.cfg.steps_per_epoch else full
+
+    def _epoch_order(self, n_images: int, epoch: int) -> np.ndarray:
+        return np.random.default_rng(derive_seed(self.cfg.seed, "epoch", epoch)).permutation(n_images)
+
+    def fit(
+        self,
+        images: np.ndarray,
+        checkpoint_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+        log_every: int = 10,
+        callback: Callable[[TrainState, dict[str, float]], None] | None = None,
+    ) -> TrainState:
+        """Train on a ``(N, S, S[, C])`` uint8 stack until the epochs or the time budget run out.
+
+        Checkpoints are written to ``checkpoint_dir`` at the end of every epoch and when training stops, so a
+        killed run loses at most one epoch and an interrupted one (Ctrl-C) loses nothing.
+        """
+        if images.ndim == 3:
+            images = images[..., None]
+        n = len(images)
+        if n < 1:
+            raise ValueError("no training images")
+        b = min(self.cfg.batch_images, n)
+        spe = self.steps_per_epoch(n)
+        total = self.cfg.epochs * spe
+        st = self.state
+        budget = self.cfg.max_time
+        bar = tqdm(total=total, initial=min(st.step, total), disable=not progress, unit="step", desc="training")
+        # The time budget counts this call only; ``elapsed`` accumulates over resumed runs.
+        t_call, elapsed_before = time.monotonic(), st.elapsed
+        try:
+            while st.epoch < self.cfg.epochs and not st.finished:
+                order = self._epoch_order(n, st.epoch)
+                while st.batch_in_epoch < spe:
+                    if budget is not None and time.monotonic() - t_call >= budget:
+                        st.stop_reason = f"time budget of {budget:g} s reached"
+                        st.finished = True
+                        break
+                    j = st.batch_in_epoch
+                    idx = order[(j * b) % n : (j * b) % n + b]
+                    if len(idx) < b:  # wrap around for the last short slice
+                        idx = np.concatenate([idx, order[: b - len(idx)]])
+                    rng = np.random.default_rng(derive_seed(self.cfg.seed, "step", st.step))
+                    torch.manual_seed(derive_seed(self.cfg.seed, "torch", st.step))
+                    logs = self.train_step(self.sample_real(images, idx, rng))
+                    st.step += 1
+                    st.batch_in_epoch += 1
+                    st.elapsed = elapsed_before + time.monotonic() - t_call
+                    if not all(math.isfinite(v) for v in logs.values()):
+                        raise FloatingPointError(f"non-finite loss at step {st.step}: {logs}")
+                    if st.step % log_every == 0 or st.step == 1:
+                        st.history.append({"step": st.step, "epoch": st.epoch, "time": st.elapsed, **logs})
+                        bar.set_postfix(
+                            {k: f"{logs[k]:.3g}" for k in ("loss_d", "loss_g", "mse", "d_real", "d_recon")}
+                        )
+                    bar.update(1)
+                    if callback is not None:
+                        callback(st, logs)
+                if st.finished:
+                    break
+                st.epoch += 1
+                st.batch_in_epoch = 0
+                if checkpoint_dir is not None:
+                    self.save_checkpoint(checkpoint_dir)
+            if not st.stop_reason:
+                st.stop_reason = f"{self.cfg.epochs} epochs completed"
+            st.finished = True
+        except KeyboardInterrupt:
+            st.stop_reason = "interrupted"
+            if checkpoint_dir is not None:
+                self.save_checkpoint(checkpoint_dir)
+            raise
+        finally:
+            bar.close()
+        if checkpoint_dir is not None:
+            self.save_checkpoint(checkpoint_dir)
+        return st
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, directory: str | os.PathLike) -> Path:
+        """Weights and optimiser moments in safetensors, the rest in JSON; both written atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors: dict[str, torch.Tensor] = {}
+        for prefix, module in (("D", self.D), ("vae", self.vae)):
+            for k, v in module.state_dict().items():
+                tensors[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
+        opt_meta = {}
+        for name, opt in (("opt_d", self.opt_d), ("opt_g", self.opt_g)):
+            sd = opt.state_dict()
+            for pid, pstate in sd["state"].items():
+                for k, v in pstate.items():
+                    tensors[f"{name}.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+            opt_meta[name] = sd["param_groups"]
+        meta = {
+            "format": "discopatch-checkpoint",
+            "format_version": 1,
+            "model": to_dict(self.model_cfg),
+            "train": to_dict(self.cfg),
+            "state": to_dict(self.state),
+            "optimizers": opt_meta,
+        }
+        tmp_w = directory / (CHECKPOINT_WEIGHTS + ".tmp")
+        tmp_j = directory / (CHECKPOINT_STATE + ".tmp")
+        save_file(tensors, str(tmp_w))
+        tmp_j.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp_w, directory / CHECKPOINT_WEIGHTS)
+        os.replace(tmp_j, directory / CHECKPOINT_STATE)
+        return directory
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        directory: str | os.PathLike,
+        device: torch.device | str = "cpu",
+        train_overrides: dict[str, Any] | None = None,
+    ) -> Trainer:
+        """Rebuild a trainer, weights, optimiser moments and progress from :meth:`save_checkpoint` output.
+
+        ``train_overrides`` may extend the schedule (``epochs``, ``max_time``) but not change the model.
+        """
+        directory = Path(directory)
+        meta_path, w_path = directory / CHECKPOINT_STATE, directory / CHECKPOINT_WEIGHTS
+        if not meta_path.exists() or not w_path.exists():
+            raise FileNotFoundError(f"no checkpoint in {directory} (expected {CHECKPOINT_STATE} and {CHECKPOINT_WEIGHTS})")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != "discopatch-checkpoint":
+            raise ValueError(f"{meta_path} is not a discopatch checkpoint")
+        model_cfg = from_dict(ModelConfig, meta["model"])
+        train_dict = dict(meta["train"])
+        train_dict.update(train_overrides or {})
+        trainer = cls(model_cfg, from_dict(TrainConfig, train_dict), device=device)
+        tensors = load_file(str(w_path), device=str(trainer.device))
+        for prefix, module in (("D", trainer.D), ("vae", trainer.vae)):
+            sd = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+            module.load_state_dict(sd, strict=True)
+        for name, opt in (("opt_d", trainer.opt_d), ("opt_g", trainer.opt_g)):
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for k, v in tensors.items():
+                if k.startswith(name + "."):
+                    _, pid, key = k.split(".", 2)
+                    state.setdefault(int(pid), {})[key] = v.cpu() if key == "step" else v
+            groups = meta["optimizers"][name]
+            for g in groups:
+                g["betas"] = tuple(g["betas"])
+                g["lr"] = trainer.cfg.lr
+            opt.load_state_dict({"state": state, "param_groups": groups})
+        s = meta["state"]
+        trainer.state = TrainState(
+            step=s["step"],
+            epoch=s["epoch"],
+            batch_in_epoch=s["batch_in_epoch"],
+            elapsed=s["elapsed"],
+            history=s["history"],
+            finished=False,
+            stop_reason="",
+        )
+        return trainer

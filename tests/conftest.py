@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny preset that trains in seconds and a session-wide trained detector."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from discopatch.config import ModelConfig, PreprocessConfig, Preset, TrainConfig
+from discopatch.data.builtin import load_demo_fashion_mnist
+from discopatch.detector import Detector
+
+torch.set_num_threads(2)
+
+
+def tiny_preset(channels: int = 1, norm: str = "patch", **train: object) -> Preset:
+    """32 px images, 16 px patches, widths 8-32: real structure, seconds to train on 2 cores."""
+    tcfg = TrainConfig(epochs=1, batch_images=16, train_patches=4, lr=2e-4, val_fraction=0.25, seed=0)
+    return Preset(
+        name="tiny",
+        model=ModelConfig(channels=channels, patch_size=16, widths=(8, 16, 16, 32), latent_dim=16, norm=norm),
+        preprocess=PreprocessConfig(image_size=32, channels=channels, resize="pad"),
+        train=dataclasses.replace(tcfg, **train),
+        test_patches=8,
+    )
+
+
+@pytest.fixture(scope="session")
+def fmnist():
+    return load_demo_fashion_mnist()
+
+
+@pytest.fixture(scope="session")
+def trained_detector(fmnist) -> Detector:
+    det = Detector(tiny_preset(), device="cpu", seed=0)
+    det.fit(fmnist.train_images[:400], epochs=2, progress=False)
+    return det
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
