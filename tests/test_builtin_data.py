@@ -164,9 +164,7 @@ def test_load_fashion_mnist_from_tiny_fixture(tmp_path: Path) -> None:
     assert images.shape == (10, 28, 28) and labels.shape == (10,)
 
 
-def test_load_fashion_mnist_env_var_and_explicit_root(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_load_fashion_mnist_env_var_and_explicit_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env_root, explicit_root = tmp_path / "env", tmp_path / "explicit"
     env_root.mkdir()
     explicit_root.mkdir()
@@ -263,9 +261,7 @@ def test_restricted_unpickler_loads_plain_arrays(protocol: int, dtype: str) -> N
     # numpy itself unpickles a non-native array in native byte order; only the kind and size must match.
     assert back.dtype.str[1:] == array.dtype.str[1:]
     np.testing.assert_array_equal(back, array)
-    assert isinstance(RestrictedNumpyUnpickler, type) and issubclass(
-        RestrictedNumpyUnpickler, pickle.Unpickler
-    )
+    assert isinstance(RestrictedNumpyUnpickler, type) and issubclass(RestrictedNumpyUnpickler, pickle.Unpickler)
 
 
 def test_restricted_unpickler_reads_numpy1_pickles() -> None:

@@ -66,6 +66,9 @@ def test_fpr95_conventions_differ_as_documented() -> None:
 
 
 def test_format_table_lists_every_set() -> None:
-    rows = {"a": ood_metrics(np.arange(10.0), np.arange(10.0) + 5), "b": ood_metrics(np.arange(10.0), np.arange(10.0))}
+    rows = {
+        "a": ood_metrics(np.arange(10.0), np.arange(10.0) + 5),
+        "b": ood_metrics(np.arange(10.0), np.arange(10.0)),
+    }
     text = format_table(rows, title="T")
     assert "FPR95(OOD+)" in text and "\na " in text and "\nb " in text

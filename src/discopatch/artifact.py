@@ -94,7 +94,11 @@ def save_artifact(
         "torch_version": torch.__version__.split("+")[0],
         "model": to_dict(D.cfg),
         "preprocess": to_dict(preprocess),
-        "scoring": {"test_patches": int(test_patches), "seed": int(seed), "score": "1 - mean_patches D(patch)"},
+        "scoring": {
+            "test_patches": int(test_patches),
+            "seed": int(seed),
+            "score": "1 - mean_patches D(patch)",
+        },
         "calibration": cal_meta,
         "files": files,
         **(extra or {}),
@@ -147,7 +151,10 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
         _require(name in (WEIGHTS_FILE, CALIBRATION_FILE), f"{cfg_path}: unexpected file entry {name!r}")
         path = directory / name
         _require(path.is_file(), f"{directory}: missing {name}")
-        _require(_sha256(path) == digest, f"{path}: checksum mismatch (file changed or truncated since it was saved)")
+        _require(
+            _sha256(path) == digest,
+            f"{path}: checksum mismatch (file changed or truncated since it was saved)",
+        )
     try:
         sd = load_file(str(directory / WEIGHTS_FILE))
     except (SafetensorError, OSError) as e:

@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", help="folder of ID images (searched recursively)")
     p.add_argument("--out", required=True, help="directory to write the detector to")
     p.add_argument("--preset", default="small", choices=["small", "paper"])
-    p.add_argument("--channels", default="auto", choices=["auto", "1", "3"], help="1 = gray, 3 = RGB, auto = from the images")
+    p.add_argument(
+        "--channels",
+        default="auto",
+        choices=["auto", "1", "3"],
+        help="1 = gray, 3 = RGB, auto = from the images",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-time", type=float, help="stop training after this many seconds")
     p.add_argument("--seed", type=int, default=0)
@@ -99,7 +104,7 @@ def _detect_channels(folder: str, limit: int = 64) -> int:
                     if im.mode == "P" and not _palette_has_colour(im):
                         continue
                     return 3
-        except Exception:  # noqa: BLE001 - unreadable files are reported by the loader later
+        except Exception:
             continue
     return 1
 
@@ -116,20 +121,37 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     channels = _detect_channels(args.images) if args.channels == "auto" else int(args.channels)
     preset = get_preset(args.preset, channels)
-    model_kw = {k: v for k, v in {
-        "patch_size": args.patch_size, "widths": args.widths, "latent_dim": args.latent_dim, "norm": args.norm,
-    }.items() if v is not None}
+    model_kw = {
+        k: v
+        for k, v in {
+            "patch_size": args.patch_size,
+            "widths": args.widths,
+            "latent_dim": args.latent_dim,
+            "norm": args.norm,
+        }.items()
+        if v is not None
+    }
     pre_kw = {k: v for k, v in {"image_size": args.image_size, "resize": args.resize}.items() if v is not None}
-    train_kw = {k: v for k, v in {
-        "batch_images": args.batch_images, "train_patches": args.train_patches, "lr": args.lr,
-        "w_kl": args.w_kl, "w_adv": args.w_adv, "grouping": args.grouping,
-    }.items() if v is not None}
+    train_kw = {
+        k: v
+        for k, v in {
+            "batch_images": args.batch_images,
+            "train_patches": args.train_patches,
+            "lr": args.lr,
+            "w_kl": args.w_kl,
+            "w_adv": args.w_adv,
+            "grouping": args.grouping,
+        }.items()
+        if v is not None
+    }
     preset = preset.replace(
         model=dataclasses.replace(preset.model, **model_kw),
         preprocess=dataclasses.replace(preset.preprocess, **pre_kw),
     )
     if preset.preprocess.image_size < preset.model.patch_size:
-        raise ValueError(f"image size {preset.preprocess.image_size} is smaller than patch size {preset.model.patch_size}")
+        raise ValueError(
+            f"image size {preset.preprocess.image_size} is smaller than patch size {preset.model.patch_size}"
+        )
     out = Path(args.out)
     det = Detector(preset, device=args.device, seed=args.seed, test_patches=args.test_patches)
     print(
@@ -138,9 +160,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     det.fit(
-        args.images, epochs=args.epochs, max_time=args.max_time, val_fraction=args.val_fraction,
-        target_fpr=args.target_fpr, checkpoint_dir=out / "checkpoints", resume=args.resume,
-        progress=not args.quiet, **train_kw,
+        args.images,
+        epochs=args.epochs,
+        max_time=args.max_time,
+        val_fraction=args.val_fraction,
+        target_fpr=args.target_fpr,
+        checkpoint_dir=out / "checkpoints",
+        resume=args.resume,
+        progress=not args.quiet,
+        **train_kw,
     )
     det.save(out)
     info = det.training_info
@@ -151,9 +179,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if det.calibration is not None:
-        print(f"threshold {det.calibration.threshold:.6g} at {det.calibration.target_fpr:.1%} FPR", file=sys.stderr)
+        print(
+            f"threshold {det.calibration.threshold:.6g} at {det.calibration.target_fpr:.1%} FPR",
+            file=sys.stderr,
+        )
     else:
-        print("no validation images: the detector is not calibrated (run with --val-fraction > 0)", file=sys.stderr)
+        print(
+            "no validation images: the detector is not calibrated (run with --val-fraction > 0)",
+            file=sys.stderr,
+        )
     print(f"saved detector to {out}", file=sys.stderr)
     return EXIT_OK
 
@@ -182,12 +216,17 @@ def cmd_score(args: argparse.Namespace) -> int:
                 fh.write(json.dumps(row) + "\n")
             else:
                 assert writer is not None
-                writer.writerow({k: "" if row[k] is None else (str(row[k]).lower() if k == "is_ood" else row[k]) for k in fields})
+                writer.writerow(
+                    {k: "" if row[k] is None else (str(row[k]).lower() if k == "is_ood" else row[k]) for k in fields}
+                )
             fh.flush()
     finally:
         if out_path:
             fh.close()
-    print(f"scored {n - n_fail} of {n} files" + (f"; {n_fail} failed (see the error column)" if n_fail else ""), file=sys.stderr)
+    print(
+        f"scored {n - n_fail} of {n} files" + (f"; {n_fail} failed (see the error column)" if n_fail else ""),
+        file=sys.stderr,
+    )
     return EXIT_FAILED_INPUTS if n_fail else EXIT_OK
 
 
@@ -201,7 +240,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(res.table())
     for name, errs in res.unreadable.items():
         if errs:
-            print(f"warning: {len(errs)} unreadable file(s) skipped in {name}, first: {errs[0][1]}", file=sys.stderr)
+            print(
+                f"warning: {len(errs)} unreadable file(s) skipped in {name}, first: {errs[0][1]}",
+                file=sys.stderr,
+            )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(res.to_dict(), indent=2))
     return EXIT_OK

@@ -129,7 +129,9 @@ class Detector:
 
         data = self.read(images, progress=progress)
         if len(data) == 0:
-            raise ValueError("no readable training images" + (f"; first error: {data.errors[0][1]}" if data.errors else ""))
+            raise ValueError(
+                "no readable training images" + (f"; first error: {data.errors[0][1]}" if data.errors else "")
+            )
         train_idx, val_idx = split_train_val(data.names, tcfg.val_fraction, self.seed)
         train, val = data.images[train_idx], data.images[val_idx]
 
@@ -153,8 +155,8 @@ class Detector:
             "train_seconds": round(state.elapsed, 2),
             "this_run_seconds": round(time.monotonic() - t0, 2),
             "stop_reason": state.stop_reason,
-            "n_train_images": int(len(train)),
-            "n_val_images": int(len(val)),
+            "n_train_images": len(train),
+            "n_val_images": len(val),
             "n_unreadable": len(data.errors),
             "train_config": to_dict(tcfg),
             "last_losses": state.history[-1] if state.history else {},
@@ -217,7 +219,13 @@ class Detector:
                     yield {"path": str(path), "score": None, "p_value": None, "is_ood": None, "error": err}
                     continue
                 s = float(next(it))
-                row: dict[str, Any] = {"path": str(path), "score": s, "p_value": None, "is_ood": None, "error": None}
+                row: dict[str, Any] = {
+                    "path": str(path),
+                    "score": s,
+                    "p_value": None,
+                    "is_ood": None,
+                    "error": None,
+                }
                 if self.calibration is not None:
                     row["p_value"] = float(self.calibration.p_values(np.array([s]))[0])
                     row["is_ood"] = bool(s > self.calibration.threshold)

@@ -194,9 +194,7 @@ class Trainer:
                         raise FloatingPointError(f"non-finite loss at step {st.step}: {logs}")
                     if st.step % log_every == 0 or st.step == 1:
                         st.history.append({"step": st.step, "epoch": st.epoch, "time": st.elapsed, **logs})
-                        bar.set_postfix(
-                            {k: f"{logs[k]:.3g}" for k in ("loss_d", "loss_g", "mse", "d_real", "d_recon")}
-                        )
+                        bar.set_postfix({k: f"{logs[k]:.3g}" for k in ("loss_d", "loss_g", "mse", "d_real", "d_recon")})
                     bar.update(1)
                     if callback is not None:
                         callback(st, logs)
@@ -266,7 +264,9 @@ class Trainer:
         directory = Path(directory)
         meta_path, w_path = directory / CHECKPOINT_STATE, directory / CHECKPOINT_WEIGHTS
         if not meta_path.exists() or not w_path.exists():
-            raise FileNotFoundError(f"no checkpoint in {directory} (expected {CHECKPOINT_STATE} and {CHECKPOINT_WEIGHTS})")
+            raise FileNotFoundError(
+                f"no checkpoint in {directory} (expected {CHECKPOINT_STATE} and {CHECKPOINT_WEIGHTS})"
+            )
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != "discopatch-checkpoint":
             raise ValueError(f"{meta_path} is not a discopatch checkpoint")

@@ -300,9 +300,7 @@ def load_fashion_mnist(
     images = read_idx(image_path)
     labels = read_idx(label_path)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != _IMAGE_SHAPE:
-        raise ValueError(
-            f"{image_path}: expected uint8 (N, 28, 28) images, got {images.dtype} {images.shape}"
-        )
+        raise ValueError(f"{image_path}: expected uint8 (N, 28, 28) images, got {images.dtype} {images.shape}")
     if labels.dtype != np.uint8 or labels.ndim != 1:
         raise ValueError(f"{label_path}: expected a uint8 label vector, got {labels.dtype} {labels.shape}")
     if len(labels) != len(images):
@@ -414,13 +412,9 @@ def _read_animal_mnist_package(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     images = restricted_numpy_loads(gzip.decompress(image_file.read_bytes()))
     labels = restricted_numpy_loads(gzip.decompress(label_file.read_bytes()))
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != _IMAGE_SHAPE:
-        raise ValueError(
-            f"{image_file}: expected uint8 (N, 28, 28) images, got {images.dtype} {images.shape}"
-        )
+        raise ValueError(f"{image_file}: expected uint8 (N, 28, 28) images, got {images.dtype} {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"{label_file}: expected {len(images)} integer labels, got {labels.dtype} {labels.shape}"
-        )
+        raise ValueError(f"{label_file}: expected {len(images)} integer labels, got {labels.dtype} {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= _NUM_CLASSES):
         raise ValueError(f"{label_file}: labels outside 0..{_NUM_CLASSES - 1}")
     return np.ascontiguousarray(images), labels.astype(np.uint8)

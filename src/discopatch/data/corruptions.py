@@ -447,9 +447,7 @@ def _defocus_blur(x: np.ndarray, c: tuple[float, float], rng: np.random.Generato
     disk /= disk.sum()
     g = np.exp(-(np.arange(-aa_half, aa_half + 1) ** 2) / (2.0 * alias_sigma**2))
     g /= g.sum()
-    kernel = ndimage.convolve1d(
-        ndimage.convolve1d(disk, g, axis=0, mode="constant"), g, axis=1, mode="constant"
-    )
+    kernel = ndimage.convolve1d(ndimage.convolve1d(disk, g, axis=0, mode="constant"), g, axis=1, mode="constant")
     return ndimage.correlate(x, kernel[:, :, None], mode="mirror")
 
 
@@ -537,9 +535,7 @@ def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.linalg.solve(design, dst).T
 
 
-def _elastic_transform(
-    x: np.ndarray, c: tuple[float, float, float], rng: np.random.Generator, s: float
-) -> np.ndarray:
+def _elastic_transform(x: np.ndarray, c: tuple[float, float, float], rng: np.random.Generator, s: float) -> np.ndarray:
     alpha, sigma, affine = c[0] * s * s, c[1] * s, c[2] * s
     h, w, ch = x.shape
     # Random affine: jitter three points around the centre and warp the image accordingly.
@@ -551,10 +547,7 @@ def _elastic_transform(
     inv_lin = np.linalg.inv(fwd[:, :2])
     offset = -inv_lin @ fwd[:, 2]
     warped = np.stack(
-        [
-            ndimage.affine_transform(x[..., k], inv_lin, offset=offset, order=1, mode="mirror")
-            for k in range(ch)
-        ],
+        [ndimage.affine_transform(x[..., k], inv_lin, offset=offset, order=1, mode="mirror") for k in range(ch)],
         axis=-1,
     )
     # Smooth random displacement field.
@@ -698,7 +691,5 @@ def corrupt_batch(
     resolve_params(params, images.shape[1], images.shape[2])
     out = np.empty_like(images)
     for i in range(images.shape[0]):
-        out[i] = _apply(
-            images[i], name, int(severity), np.random.default_rng([int(seed), int(start) + i]), params
-        )
+        out[i] = _apply(images[i], name, int(severity), np.random.default_rng([int(seed), int(start) + i]), params)
     return out

@@ -15,7 +15,6 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -27,7 +26,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 #: Images with more pixels than this are refused (decompression-bomb guard; about 16k x 16k).
 MAX_PIXELS = 256 * 1024 * 1024
 
-ImageInput = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
+ImageInput = str | os.PathLike | bytes | np.ndarray | Image.Image
 
 
 class ImageReadError(ValueError):
@@ -159,7 +158,7 @@ def array_to_pil(arr: np.ndarray) -> Image.Image:
     if not isinstance(arr, np.ndarray):
         raise ImageReadError(f"expected a numpy array, got {type(arr).__name__}")
     if arr.dtype == np.uint16:
-        return Image.fromarray(arr if arr.ndim == 2 else arr[..., 0], mode="I;16")
+        return Image.fromarray(np.ascontiguousarray(arr if arr.ndim == 2 else arr[..., 0]))
     if arr.dtype != np.uint8:
         raise ImageReadError(
             f"array images must be uint8 (0..255), got {arr.dtype}; "
@@ -168,9 +167,9 @@ def array_to_pil(arr: np.ndarray) -> Image.Image:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if arr.ndim == 2:
-        return Image.fromarray(arr, mode="L")
+        return Image.fromarray(np.ascontiguousarray(arr))
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
-        return Image.fromarray(np.ascontiguousarray(arr), mode="RGB" if arr.shape[2] == 3 else "RGBA")
+        return Image.fromarray(np.ascontiguousarray(arr))
     raise ImageReadError(f"array image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {arr.shape}")
 
 
@@ -197,8 +196,12 @@ def preprocess_many(
             yield i, preprocess(src, cfg), None
         except ImageReadError as e:
             yield i, None, str(e)
-        except Exception as e:  # noqa: BLE001 - a decoder bug on one file must not end a run of thousands
-            yield i, None, f"{src if isinstance(src, (str, Path)) else '<input>'}: unexpected {type(e).__name__}: {e}"
+        except Exception as e:
+            yield (
+                i,
+                None,
+                f"{src if isinstance(src, (str, Path)) else '<input>'}: unexpected {type(e).__name__}: {e}",
+            )
 
 
 def stack_images(images: Iterable[np.ndarray], cfg: PreprocessConfig) -> np.ndarray:

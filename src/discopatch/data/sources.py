@@ -73,7 +73,7 @@ def split_train_val(names: Sequence[str], val_fraction: float, seed: int = 0) ->
     images are added to or removed from the folder.
     """
     n = len(names)
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     if val_fraction > 0 and n >= 2:
         n_val = min(max(n_val, 1), n - 1)
     keys = [hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest() for name in names]

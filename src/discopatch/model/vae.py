@@ -15,9 +15,7 @@ from ..config import ModelConfig
 
 
 def _down(in_ch: int, out_ch: int, slope: float) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), nn.BatchNorm2d(out_ch), nn.LeakyReLU(slope)
-    )
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), nn.BatchNorm2d(out_ch), nn.LeakyReLU(slope))
 
 
 def _up(in_ch: int, out_ch: int, slope: float) -> nn.Sequential:

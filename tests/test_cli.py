@@ -1,0 +1,178 @@
+"""The command line end to end on tiny generated image folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from discopatch.cli import main
+
+TINY = [
+    "--widths",
+    "8,16,16,32",
+    "--latent-dim",
+    "16",
+    "--batch-images",
+    "16",
+    "--train-patches",
+    "4",
+    "--test-patches",
+    "8",
+    "--image-size",
+    "32",
+    "--patch-size",
+    "16",
+    "--resize",
+    "pad",
+]
+
+
+def _write_folder(root: Path, images: np.ndarray, ext: str = "png") -> list[Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, a in enumerate(images):
+        p = root / f"sub{i % 3}" / f"img{i:04d}.{ext}"
+        p.parent.mkdir(exist_ok=True)
+        Image.fromarray(a).save(p)
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, fmnist):
+    root = tmp_path_factory.mktemp("cli")
+    _write_folder(root / "train", fmnist.train_images[:240])
+    _write_folder(root / "id", fmnist.test_images[:40])
+    noisy = np.clip(
+        fmnist.test_images[40:80].astype(int) + np.random.default_rng(0).integers(-90, 90, (40, 28, 28)),
+        0,
+        255,
+    )
+    _write_folder(root / "noise", noisy.astype(np.uint8))
+    model = root / "model"
+    rc = main(
+        [
+            "fit",
+            str(root / "train"),
+            "--out",
+            str(model),
+            "--epochs",
+            "2",
+            "--quiet",
+            "--device",
+            "cpu",
+            *TINY,
+        ]
+    )
+    assert rc == 0
+    return root, model
+
+
+def test_fit_writes_a_loadable_detector(workspace) -> None:
+    _, model = workspace
+    meta = json.loads((model / "detector.json").read_text())
+    assert meta["model"]["channels"] == 1  # auto-detected from gray PNGs
+    assert meta["calibration"]["n"] == 24  # 10 % of 240
+    assert meta["training"]["steps"] == 2 * (216 // 16)
+    assert (model / "checkpoints" / "checkpoint.safetensors").exists()
+
+
+def test_score_csv_with_an_unreadable_file(workspace, tmp_path: Path, capsys) -> None:
+    root, model = workspace
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    good = sorted((root / "id").rglob("*.png"))[:3]
+    out = tmp_path / "scores.csv"
+    rc = main(["score", str(model), str(good[0]), str(bad), str(good[1]), str(good[2]), "--out", str(out)])
+    assert rc == 1  # non-zero because one file failed
+    rows = list(csv.DictReader(out.open()))
+    assert [r["path"] for r in rows] == [str(good[0]), str(bad), str(good[1]), str(good[2])]
+    assert rows[1]["score"] == "" and "broken.png" in rows[1]["error"]
+    for r in (rows[0], rows[2], rows[3]):
+        assert r["error"] == "" and 0 <= float(r["score"]) <= 1 and 0 < float(r["p_value"]) <= 1
+        assert r["is_ood"] in ("true", "false")
+    # Each good file scores the same as when scored on its own (no statistics shared with other files).
+    alone = tmp_path / "alone.jsonl"
+    assert main(["score", str(model), str(good[1]), "--out", str(alone)]) == 0
+    assert json.loads(alone.read_text())["score"] == pytest.approx(float(rows[2]["score"]), abs=1e-9)
+    assert "1 failed" in capsys.readouterr().err
+
+
+def test_score_folder_to_stdout(workspace, capsys) -> None:
+    root, model = workspace
+    assert main(["score", str(model), str(root / "id")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "path,score,p_value,is_ood,error" and len(lines) == 41
+
+
+def test_evaluate_prints_table_and_json(workspace, tmp_path: Path, capsys) -> None:
+    root, model = workspace
+    js = tmp_path / "eval.json"
+    rc = main(
+        [
+            "evaluate",
+            str(model),
+            "--id",
+            str(root / "id"),
+            "--ood",
+            f"noise={root / 'noise'}",
+            "--ood",
+            f"same={root / 'id'}",
+            "--json",
+            str(js),
+        ]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "AUROC" in out and "FPR95(OOD+)" in out and "noise" in out
+    res = json.loads(js.read_text())
+    assert res["ood"]["same"]["auroc"] == pytest.approx(0.5)  # identical images, identical scores
+    assert set(res["ood"]["noise"]) >= {
+        "auroc",
+        "fpr95_ood_positive",
+        "fpr95_id_positive",
+        "aupr_in",
+        "aupr_out",
+    }
+
+
+def test_resume_extends_training(workspace) -> None:
+    root, model = workspace
+    rc = main(["fit", str(root / "train"), "--out", str(model.parent / "model2"), "--epochs", "1", "--quiet", *TINY])
+    assert rc == 0
+    rc = main(
+        [
+            "fit",
+            str(root / "train"),
+            "--out",
+            str(model.parent / "model2"),
+            "--epochs",
+            "2",
+            "--resume",
+            "--quiet",
+            *TINY,
+        ]
+    )
+    assert rc == 0
+    meta = json.loads((model.parent / "model2" / "detector.json").read_text())
+    assert meta["training"]["steps"] == 26 and meta["training"]["epochs_completed"] == 2
+
+
+def test_clear_errors(workspace, tmp_path: Path, capsys) -> None:
+    _, _model = workspace
+    assert main(["score", str(tmp_path / "nope"), "x.png"]) == 2
+    assert "not a detector directory" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "empty"), "--out", str(tmp_path / "m")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_console_entry_point_runs() -> None:
+    out = subprocess.run([sys.executable, "-m", "discopatch", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("discopatch ")
