@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--w-kl", type=float)
     g.add_argument("--w-adv", type=float)
     g.add_argument("--grouping", choices=["domain", "image"], help="training normalisation groups")
+    g = p.add_argument_group("speed and scale (see docs/BENCHMARKS.md; torchrun runs DistributedDataParallel)")
+    g.add_argument("--channels-last", action="store_true", help="channels_last memory layout for D and the VAE")
+    g.add_argument("--compile", action="store_true", help="torch.compile the two update steps (slow first steps)")
+    g.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="bf16 autocast (auto: on for CUDA)")
     _add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -73,12 +77,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files and/or folders")
     p.add_argument("--out", help="write rows to FILE.csv or FILE.jsonl (default: CSV on standard output)")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "torch", "onnx"],
+        help="what runs D: PyTorch or ONNX Runtime (CPU, needs discopatch[onnx]); auto = the measured CPU default",
+    )
     _add_device(p)
 
     p = sub.add_parser("evaluate", help="AUROC / FPR@95 / AUPR of ID vs OOD folders")
     p.add_argument("model")
-    p.add_argument("--id", required=True, dest="id_dir", help="folder of held-out ID images")
-    p.add_argument("--ood", action="append", required=True, metavar="NAME=DIR", help="an OOD set (repeatable)")
+    p.add_argument("--id", dest="id_dir", help="folder of held-out ID images")
+    p.add_argument("--id-list", help="ID image list (OpenOOD style: 'relative/path [label]' per line)")
+    p.add_argument("--data-root", help="folder the image lists' paths are relative to (default: each list's folder)")
+    p.add_argument(
+        "--ood", action="append", default=[], metavar="NAME=DIR|LIST", help="an OOD folder or image list (repeatable)"
+    )
+    p.add_argument("--imagenet-c", metavar="DIR", help="ImageNet-C root: every corruption/severity folder is a set")
+    p.add_argument(
+        "--official-pipeline",
+        action="store_true",
+        help="mimic the official code's differing ID/OOD preprocessing (NOT leak-free; for reproducing the paper)",
+    )
+    p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"])
     p.add_argument("--json", dest="json_out", help="also write the results as JSON")
     _add_device(p)
 
@@ -88,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_device(p)
     p.add_argument("--quiet", action="store_true")
+
+    import importlib
+
+    for module in COMMAND_GROUPS:
+        importlib.import_module(module).add_commands(sub)
     return parser
 
 
@@ -117,7 +143,6 @@ def _palette_has_colour(im: Any) -> bool:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from .config import get_preset
-    from .detector import Detector
 
     channels = _detect_channels(args.images) if args.channels == "auto" else int(args.channels)
     preset = get_preset(args.preset, channels)
@@ -153,12 +178,40 @@ def cmd_fit(args: argparse.Namespace) -> int:
             f"image size {preset.preprocess.image_size} is smaller than patch size {preset.model.patch_size}"
         )
     out = Path(args.out)
-    det = Detector(preset, device=args.device, seed=args.seed, test_patches=args.test_patches)
-    print(
-        f"discopatch {__version__}: preset {preset.name}, {channels} channel(s), "
-        f"{preset.preprocess.image_size} px images, {preset.model.patch_size} px patches, device {det.device}",
-        file=sys.stderr,
-    )
+    from .distributed import cleanup, init_from_env, launched_by_torchrun
+
+    distributed = launched_by_torchrun()
+    device = str(init_from_env(args.device)) if distributed else args.device
+    try:
+        return _fit_and_save(args, preset, train_kw, channels, out, device, distributed)
+    finally:
+        if distributed:
+            cleanup()
+
+
+def _fit_and_save(
+    args: argparse.Namespace, preset: Any, train_kw: dict[str, Any], channels: int, out: Path, device: str, ddp: bool
+) -> int:
+    """The body of ``fit``; under torchrun every rank trains and rank 0 alone reports and saves."""
+    from .detector import Detector
+    from .distributed import is_main_process, rank_and_world
+
+    det = Detector(preset, device=device, seed=args.seed, test_patches=args.test_patches)
+    main = is_main_process()
+    if main:
+        print(
+            f"discopatch {__version__}: preset {preset.name}, {channels} channel(s), "
+            f"{preset.preprocess.image_size} px images, {preset.model.patch_size} px patches, device {det.device}",
+            file=sys.stderr,
+        )
+    if ddp and main:
+        k, b = rank_and_world()[1], args.batch_images or preset.train.batch_images
+        tp = args.train_patches or preset.train.train_patches
+        print(
+            f"DistributedDataParallel over {k} processes: each step trains on {k} x {b} images x {tp} patches "
+            f"= {k * b * tp} real patches; normalisation statistics stay per rank and per domain ({b * tp} patches)",
+            file=sys.stderr,
+        )
     det.fit(
         args.images,
         epochs=args.epochs,
@@ -168,8 +221,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
         checkpoint_dir=out / "checkpoints",
         resume=args.resume,
         progress=not args.quiet,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        amp={"auto": None, "on": True, "off": False}[args.amp],
         **train_kw,
     )
+    if not main:
+        return EXIT_OK
     det.save(out)
     info = det.training_info
     print(
@@ -196,7 +254,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .data.images import expand_paths
     from .detector import Detector
 
-    det = Detector.load(args.model, device=args.device, batch_size=args.batch_size)
+    det = Detector.load(args.model, device=args.device, batch_size=args.batch_size, engine=args.engine)
     paths = expand_paths(args.paths)
     fields = ["path", "score", "p_value", "is_ood", "error"]
     out_path = Path(args.out) if args.out else None
@@ -234,7 +292,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .detector import Detector
     from .evaluation import evaluate, parse_named_dir
 
-    det = Detector.load(args.model, device=args.device)
+    if not args.id_dir and not args.id_list:
+        raise ValueError("give the ID set with --id DIR or --id-list FILE")
+    if not args.ood and not args.imagenet_c:
+        raise ValueError("give at least one --ood NAME=DIR|LIST or --imagenet-c DIR")
+    all_folders = all(Path(parse_named_dir(s)[1]).is_dir() for s in args.ood)
+    if args.id_list or args.imagenet_c or args.official_pipeline or not all_folders:
+        from .reproduce import cmd_evaluate_sources
+
+        return cmd_evaluate_sources(args)
+    det = Detector.load(args.model, device=args.device, engine=args.engine)
     ood = dict(parse_named_dir(s) for s in args.ood)
     res = evaluate(det, args.id_dir, ood, id_name=Path(args.id_dir).name or "id")
     print(res.table())
@@ -258,11 +325,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"fit": cmd_fit, "score": cmd_score, "evaluate": cmd_evaluate, "demo": cmd_demo}
 
+#: Other areas register their sub-commands here: each module has ``add_commands(subparsers)`` whose parsers call
+#: ``set_defaults(func=...)``. Imported lazily so heavy optional dependencies load only for their command.
+COMMAND_GROUPS: list[str] = ["discopatch.deploy_cli", "discopatch.monitoring.cli"]
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        func = getattr(args, "func", None) or COMMANDS[args.command]
+        return func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

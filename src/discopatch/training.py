@@ -13,6 +13,11 @@ paper) or one image's patches (``grouping="image"``, matching inference).
 
 Every step draws its randomness from a generator seeded by ``(seed, step)``; a run resumed from a checkpoint
 therefore continues exactly as an uninterrupted one would.
+
+Scale (off by default, CPU behaviour unchanged): ``amp`` (bf16 autocast; D's head, the VAE's mu/logvar heads and
+the BCE stay float32), ``channels_last`` and ``compile`` (``torch.compile``). Under ``torchrun`` the two update
+steps run through DistributedDataParallel (see :mod:`discopatch.distributed`): each rank draws its own images,
+keeps its own per-domain normalisation statistics and DDP averages the gradients.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch import nn
 from tqdm.auto import tqdm
 
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
+from .distributed import any_across_ranks, is_main_process, rank_and_world
 from .model import VAE, Discriminator, kl_divergence
 from .patches import extract_patches, patch_corners, to_tensor
 from .runtime import derive_seed
@@ -45,6 +52,38 @@ def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     """``nn.BCELoss`` on the sigmoid, computed from logits in float32 (same value, no bf16 saturation)."""
     logits = logits.float()
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+class _GeneratorStep(nn.Module):
+    """The VAE step's forward as one module call, so DDP sees exactly one forward per backward.
+
+    D is held outside the module's registered children: its parameters have ``requires_grad`` off during this
+    step, and a DDP wrapper that owned them would wait for gradients that never come.
+    """
+
+    def __init__(self, vae: nn.Module, D: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+        self.__dict__["D"] = D  # not a submodule: DDP must only synchronise the VAE's gradients here
+
+    def forward(self, real: torch.Tensor, group: int | None) -> tuple[torch.Tensor, ...]:
+        recon, mu, logvar = self.vae(real)
+        gen = self.vae.sample(real.shape[0])
+        D = self.__dict__["D"]
+        return recon, mu, logvar, gen, D(recon, group), D(gen, group)
+
+
+class _DiscriminatorStep(nn.Module):
+    """D's three single-domain calls (real / generated / reconstructed) as one forward, for the same reason."""
+
+    def __init__(self, D: nn.Module) -> None:
+        super().__init__()
+        self.D = D
+
+    def forward(
+        self, real: torch.Tensor, gen: torch.Tensor, recon: torch.Tensor, group: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.D(real, group), self.D(gen, group), self.D(recon, group)
 
 
 @dataclass
@@ -69,6 +108,8 @@ class Trainer:
         train_cfg: TrainConfig,
         device: torch.device | str = "cpu",
         amp: bool | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         self.model_cfg = model_cfg
         self.cfg = train_cfg
@@ -76,9 +117,27 @@ class Trainer:
         torch.manual_seed(derive_seed(train_cfg.seed, "init"))
         self.D = Discriminator(model_cfg).to(self.device)
         self.vae = VAE(model_cfg).to(self.device)
+        self.channels_last = channels_last
+        if channels_last:
+            self.D.to(memory_format=torch.channels_last)
+            self.vae.to(memory_format=torch.channels_last)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=train_cfg.lr, betas=train_cfg.betas)
         self.opt_g = torch.optim.Adam(self.vae.parameters(), lr=train_cfg.lr, betas=train_cfg.betas)
         self.amp = (self.device.type == "cuda") if amp is None else amp
+        self.compile = compile
+        self.rank, self.world_size = rank_and_world()
+        self._g_step: nn.Module = _GeneratorStep(self.vae, self.D)
+        self._d_step: nn.Module = _DiscriminatorStep(self.D)
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # Every registered parameter is used in every step, so find_unused_parameters stays off (faster).
+            self._g_step = DDP(self._g_step, device_ids=ids)
+            self._d_step = DDP(self._d_step, device_ids=ids)
+        if compile:
+            self._g_step = torch.compile(self._g_step)
+            self._d_step = torch.compile(self._d_step)
         self.state = TrainState()
 
     # ------------------------------------------------------------------ one step
@@ -91,7 +150,8 @@ class Trainer:
         batch = images[idx]
         h, w = batch.shape[1:3]
         corners = np.stack([patch_corners(h, w, p, k, rng) for _ in range(len(idx))])
-        return extract_patches(to_tensor(batch).to(self.device), corners, p)
+        real = extract_patches(to_tensor(batch).to(self.device), corners, p)
+        return real.contiguous(memory_format=torch.channels_last) if self.channels_last else real
 
     def train_step(self, real: torch.Tensor) -> dict[str, float]:
         """One VAE update then one D update on ``real`` patches; returns the logged losses."""
@@ -103,10 +163,7 @@ class Trainer:
         # VAE step. D's parameters get no gradient here: the paper zeroes them before D's step anyway.
         D.requires_grad_(False)
         with self._autocast():
-            recon, mu, logvar = vae(real)
-            gen = vae.sample(real.shape[0])
-            d_recon = D(recon, group)
-            d_gen = D(gen, group)
+            recon, mu, logvar, gen, d_recon, d_gen = self._g_step(real, group)
         mse = F.mse_loss(recon.float(), real.float())
         kl = kl_divergence(mu.float(), logvar.float())
         adv_recon, adv_gen = bce(d_recon, 1.0), bce(d_gen, 1.0)
@@ -119,9 +176,7 @@ class Trainer:
         # D step, three separate forward calls (real / generated / reconstructed).
         recon_d, gen_d = recon.detach(), gen.detach()
         with self._autocast():
-            l_real = D(real, group)
-            l_gen = D(gen_d, group)
-            l_recon = D(recon_d, group)
+            l_real, l_gen, l_recon = self._d_step(real, gen_d, recon_d, group)
         loss_d = (bce(l_real, 1.0) + 0.5 * bce(l_gen, 0.0) + 0.5 * bce(l_recon, 0.0)) / 2
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
@@ -140,8 +195,24 @@ class Trainer:
 
     # ------------------------------------------------------------------ schedule
     def steps_per_epoch(self, n_images: int) -> int:
-        full = max(1, n_images // self.cfg.batch_images)
+        """Steps that show every image about once; with K ranks each step consumes K batches."""
+        full = max(1, n_images // (self.cfg.batch_images * self.world_size))
         return min(full, self.cfg.steps_per_epoch) if self.cfg.steps_per_epoch else full
+
+    def batch_indices(self, order: np.ndarray, j: int, b: int) -> np.ndarray:
+        """This rank's ``b`` positions of step ``j`` in the epoch's permutation (wrapping around).
+
+        Rank r takes the r-th slice of the step's ``world_size * b`` consecutive entries, so ranks never draw
+        the same image in a step; with one process this is the plain ``order[j*b : j*b + b]``.
+        """
+        start = (j * self.world_size + self.rank) * b
+        return order[(start + np.arange(b)) % len(order)]
+
+    def _step_seed(self, kind: str, step: int) -> int:
+        # Rank 0 keeps the single-process seeds, so a 1-process run is unchanged; other ranks draw other patches.
+        if self.rank == 0:
+            return derive_seed(self.cfg.seed, kind, step)
+        return derive_seed(self.cfg.seed, kind, step, "rank", self.rank)
 
     def _epoch_order(self, n_images: int, epoch: int) -> np.ndarray:
         return np.random.default_rng(derive_seed(self.cfg.seed, "epoch", epoch)).permutation(n_images)
@@ -169,6 +240,7 @@ class Trainer:
         total = self.cfg.epochs * spe
         st = self.state
         budget = self.cfg.max_time
+        progress = progress and is_main_process()
         bar = tqdm(total=total, initial=min(st.step, total), disable=not progress, unit="step", desc="training")
         # The time budget counts this call only; ``elapsed`` accumulates over resumed runs.
         t_call, elapsed_before = time.monotonic(), st.elapsed
@@ -176,22 +248,25 @@ class Trainer:
             while st.epoch < self.cfg.epochs and not st.finished:
                 order = self._epoch_order(n, st.epoch)
                 while st.batch_in_epoch < spe:
-                    if budget is not None and time.monotonic() - t_call >= budget:
+                    over_budget = budget is not None and time.monotonic() - t_call >= budget
+                    if self.world_size > 1 and budget is not None:
+                        (over_budget,) = any_across_ranks(over_budget, device=self.device)
+                    if over_budget:
                         st.stop_reason = f"time budget of {budget:g} s reached"
                         st.finished = True
                         break
-                    j = st.batch_in_epoch
-                    idx = order[(j * b) % n : (j * b) % n + b]
-                    if len(idx) < b:  # wrap around for the last short slice
-                        idx = np.concatenate([idx, order[: b - len(idx)]])
-                    rng = np.random.default_rng(derive_seed(self.cfg.seed, "step", st.step))
-                    torch.manual_seed(derive_seed(self.cfg.seed, "torch", st.step))
+                    idx = self.batch_indices(order, st.batch_in_epoch, b)
+                    rng = np.random.default_rng(self._step_seed("step", st.step))
+                    torch.manual_seed(self._step_seed("torch", st.step))
                     logs = self.train_step(self.sample_real(images, idx, rng))
                     st.step += 1
                     st.batch_in_epoch += 1
                     st.elapsed = elapsed_before + time.monotonic() - t_call
-                    if not all(math.isfinite(v) for v in logs.values()):
-                        raise FloatingPointError(f"non-finite loss at step {st.step}: {logs}")
+                    bad = not all(math.isfinite(v) for v in logs.values())
+                    if self.world_size > 1:
+                        (bad,) = any_across_ranks(bad, device=self.device)
+                    if bad:
+                        raise FloatingPointError(f"non-finite loss at step {st.step} (on some rank): {logs}")
                     if st.step % log_every == 0 or st.step == 1:
                         st.history.append({"step": st.step, "epoch": st.epoch, "time": st.elapsed, **logs})
                         bar.set_postfix({k: f"{logs[k]:.3g}" for k in ("loss_d", "loss_g", "mse", "d_real", "d_recon")})
@@ -220,8 +295,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: str | os.PathLike) -> Path:
-        """Weights and optimiser moments in safetensors, the rest in JSON; both written atomically."""
+        """Weights and optimiser moments in safetensors, the rest in JSON; both written atomically.
+
+        Under DDP only rank 0 writes (all ranks hold identical weights); the others return at once.
+        """
         directory = Path(directory)
+        if not is_main_process():
+            return directory
         directory.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, torch.Tensor] = {}
         for prefix, module in (("D", self.D), ("vae", self.vae)):
@@ -256,10 +336,12 @@ class Trainer:
         directory: str | os.PathLike,
         device: torch.device | str = "cpu",
         train_overrides: dict[str, Any] | None = None,
+        **trainer_kwargs: Any,
     ) -> Trainer:
         """Rebuild a trainer, weights, optimiser moments and progress from :meth:`save_checkpoint` output.
 
-        ``train_overrides`` may extend the schedule (``epochs``, ``max_time``) but not change the model.
+        ``train_overrides`` may extend the schedule (``epochs``, ``max_time``) but not change the model;
+        ``trainer_kwargs`` (``amp``, ``channels_last``, ``compile``) are passed to the constructor.
         """
         directory = Path(directory)
         meta_path, w_path = directory / CHECKPOINT_STATE, directory / CHECKPOINT_WEIGHTS
@@ -273,7 +355,7 @@ class Trainer:
         model_cfg = from_dict(ModelConfig, meta["model"])
         train_dict = dict(meta["train"])
         train_dict.update(train_overrides or {})
-        trainer = cls(model_cfg, from_dict(TrainConfig, train_dict), device=device)
+        trainer = cls(model_cfg, from_dict(TrainConfig, train_dict), device=device, **trainer_kwargs)
         tensors = load_file(str(w_path), device=str(trainer.device))
         for prefix, module in (("D", trainer.D), ("vae", trainer.vae)):
             sd = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}

@@ -1,0 +1,158 @@
+"""``discopatch export`` and ``discopatch bench-speed``: deployment commands, registered through ``COMMAND_GROUPS``.
+
+Kept out of cli.py so that onnx / onnxruntime are imported only when these commands run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+CHECK_TOLERANCE = 1e-4
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("export", help="export the discriminator to ONNX (per-image normalisation as explicit ops)")
+    p.add_argument("model", help="detector directory written by 'discopatch fit'")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--out", required=True, help="FILE.onnx to write")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help=f"score real images with ONNX Runtime and PyTorch; fail if they differ by more than {CHECK_TOLERANCE}",
+    )
+    p.add_argument("--check-images", help="folder of images for --check (default: the bundled Fashion-MNIST test set)")
+    p.add_argument("--check-limit", type=int, default=256, help="at most this many images for --check")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench-speed", help="images/s, ms/image and achieved GFLOP/s against a measured matmul peak")
+    p.add_argument("model", nargs="?", help="detector directory (default: an untrained D of --preset)")
+    p.add_argument("--preset", default="small", choices=["small", "paper"])
+    p.add_argument("--channels", type=int, choices=[1, 3], help="for --preset (default: the preset's)")
+    p.add_argument("--batch-sizes", type=_ints, help="images per call (default 1,4,16,64,256; paper: 1,4,16)")
+    p.add_argument("--threads", type=_ints, default=[1, 2])
+    p.add_argument("--engines", type=_names, default=["torch", "onnx"], help="torch and/or onnx")
+    p.add_argument("--precision", type=_names, default=["fp32"], help="fp32, bf16 (torch) and/or int8 (onnx)")
+    p.add_argument("--channels-last", action="store_true", help="torch engine: channels_last memory layout")
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds of repeats per measurement (default 1)")
+    p.add_argument("--max-reps", type=int, default=20)
+    p.add_argument(
+        "--check-precision",
+        action="store_true",
+        help="MODEL only: AUROC of bf16 and int8 vs fp32 on the bundled demo sets (must stay within 0.001)",
+    )
+    p.add_argument("--json", dest="json_out", help="write the results as JSON")
+    p.add_argument("--markdown", help="write the table as Markdown")
+    p.set_defaults(func=cmd_bench_speed)
+
+
+def _load_images(folder: str | None, limit: int) -> Any:
+    if folder is None:
+        return None
+    from .data.images import list_images
+
+    files = list_images(folder)[:limit]
+    if not files:
+        raise FileNotFoundError(f"no images found under {folder}")
+    return files
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .detector import Detector
+    from .engine import onnx_available
+    from .export import check_export, export_detector
+
+    if not onnx_available():
+        raise RuntimeError("export needs the optional extra: pip install 'discopatch[onnx]'")
+    det = Detector.load(args.model, device="cpu", engine="torch")
+    out = export_detector(det, args.out, opset=args.opset)
+    print(
+        f"wrote {out}: input 'patches' (images, {det.n_patches}, {det.model_config.channels}, "
+        f"{det.model_config.patch_size}, {det.model_config.patch_size}), outputs 'logits' (images, "
+        f"{det.n_patches}) and 'score' (images,) in float32",
+        file=sys.stderr,
+    )
+    if not args.check:
+        return EXIT_OK
+    images = _load_images(args.check_images, args.check_limit)
+    diff = check_export(det, out, images, limit=args.check_limit)
+    ok = diff <= CHECK_TOLERANCE
+    print(f"check: largest |ONNX Runtime - PyTorch| score difference {diff:.3g} ({'ok' if ok else 'FAILED'})")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_bench_speed(args: argparse.Namespace) -> int:
+    import torch
+
+    from .config import get_preset
+    from .model import Discriminator
+    from .speed import bench_speed, precision_check
+
+    if args.model:
+        from .detector import Detector
+
+        det = Detector.load(args.model, device="cpu", engine="torch")
+        D, pre, n, seed, name = det._require_model(), det.preprocess_config, det.n_patches, det.seed, args.model
+    else:
+        if args.check_precision:
+            raise ValueError("--check-precision needs a trained MODEL (an untrained D has no meaningful AUROC)")
+        preset = get_preset(args.preset, args.channels)
+        torch.manual_seed(0)
+        D, pre, n, seed, name = Discriminator(preset.model), preset.preprocess, preset.test_patches, 0, preset.name
+    sizes = args.batch_sizes or ([1, 4, 16] if D.cfg.patch_size >= 64 else [1, 4, 16, 64, 256])
+    report = bench_speed(
+        D,
+        pre,
+        n,
+        preset_name=name,
+        seed=seed,
+        batch_sizes=sizes,
+        threads=args.threads,
+        engines=args.engines,
+        precisions=args.precision,
+        channels_last=args.channels_last,
+        min_time=args.min_time,
+        max_reps=args.max_reps,
+        log=lambda s: print(s, file=sys.stderr),
+    )
+    print(report.table())
+    out: dict[str, Any] = report.to_dict()
+    md = report.markdown()
+    if args.check_precision:
+        checks = precision_check(det)
+        out["precision_check"] = [c.__dict__ for c in checks]
+        lines = ["", "precision  engine  max |dAUROC| vs fp32  max |dscore|  within 0.001"]
+        for c in checks:
+            lines.append(
+                f"{c.precision:9s}  {c.engine:6s}  {c.max_abs_delta:19.5f}  {c.max_score_delta:12.3g}  "
+                f"{'yes' if c.passed else 'no'}"
+            )
+        print("\n".join(lines))
+        md += "\n\n| precision | engine | max abs AUROC change vs fp32 | within 0.001 |\n|---|---|---|---|\n"
+        md += "\n".join(
+            f"| {c.precision} | {c.engine} | {c.max_abs_delta:.5f} | {'yes' if c.passed else 'no'} |" for c in checks
+        )
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(out, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(md + "\n")
+    return EXIT_OK

@@ -1,0 +1,245 @@
+"""Scoring engines: the same per-image patch scores computed by PyTorch or by ONNX Runtime.
+
+Both engines share everything except D's forward pass: content-seeded corners (:func:`patches.content_corners`),
+patch extraction and the float64 ``1 - mean sigmoid`` (:func:`scoring.scores_from_logits`). They therefore agree
+to float32 rounding (tests hold them within 1e-6; the contract is 1e-4), and either can back ``Detector.score``,
+``discopatch score`` and later a server.
+
+The CPU default is a constant chosen from a measurement (docs/BENCHMARKS.md, "Scoring speed"), not a benchmark at
+run time: a start-up race on a shared 2-core machine would pick a different engine from run to run.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ModelConfig
+from .model import Discriminator
+from .patches import content_corners, extract_patches, to_tensor
+from .scoring import scores_from_logits
+
+ENGINES: tuple[str, ...] = ("auto", "torch", "onnx")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+#: What ``engine="auto"`` picks on CPU; see docs/BENCHMARKS.md "Scoring speed" for the measurement behind it.
+DEFAULT_CPU_ENGINE = "torch"
+
+
+def onnx_available() -> bool:
+    """True when both ``onnx`` and ``onnxruntime`` import (the ``[onnx]`` extra)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class ScoringEngine(ABC):
+    """Preprocessed uint8 images -> per-patch logits -> float64 scores; subclasses supply D's forward."""
+
+    name = "base"
+
+    def __init__(self, cfg: ModelConfig, n_patches: int, seed: int, device: torch.device | str = "cpu") -> None:
+        self.cfg = cfg
+        self.n_patches = int(n_patches)
+        self.seed = int(seed)
+        self.device = torch.device(device)
+
+    def patches(self, images: np.ndarray) -> torch.Tensor:
+        """``(B, S, S[, C])`` uint8 -> ``(B * N, C, p, p)`` float32 on the engine's device, content-seeded."""
+        p = self.cfg.patch_size
+        corners = content_corners(images, p, self.n_patches, self.seed)
+        return extract_patches(to_tensor(images).to(self.device), corners, p)
+
+    @abstractmethod
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """``(B * N, C, p, p)`` -> float32 logits ``(B, N)`` on the CPU."""
+
+    def patch_logits(self, images: np.ndarray) -> torch.Tensor:
+        if len(images) == 0:
+            return torch.zeros(0, self.n_patches, dtype=torch.float32)
+        return self.forward(self.patches(images))
+
+    def score(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Float64 scores (higher = more OOD), ``batch_size`` images per forward pass."""
+        out = np.empty(len(images), dtype=np.float64)
+        for i in range(0, len(images), max(1, batch_size)):
+            chunk = images[i : i + batch_size]
+            out[i : i + len(chunk)] = scores_from_logits(self.patch_logits(chunk))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "device": str(self.device)}
+
+
+class TorchEngine(ScoringEngine):
+    """D in PyTorch, one forward per call with one normalisation group per image.
+
+    ``precision="bf16"`` runs the convolutions under autocast (D's head and the sigmoid stay float32);
+    ``channels_last`` changes the memory layout only. Both work on a private copy of D, so the detector's own
+    module (which may be trained further) is never converted.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        D: Discriminator,
+        n_patches: int,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
+    ) -> None:
+        dev = next(D.parameters()).device if device is None else torch.device(device)
+        super().__init__(D.cfg, n_patches, seed, dev)
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"the torch engine supports fp32 and bf16, not {precision!r}")
+        self.precision = precision
+        self.channels_last = channels_last
+        if channels_last or next(D.parameters()).device != dev:
+            D = copy.deepcopy(D).to(dev).eval()
+            if channels_last:
+                D = D.to(memory_format=torch.channels_last)
+        self.D = D
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            patches = patches.contiguous(memory_format=torch.channels_last)
+        was_training = self.D.training
+        self.D.eval()
+        try:
+            with (
+                torch.inference_mode(),
+                torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"),
+            ):
+                logits = self.D(patches, self.n_patches)
+        finally:
+            self.D.train(was_training)
+        return logits.float().reshape(-1, self.n_patches).cpu()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "precision": self.precision, "channels_last": self.channels_last}
+
+
+class OnnxEngine(ScoringEngine):
+    """D exported by :mod:`discopatch.export` and run by ONNX Runtime on the CPU.
+
+    Built in memory from a loaded D (:meth:`from_discriminator`) or from an exported file. The session is a
+    snapshot: weights changed later in PyTorch are not seen (the detector rebuilds its engine after ``fit``).
+    """
+
+    name = "onnx"
+
+    def __init__(
+        self,
+        model: bytes,
+        cfg: ModelConfig,
+        n_patches: int,
+        seed: int = 0,
+        threads: int | None = None,
+        precision: str = "fp32",
+    ) -> None:
+        super().__init__(cfg, n_patches, seed, "cpu")
+        import onnxruntime as ort
+
+        if precision not in ("fp32", "int8"):
+            raise ValueError(f"the onnx engine supports fp32 and int8, not {precision!r}")
+        self.precision = precision
+        if precision == "int8":
+            model = quantize_dynamic_bytes(model)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        self.threads = opts.intra_op_num_threads
+        self.session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+    @classmethod
+    def from_discriminator(cls, D: Discriminator, n_patches: int, seed: int = 0, **kw: Any) -> OnnxEngine:
+        from .export import export_onnx_bytes
+
+        return cls(export_onnx_bytes(D, n_patches), D.cfg, n_patches, seed, **kw)
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike, n_patches: int, seed: int, cfg: ModelConfig, **kw: Any
+    ) -> OnnxEngine:
+        with open(path, "rb") as f:
+            return cls(f.read(), cfg, n_patches, seed, **kw)
+
+    def _run(self, patches: torch.Tensor, output: str) -> np.ndarray:
+        p, c = self.cfg.patch_size, self.cfg.channels
+        x = patches.detach().cpu().float().numpy().reshape(-1, self.n_patches, c, p, p)
+        return self.session.run([output], {"patches": x})[0]
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._run(patches, "logits"))
+
+    def score(self, images: np.ndarray, batch_size: int = 256, in_graph: bool = False) -> np.ndarray:
+        """As :meth:`ScoringEngine.score`; ``in_graph=True`` returns the graph's own float32 ``score`` output."""
+        if not in_graph:
+            return super().score(images, batch_size)
+        out = np.empty(len(images), dtype=np.float64)
+        for i in range(0, len(images), max(1, batch_size)):
+            chunk = images[i : i + batch_size]
+            out[i : i + len(chunk)] = self._run(self.patches(chunk), "score")
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "precision": self.precision, "threads": self.threads}
+
+
+def quantize_dynamic_bytes(model: bytes) -> bytes:
+    """ONNX Runtime dynamic int8 quantisation (weights int8, activations quantised per call) of a model."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "int8.onnx")
+        with open(src, "wb") as f:
+            f.write(model)
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv", "Gemm", "MatMul"])
+        with open(dst, "rb") as f:
+            return f.read()
+
+
+def resolve_engine_name(engine: str, device: torch.device) -> str:
+    """``auto`` -> the measured CPU default (ONNX only where installed) or torch on CUDA."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "auto":
+        if device.type != "cpu":
+            return "torch"
+        return "onnx" if DEFAULT_CPU_ENGINE == "onnx" and onnx_available() else "torch"
+    if engine == "onnx":
+        if device.type != "cpu":
+            raise ValueError("the onnx engine runs on the CPU only; use engine='torch' with CUDA")
+        if not onnx_available():
+            raise RuntimeError("engine 'onnx' needs the optional extra: pip install 'discopatch[onnx]'")
+    return engine
+
+
+def make_engine(
+    engine: str,
+    D: Discriminator,
+    n_patches: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> ScoringEngine:
+    """Build the named engine (``auto`` resolved as :func:`resolve_engine_name`) around D."""
+    device = torch.device(device)
+    name = resolve_engine_name(engine, device)
+    if name == "onnx":
+        return OnnxEngine.from_discriminator(D, n_patches, seed, precision=precision)
+    return TorchEngine(D, n_patches, seed, device, precision=precision, channels_last=channels_last)

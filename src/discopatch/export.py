@@ -1,0 +1,210 @@
+"""ONNX export of the discriminator with per-image normalisation written out as plain operations.
+
+Why a separate module: :class:`~discopatch.model.norm.PatchGroupNorm` is easy to export wrongly. A consumer that
+maps it to ONNX ``BatchNormalization`` gets either running statistics (training mode is not exportable) or
+statistics pooled over every patch of every image in the request, which is the dataset-level leak the method
+warns about (method.md pitfalls 1-2). :class:`OnnxScorer` therefore re-expresses D on a 5-D input
+``(images, N, C, p, p)``: after each convolution the activations are reshaped to ``(images, N, C, h, w)`` and
+standardised with their own mean and biased variance over ``(N, h, w)``, so an image's score can never depend on
+another image in the same request. The graph has two outputs:
+
+* ``logits`` ``(images, N)`` float32 - what :mod:`discopatch.engine` consumes, so the final mean stays float64;
+* ``score`` ``(images,)`` float32 - ``1 - mean sigmoid(logit)``, for consumers that want one number per image.
+  It is computed in float32 inside the graph; it differs from the float64 PyTorch score by ~1e-7.
+
+Everything needed to rebuild preprocessing and patch sampling is stored in the model's ``metadata_props``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from .config import to_dict
+from .model import Discriminator
+from .model.norm import PatchGroupNorm
+
+ONNX_FORMAT = "discopatch-onnx"
+ONNX_FORMAT_VERSION = 1
+DEFAULT_OPSET = 17
+INPUT_NAME = "patches"
+OUTPUT_NAMES = ("logits", "score")
+
+
+class OnnxScorer(nn.Module):
+    """D as explicit ops on ``(images, N, C, p, p)`` patches -> ``(logits (images, N), score (images,))``.
+
+    Shares D's parameters (no copy), so it computes D's function exactly; only the normalisation is spelled out
+    with reshape / mean / sub / mul so that exporters cannot turn it into a BatchNormalization node.
+    """
+
+    def __init__(self, D: Discriminator, n_patches: int) -> None:
+        super().__init__()
+        if D.cfg.norm != "patch":
+            raise ValueError(f"ONNX export supports norm='patch' (the method) only, not the ablation {D.cfg.norm!r}")
+        self.cfg = D.cfg
+        self.n_patches = int(n_patches)
+        self.convs = nn.ModuleList(block.conv for block in D.blocks)
+        self.norms = nn.ModuleList(block.norm for block in D.blocks)
+        self.head = D.head
+        self.slope = float(D.cfg.negative_slope)
+
+    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c, p = self.n_patches, self.cfg.channels, self.cfg.patch_size
+        x = patches.reshape(-1, c, p, p)
+        for conv, norm in zip(self.convs, self.norms):
+            assert isinstance(norm, PatchGroupNorm)
+            x = conv(x)
+            ch, h, w = x.shape[1], x.shape[2], x.shape[3]
+            g = x.reshape(-1, n, ch, h, w)  # one group per image: statistics never cross images
+            mean = g.mean(dim=(1, 3, 4), keepdim=True)
+            d = g - mean
+            var = (d * d).mean(dim=(1, 3, 4), keepdim=True)  # biased, two-pass (as torch.var_mean)
+            scale = norm.weight.view(1, 1, ch, 1, 1) * torch.rsqrt(var + norm.eps)
+            g = d * scale + norm.bias.view(1, 1, ch, 1, 1)
+            x = F.leaky_relu(g.reshape(-1, ch, h, w), self.slope)
+        logits = self.head(x.flatten(1)).reshape(-1, n)
+        score = 1.0 - torch.sigmoid(logits).mean(dim=1)
+        return logits, score
+
+
+def onnx_metadata(
+    D: Discriminator,
+    n_patches: int,
+    seed: int,
+    preprocess: Any = None,
+    threshold: float | None = None,
+    target_fpr: float | None = None,
+) -> dict[str, str]:
+    """The ``metadata_props`` a consumer needs to reproduce inputs and decisions without discopatch."""
+    meta = {
+        "format": ONNX_FORMAT,
+        "format_version": str(ONNX_FORMAT_VERSION),
+        "discopatch_version": __version__,
+        "n_patches": str(int(n_patches)),
+        "seed": str(int(seed)),
+        "patch_size": str(D.cfg.patch_size),
+        "channels": str(D.cfg.channels),
+        "model": json.dumps(to_dict(D.cfg)),
+        "input": (
+            f"patches float32 (images, {n_patches}, {D.cfg.channels}, {D.cfg.patch_size}, {D.cfg.patch_size}); "
+            "pixel values uint8 / 127.5 - 1 (range [-1, 1]); an image's N patches are consecutive"
+        ),
+        "patch_sampling": (
+            "per image: BLAKE2b-64 (little-endian) over str(shape), str(dtype), the uint8 HxW[xC] bytes and the "
+            "seed as 8-byte little-endian signed; numpy.random.default_rng(that) draws N rows with integers(0, "
+            "H-p+1) then N cols with integers(0, W-p+1) (discopatch.patches.content_corners)"
+        ),
+        "score": "1 - mean over the image's patches of sigmoid(logit); higher = more OOD; float32 in this graph",
+        "threshold": "none" if threshold is None or not np.isfinite(threshold) else repr(float(threshold)),
+    }
+    if preprocess is not None:
+        meta["preprocess"] = json.dumps(to_dict(preprocess))
+    if target_fpr is not None:
+        meta["target_fpr"] = repr(float(target_fpr))
+    return meta
+
+
+def export_onnx_bytes(
+    D: Discriminator,
+    n_patches: int,
+    metadata: dict[str, str] | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> bytes:
+    """Serialise D as an ONNX model with a dynamic ``images`` axis; ``N`` is fixed by ``n_patches``.
+
+    Uses the TorchScript-based exporter (``dynamo=False``): the ``torch.export`` one needs ``onnxscript``, which
+    discopatch does not depend on, and the graph here is static apart from the image axis.
+    """
+    import onnx
+
+    scorer = OnnxScorer(D, n_patches).cpu().float().eval()
+    p, c = D.cfg.patch_size, D.cfg.channels
+    example = torch.zeros(2, n_patches, c, p, p)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice is not actionable here
+        torch.onnx.export(
+            scorer,
+            (example,),
+            buf,
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={INPUT_NAME: {0: "images"}, "logits": {0: "images"}, "score": {0: "images"}},
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+    model = onnx.load_from_string(buf.getvalue())
+    bad = sorted({n.op_type for n in model.graph.node} & {"BatchNormalization", "InstanceNormalization"})
+    if bad:  # would mean an exporter rewrote the explicit statistics: refuse rather than ship a leaky graph
+        raise RuntimeError(f"exported graph contains {bad}; per-image normalisation was not preserved")
+    for k, v in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    model.producer_name = "discopatch"
+    model.producer_version = __version__
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def export_detector(det: Any, out: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
+    """Write a fitted/loaded :class:`~discopatch.detector.Detector`'s D to ``out`` with its metadata."""
+    D = det._require_model()
+    cal = det.calibration
+    meta = onnx_metadata(
+        D,
+        det.n_patches,
+        det.seed,
+        det.preprocess_config,
+        threshold=None if cal is None else cal.threshold,
+        target_fpr=None if cal is None else cal.target_fpr,
+    )
+    data = export_onnx_bytes(D, det.n_patches, meta, opset)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+    return out
+
+
+def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
+    """``metadata_props`` of an exported model as a dict."""
+    import onnx
+
+    m = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model))
+    return {p.key: p.value for p in m.metadata_props}
+
+
+def check_export(det: Any, onnx_path: str | os.PathLike, images: Any = None, limit: int = 256) -> float:
+    """Largest |ONNX Runtime score - PyTorch float64 score| over real images (default: the demo test images).
+
+    ``images`` is anything :func:`~discopatch.data.images.preprocess` reads (arrays, paths, bytes).
+
+    Images go through the detector's own preprocessing and content-seeded patch sampling; both sides see the
+    same patches, so the difference measures the graph, not the sampling.
+    """
+    from .data.builtin import load_demo_fashion_mnist
+    from .data.images import stack_images
+    from .engine import OnnxEngine
+    from .scoring import score_array
+
+    if images is None:
+        images = load_demo_fashion_mnist().test_images[:limit]
+    stack = stack_images(list(images), det.preprocess_config)
+    D = det._require_model()
+    ref = score_array(D, stack, det.n_patches, det.seed, det.device, det.batch_size)
+    engine = OnnxEngine.from_file(onnx_path, det.n_patches, det.seed, D.cfg)
+    got = engine.score(stack, batch_size=det.batch_size, in_graph=True)
+    return float(np.max(np.abs(got - ref))) if len(ref) else 0.0

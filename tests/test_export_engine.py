@@ -1,0 +1,123 @@
+"""ONNX export parity and the scoring engines: same scores from PyTorch and ONNX Runtime, per image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+import onnx
+
+from conftest import tiny_preset
+from discopatch.cli import main
+from discopatch.data.images import stack_images
+from discopatch.detector import Detector
+from discopatch.engine import OnnxEngine, TorchEngine, make_engine, resolve_engine_name
+from discopatch.export import check_export, export_detector, read_metadata
+from discopatch.scoring import score_array
+
+
+@pytest.fixture(scope="module")
+def saved(trained_detector: Detector, tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("export")
+    trained_detector.save(root / "model")
+    return root / "model", export_detector(trained_detector, root / "d.onnx")
+
+
+@pytest.fixture(scope="module")
+def real_stack(fmnist) -> np.ndarray:
+    cfg = tiny_preset().preprocess
+    return stack_images(fmnist.test_images[:40], cfg)
+
+
+def test_graph_has_explicit_per_image_statistics_and_metadata(saved, trained_detector: Detector) -> None:
+    _, path = saved
+    model = onnx.load(str(path))
+    ops = {n.op_type for n in model.graph.node}
+    assert not ops & {"BatchNormalization", "InstanceNormalization", "GroupNormalization"}
+    assert {"Conv", "ReduceMean", "Sqrt", "Sigmoid"} <= ops or {"Conv", "ReduceMean", "Sigmoid"} <= ops
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "images" and [d.dim_value for d in dims[1:]] == [8, 1, 16, 16]
+    meta = read_metadata(path)
+    assert meta["format"] == "discopatch-onnx"
+    assert int(meta["n_patches"]) == trained_detector.n_patches and int(meta["seed"]) == trained_detector.seed
+    assert json.loads(meta["preprocess"]) == {"image_size": 32, "channels": 1, "resize": "pad"}
+    assert float(meta["threshold"]) == pytest.approx(trained_detector.threshold)
+    assert int(meta["patch_size"]) == 16
+
+
+def test_onnx_matches_pytorch_on_real_images(saved, trained_detector: Detector, fmnist) -> None:
+    _, path = saved
+    assert check_export(trained_detector, path, fmnist.test_images[:64]) <= 1e-4
+
+
+@pytest.mark.parametrize("count", [1, 5])
+def test_dynamic_image_count_and_isolation(saved, trained_detector: Detector, real_stack: np.ndarray, count: int):
+    _, path = saved
+    det = trained_detector
+    eng = OnnxEngine.from_file(path, det.n_patches, det.seed, det.model_config)
+    ref = score_array(det.discriminator, real_stack[:count], det.n_patches, det.seed)
+    got = eng.score(real_stack[:count], in_graph=True)
+    assert got.shape == (count,)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+    # Per-image isolation inside the graph: each image alone scores as it does beside the others.
+    alone = np.array([eng.score(real_stack[i : i + 1], in_graph=True)[0] for i in range(count)])
+    np.testing.assert_allclose(got, alone, rtol=0, atol=1e-6)
+    noisy = real_stack[:count].copy()
+    noisy[1:] = np.random.default_rng(0).integers(0, 256, noisy[1:].shape, dtype=np.uint8)
+    assert eng.score(noisy, in_graph=True)[0] == pytest.approx(got[0], abs=1e-6)
+
+
+def test_engines_agree(trained_detector: Detector, real_stack: np.ndarray) -> None:
+    det = trained_detector
+    D = det.discriminator
+    ref = score_array(D, real_stack, det.n_patches, det.seed)
+    torch_eng = TorchEngine(D, det.n_patches, det.seed)
+    np.testing.assert_array_equal(torch_eng.score(real_stack), ref)  # the same computation as scoring.py
+    for eng in (TorchEngine(D, det.n_patches, det.seed, channels_last=True), OnnxEngine.from_discriminator(D, 8, 0)):
+        s = eng.score(real_stack, batch_size=7)
+        assert s.dtype == np.float64
+        np.testing.assert_allclose(s, ref, rtol=0, atol=1e-6)
+    assert D.blocks[1].conv.weight.is_contiguous()  # the channels_last copy is private: D is untouched
+
+
+def test_reduced_precision_engines_run(trained_detector: Detector, real_stack: np.ndarray) -> None:
+    det = trained_detector
+    ref = score_array(det.discriminator, real_stack, det.n_patches, det.seed)
+    for engine, precision in (("torch", "bf16"), ("onnx", "int8")):
+        s = make_engine(engine, det.discriminator, det.n_patches, det.seed, precision=precision).score(real_stack)
+        assert np.all(np.isfinite(s)) and np.max(np.abs(s - ref)) < 0.05
+
+
+def test_detector_engine_option(trained_detector: Detector, saved, real_stack: np.ndarray) -> None:
+    model, _ = saved
+    a = Detector.load(model, device="cpu", engine="torch")
+    b = Detector.load(model, device="cpu", engine="onnx")
+    assert b.scoring_engine().name == "onnx" and a.scoring_engine().name == "torch"
+    np.testing.assert_allclose(b.score_preprocessed(real_stack), a.score_preprocessed(real_stack), atol=1e-6)
+    assert Detector.load(model, device="cpu").engine == resolve_engine_name("auto", torch.device("cpu"))
+    with pytest.raises(ValueError):
+        Detector(tiny_preset(), device="cpu", engine="tensorrt")
+
+
+def test_cli_export_check_and_score_engine(saved, tmp_path: Path, capsys) -> None:
+    model, _ = saved
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(model), "--format", "onnx", "--out", str(out), "--check", "--check-limit", "32"]) == 0
+    assert out.exists() and "largest |ONNX Runtime - PyTorch|" in capsys.readouterr().out
+    img = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((28, 28), 128, np.uint8)).save(img)
+    rows = {}
+    for engine in ("torch", "onnx"):
+        dst = tmp_path / f"{engine}.jsonl"
+        assert main(["score", str(model), str(img), "--engine", engine, "--out", str(dst)]) == 0
+        rows[engine] = json.loads(dst.read_text())["score"]
+    assert rows["onnx"] == pytest.approx(rows["torch"], abs=1e-6)
