@@ -1,0 +1,298 @@
+"""Persistent history of monitored streams through SQLAlchemy 2: a SQLite file by default, PostgreSQL by URL.
+
+Three tables: ``dp_streams`` (one row per stream with its JSON drift state and image counter), ``dp_images`` (every
+scored image: per-stream sequence number, time, source id, score, p-value, flag, error, optional PNG thumbnail) and
+``dp_alerts``. :meth:`Store.record` writes a batch of images, the stream's new state and its alerts in **one**
+transaction, so after a crash the state always matches the rows - which is what lets a restarted server resume a
+stream exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from . import DEFAULT_DB_URL
+
+#: BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class StreamRow(Base):
+    __tablename__ = "dp_streams"
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created: Mapped[float] = mapped_column(Double)
+    updated: Mapped[float] = mapped_column(Double)
+    n_images: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ImageRow(Base):
+    __tablename__ = "dp_images"
+    __table_args__ = (
+        UniqueConstraint("stream_id", "seq", name="uq_dp_images_stream_seq"),
+        Index("ix_dp_images_stream_source", "stream_id", "source_id"),
+    )
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    stream_id: Mapped[int] = mapped_column(ForeignKey("dp_streams.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)  # 1, 2, ... per stream, errors included
+    time: Mapped[float] = mapped_column(Double)  # epoch seconds
+    source_id: Mapped[str | None] = mapped_column(String(1024))
+    score: Mapped[float | None] = mapped_column(Double)
+    p_value: Mapped[float | None] = mapped_column(Double)
+    is_ood: Mapped[bool | None] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text)
+    thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+
+
+class AlertRow(Base):
+    __tablename__ = "dp_alerts"
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    stream_id: Mapped[int] = mapped_column(ForeignKey("dp_streams.id", ondelete="CASCADE"), index=True)
+    time: Mapped[float] = mapped_column(Double)
+    seq: Mapped[int] = mapped_column(BigInteger)  # seq of the last image of the batch that raised it
+    kind: Mapped[str] = mapped_column(String(32))  # "drift" or "recovered"
+    tests: Mapped[list[str]] = mapped_column(JSON)
+    p_val: Mapped[float | None] = mapped_column(Double)
+    alarm_rate: Mapped[float | None] = mapped_column(Double)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+IMAGE_FIELDS = ("id", "seq", "time", "source_id", "score", "p_value", "is_ood", "error")
+ALERT_FIELDS = ("id", "time", "seq", "kind", "tests", "p_val", "alarm_rate", "detail")
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    """WAL lets the dashboard read while a writer commits; synchronous=FULL makes a commit survive power loss.
+
+    pysqlite's own BEGIN is switched off so that :func:`_sqlite_begin` can open write transactions with
+    ``BEGIN IMMEDIATE``: a deferred transaction that reads and then writes fails at once with "database is locked"
+    when another connection committed in between, and busy_timeout does not help there.
+    """
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("dp_write") else "BEGIN")
+
+
+def make_db_engine(url: str | os.PathLike) -> Engine:
+    """An engine for ``url``; a bare file path means a SQLite file. psycopg 3 is used for ``postgresql://``."""
+    url = os.fspath(url)
+    if "://" not in url:
+        url = f"sqlite:///{url}"
+    u = make_url(url)
+    if u.drivername == "postgresql":
+        u = u.set(drivername="postgresql+psycopg")
+    if u.get_backend_name() == "sqlite":
+        engine = create_engine(u, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(u, pool_pre_ping=True)
+
+
+class StreamNotFound(KeyError):
+    """No stream of that name has been recorded."""
+
+
+class Store:
+    """Repository over the three tables; thread-safe (one session per call)."""
+
+    def __init__(self, url: str | os.PathLike = DEFAULT_DB_URL) -> None:
+        self.engine = make_db_engine(url)
+        self.url = self.engine.url.render_as_string(hide_password=True)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(self.engine.execution_options(dp_write=True), expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _session(self, write: bool = False) -> Iterator[Session]:
+        with (self._write_sessions if write else self._sessions)() as s:
+            yield s
+
+    def _stream(self, s: Session, name: str, *, lock: bool = False) -> StreamRow:
+        q = select(StreamRow).where(StreamRow.name == name)
+        row = s.scalars(q.with_for_update() if lock else q).one_or_none()
+        if row is None:
+            raise StreamNotFound(name)
+        return row
+
+    # ------------------------------------------------------------------ writing
+    def ensure_stream(self, name: str) -> None:
+        """Create the stream if it does not exist (tolerates a concurrent creator)."""
+        with self._session() as s:
+            if s.scalars(select(StreamRow.id).where(StreamRow.name == name)).first() is not None:
+                return
+        with self._session(write=True) as s:
+            now = time.time()
+            s.add(StreamRow(name=name, created=now, updated=now, n_images=0, state={}))
+            try:
+                s.commit()
+            except IntegrityError:
+                s.rollback()
+                if s.scalars(select(StreamRow.id).where(StreamRow.name == name)).first() is None:
+                    raise
+
+    def record(
+        self, name: str, rows: Sequence[dict[str, Any]], state: dict[str, Any], alerts: Sequence[dict[str, Any]] = ()
+    ) -> list[tuple[int, int]]:
+        """Append images and alerts and replace the stream's state, atomically; returns ``(id, seq)`` per image.
+
+        The stream row is locked (``SELECT ... FOR UPDATE`` where supported), so sequence numbers stay dense even
+        if two writers share a stream.
+        """
+        self.ensure_stream(name)
+        with self._session(write=True) as s, s.begin():
+            st = self._stream(s, name, lock=True)
+            first = st.n_images + 1
+            objs = [
+                ImageRow(
+                    stream_id=st.id,
+                    seq=first + i,
+                    time=float(r["time"]),
+                    source_id=r.get("source_id"),
+                    score=r.get("score"),
+                    p_value=r.get("p_value"),
+                    is_ood=r.get("is_ood"),
+                    error=r.get("error"),
+                    thumbnail=r.get("thumbnail"),
+                )
+                for i, r in enumerate(rows)
+            ]
+            s.add_all(objs)
+            last = first + len(rows) - 1
+            for a in alerts:
+                s.add(
+                    AlertRow(
+                        stream_id=st.id,
+                        time=float(a["time"]),
+                        seq=int(a.get("seq") or last),
+                        kind=a["kind"],
+                        tests=list(a.get("tests", [])),
+                        p_val=a.get("p_val"),
+                        alarm_rate=a.get("alarm_rate"),
+                        detail=a.get("detail", {}),
+                    )
+                )
+            st.n_images = last
+            st.state = dict(state)
+            st.updated = time.time()
+            s.flush()
+            return [(o.id, o.seq) for o in objs]
+
+    # ------------------------------------------------------------------ reading
+    def stream_info(self, name: str) -> dict[str, Any]:
+        with self._session() as s:
+            st = self._stream(s, name)
+            return {"name": st.name, "created": st.created, "updated": st.updated, "n_images": st.n_images}
+
+    def streams(self) -> list[dict[str, Any]]:
+        with self._session() as s:
+            rows = s.scalars(select(StreamRow).order_by(StreamRow.name)).all()
+            return [{"name": r.name, "created": r.created, "updated": r.updated, "n_images": r.n_images} for r in rows]
+
+    def load_stream(
+        self, name: str, window_size: int | None, window_seconds: float | None
+    ) -> tuple[dict[str, Any], list[tuple[float, float]]]:
+        """The stream's saved drift state and the scored ``(time, score)`` rows of its last window, oldest first."""
+        with self._session() as s:
+            try:
+                st = self._stream(s, name)
+            except StreamNotFound:
+                return {}, []
+            q = (
+                select(ImageRow.time, ImageRow.score)
+                .where(ImageRow.stream_id == st.id, ImageRow.score.is_not(None))
+                .order_by(ImageRow.seq.desc())
+            )
+            last_time = (st.state or {}).get("last_time")
+            if window_seconds is not None and last_time is not None:
+                q = q.where(ImageRow.time >= float(last_time) - window_seconds)
+            if window_size is not None:
+                q = q.limit(window_size)
+            rows = [(float(t), float(sc)) for t, sc in s.execute(q).all()]
+            return dict(st.state or {}), rows[::-1]
+
+    def images(
+        self, name: str, limit: int = 100, *, flagged: bool | None = None, after_seq: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The latest ``limit`` images (oldest first); ``flagged`` filters on ``is_ood``; adds ``has_thumbnail``."""
+        with self._session() as s:
+            st = self._stream(s, name)
+            q = select(
+                *(getattr(ImageRow, f) for f in IMAGE_FIELDS), ImageRow.thumbnail.is_not(None).label("has_thumbnail")
+            ).where(ImageRow.stream_id == st.id)
+            if flagged is not None:
+                q = q.where(ImageRow.is_ood.is_(flagged))
+            if after_seq is not None:
+                q = q.where(ImageRow.seq > after_seq)
+            q = q.order_by(ImageRow.seq.desc()).limit(limit)
+            return [dict(r._mapping) for r in s.execute(q).all()][::-1]
+
+    def thumbnail(self, image_id: int) -> bytes | None:
+        with self._session() as s:
+            return s.scalars(select(ImageRow.thumbnail).where(ImageRow.id == image_id)).first()
+
+    def alerts(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest ``limit`` alerts, newest first."""
+        with self._session() as s:
+            st = self._stream(s, name)
+            q = select(AlertRow).where(AlertRow.stream_id == st.id).order_by(AlertRow.id.desc()).limit(limit)
+            return [{f: getattr(a, f) for f in ALERT_FIELDS} for a in s.scalars(q).all()]
+
+    def count_alerts(self, name: str) -> int:
+        with self._session() as s:
+            st = self._stream(s, name)
+            return int(s.scalar(select(func.count()).where(AlertRow.stream_id == st.id)) or 0)
+
+    def sources(self, name: str) -> set[str]:
+        """Every source id recorded in the stream (to skip files that were already scored)."""
+        with self._session() as s:
+            try:
+                st = self._stream(s, name)
+            except StreamNotFound:
+                return set()
+            q = select(ImageRow.source_id).where(ImageRow.stream_id == st.id, ImageRow.source_id.is_not(None))
+            return set(s.scalars(q).all())

@@ -1,0 +1,215 @@
+"""Score images, update a stream's drift monitor and persist both: the core shared by ``serve`` and ``monitor``.
+
+Concurrency: decoding runs in the caller's thread; inference holds one lock (a PyTorch model is not safe to share
+between threads and two forward passes would only compete for the same cores); each stream has its own lock
+around "update the monitor, commit, swap in the new monitor", so images get dense sequence numbers in commit
+order and a failed commit leaves the in-memory state untouched. A call returns only after its commit.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..data.images import preprocess_many
+from .alerts import AlertDispatcher
+from .drift import DriftConfig, DriftMonitor
+from .store import Store
+
+log = logging.getLogger("discopatch.monitoring")
+
+STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+THUMBNAILS = ("flagged", "all", "none")
+
+
+def check_stream_name(name: str) -> str:
+    if not STREAM_NAME.match(name):
+        raise ValueError(
+            f"invalid stream name {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass
+class Item:
+    """One input: ``data`` (encoded bytes or a file path) or an ``error`` found before decoding."""
+
+    source_id: str | None
+    data: bytes | str | Path | None = None
+    error: str | None = None
+
+
+class Scorer:
+    """Thread-safe per-image scoring: each image's score is independent of what it is submitted with."""
+
+    def __init__(self, detector: Any) -> None:
+        if detector.calibration is None:
+            raise ValueError("the detector is not calibrated: monitoring needs its threshold and p-values")
+        self.detector = detector
+        self._lock = threading.Lock()
+        self.inference_seconds = 0.0
+        self.inference_batches = 0
+
+    def score(self, items: list[Item]) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
+        """Per item ``{index, source_id, score, p_value, is_ood, error}``; also the decoded arrays by index."""
+        results: list[dict[str, Any]] = [
+            {"index": i, "source_id": it.source_id, "score": None, "p_value": None, "is_ood": None, "error": it.error}
+            for i, it in enumerate(items)
+        ]
+        pending = [i for i, it in enumerate(items) if it.error is None]
+        arrays: dict[int, np.ndarray] = {}
+        cfg = self.detector.preprocess_config
+        for j, img, err in preprocess_many((items[i].data for i in pending), cfg):  # type: ignore[misc]
+            i = pending[j]
+            if img is None:
+                name = items[i].source_id or f"images[{i}]"
+                results[i]["error"] = err.replace("<bytes>", name, 1) if err else f"{name}: unreadable"
+            else:
+                arrays[i] = img
+        if arrays:
+            idx = list(arrays)
+            stack = np.stack([arrays[i] for i in idx])
+            with self._lock:
+                t0 = time.perf_counter()
+                scores = self.detector.score_preprocessed(stack)
+                self.inference_seconds += time.perf_counter() - t0
+                self.inference_batches += 1
+            out = self.detector.decide(scores)
+            for n, i in enumerate(idx):
+                results[i].update(
+                    score=float(out["scores"][n]), p_value=float(out["p_values"][n]), is_ood=bool(out["is_ood"][n])
+                )
+        return results, arrays
+
+
+def thumbnail_png(img: np.ndarray, size: int = 64) -> bytes:
+    """A small PNG of a preprocessed image (what the detector saw), for the dashboard."""
+    pil = Image.fromarray(img)
+    if max(pil.size) > size:
+        pil.thumbnail((size, size))
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+class StreamRecorder:
+    """Scores, monitors and records named streams in a :class:`~discopatch.monitoring.store.Store`."""
+
+    def __init__(
+        self,
+        detector: Any,
+        store: Store,
+        config: DriftConfig | None = None,
+        alerts: AlertDispatcher | None = None,
+        thumbnails: str = "flagged",
+        thumbnail_size: int = 64,
+    ) -> None:
+        if thumbnails not in THUMBNAILS:
+            raise ValueError(f"thumbnails must be one of {THUMBNAILS}, got {thumbnails!r}")
+        self.scorer = Scorer(detector)
+        self.detector = detector
+        self.store = store
+        self.config = config or DriftConfig()
+        self.alerts = alerts or AlertDispatcher()
+        self.thumbnails = thumbnails
+        self.thumbnail_size = thumbnail_size
+        self._monitors: dict[str, DriftMonitor] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        DriftMonitor(detector.calibration, self.config)  # validate and warm the CUSUM threshold cache now
+
+    def _lock(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def _monitor(self, name: str) -> DriftMonitor:
+        """The stream's monitor, resumed from the database on first use (call with the stream lock held)."""
+        mon = self._monitors.get(name)
+        if mon is None:
+            mon = DriftMonitor(self.detector.calibration, self.config)
+            state, window = self.store.load_stream(name, self.config.window_size, self.config.window_seconds)
+            if not mon.restore(state, window):
+                log.warning("stream %s was recorded under another calibration: its drift state starts afresh", name)
+            self._monitors[name] = mon
+        return mon
+
+    def record(self, name: str, items: list[Item]) -> dict[str, Any]:
+        """Score ``items``, add them to stream ``name`` and commit; returns results and the drift verdict."""
+        check_stream_name(name)
+        results, arrays = self.scorer.score(items)
+        with self._lock(name):
+            mon = self._monitor(name).copy()
+            now = time.time()
+            verdict = mon.update([r["score"] for r in results if r["score"] is not None], now)
+            rows = []
+            for r in results:
+                img = arrays.get(r["index"])
+                keep = img is not None and (self.thumbnails == "all" or (self.thumbnails == "flagged" and r["is_ood"]))
+                rows.append(
+                    {
+                        "time": now,
+                        **{k: r[k] for k in ("source_id", "score", "p_value", "is_ood", "error")},
+                        "thumbnail": thumbnail_png(img, self.thumbnail_size) if keep else None,  # type: ignore[arg-type]
+                    }
+                )
+            alerts = [self._alert(name, verdict, now)] if verdict["transition"] else []
+            ids = self.store.record(name, rows, mon.state(), alerts)
+            self._monitors[name] = mon
+        for r, (image_id, seq) in zip(results, ids):
+            r["id"], r["seq"] = image_id, seq
+        for a in alerts:
+            a["seq"] = ids[-1][1] if ids else None
+            self.alerts.send(a)
+        return {"stream": name, "results": results, "drift": verdict}
+
+    @staticmethod
+    def _alert(name: str, verdict: dict[str, Any], now: float) -> dict[str, Any]:
+        kind = verdict["transition"]
+        tests = verdict["drifting_tests"]
+        rate = verdict["alarm_rate"]
+        msg = (
+            f"drift in stream {name}: {', '.join(tests)}"
+            if kind == "drift"
+            else f"stream {name} is back to in-distribution"
+        )
+        if rate is not None:
+            msg += f" (window alarm rate {rate:.1%} over {verdict['n_window']} images)"
+        detail = {k: v for k, v in verdict.items() if k not in ("meta", "transition")} | {"message": msg}
+        return {
+            "stream": name,
+            "kind": kind,
+            "time": now,
+            "tests": tests,
+            "p_val": verdict["p_val"],
+            "alarm_rate": rate,
+            "message": msg,
+            "detail": detail,
+        }
+
+    def status(self, name: str) -> dict[str, Any]:
+        """Window statistics and verdict now (a time window ages even without new images); 404s as StreamNotFound."""
+        info = self.store.stream_info(name)
+        with self._lock(name):
+            verdict = self._monitor(name).result(now=time.time())
+        return {"stream": name, "n_recorded": info["n_images"], "n_alerts": self.store.count_alerts(name), **verdict}
+
+    def monitors(self) -> dict[str, DriftMonitor]:
+        """Every stream in the database with its monitor (loading those not used since start-up)."""
+        out = {}
+        for s in self.store.streams():
+            with self._lock(s["name"]):
+                out[s["name"]] = self._monitor(s["name"])
+        return out
+
+    def close(self) -> None:
+        self.alerts.close()
+        self.store.close()

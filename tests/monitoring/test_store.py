@@ -1,0 +1,105 @@
+"""The store and the recorder on SQLite and, when DISCOPATCH_TEST_POSTGRES_URL is set, on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from discopatch.monitoring.drift import DriftConfig
+from discopatch.monitoring.store import Store, StreamNotFound
+from discopatch.monitoring.streams import Item, StreamRecorder
+
+
+def _row(t: float, score: float | None, **kw) -> dict:
+    return {"time": t, "source_id": kw.get("source_id"), "score": score, "p_value": kw.get("p_value"),
+            "is_ood": kw.get("is_ood"), "error": kw.get("error"), "thumbnail": kw.get("thumbnail")}  # fmt: skip
+
+
+def test_record_and_read_back(db_url: str, stream_name: str) -> None:
+    store = Store(db_url)
+    try:
+        ids = store.record(
+            stream_name,
+            [_row(1.0, 0.25, source_id="a", p_value=0.5, is_ood=False), _row(2.0, None, error="b: bad")],
+            {"t": 1, "cusum": 0.5},
+            [{"time": 2.0, "kind": "drift", "tests": ["ks"], "p_val": 1e-4, "alarm_rate": 0.3, "detail": {"x": 1}}],
+        )
+        assert [seq for _, seq in ids] == [1, 2]
+        more = store.record(stream_name, [_row(3.0, 0.9, source_id="c", is_ood=True, thumbnail=b"\x89PNG..")], {"t": 2})
+        assert more[0][1] == 3
+        rows = store.images(stream_name)
+        assert [r["seq"] for r in rows] == [1, 2, 3]
+        assert rows[0]["score"] == 0.25 and rows[1]["error"] == "b: bad" and rows[2]["has_thumbnail"]
+        assert store.images(stream_name, flagged=True)[0]["source_id"] == "c"
+        assert store.images(stream_name, limit=1)[0]["seq"] == 3
+        assert store.thumbnail(more[0][0]) == b"\x89PNG.."
+        (alert,) = store.alerts(stream_name)
+        assert alert["kind"] == "drift" and alert["seq"] == 2 and alert["tests"] == ["ks"]
+        assert alert["detail"] == {"x": 1}
+        assert store.count_alerts(stream_name) == 1
+        state, window = store.load_stream(stream_name, window_size=10, window_seconds=None)
+        assert state == {"t": 2} and window == [(1.0, 0.25), (3.0, 0.9)]
+        assert store.load_stream(stream_name, window_size=1, window_seconds=None)[1] == [(3.0, 0.9)]
+        assert store.sources(stream_name) == {"a", "c"}
+        assert stream_name in {s["name"] for s in store.streams()}
+        assert store.stream_info(stream_name)["n_images"] == 3
+        with pytest.raises(StreamNotFound):
+            store.images("no-such-stream-" + stream_name)
+        assert store.load_stream("no-such-stream-" + stream_name, 10, None) == ({}, [])
+    finally:
+        store.close()
+
+
+def test_concurrent_writers_get_dense_sequence_numbers(db_url: str, stream_name: str) -> None:
+    """Two Store objects (as two processes would) appending to one stream: no gaps, no duplicates."""
+    stores = [Store(db_url), Store(db_url)]
+    errors: list[BaseException] = []
+
+    def write(store: Store, tag: str) -> None:
+        try:
+            for i in range(15):
+                store.record(stream_name, [_row(float(i), 0.1, source_id=f"{tag}{i}")] * 2, {"t": i})
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(s, tag)) for s, tag in zip(stores, "ab")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors, errors
+        seqs = [r["seq"] for r in stores[0].images(stream_name, limit=1000)]
+        assert seqs == list(range(1, 61))
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_recorder_resumes_stream_state(db_url: str, stream_name: str, trained_detector, id_pngs, blank_png) -> None:
+    """A second recorder on the same database continues the stream exactly where the first stopped."""
+    cfg = DriftConfig(window_size=40, min_window=10, ert=500)
+    first = StreamRecorder(trained_detector, Store(db_url), cfg, thumbnails="all")
+    try:
+        first.record(stream_name, [Item(f"id{i}", png) for i, png in enumerate(id_pngs[:30])])
+        out = first.record(stream_name, [Item(f"blank{i}", blank_png) for i in range(20)] + [Item("junk", b"nope")])
+        assert out["drift"]["is_drift"]
+        assert out["results"][-1]["error"] == "junk: not a recognised image format"
+        before = first.status(stream_name)
+    finally:
+        first.close()
+    second = StreamRecorder(trained_detector, Store(db_url), cfg)
+    try:
+        after = second.status(stream_name)
+        for key in ("time", "n_window", "n_flagged", "p_val", "distance", "is_drift", "per_test", "n_recorded"):
+            assert after[key] == before[key], key
+        out = second.record(stream_name, [Item("next", id_pngs[40])])
+        assert out["results"][0]["seq"] == 52 and out["drift"]["time"] == 51
+        assert second.store.images(stream_name, limit=1)[0]["source_id"] == "next"
+        alerts = second.store.alerts(stream_name)
+        assert [a["kind"] for a in alerts] == ["drift"]
+        assert np.isfinite(alerts[0]["detail"]["score_threshold"])
+    finally:
+        second.close()
