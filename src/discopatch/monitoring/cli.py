@@ -1,0 +1,150 @@
+"""``discopatch serve`` and ``discopatch monitor``: registered through ``discopatch.cli.COMMAND_GROUPS``."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+from . import DEFAULT_DB_URL
+
+if TYPE_CHECKING:
+    from .drift import DriftConfig
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="detector directory written by 'discopatch fit'")
+    p.add_argument("--db", default=DEFAULT_DB_URL, help=f"SQLAlchemy URL or SQLite file (default {DEFAULT_DB_URL})")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
+    p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's choice)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    g = p.add_argument_group("drift detection")
+    g.add_argument("--window", type=int, default=200, help="window length in images (0: no count limit)")
+    g.add_argument("--window-seconds", type=float, help="window length in seconds (default: none)")
+    g.add_argument("--min-window", type=int, default=30, help="window tests wait for this many images")
+    g.add_argument("--p-val", type=float, default=0.001, help="significance of the window tests (default 0.001)")
+    g.add_argument("--ert", type=float, default=10_000, help="images between CUSUM false alarms (default 10000)")
+    g.add_argument("--cusum-theta", type=float, default=0.5, help="CUSUM tuned to p ~ Beta(theta, 1)")
+    g.add_argument("--tests", default="binomial,ks,cusum", help="comma-separated subset of binomial,ks,cusum")
+    g.add_argument("--binomial-method", choices=["beta-binomial", "binomial"], default="beta-binomial")
+    g = p.add_argument_group("alerts")
+    g.add_argument("--webhook", action="append", default=[], metavar="URL", help="POST alerts here (repeatable)")
+    g.add_argument("--webhook-timeout", type=float, default=5.0)
+    g.add_argument("--webhook-retries", type=int, default=3)
+    g.add_argument("--alerts-jsonl", metavar="FILE", help="append alerts to this JSON-lines file")
+    p.add_argument("--thumbnails", choices=["flagged", "all", "none"], default="flagged", help="which images keep one")
+
+
+def drift_config(args: argparse.Namespace) -> DriftConfig:
+    from .drift import DriftConfig
+
+    return DriftConfig(
+        window_size=args.window or None,
+        window_seconds=args.window_seconds,
+        min_window=args.min_window,
+        p_val=args.p_val,
+        tests=tuple(t.strip() for t in args.tests.split(",") if t.strip()),
+        binomial_method=args.binomial_method,
+        ert=args.ert,
+        cusum_theta=args.cusum_theta,
+    )
+
+
+def _recorder_parts(args: argparse.Namespace) -> tuple[Any, DriftConfig, Any]:
+    import torch
+
+    from ..detector import Detector
+    from .alerts import make_sinks
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = drift_config(args)
+    det = Detector.load(args.model, device=args.device, batch_size=args.batch_size)
+    if det.calibration is None:
+        raise ValueError(f"{args.model}: the detector is not calibrated; monitoring needs its calibration scores")
+    sinks = make_sinks(
+        args.webhook, args.alerts_jsonl, timeout=args.webhook_timeout, retries=args.webhook_retries
+    )
+    return det, config, sinks
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .service import create_app
+
+    det, config, sinks = _recorder_parts(args)
+    app = create_app(
+        det,
+        args.db,
+        drift_config=config,
+        alerts=sinks,
+        thumbnails=args.thumbnails,
+        max_images=args.max_images,
+    )
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        print(
+            f"warning: listening on {args.host}: the API has no authentication; put it behind a proxy that has",
+            file=sys.stderr,
+        )
+    print(f"discopatch serve: {args.model} on http://{args.host}:{args.port} (db {app.state.recorder.store.url})",
+          file=sys.stderr)  # fmt: skip
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from .store import Store, StreamNotFound
+    from .streams import StreamRecorder, check_stream_name
+    from .watch import Watcher
+
+    check_stream_name(args.stream)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    det, config, sinks = _recorder_parts(args)
+    recorder = StreamRecorder(det, Store(args.db), config, sinks, args.thumbnails)
+    watcher = Watcher(recorder, args.stream, batch_size=args.batch_size, out=None if args.quiet else sys.stdout)
+    try:
+        if args.stdin:
+            watcher.read_stream(sys.stdin)
+        else:
+            watcher.watch(args.watch, poll=args.poll, settle=args.settle, once=args.once)
+    except KeyboardInterrupt:
+        pass
+    try:
+        summary = watcher.summary() | {"is_drift": recorder.status(args.stream)["is_drift"]}
+    except StreamNotFound:
+        summary = watcher.summary()
+    finally:
+        recorder.close()
+    print(json.dumps(summary), file=sys.stderr)
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``serve`` and ``monitor`` on the top-level sub-parsers."""
+    p = sub.add_parser("serve", help="HTTP scoring API with stream drift monitoring and a dashboard")
+    _add_common(p)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-images", type=int, default=256, help="images per request (default 256)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("monitor", help="score new files in a folder (or paths on stdin) into a monitored stream")
+    _add_common(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--watch", metavar="DIR", help="folder to watch (recursively)")
+    src.add_argument("--stdin", action="store_true", help="read image paths from standard input, one per line")
+    p.add_argument("--stream", default="default", help="stream name (default: default)")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between folder scans (default 2)")
+    p.add_argument("--settle", type=float, default=1.0, help="take files unmodified for this long (default 1 s)")
+    p.add_argument("--once", action="store_true", help="score what is in the folder now, then exit")
+    p.add_argument("--quiet", action="store_true", help="no per-image JSON lines on standard output")
+    p.set_defaults(func=cmd_monitor)

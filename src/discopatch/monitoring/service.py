@@ -1,0 +1,467 @@
+"""The HTTP scoring and monitoring service (FastAPI); ``discopatch serve`` runs it on uvicorn.
+
+``create_app(detector, db_url)`` builds the app. Image payloads are accepted as multipart file fields named
+``images`` (repeatable) or as JSON ``{"images": ["<base64>", ...]}``; every image gets its own result or its own
+error, so one bad image never fails the request. Decoding and scoring run in the thread pool, stream endpoints
+answer only after their rows are committed, and one uvicorn worker per database is assumed (a stream's state
+lives in that process).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import UploadFile
+
+from .. import __version__
+from .alerts import AlertDispatcher
+from .drift import DriftConfig
+from .store import DEFAULT_DB_URL, Store, StreamNotFound
+from .streams import Item, StreamRecorder, check_stream_name
+
+MAX_IMAGES = 256
+MAX_IMAGE_BYTES = 16 * 1024 * 1024
+
+IMAGES_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["images"],
+                    "properties": {
+                        "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                    },
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["images"],
+                    "properties": {
+                        "images": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "byte"},
+                            "description": "base64 (a data: URL prefix is accepted)",
+                        },
+                        "source_ids": {"type": "array", "items": {"type": "string"}},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+class ImageResult(BaseModel):
+    index: int = Field(description="position of the image in the request")
+    source_id: str | None = Field(description="file name, the given source id, or images[i]")
+    score: float | None = Field(description="OOD score, higher = more OOD; null on error")
+    p_value: float | None = Field(description="conformal p-value against the calibration scores")
+    is_ood: bool | None = Field(description="score > threshold (p_value <= target FPR)")
+    error: str | None = Field(description="why this image could not be scored")
+    id: int | None = Field(default=None, description="database id (stream endpoints)")
+    seq: int | None = Field(default=None, description="position in the stream (stream endpoints)")
+
+
+class ScoreResponse(BaseModel):
+    results: list[ImageResult]
+    n_images: int
+    n_errors: int
+    threshold: float
+    target_fpr: float
+    meta: dict[str, Any]
+
+
+class StreamResponse(BaseModel):
+    stream: str
+    results: list[ImageResult]
+    drift: dict[str, Any] = Field(description="the stream's verdict after these images (see GET .../status)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prometheus text exposition
+# ---------------------------------------------------------------------------------------------------------------
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _label(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _num(value: float | int | bool | None) -> str:
+    if value is None:
+        return "NaN"
+    return repr(float(value)) if isinstance(value, float) else str(int(value))
+
+
+class Metrics:
+    """Request, latency and image counters, rendered in the Prometheus text format (version 0.0.4)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[str, list[float]] = {}  # route -> bucket counts..., sum, count
+        self.images: dict[str, int] = {"id": 0, "ood": 0, "error": 0}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        with self._lock:
+            key = (route, method, status)
+            self.requests[key] = self.requests.get(key, 0) + 1
+            h = self.latency.setdefault(route, [0.0] * (len(BUCKETS) + 2))
+            h[bisect.bisect_left(BUCKETS, seconds)] += 1
+            h[-2] += seconds
+            h[-1] += 1
+
+    def count_images(self, results: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for r in results:
+                self.images["error" if r["error"] else "ood" if r["is_ood"] else "id"] += 1
+
+    def render(self, recorder: StreamRecorder) -> str:
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_: str, samples: list[tuple[str, dict[str, Any], Any]]) -> None:
+            out.append(f"# HELP {name} {help_}")
+            out.append(f"# TYPE {name} {kind}")
+            for suffix, labels, value in samples:
+                lab = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+                out.append(f"{name}{suffix}{{{lab}}} {_num(value)}" if lab else f"{name}{suffix} {_num(value)}")
+
+        det = recorder.detector
+        family(
+            "discopatch_info", "gauge", "Version and model of this server.",
+            [("", {"version": __version__, "preset": det.preset.name, "n_patches": det.n_patches}, 1)],
+        )  # fmt: skip
+        with self._lock:
+            reqs = sorted(self.requests.items())
+            lat = {k: list(v) for k, v in sorted(self.latency.items())}
+            imgs = dict(self.images)
+        family(
+            "discopatch_http_requests_total", "counter", "HTTP requests by route, method and status.",
+            [("", {"route": r, "method": m, "status": s}, n) for (r, m, s), n in reqs],
+        )  # fmt: skip
+        samples: list[tuple[str, dict[str, Any], Any]] = []
+        for route, h in lat.items():
+            cum = 0.0
+            for b, n in zip((*BUCKETS, "+Inf"), h[:-2]):
+                cum += n
+                samples.append(("_bucket", {"route": route, "le": b}, int(cum)))
+            samples += [("_sum", {"route": route}, h[-2]), ("_count", {"route": route}, int(h[-1]))]
+        family("discopatch_http_request_duration_seconds", "histogram", "HTTP request latency.", samples)
+        family(
+            "discopatch_images_total", "counter", "Images scored, by outcome (id, ood, error).",
+            [("", {"outcome": k}, v) for k, v in imgs.items()],
+        )  # fmt: skip
+        family(
+            "discopatch_inference_seconds_total", "counter", "Time spent in model inference.",
+            [("", {}, recorder.scorer.inference_seconds)],
+        )  # fmt: skip
+        monitors = recorder.monitors()
+        per_stream = {
+            "discopatch_stream_images": ("gauge", "Scored images seen by the stream's drift monitor.", "time"),
+            "discopatch_stream_window_images": ("gauge", "Images in the drift window.", "n_window"),
+            "discopatch_stream_window_flagged": ("gauge", "Flagged images in the drift window.", "n_flagged"),
+            "discopatch_stream_alarm_rate": ("gauge", "Share of flagged images in the window.", "alarm_rate"),
+            "discopatch_stream_drift": ("gauge", "1 while the stream is in drift.", "is_drift"),
+            "discopatch_stream_p_value": ("gauge", "Combined p-value of the window tests.", "p_val"),
+        }
+        now = time.time()
+        results = {name: mon.result(now=now) for name, mon in monitors.items()}
+        for metric, (kind, help_, key) in per_stream.items():
+            family(metric, kind, help_, [("", {"stream": n}, r[key]) for n, r in results.items()])
+        family(
+            "discopatch_stream_cusum", "gauge", "CUSUM statistic of -log p (alarm above the threshold).",
+            [("", {"stream": n}, m.cusum) for n, m in monitors.items()],
+        )  # fmt: skip
+        family(
+            "discopatch_stream_cusum_threshold", "gauge", "CUSUM alarm threshold for the configured ERT.",
+            [("", {"stream": n}, m.cusum_h) for n, m in monitors.items()],
+        )  # fmt: skip
+        family(
+            "discopatch_stream_cusum_alarms_total", "counter", "CUSUM alarms since the stream began.",
+            [("", {"stream": n}, m.n_alarms) for n, m in monitors.items()],
+        )  # fmt: skip
+        return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Request parsing
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _b64(entry: str, sid: str, max_bytes: int) -> Item:
+    s = entry.strip()
+    if s.startswith("data:") and "," in s:
+        s = s.split(",", 1)[1]
+    if len(s) * 3 // 4 > max_bytes:
+        return Item(sid, error=f"{sid}: larger than the {max_bytes}-byte limit")
+    try:
+        return Item(sid, data=base64.b64decode(s, validate=True))
+    except (binascii.Error, ValueError) as e:
+        return Item(sid, error=f"{sid}: not valid base64 ({e})")
+
+
+async def read_items(request: Request, max_images: int, max_image_bytes: int) -> list[Item]:
+    """The request's images as :class:`Item` s; whole-request problems raise HTTP 4xx, per-image ones become errors."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > max_images * max_image_bytes:
+        raise HTTPException(413, f"request body larger than {max_images * max_image_bytes} bytes")
+    items: list[Item] = []
+    if ctype == "multipart/form-data":
+        try:
+            form = await request.form(max_files=max_images + 1, max_fields=max_images + 16)
+        except HTTPException:
+            raise
+        except Exception as e:
+            raise HTTPException(400, f"malformed multipart body: {e}") from None
+        try:
+            entries = form.getlist("images")
+            ids = form.getlist("source_id")
+            if len(entries) > max_images:
+                raise HTTPException(413, f"{len(entries)} images in one request; the limit is {max_images}")
+            for i, f in enumerate(entries):
+                given = ids[i] if i < len(ids) and isinstance(ids[i], str) else None
+                if not isinstance(f, UploadFile):
+                    sid = given or f"images[{i}]"
+                    items.append(Item(sid, error=f"{sid}: a text field, not a file upload (use base64 JSON for text)"))
+                    continue
+                sid = given or f.filename or f"images[{i}]"
+                data = await f.read(max_image_bytes + 1)
+                if len(data) > max_image_bytes:
+                    items.append(Item(sid, error=f"{sid}: larger than the {max_image_bytes}-byte limit"))
+                else:
+                    items.append(Item(sid, data=data))
+        finally:
+            await form.close()
+    elif ctype == "application/json" or ctype.endswith("+json"):
+        try:
+            body = await request.json()
+        except ValueError as e:
+            raise HTTPException(400, f"body is not valid JSON: {e}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("images"), list):
+            raise HTTPException(422, 'expected a JSON object {"images": ["<base64>", ...]}')
+        entries = body["images"]
+        ids = body.get("source_ids") or []
+        if not isinstance(ids, list):
+            raise HTTPException(422, "source_ids must be a list of strings")
+        if len(entries) > max_images:
+            raise HTTPException(413, f"{len(entries)} images in one request; the limit is {max_images}")
+        for i, e in enumerate(entries):
+            sid = str(ids[i]) if i < len(ids) and ids[i] is not None else f"images[{i}]"
+            if isinstance(e, dict) and isinstance(e.get("data"), str):
+                items.append(_b64(e["data"], str(e.get("source_id") or sid), max_image_bytes))
+            elif isinstance(e, str):
+                items.append(_b64(e, sid, max_image_bytes))
+            else:
+                items.append(Item(sid, error=f"{sid}: expected a base64 string, got {type(e).__name__}"))
+    else:
+        raise HTTPException(415, "send multipart/form-data with 'images' file fields, or application/json")
+    if not items:
+        raise HTTPException(422, "no images in the request (multipart field or JSON key 'images')")
+    return items
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The app
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def create_app(
+    detector: Any,
+    db_url: str = DEFAULT_DB_URL,
+    *,
+    drift_config: DriftConfig | None = None,
+    alerts: AlertDispatcher | None = None,
+    thumbnails: str = "flagged",
+    max_images: int = MAX_IMAGES,
+    max_image_bytes: int = MAX_IMAGE_BYTES,
+) -> FastAPI:
+    """The service for a calibrated detector (a :class:`~discopatch.detector.Detector` or a model directory)."""
+    if isinstance(detector, (str, os.PathLike)):
+        from ..detector import Detector
+
+        detector = Detector.load(detector)
+    recorder = StreamRecorder(detector, Store(db_url), drift_config, alerts, thumbnails)
+    metrics = Metrics()
+    dashboard_html = files("discopatch.monitoring").joinpath("dashboard.html").read_text(encoding="utf-8")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        yield
+        recorder.close()
+
+    app = FastAPI(
+        title="discopatch",
+        version=__version__,
+        summary="DisCoPatch OOD / covariate-shift scoring with stream drift monitoring",
+        lifespan=lifespan,
+    )
+    app.state.recorder = recorder
+    app.state.metrics = metrics
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+            metrics.observe(route, request.method, status, time.perf_counter() - t0)
+
+    def _check_name(name: str) -> None:
+        try:
+            check_stream_name(name)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+
+    @app.post("/v1/score", response_model=ScoreResponse, openapi_extra=IMAGES_BODY, tags=["scoring"])
+    async def score(request: Request) -> dict[str, Any]:
+        """Score images without recording them: per image its score, p-value and decision, or its error."""
+        items = await read_items(request, max_images, max_image_bytes)
+        results, _ = await run_in_threadpool(recorder.scorer.score, items)
+        metrics.count_images(results)
+        cal = detector.calibration
+        return {
+            "results": results,
+            "n_images": len(results),
+            "n_errors": sum(r["error"] is not None for r in results),
+            "threshold": cal.threshold,
+            "target_fpr": cal.target_fpr,
+            "meta": detector.meta(),
+        }
+
+    @app.post(
+        "/v1/streams/{name}/images", response_model=StreamResponse, openapi_extra=IMAGES_BODY, tags=["streams"]
+    )
+    async def stream_images(name: str, request: Request) -> dict[str, Any]:
+        """Score images, record them in stream ``name`` (created on first use) and return the drift verdict.
+
+        Answers only after the rows are committed; 503 if the database refused them (nothing was recorded)."""
+        _check_name(name)
+        items = await read_items(request, max_images, max_image_bytes)
+        try:
+            out = await run_in_threadpool(recorder.record, name, items)
+        except SQLAlchemyError as e:
+            raise HTTPException(503, f"could not record the images: {type(e).__name__}") from None
+        metrics.count_images(out["results"])
+        return out
+
+    @app.get("/v1/streams", tags=["streams"])
+    def streams() -> list[dict[str, Any]]:
+        """Every recorded stream with its current verdict summary."""
+        out = []
+        for s in recorder.store.streams():
+            st = recorder.status(s["name"])
+            out.append({k: st[k] for k in _SUMMARY} | {"updated": s["updated"]})
+        return out
+
+    @app.get("/v1/streams/{name}/status", tags=["streams"])
+    def stream_status(name: str) -> dict[str, Any]:
+        """Window statistics and the drift verdict (alibi-detect keys plus counts and per-test results)."""
+        _check_name(name)
+        try:
+            return recorder.status(name)
+        except StreamNotFound:
+            raise HTTPException(404, f"no stream named {name!r}") from None
+
+    @app.get("/v1/streams/{name}/alerts", tags=["streams"])
+    def stream_alerts(name: str, limit: int = Query(100, ge=1, le=10_000)) -> list[dict[str, Any]]:
+        """Drift alerts of the stream, newest first."""
+        _check_name(name)
+        try:
+            return recorder.store.alerts(name, limit)
+        except StreamNotFound:
+            raise HTTPException(404, f"no stream named {name!r}") from None
+
+    @app.get("/v1/streams/{name}/images", tags=["streams"])
+    def stream_images_list(
+        name: str,
+        limit: int = Query(200, ge=1, le=10_000),
+        flagged: bool | None = None,
+        after_seq: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Recorded images, oldest first (the latest ``limit``); ``thumbnail`` is a URL when one was kept."""
+        _check_name(name)
+        try:
+            rows = recorder.store.images(name, limit, flagged=flagged, after_seq=after_seq)
+        except StreamNotFound:
+            raise HTTPException(404, f"no stream named {name!r}") from None
+        for r in rows:
+            r["thumbnail"] = f"/v1/images/{r['id']}/thumbnail.png" if r.pop("has_thumbnail") else None
+        return rows
+
+    @app.get("/v1/images/{image_id}/thumbnail.png", tags=["streams"], response_class=Response)
+    def thumbnail(image_id: int) -> Response:
+        """The preprocessed image as the detector saw it (kept for flagged images by default)."""
+        png = recorder.store.thumbnail(image_id)
+        if png is None:
+            raise HTTPException(404, "no thumbnail for this image")
+        return Response(png, media_type="image/png", headers={"cache-control": "max-age=86400"})
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict[str, Any]:
+        """Liveness and database reachability."""
+        try:
+            with recorder.store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as e:
+            raise HTTPException(503, f"database unreachable: {type(e).__name__}") from None
+        return {"status": "ok", "version": __version__, "db": recorder.store.url, "model": detector.meta()}
+
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
+    def prometheus() -> PlainTextResponse:
+        """Prometheus text exposition format."""
+        return PlainTextResponse(metrics.render(recorder), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard")
+
+    @app.get("/dashboard", response_class=HTMLResponse, tags=["dashboard"])
+    def dashboard() -> HTMLResponse:
+        """A self-contained page: per stream the score timeline, alarm rate, alerts and flagged thumbnails."""
+        return HTMLResponse(dashboard_html)
+
+    return app
+
+
+_SUMMARY = (
+    "stream",
+    "n_recorded",
+    "n_alerts",
+    "is_drift",
+    "p_val",
+    "distance",
+    "time",
+    "n_window",
+    "n_flagged",
+    "alarm_rate",
+    "expected_alarm_rate",
+    "target_fpr",
+    "score_threshold",
+    "drifting_tests",
+    "per_test",
+    "window",
+)
