@@ -139,11 +139,12 @@ def paper_preset() -> Preset:
 def small_preset(channels: int = 3) -> Preset:
     """A CPU-sized DisCoPatch for 32 px images (16 px patches), chosen from measurements on a 2-core CPU.
 
-    Widths 32/64/128/256 make D 0.39 M parameters; see docs/BENCHMARKS.md for the throughput behind the choice.
+    Widths 16/32/64/128 (D: 0.1 M parameters) train about three times faster than 32/64/128/256 on 2 cores, which
+    matters more at CPU scale than width (docs/BENCHMARKS.md, "Sizing the small preset").
     """
     return Preset(
         name="small",
-        model=ModelConfig(channels=channels, patch_size=16, widths=(32, 64, 128, 256), latent_dim=128),
+        model=ModelConfig(channels=channels, patch_size=16, widths=(16, 32, 64, 128), latent_dim=128),
         preprocess=PreprocessConfig(image_size=32, channels=channels, resize="pad"),
         train=TrainConfig(epochs=10, batch_images=64, train_patches=8),
         test_patches=16,

@@ -55,7 +55,7 @@ def build_demo_sets(det: Detector, seed: int = 0) -> tuple[ImageSet, dict[str, I
 
 def run_demo(
     out: str | Path = "demo-out",
-    max_time: float = 150.0,
+    max_time: float = 210.0,
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
