@@ -1,0 +1,1 @@
+"""The benchmark suite: protocol data (:mod:`.datasets`), methods and the runner."""
