@@ -35,6 +35,8 @@ def test_list_source_resolves_against_data_root(tmp_path: Path) -> None:
     assert src.names == ["set/a.png", "set/missing.png"]
     assert src.files[0].is_file() and not src.files[1].exists()
     assert source_from_spec(f"S={lst}", tmp_path / "root").name == "S"
+    other = source_from_spec(f"S={lst}", tmp_path / "root", roots={"S": str(tmp_path / "elsewhere")})
+    assert other.files[0] == tmp_path / "elsewhere" / "set" / "a.png"
     with pytest.raises(FileNotFoundError):
         source_from_spec(str(tmp_path / "nope.txt"), None)
 

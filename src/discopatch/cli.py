@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-list", help="ID image list (OpenOOD style: 'relative/path [label]' per line)")
     p.add_argument("--data-root", help="folder the image lists' paths are relative to (default: each list's folder)")
     p.add_argument(
+        "--list-root", action="append", default=[], metavar="NAME=DIR", help="data root for one list (repeatable)"
+    )
+    p.add_argument(
         "--ood", action="append", default=[], metavar="NAME=DIR|LIST", help="an OOD folder or image list (repeatable)"
     )
     p.add_argument("--imagenet-c", metavar="DIR", help="ImageNet-C root: every corruption/severity folder is a set")

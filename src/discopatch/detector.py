@@ -205,14 +205,15 @@ class Detector:
     def scoring_engine(self) -> ScoringEngine:
         """The engine behind :meth:`score` (``self.engine``), built once per discriminator object.
 
-        An ONNX engine is a snapshot of D's weights: assign a new ``discriminator`` (as :meth:`fit` does) or call
-        :meth:`reset_engine` after changing weights in place.
+        An ONNX engine is a snapshot of D's weights; it is rebuilt when ``discriminator`` is replaced or its
+        parameters are modified in place (tracked through their version counters).
         """
         D = self._require_model()
         eng = self._engine
-        if eng is None or getattr(eng, "source", None) is not D or eng.n_patches != self.n_patches:
+        key = (id(D), self.n_patches, tuple(p._version for p in D.parameters()))
+        if eng is None or getattr(eng, "source_key", None) != key:
             eng = make_engine(self.engine, D, self.n_patches, self.seed, self.device)
-            eng.source = D  # type: ignore[attr-defined]
+            eng.source_key = key  # type: ignore[attr-defined]
             self._engine = eng
         eng.seed = self.seed
         return eng

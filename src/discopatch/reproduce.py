@@ -87,11 +87,17 @@ def folder_source(name: str, folder: str | os.PathLike, kind: str = "ood") -> So
     return Source(name, files, [str(f.relative_to(folder)) for f in files], kind)
 
 
-def source_from_spec(spec: str, data_root: str | os.PathLike | None, kind: str = "ood") -> Source:
-    """``NAME=PATH`` (or a bare PATH): a folder of images, or a list file resolved against ``data_root``."""
+def source_from_spec(
+    spec: str, data_root: str | os.PathLike | None, kind: str = "ood", roots: dict[str, str] | None = None
+) -> Source:
+    """``NAME=PATH`` (or a bare PATH): a folder of images, or a list file resolved against ``data_root``.
+
+    ``roots`` maps a set name to its own data root (OpenOOD keeps Textures under ``images_classic/``).
+    """
     from .evaluation import parse_named_dir
 
     name, path = parse_named_dir(spec)
+    data_root = (roots or {}).get(name, data_root)
     if Path(path).is_dir():
         return folder_source(name, path, kind)
     if Path(path).is_file():
@@ -201,13 +207,15 @@ def cmd_evaluate_sources(args: Any) -> int:
     import sys
 
     from .detector import Detector
+    from .evaluation import parse_named_dir
 
     det = Detector.load(args.model, device=args.device, engine=getattr(args, "engine", "auto"))
+    roots = dict(parse_named_dir(s) for s in getattr(args, "list_root", []))
     if args.id_list:
         id_src = list_source(Path(args.id_list).stem, args.id_list, args.data_root, kind="id")
     else:
         id_src = folder_source(Path(args.id_dir).name or "id", args.id_dir, kind="id")
-    oods = [source_from_spec(spec, args.data_root) for spec in args.ood]
+    oods = [source_from_spec(spec, args.data_root, roots=roots) for spec in args.ood]
     if args.imagenet_c:
         oods += imagenet_c_sources(args.imagenet_c)
     res = evaluate_sources(det, id_src, oods, official=args.official_pipeline, progress=sys.stderr.isatty())
