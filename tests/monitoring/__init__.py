@@ -1,0 +1,1 @@
+"""Tests of discopatch.monitoring (a package, so its conftest does not shadow tests/conftest.py)."""
