@@ -19,9 +19,11 @@ animal_mnist        near-OOD   PyPI ``animal-mnist==0.4`` (shipped demo subset i
 letters             near-OOD   A-J rendered from Debian fonts (DejaVu, URW base35, TeX       per font package: Bitstream
                                Gyre, FreeFont, Liberation), MNIST-style centring, jitter    Vera, AGPL, GUST, GPL, OFL
 textures            far-OOD    GIMP ``.pat`` patterns (Debian ``gimp-data``, ``-extras``),  GPL-3+ / GPL-2+
-                               random tiled crops, gray
-photos              far-OOD    photo crops (scikit-image, scikit-learn, matplotlib data,   CC0/PD, CC BY 2.0, PD,
-                               MATE/Plasma wallpapers, OpenCV samples when present), gray  GPL-2+, LGPL-3, Apache-2.0
+                               ``test`` split, random tiled crops (alpha on white), gray
+photos              far-OOD    photo windows of 1/5 to all of the short side (scikit-image, CC0/PD, CC BY 2.0, PD,
+                               scikit-learn, matplotlib data, MATE/Plasma wallpapers,      GPL-2+, LGPL-3, Apache-2.0
+                               OpenCV samples from ``scripts/fetch_opencv_samples.sh``),
+                               gray
 emoji               far-OOD    Noto Color Emoji (Debian ``fonts-noto-color-emoji``) on      OFL-1.1
                                black, gray
 uniform_noise       far-OOD    uniform uint8 noise (sanity set)                            -
@@ -34,8 +36,9 @@ set                role       source (how it is made)                           
 =================  =========  ===========================================================  ==========================
 id_train / id_test ID         128 px crops of the photos above at random scales (short     as above
                               side 160-320, never upsampled), split by source photo
-cutouts_synthetic  near-OOD   Tux Paint photographic stamps (Debian                        GPL-2
-                              ``tuxpaint-stamps-default``) pasted on test-photo crops
+cutouts_synthetic  near-OOD   Tux Paint stamps (Debian ``tuxpaint-stamps-default``),       GPL-2
+                              photographic ones only (by a colour statistic), pasted on
+                              crops of the test photos; a quarter of the files in quick
 textures           far-OOD    GIMP patterns (``test`` split by pattern file), RGB crops     GPL-3+ / GPL-2+
 emoji              far-OOD    Noto Color Emoji on black or white, RGB                      OFL-1.1
 uniform_noise      far-OOD    uniform uint8 RGB noise (sanity set)                         -
@@ -173,7 +176,7 @@ _ORIGINS: dict[str, tuple[str, str, str]] = {
     "opencv": ("deb", "opencv-doc", "Apache-2.0 AND BSD-3-Clause (Debian copyright)"),
 }
 
-# Split fractions: a third of photo groups are test photos, a third of GIMP patterns are reserved for tuning.
+# Split fractions: 30 % of photo groups are test photos, a third of GIMP patterns are reserved for tuning.
 _PHOTO_TEST_FRACTION = 0.3
 _TEXTURE_TUNE_FRACTION = 1 / 3
 _PHOTO_MAX_SHORT = 320  # photos are decoded once at this short side (never upsampled)
@@ -1134,7 +1137,7 @@ def _add_noise(b: _Builder, n: int, size: int, channels: int) -> None:
     b.add("uniform_noise", make)
 
 
-def _load_fmnist(quick: bool, seed: int, sizes: _Sizes) -> ProtocolData:
+def _load_fmnist(seed: int, sizes: _Sizes) -> ProtocolData:
     b = _Builder("fmnist", seed)
     xtr, ytr, xte, yte, p_tr, p_te = _fmnist_id(sizes)
     b.provenance["id_train"] = _describe(xtr, p_tr)
@@ -1272,7 +1275,7 @@ def load_protocol(
         if v is not None and v < 1:
             raise ValueError(f"{label} must be positive, got {v}")
     sizes = _sizes(name, quick, n_train, n_test, n_ood)
-    return _load_fmnist(quick, seed, sizes) if name == "fmnist" else _load_photos(quick, seed, sizes)
+    return _load_fmnist(seed, sizes) if name == "fmnist" else _load_photos(quick, seed, sizes)
 
 
 def install_hint(name: str) -> str:
