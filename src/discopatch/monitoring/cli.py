@@ -19,6 +19,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="detector directory written by 'discopatch fit'")
     p.add_argument("--db", default=DEFAULT_DB_URL, help=f"SQLAlchemy URL or SQLite file (default {DEFAULT_DB_URL})")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
+    p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"], help="what runs D (default: auto)")
     p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's choice)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     g = p.add_argument_group("drift detection")
@@ -62,7 +63,7 @@ def _recorder_parts(args: argparse.Namespace) -> tuple[Any, DriftConfig, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = drift_config(args)
-    det = Detector.load(args.model, device=args.device, batch_size=args.batch_size)
+    det = Detector.load(args.model, device=args.device, batch_size=args.batch_size, engine=args.engine)
     if det.calibration is None:
         raise ValueError(f"{args.model}: the detector is not calibrated; monitoring needs its calibration scores")
     sinks = make_sinks(

@@ -46,15 +46,16 @@ class Watcher:
 
     def process(self, paths: list[Path]) -> None:
         """Score and record the paths not yet in the stream, ``batch_size`` per commit."""
-        todo = []
+        todo: dict[str, None] = {}  # ordered and de-duplicated
         for p in paths:
             sid = str(Path(p).absolute())
             if sid in self.known or sid in todo:
                 self.n_skipped += 1
             else:
-                todo.append(sid)
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
+                todo[sid] = None
+        todo_list = list(todo)
+        for start in range(0, len(todo_list), self.batch_size):
+            chunk = todo_list[start : start + self.batch_size]
             res = self.recorder.record(self.stream, [Item(sid, data=sid) for sid in chunk])
             self.known.update(chunk)
             for r in res["results"]:
