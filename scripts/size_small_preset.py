@@ -50,15 +50,19 @@ def main() -> None:
             t0 = time.perf_counter()
             score_array(D, imgs, base.test_patches)
             score[widths].append(len(imgs) / (time.perf_counter() - t0))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {base.train.batch_images} images x "
-          f"{base.train.train_patches} patches, {base.test_patches} test patches, medians of {args.repeats}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {base.train.batch_images} images x "
+        f"{base.train.train_patches} patches, {base.test_patches} test patches, medians of {args.repeats}"
+    )
     print("widths               D params  train steps/s  real patches/s  score images/s")
     for widths in CANDIDATES:
         d_params = Discriminator(dataclasses.replace(base.model, widths=widths)).num_parameters()
         sps = statistics.median(train[widths])
-        print(f"{widths!s:20s} {d_params:8d}  {sps:13.2f}  {sps * base.train.batch_images * base.train.train_patches:14.0f}"
-              f"  {statistics.median(score[widths]):14.0f}")
-    print("load average:", open("/proc/loadavg").read().split()[:3], np.__version__)
+        patches_per_s = sps * base.train.batch_images * base.train.train_patches
+        img_per_s = statistics.median(score[widths])
+        print(f"{widths!s:20s} {d_params:8d}  {sps:13.2f}  {patches_per_s:14.0f}  {img_per_s:14.0f}")
+    with open("/proc/loadavg") as f:
+        print("load average:", f.read().split()[:3], "numpy", np.__version__)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ The public API is :class:`Detector` (fit / calibrate / score / predict / save / 
 
 __version__ = "0.1.0"
 
-from .config import Preset, get_preset, paper_preset, small_preset  # noqa: E402
-from .detector import Detector, NotFittedError  # noqa: E402
+from .config import Preset, get_preset, paper_preset, small_preset
+from .detector import Detector, NotFittedError
 
 __all__ = ["Detector", "NotFittedError", "Preset", "__version__", "get_preset", "paper_preset", "small_preset"]

@@ -241,7 +241,9 @@ class Trainer:
         st = self.state
         budget = self.cfg.max_time
         progress = progress and is_main_process()
-        bar = tqdm(total=total, initial=min(st.step, total), disable=not progress, unit="step", desc="training")
+        # With a time budget and an open-ended epoch count the step total means nothing: show a plain counter.
+        bar_total = None if (budget is not None and self.cfg.epochs >= 1000) else total
+        bar = tqdm(total=bar_total, initial=st.step, disable=not progress, unit="step", desc="training")
         # The time budget counts this call only; ``elapsed`` accumulates over resumed runs.
         t_call, elapsed_before = time.monotonic(), st.elapsed
         try:

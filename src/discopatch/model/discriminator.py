@@ -18,10 +18,12 @@ from .norm import make_norm
 
 
 class DiscriminatorBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, cfg: ModelConfig) -> None:
+    def __init__(self, in_ch: int, out_ch: int, cfg: ModelConfig, out_spatial: int = 2) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=2, padding=1, bias=True)
-        self.norm = make_norm(cfg.norm, out_ch, eps=cfg.eps, groupnorm_groups=cfg.groupnorm_groups)
+        # Per-patch statistics of a 1x1 map are undefined (one value per channel): that layer goes unnormalised.
+        kind = "none" if cfg.norm == "instancenorm" and out_spatial == 1 else cfg.norm
+        self.norm = make_norm(kind, out_ch, eps=cfg.eps, groupnorm_groups=cfg.groupnorm_groups)
         self.act = nn.LeakyReLU(cfg.negative_slope)
 
     def forward(self, x: torch.Tensor, group_size: int | None = None) -> torch.Tensor:
@@ -35,7 +37,10 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg = cfg
         chans = (cfg.channels, *cfg.widths)
-        self.blocks = nn.ModuleList(DiscriminatorBlock(a, b, cfg) for a, b in zip(chans[:-1], chans[1:]))
+        self.blocks = nn.ModuleList(
+            DiscriminatorBlock(a, b, cfg, cfg.patch_size // 2 ** (i + 1))
+            for i, (a, b) in enumerate(zip(chans[:-1], chans[1:]))
+        )
         self.head = nn.Linear(cfg.widths[-1] * cfg.final_spatial**2, 1)
 
     def features(self, x: torch.Tensor, group_size: int | None = None) -> torch.Tensor:

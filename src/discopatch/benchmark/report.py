@@ -1,0 +1,308 @@
+"""Benchmark outputs: ``results.json``, a Markdown summary and a self-contained HTML report with figures.
+
+Figures are rendered with matplotlib (Agg) and embedded as base64 PNG, so the HTML file has no external fetches.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.corruptions import CORRUPTIONS
+from .runner import SEVERITIES, save_json
+
+MAIN = "DisCoPatch (per-image statistics)"
+GROUP_TITLES = {
+    "discopatch": "DisCoPatch",
+    "ablation-leaky": "Ablation: leaky pooled statistics (invalid, shown to quantify the leak)",
+    "ablation-layer": "Ablation: per-image statistics in one layer only",
+    "ablation-norm": "Ablation: normalisation kind (each trained separately)",
+    "variant": "DisCoPatch variants",
+    "label-free": "Label-free baselines",
+    "label-based": "Baselines that use the ID class labels",
+}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def method_table(results: dict[str, Any]) -> str:
+    head = (
+        "| method | cov. AUROC | cov. AUROC sev 3-5 | cov. FPR95(OOD+) | near AUROC | far AUROC | null | hflip "
+        "| train s | ms/img |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = []
+    groups: dict[str, list[str]] = {}
+    for name, m in results["methods"].items():
+        groups.setdefault(m["group"], []).append(name)
+    for group, names in groups.items():
+        lines.append(f"\n**{GROUP_TITLES.get(group, group)}**\n\n{head}")
+        for name in names:
+            m = results["methods"][name]
+            lines.append(
+                f"| {name} | {_pct(m['covariate_mean_auroc'])} | {_pct(m['covariate_mean_auroc_sev345'])} | "
+                f"{_pct(m['covariate_mean_fpr95_ood_positive'])} | {_pct(m['near_mean_auroc'])} | "
+                f"{_pct(m['far_mean_auroc'])} | {_pct(m['null_auroc'])} | {_pct(m['hflip_auroc'])} | "
+                f"{m['train_seconds']:.0f} | {m['latency_ms_per_image']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def grid_table(m: dict[str, Any]) -> str:
+    lines = [
+        "| corruption | " + " | ".join(f"sev {s}" for s in SEVERITIES) + " | mean |",
+        "|---|" + "---|" * (len(SEVERITIES) + 1),
+    ]
+    for c in CORRUPTIONS:
+        vals = [m["covariate_auroc"][c][str(s)] for s in SEVERITIES]
+        lines.append(f"| {c} | " + " | ".join(_pct(v) for v in vals) + f" | {_pct(float(np.mean(vals)))} |")
+    by = m["covariate_mean_by_severity"]
+    lines.append(
+        "| **mean** | " + " | ".join(_pct(by[str(s)]) for s in SEVERITIES) + f" | {_pct(m['covariate_mean_auroc'])} |"
+    )
+    return "\n".join(lines)
+
+
+def sets_table(m: dict[str, Any], prefixes: tuple[str, ...]) -> str:
+    lines = ["| set | AUROC | FPR95(OOD+) | FPR95(ID+) | AUPR-In | AUPR-Out | n |", "|---|---|---|---|---|---|---|"]
+    for name, r in m["sets"].items():
+        if name.startswith(prefixes):
+            lines.append(
+                f"| {name} | {_pct(r['auroc'])} | {_pct(r['fpr95_ood_positive'])} | "
+                f"{_pct(r['fpr95_id_positive'])} | {_pct(r['aupr_in'])} | {_pct(r['aupr_out'])} | "
+                f"{r['n_ood']} |"
+            )
+    return "\n".join(lines)
+
+
+def markdown_summary(results: dict[str, Any]) -> str:
+    main = results["methods"].get(MAIN)
+    parts = [
+        f"# DisCoPatch benchmark: protocol `{results['protocol']}`"
+        + (" (quick smoke run)" if results["quick"] else ""),
+        "",
+        f"- started {results['started']}, wall time {results['wall_seconds'] / 60:.1f} min, seed {results['seed']}",
+        f"- hardware: {results['hardware']}",
+        f"- versions: {results['versions']}",
+        f"- data: {results['data']['n_train']} ID training images, {results['data']['n_reference']} ID reference "
+        f"and {results['data']['n_target']} target test images; skipped sets: {results['data']['skipped'] or 'none'}",
+        "- AUROC in % with OOD as the positive class; FPR95(OOD+) = share of ID flagged when 95 % of OOD is caught; "
+        "FPR95(ID+) = share of OOD accepted when 95 % of ID is accepted.",
+        "",
+        "## Methods",
+        method_table(results),
+    ]
+    if main:
+        parts += [
+            "",
+            "## DisCoPatch: covariate shift per corruption and severity (AUROC %)",
+            "",
+            grid_table(main),
+            "",
+            "## DisCoPatch: controls, near- and far-OOD",
+            "",
+            sets_table(main, ("control/", "near/", "far/")),
+        ]
+    if "drift_power" in results:
+        dp = results["drift_power"]
+        tests = list(next(iter(dp["shifts"].values())).keys()) if dp["shifts"] else []
+        parts += [
+            "",
+            f"## Images needed for {int(100 * dp['target_power'])} % power at alpha {dp['alpha']} "
+            f"(batch tests; n tried: {dp['ns']}, {dp['trials']} trials; '>' = not reached)",
+            "",
+            "| shift | " + " | ".join(tests) + " |",
+            "|---|" + "---|" * len(tests),
+        ]
+        for shift, r in dp["shifts"].items():
+            parts.append(
+                f"| {shift} | "
+                + " | ".join(
+                    str(r[t]["n_for_power"]) if r[t]["n_for_power"] is not None else f">{max(dp['ns'])}" for t in tests
+                )
+                + " |"
+            )
+        parts.append(
+            "\nType-I error on held-out ID per n: " + "; ".join(f"{t}: {v}" for t, v in dp["type1_error"].items())
+        )
+    if "mixed_batches" in results:
+        parts += ["", "## Mixed batches of 64 images (AUROC %, per-image vs pooled statistics)", ""]
+        for name, rows in results["mixed_batches"].items():
+            parts.append(
+                f"**{name}**: "
+                + ", ".join(
+                    f"{int(100 * r['ood_fraction'])} % OOD: {_pct(r['per_image_auroc'])} / {_pct(r['pooled_auroc'])}"
+                    for r in rows
+                )
+            )
+            parts.append("")
+    if "patch_count_sweep" in results:
+        parts += [
+            "## Patches per image N (mean AUROC over the 15 corruptions at severity 3; latency per image)",
+            "",
+            "| N | AUROC | ms/img |",
+            "|---|---|---|",
+        ]
+        parts += [
+            f"| {r['n_patches']} | {_pct(r['mean_auroc'])} | {r['latency_ms']:.3f} |"
+            for r in results["patch_count_sweep"]
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def _figure_png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def figures(results: dict[str, Any], raw: dict[str, dict[str, np.ndarray]]) -> dict[str, str]:
+    """Base64 PNGs: ROC curves, score histograms, the corruption x severity heat map, the N sweep."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    out: dict[str, str] = {}
+    main = results["methods"].get(MAIN)
+    scores = raw.get(MAIN)
+    if main and scores:
+        picks = [
+            "control/null",
+            "control/hflip",
+            "gaussian_noise/3",
+            "defocus_blur/3",
+            "contrast/3",
+            "jpeg_compression/3",
+        ] + [k for k in scores if k.startswith(("near/", "far/"))]
+        fig, ax = plt.subplots(figsize=(6, 5))
+        for k in picks:
+            if k in scores:
+                y = np.r_[np.zeros(len(scores["reference"])), np.ones(len(scores[k]))]
+                fpr, tpr, _ = roc_curve(y, np.r_[scores["reference"], scores[k]])
+                ax.plot(fpr, tpr, label=f"{k} ({100 * main['sets'][k]['auroc']:.1f})")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set(
+            xlabel="false-positive rate (ID flagged)",
+            ylabel="true-positive rate (OOD caught)",
+            title="DisCoPatch ROC curves (AUROC %)",
+        )
+        ax.legend(fontsize=7)
+        out["roc"] = _figure_png(fig)
+        plt.close(fig)
+
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.5), sharey=False)
+        for ax, group in zip(
+            axes,
+            (
+                ["control/null", "gaussian_noise/5", "defocus_blur/5"],
+                [k for k in scores if k.startswith("near/")],
+                [k for k in scores if k.startswith("far/")],
+            ),
+        ):
+            lo = min(float(np.min(scores[k])) for k in ["reference", *group] if k in scores)
+            hi = max(float(np.max(scores[k])) for k in ["reference", *group] if k in scores)
+            bins = np.linspace(lo, hi + 1e-12, 40)
+            ax.hist(scores["reference"], bins=bins, alpha=0.5, density=True, label="ID reference")
+            for k in group:
+                if k in scores:
+                    ax.hist(scores[k], bins=bins, histtype="step", density=True, label=k)
+            ax.set(xlabel="score (higher = more OOD)")
+            ax.legend(fontsize=7)
+        fig.suptitle("DisCoPatch score histograms")
+        out["histograms"] = _figure_png(fig)
+        plt.close(fig)
+
+        grid = np.array([[main["covariate_auroc"][c][str(s)] for s in SEVERITIES] for c in CORRUPTIONS])
+        fig, ax = plt.subplots(figsize=(5.5, 6))
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(SEVERITIES)), [str(s) for s in SEVERITIES])
+        ax.set_yticks(range(len(CORRUPTIONS)), CORRUPTIONS)
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * grid[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if grid[i, j] < 0.6 else "black",
+                )
+        ax.set(xlabel="severity", title="DisCoPatch covariate-shift AUROC (%)")
+        fig.colorbar(im, ax=ax, fraction=0.04)
+        out["heatmap"] = _figure_png(fig)
+        plt.close(fig)
+    if results.get("patch_count_sweep"):
+        rows = results["patch_count_sweep"]
+        fig, ax1 = plt.subplots(figsize=(6, 4))
+        ns = [r["n_patches"] for r in rows]
+        ax1.plot(ns, [r["mean_auroc"] for r in rows], "o-", color="C0")
+        ax1.set(xscale="log", xlabel="patches per image N", ylabel="mean AUROC (severity 3)")
+        ax2 = ax1.twinx()
+        ax2.plot(ns, [r["latency_ms"] for r in rows], "s--", color="C1")
+        ax2.set(ylabel="ms per image")
+        ax1.set_title("Patch-count ablation")
+        out["patches"] = _figure_png(fig)
+        plt.close(fig)
+    return out
+
+
+def _md_to_html(md: str) -> str:
+    """A tiny Markdown subset (headings, tables, bullets, bold) is all the summary uses."""
+    out, in_table = [], False
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if all(set(c) <= {"-"} for c in cells):
+                continue
+            tag = "th" if not in_table else "td"
+            if not in_table:
+                out.append("<table>")
+                in_table = True
+            out.append("<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            out.append("</table>")
+            in_table = False
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("- "):
+            out.append(f"<li>{_inline(line[2:])}</li>")
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
+    if in_table:
+        out.append("</table>")
+    return "\n".join(out)
+
+
+def _inline(text: str) -> str:
+    t = html.escape(text)
+    parts = t.split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts)).replace("`", "")
+
+
+def write_reports(results: dict[str, Any], raw: dict[str, dict[str, np.ndarray]], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(results, out / "results.json")
+    md = markdown_summary(results)
+    (out / "summary.md").write_text(md)
+    figs = figures(results, raw)
+    body = _md_to_html(md)
+    imgs = "".join(f'<h2>{html.escape(k)}</h2><img alt="{k}" src="data:image/png;base64,{v}">' for k, v in figs.items())
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child{text-align:left}"
+    )
+    (out / "report.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>discopatch benchmark</title>"
+        f"<style>{style}</style></head><body>{body}{imgs}</body></html>"
+    )

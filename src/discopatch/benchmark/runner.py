@@ -1,0 +1,447 @@
+"""``discopatch benchmark``: DisCoPatch against its ablations and baselines on the same images, in one run.
+
+Protocol (both ``fmnist`` and ``photos``):
+
+* the ID test images are split in half: a *reference* half (the ID side of every AUROC) and a *target* half;
+* covariate shift = the target half with each of the 15 corruptions at severities 1-5, through the same uint8
+  pipeline; the *null* control is the clean target half through that same path (AUROC must be 0.50 +/- 0.02),
+  the *hflip* control its horizontal mirror;
+* near- and far-OOD sets come from :mod:`discopatch.benchmark.datasets`, preprocessed by the same function;
+* every method is fitted on the same ID training images and scored on the same test images.
+
+Methods: DisCoPatch (per-image statistics) and its norm ablations (each trained separately), the leaky pooled
+mode, per-layer statistics; label-free baselines (VAE reconstruction / ELBO / input complexity, Deep SVDD, NMD);
+label-based baselines in their own block; batch drift tests with the images needed for 80 % power; mixed batches
+and the patch-count sweep. :mod:`discopatch.benchmark.report` turns the results into Markdown and HTML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sklearn
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..config import Preset, get_preset
+from ..data.corruptions import CORRUPTIONS, PARAM_SOURCES, resolve_params
+from ..data.corruptions import corrupt_batch as _corrupt_batch
+from ..data.images import stack_images
+from ..detector import Detector
+from ..metrics import ood_metrics
+from ..scoring import score_array
+from .ablations import layerwise_discriminator, mixed_batch_aurocs, patch_count_sweep
+from .baselines import (
+    DeepSVDD,
+    InputComplexityElbo,
+    NMDStatistics,
+    SmallCNNClassifier,
+    VAEElbo,
+    VAEReconstruction,
+)
+from .datasets import ProtocolData, load_protocol
+from .drift import UntrainedAutoencoderFeatures, images_for_power, ks_test, mean_score_test, mmd_test
+
+SEVERITIES = (1, 2, 3, 4, 5)
+NORM_ABLATIONS = ("batchnorm", "groupnorm", "instancenorm")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Seconds of training per model and sizes of the expensive stages."""
+
+    main_train: float
+    ablation_train: float
+    svdd_train: float
+    classifier_train: float
+    power_trials: int
+    power_ns: tuple[int, ...]
+    n_values: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    mixed_batches: int = 8
+    layer_images: int = 2000
+
+
+FULL = Budget(900, 240, 120, 240, 100, (1, 2, 5, 10, 20, 50, 100, 200))
+QUICK = Budget(6, 2, 2, 2, 10, (1, 5, 20))
+
+
+def protocol_preset(protocol: str, data: ProtocolData) -> Preset:
+    """The detector configuration for a protocol: ``small`` at 32 px (fmnist) or at 128 px with 32 px patches."""
+    p = get_preset("small", channels=data.channels)
+    pre = dataclasses.replace(p.preprocess, image_size=data.image_size, resize=data.resize)
+    if data.image_size >= 128:
+        return p.replace(preprocess=pre, model=dataclasses.replace(p.model, patch_size=32))
+    return p.replace(preprocess=pre)
+
+
+@dataclass
+class Sets:
+    """Every preprocessed image stack the benchmark scores, by role."""
+
+    reference: np.ndarray
+    controls: dict[str, np.ndarray]
+    covariate: dict[tuple[str, int], np.ndarray]
+    near: dict[str, np.ndarray]
+    far: dict[str, np.ndarray]
+
+    def named(self) -> dict[str, np.ndarray]:
+        out = dict(self.controls)
+        out.update({f"{c}/{s}": v for (c, s), v in self.covariate.items()})
+        out.update({f"near/{k}": v for k, v in self.near.items()})
+        out.update({f"far/{k}": v for k, v in self.far.items()})
+        return out
+
+
+def build_sets(data: ProtocolData, preset: Preset, seed: int, progress: bool) -> Sets:
+    cfg = preset.preprocess
+    test = stack_images(data.id_test, cfg)
+    half = len(test) // 2
+    reference, target = test[:half], test[half : 2 * half]
+    controls = {"control/null": stack_images(target, cfg), "control/hflip": stack_images(target[:, :, ::-1], cfg)}
+    covariate = {}
+    grid = [(c, s) for c in CORRUPTIONS for s in SEVERITIES]
+    for c, s in tqdm(grid, desc="corrupting", disable=not progress, unit="set"):
+        covariate[(c, s)] = stack_images(_corrupt_batch(target, c, s, seed=seed), cfg)
+    near = {k: stack_images(v, cfg) for k, v in data.near_ood.items()}
+    far = {k: stack_images(v, cfg) for k, v in data.far_ood.items()}
+    return Sets(reference, controls, covariate, near, far)
+
+
+def summarise(rows: dict[str, dict[str, float]], sets: Sets) -> dict[str, Any]:
+    """Covariate grid, means per severity and overall, near/far means, controls."""
+    cov = {c: {str(s): rows[f"{c}/{s}"]["auroc"] for s in SEVERITIES} for c in CORRUPTIONS}
+    allcov = [rows[f"{c}/{s}"] for c in CORRUPTIONS for s in SEVERITIES]
+    high = [rows[f"{c}/{s}"] for c in CORRUPTIONS for s in (3, 4, 5)]
+    out = {
+        "covariate_auroc": cov,
+        "covariate_mean_auroc": float(np.mean([r["auroc"] for r in allcov])),
+        "covariate_mean_auroc_sev345": float(np.mean([r["auroc"] for r in high])),
+        "covariate_mean_fpr95_ood_positive": float(np.mean([r["fpr95_ood_positive"] for r in allcov])),
+        "covariate_mean_by_severity": {
+            str(s): float(np.mean([rows[f"{c}/{s}"]["auroc"] for c in CORRUPTIONS])) for s in SEVERITIES
+        },
+        "near_mean_auroc": float(np.mean([rows[f"near/{k}"]["auroc"] for k in sets.near])) if sets.near else None,
+        "far_mean_auroc": float(np.mean([rows[f"far/{k}"]["auroc"] for k in sets.far])) if sets.far else None,
+        "null_auroc": rows["control/null"]["auroc"],
+        "hflip_auroc": rows["control/hflip"]["auroc"],
+    }
+    return out
+
+
+def evaluate_scores(score_fn: Callable[[np.ndarray], np.ndarray], sets: Sets) -> tuple[dict[str, Any], dict]:
+    """Score every set with ``score_fn``; returns (per-set metrics + summary, raw scores for plots)."""
+    ref = score_fn(sets.reference)
+    t0 = time.perf_counter()
+    named = sets.named()
+    raw = {"reference": ref}
+    rows = {}
+    n_scored = 0
+    for name, imgs in named.items():
+        s = score_fn(imgs)
+        raw[name] = s
+        n_scored += len(imgs)
+        rows[name] = ood_metrics(ref, s)
+    latency = (time.perf_counter() - t0) / max(n_scored, 1) * 1000
+    return {"sets": rows, **summarise(rows, sets), "latency_ms_per_image": latency}, raw
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "discopatch": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def _hardware() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
+
+
+def _train(preset: Preset, data: ProtocolData, seconds: float, seed: int, progress: bool, **train: Any) -> Detector:
+    det = Detector(preset, device="cpu", seed=seed)
+    det.fit(data.id_train, max_time=seconds, epochs=10_000, progress=progress, **train)
+    return det
+
+
+def run_benchmark(
+    protocol: str,
+    out: str | os.PathLike | None = None,
+    quick: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    budget: Budget | None = None,
+    stages: tuple[str, ...] = ("ablations", "baselines", "drift", "mixed", "patches"),
+) -> dict[str, Any]:
+    """Run one protocol end to end; write results.json, summary.md and report.html into ``out`` if given."""
+    t_start = time.monotonic()
+    budget = budget or (QUICK if quick else FULL)
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    data = load_protocol(protocol, quick=quick, seed=seed)
+    preset = protocol_preset(protocol, data)
+    sets = build_sets(data, preset, seed, progress)
+    log(
+        f"[benchmark] {protocol}: {len(data.id_train)} ID train, {len(sets.reference)} reference, "
+        f"{len(sets.covariate)} covariate sets, near {list(sets.near)}, far {list(sets.far)}"
+    )
+    results: dict[str, Any] = {
+        "protocol": protocol,
+        "quick": quick,
+        "seed": seed,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": " ".join(["discopatch", *sys.argv[1:]]) if sys.argv and "discopatch" in sys.argv[0] else None,
+        "versions": _versions(),
+        "hardware": _hardware(),
+        "budget": dataclasses.asdict(budget),
+        "data": {
+            "provenance": data.provenance,
+            "skipped": data.skipped,
+            "n_train": len(data.id_train),
+            "n_reference": len(sets.reference),
+            "n_target": len(sets.controls["control/null"]),
+        },
+        "corruption_params": {"table": resolve_params("auto", *sets.reference.shape[1:3]), "source": PARAM_SOURCES},
+        "preset": {
+            "model": dataclasses.asdict(preset.model),
+            "preprocess": dataclasses.asdict(preset.preprocess),
+            "train": dataclasses.asdict(preset.train),
+            "test_patches": preset.test_patches,
+        },
+        "methods": {},
+    }
+    raw_scores: dict[str, dict[str, np.ndarray]] = {}
+    methods = results["methods"]
+
+    def record(
+        name: str, group: str, score_fn: Callable[[np.ndarray], np.ndarray], train_s: float, notes: str = ""
+    ) -> None:
+        res, raw = evaluate_scores(score_fn, sets)
+        res.update({"group": group, "train_seconds": round(train_s, 1), "notes": notes})
+        methods[name] = res
+        raw_scores[name] = raw
+        log(
+            f"[benchmark] {name:34s} cov {res['covariate_mean_auroc']:.3f}  near {res['near_mean_auroc']}  "
+            f"far {res['far_mean_auroc']}  null {res['null_auroc']:.3f}"
+        )
+
+    # ---- DisCoPatch (faithful small configuration) ------------------------------------------------------------
+    log(f"[benchmark] training DisCoPatch for {budget.main_train:.0f} s")
+    t0 = time.monotonic()
+    det = _train(preset, data, budget.main_train, seed, progress)
+    main_train_s = time.monotonic() - t0
+    D, n = det.discriminator, det.n_patches
+    record(
+        "DisCoPatch (per-image statistics)",
+        "discopatch",
+        det.score_preprocessed,
+        main_train_s,
+        f"{det.training_info['steps']} steps",
+    )
+    results["main_training"] = det.training_info
+
+    if "ablations" in stages:
+        record(
+            "leaky: statistics pooled over 64 test images",
+            "ablation-leaky",
+            lambda x: _pooled(det, x, 64),
+            0.0,
+            "NOT a valid detector: statistics cross images of one test set",
+        )
+        for k in range(len(D.blocks)):
+            Dk = layerwise_discriminator(D, data_sample(sets, data, preset, budget.layer_images), k, n, seed)
+            record(
+                f"per-image statistics in layer {k + 1} only",
+                "ablation-layer",
+                lambda x, Dk=Dk: score_array(Dk, x, n, seed),
+                0.0,
+                "other layers: fixed ID population statistics",
+            )
+        for norm in NORM_ABLATIONS:
+            p_norm = preset.replace(model=dataclasses.replace(preset.model, norm=norm))
+            t0 = time.monotonic()
+            d_norm = _train(p_norm, data, budget.ablation_train, seed, progress)
+            record(
+                f"norm ablation: {norm}",
+                "ablation-norm",
+                d_norm.score_preprocessed,
+                time.monotonic() - t0,
+                f"{d_norm.training_info['steps']} steps ({budget.ablation_train:.0f} s budget)",
+            )
+
+    if "baselines" in stages:
+        vae = det.trainer.vae.eval() if det.trainer is not None else None
+        if vae is not None:
+            for cls, label in (
+                (VAEReconstruction, "VAE reconstruction error"),
+                (VAEElbo, "VAE negative ELBO"),
+                (InputComplexityElbo, "ELBO with input-complexity correction"),
+            ):
+                b = cls(vae, n, seed=seed)
+                record(label, "label-free", b.score, 0.0, "the DisCoPatch VAE on the same patches")
+        svdd = DeepSVDD()
+        t0 = time.monotonic()
+        svdd.fit(stack_images(data.id_train, preset.preprocess), max_time=budget.svdd_train, seed=seed)
+        record("Deep SVDD", "label-free", svdd.score, time.monotonic() - t0)
+        nmd = NMDStatistics(D, n, seed=seed).fit(stack_images(data.id_train, preset.preprocess), seed=seed)
+        record("NMD-style statistics (D channel means)", "label-free", nmd.score, 0.0)
+        if data.id_train_labels is not None:
+            clf = SmallCNNClassifier()
+            t0 = time.monotonic()
+            train_imgs = stack_images(data.id_train, preset.preprocess)
+            clf.fit(train_imgs, data.id_train_labels, max_time=budget.classifier_train, seed=seed)
+            clf_s = time.monotonic() - t0
+            for scorer in clf.scorers():
+                scorer.fit(train_imgs, data.id_train_labels, seed=seed)
+                record(f"classifier {scorer.name}", "label-based", scorer.score, clf_s)
+
+    if "drift" in stages:
+        results["drift_power"] = drift_power(det, data, sets, preset, budget, seed, progress)
+    if "mixed" in stages:
+        results["mixed_batches"] = mixed_stage(det, sets, budget, seed)
+    if "patches" in stages:
+        subset = {f"{c}/3": sets.covariate[(c, 3)] for c in CORRUPTIONS}
+        results["patch_count_sweep"] = patch_count_sweep(D, sets.reference, subset, budget.n_values, seed)
+
+    results["wall_seconds"] = round(time.monotonic() - t_start, 1)
+    if out is not None:
+        from .report import write_reports
+
+        write_reports(results, raw_scores, Path(out))
+    return results
+
+
+def data_sample(sets: Sets, data: ProtocolData, preset: Preset, n: int) -> np.ndarray:
+    """ID training images for population statistics (never test images)."""
+    return stack_images(data.id_train[:n], preset.preprocess)
+
+
+def _pooled(det: Detector, images: np.ndarray, pool: int) -> np.ndarray:
+    """Leaky scoring: consecutive groups of ``pool`` images share statistics (remainder scored per group too)."""
+    out = np.empty(len(images))
+    full = len(images) - len(images) % pool
+    if full:
+        out[:full] = det.score_preprocessed(images[:full], pool_images=pool)
+    if full < len(images):
+        rest = images[full:]
+        out[full:] = det.score_preprocessed(rest, pool_images=len(rest))
+    return out
+
+
+def mixed_stage(det: Detector, sets: Sets, budget: Budget, seed: int) -> dict[str, Any]:
+    """Mixed batches against three kinds of OOD: a mid-severity corruption, a near and a far set."""
+    choices = {
+        "gaussian_noise/3": sets.covariate[("gaussian_noise", 3)],
+        "defocus_blur/3": sets.covariate[("defocus_blur", 3)],
+    }
+    if sets.near:
+        k = next(iter(sets.near))
+        choices[f"near/{k}"] = sets.near[k]
+    if sets.far:
+        k = next(iter(sets.far))
+        choices[f"far/{k}"] = sets.far[k]
+    batch = min(64, len(sets.reference), *(len(v) for v in choices.values()))
+    return {
+        name: mixed_batch_aurocs(
+            lambda x, pool: _pooled(det, x, pool),
+            sets.reference,
+            ood,
+            batch=batch,
+            n_batches=budget.mixed_batches,
+            seed=seed,
+        )
+        for name, ood in choices.items()
+    }
+
+
+def drift_power(
+    det: Detector, data: ProtocolData, sets: Sets, preset: Preset, budget: Budget, seed: int, progress: bool
+) -> dict[str, Any]:
+    """Images needed for 80 % power at alpha 0.05: MMD and KS on UAE features vs the DisCoPatch mean-score test."""
+    uae = UntrainedAutoencoderFeatures(seed=seed)
+    ref_imgs = sets.reference
+    half = len(ref_imgs) // 2
+    null_imgs, ref_part = ref_imgs[:half], ref_imgs[half:]
+    feats_ref = uae.transform(ref_part)
+    feats_null = uae.transform(null_imgs)
+    s_ref = det.score_preprocessed(ref_part)
+    s_null = det.score_preprocessed(null_imgs)
+    shifts = {f"{c}/3": sets.covariate[(c, 3)] for c in CORRUPTIONS}
+    shifts.update({f"near/{k}": v for k, v in sets.near.items()})
+    shifts.update({f"far/{k}": v for k, v in sets.far.items()})
+    out: dict[str, Any] = {
+        "alpha": 0.05,
+        "target_power": 0.8,
+        "ns": list(budget.power_ns),
+        "trials": budget.power_trials,
+        "shifts": {},
+    }
+    kw = dict(ns=budget.power_ns, n_trials=budget.power_trials, seed=seed)
+    tests = {
+        "MMD (UAE features)": (
+            lambda r, b: mmd_test(r, b, n_permutations=100, seed=seed),
+            feats_ref,
+            feats_null,
+            uae.transform,
+            200,
+        ),
+        "KS (UAE features)": (ks_test, feats_ref, feats_null, uae.transform, None),
+        "DisCoPatch mean score": (
+            lambda r, b: mean_score_test(r, b, seed=seed),
+            s_ref,
+            s_null,
+            det.score_preprocessed,
+            None,
+        ),
+    }
+    out["type1_error"] = {
+        name: images_for_power(fn, ref, null, null, **kw, max_ref=cap)["type1_error"]
+        for name, (fn, ref, null, _, cap) in tests.items()
+    }
+    for shift, imgs in tqdm(shifts.items(), desc="drift power", disable=not progress, unit="shift"):
+        out["shifts"][shift] = {}
+        for name, (fn, ref, _, transform, cap) in tests.items():
+            r = images_for_power(fn, ref, None, transform(imgs), **kw, max_ref=cap)
+            out["shifts"][shift][name] = {"n_for_power": r["n_for_power"], "power": r["power"]}
+    return out
+
+
+def save_json(results: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(results, indent=1, default=_json_default))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    raise TypeError(type(o))
+
+
+__all__ = ["FULL", "QUICK", "Budget", "run_benchmark", "save_json"]
