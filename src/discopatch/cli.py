@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train, calibrate and evaluate on the bundled Fashion-MNIST data")
     p.add_argument("--out", default="demo-out", help="output directory (model under OUT/model)")
-    p.add_argument("--max-time", type=float, default=150.0, help="training time budget in seconds (default 150)")
+    p.add_argument("--max-time", type=float, default=210.0, help="training time budget in seconds (default 210)")
     p.add_argument("--seed", type=int, default=0)
     _add_device(p)
     p.add_argument("--quiet", action="store_true")
@@ -330,7 +330,7 @@ COMMANDS = {"fit": cmd_fit, "score": cmd_score, "evaluate": cmd_evaluate, "demo"
 
 #: Other areas register their sub-commands here: each module has ``add_commands(subparsers)`` whose parsers call
 #: ``set_defaults(func=...)``. Imported lazily so heavy optional dependencies load only for their command.
-COMMAND_GROUPS: list[str] = ["discopatch.deploy_cli", "discopatch.monitoring.cli"]
+COMMAND_GROUPS: list[str] = ["discopatch.deploy_cli", "discopatch.monitoring.cli", "discopatch.benchmark.cli"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
