@@ -26,8 +26,10 @@ from .scoring import scores_from_logits
 
 ENGINES: tuple[str, ...] = ("auto", "torch", "onnx")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
-#: What ``engine="auto"`` picks on CPU; see docs/BENCHMARKS.md "Scoring speed" for the measurement behind it.
-DEFAULT_CPU_ENGINE = "torch"
+#: What ``engine="auto"`` picks on CPU when onnxruntime is installed: it was faster than PyTorch in most
+#: interleaved measurements on the 2-core dev machine (docs/BENCHMARKS.md, "Scoring speed"), by up to 2.4x for the
+#: small preset and far more robustly when the other core is busy (no OpenMP spin-wait collapse).
+DEFAULT_CPU_ENGINE = "onnx"
 
 
 def onnx_available() -> bool:
