@@ -8,8 +8,9 @@
       calibration.safetensors    the sorted ID calibration scores (float64), for conformal p-values
 
 The JSON records the SHA-256 of both weight files, so a truncated or edited artefact is rejected with a message
-instead of producing silently wrong scores. Weights are loaded strictly: every tensor name and shape must be
-exactly what the configuration builds (method.md pitfall 11).
+instead of producing silently wrong scores; the JSON itself must match :data:`~discopatch.artifact_schema.SCHEMA`.
+Weights are loaded strictly: every tensor name and shape must be exactly what the configuration builds (method.md
+pitfall 11).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .artifact_schema import validate as validate_schema
 from .calibration import Calibration
 from .config import ModelConfig, PreprocessConfig, from_dict, to_dict
 from .model import Discriminator
@@ -36,6 +38,8 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "detector.json"
 WEIGHTS_FILE = "discriminator.safetensors"
 CALIBRATION_FILE = "calibration.safetensors"
+STATS_FILE = "statistics.safetensors"
+SCORE_MODES = ("d-only", "fused", "stats-only")
 
 
 class ArtifactError(ValueError):
@@ -51,6 +55,8 @@ class Artifact:
     state_dict: dict[str, torch.Tensor]
     calibration: Calibration | None
     meta: dict[str, Any]
+    score_mode: str = "d-only"
+    stats: dict[str, torch.Tensor] | None = None
 
 
 def _sha256(path: Path) -> str:
@@ -69,12 +75,19 @@ def save_artifact(
     seed: int,
     calibration: Calibration | None,
     extra: dict[str, Any] | None = None,
+    score_mode: str = "d-only",
+    stats: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous().float() for k, v in D.state_dict().items()}
     save_file(sd, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT})
     files = {WEIGHTS_FILE: _sha256(directory / WEIGHTS_FILE)}
+    if stats is not None:
+        save_file({k: v.contiguous() for k, v in stats.items()}, str(directory / STATS_FILE))
+        files[STATS_FILE] = _sha256(directory / STATS_FILE)
+    elif (directory / STATS_FILE).exists():
+        (directory / STATS_FILE).unlink()
     cal_meta = None
     if calibration is not None:
         save_file({"scores": torch.from_numpy(calibration.scores.copy())}, str(directory / CALIBRATION_FILE))
@@ -98,6 +111,7 @@ def save_artifact(
             "test_patches": int(test_patches),
             "seed": int(seed),
             "score": "1 - mean_patches D(patch)",
+            "score_mode": score_mode,
         },
         "calibration": cal_meta,
         "files": files,
@@ -133,6 +147,13 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
     )
     for key in ("model", "preprocess", "scoring", "files"):
         _require(isinstance(meta.get(key), dict), f"{cfg_path}: missing or invalid '{key}' section")
+    problems = validate_schema(meta)
+    _require(
+        not problems,
+        f"{cfg_path}: does not match the detector.json schema ({'; '.join(problems[:5])}"
+        + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        + ")",
+    )
     try:
         model = from_dict(ModelConfig, meta["model"])
         pre = from_dict(PreprocessConfig, meta["preprocess"])
@@ -148,7 +169,7 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
     files = meta["files"]
     _require(WEIGHTS_FILE in files, f"{cfg_path}: no checksum recorded for {WEIGHTS_FILE}")
     for name, digest in files.items():
-        _require(name in (WEIGHTS_FILE, CALIBRATION_FILE), f"{cfg_path}: unexpected file entry {name!r}")
+        _require(name in (WEIGHTS_FILE, CALIBRATION_FILE, STATS_FILE), f"{cfg_path}: unexpected file entry {name!r}")
         path = directory / name
         _require(path.is_file(), f"{directory}: missing {name}")
         _require(
@@ -183,4 +204,13 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
         stored = cal_meta.get("threshold")
         recomputed = None if math.isinf(calibration.threshold) else calibration.threshold
         _require(stored == recomputed, f"{cfg_path}: calibration threshold does not match the stored scores")
-    return Artifact(model, pre, n_patches, seed, sd, calibration, meta)
+    score_mode = scoring.get("score_mode", "d-only")
+    _require(score_mode in SCORE_MODES, f"{cfg_path}: scoring.score_mode must be one of {SCORE_MODES}")
+    stats = None
+    if score_mode != "d-only":
+        _require(STATS_FILE in files, f"{cfg_path}: score_mode {score_mode!r} needs {STATS_FILE}")
+        try:
+            stats = load_file(str(directory / STATS_FILE))
+        except (SafetensorError, OSError) as e:
+            raise ArtifactError(f"{directory / STATS_FILE}: unreadable safetensors file ({e})") from None
+    return Artifact(model, pre, n_patches, seed, sd, calibration, meta, score_mode, stats)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -65,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--w-kl", type=float)
     g.add_argument("--w-adv", type=float)
     g.add_argument("--grouping", choices=["domain", "image"], help="training normalisation groups")
+    g.add_argument("--ema", type=float, help="EMA decay of D's weights kept as the detector (0 = off)")
+    g.add_argument("--no-first-norm", action="store_true", help="no normalisation in D's first layer")
+    g.add_argument(
+        "--score",
+        choices=["d-only", "fused", "stats-only"],
+        help="d-only: the paper's 1 - mean D; fused: also score the per-image statistics the normalisation removes",
+    )
     g = p.add_argument_group("speed and scale (see docs/BENCHMARKS.md; torchrun runs DistributedDataParallel)")
     g.add_argument("--channels-last", action="store_true", help="channels_last memory layout for D and the VAE")
     g.add_argument("--compile", action="store_true", help="torch.compile the two update steps (slow first steps)")
@@ -78,10 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write rows to FILE.csv or FILE.jsonl (default: CSV on standard output)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument(
+        "--resume", action="store_true", help="keep the rows already in --out, append only the files missing from it"
+    )
+    p.add_argument(
         "--engine",
         default="auto",
         choices=["auto", "torch", "onnx"],
         help="what runs D: PyTorch or ONNX Runtime (CPU, needs discopatch[onnx]); auto = the measured CPU default",
+    )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="bf16: torch autocast, faster where the CPU/GPU has bf16 units (AUROC check: docs/BENCHMARKS.md)",
     )
     _add_device(p)
 
@@ -156,6 +173,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "widths": args.widths,
             "latent_dim": args.latent_dim,
             "norm": args.norm,
+            "norm_first_layer": False if args.no_first_norm else None,
         }.items()
         if v is not None
     }
@@ -169,6 +187,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "w_kl": args.w_kl,
             "w_adv": args.w_adv,
             "grouping": args.grouping,
+            "ema": args.ema,
         }.items()
         if v is not None
     }
@@ -176,6 +195,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         model=dataclasses.replace(preset.model, **model_kw),
         preprocess=dataclasses.replace(preset.preprocess, **pre_kw),
     )
+    if args.score is not None:
+        preset = preset.replace(score_mode=args.score)
     if preset.preprocess.image_size < preset.model.patch_size:
         raise ValueError(
             f"image size {preset.preprocess.image_size} is smaller than patch size {preset.model.patch_size}"
@@ -257,18 +278,27 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .data.images import expand_paths
     from .detector import Detector
 
-    det = Detector.load(args.model, device=args.device, batch_size=args.batch_size, engine=args.engine)
+    det = Detector.load(
+        args.model, device=args.device, batch_size=args.batch_size, engine=args.engine, precision=args.precision
+    )
     paths = expand_paths(args.paths)
     fields = ["path", "score", "p_value", "is_ood", "error"]
     out_path = Path(args.out) if args.out else None
     jsonl = out_path is not None and out_path.suffix.lower() in (".jsonl", ".ndjson")
     if out_path is not None and not jsonl and out_path.suffix.lower() != ".csv":
         raise ValueError(f"--out must end in .csv or .jsonl, got {out_path}")
-    fh = open(out_path, "w", newline="") if out_path else sys.stdout  # noqa: SIM115
+    done: set[str] = set()
+    if args.resume:
+        if out_path is None:
+            raise ValueError("--resume needs --out FILE")
+        done = _rows_written(out_path, jsonl, fields)
+        paths = [p for p in paths if str(p) not in done]
+    append = bool(args.resume and out_path is not None and out_path.exists() and out_path.stat().st_size)
+    fh = open(out_path, "a" if append else "w", newline="") if out_path else sys.stdout  # noqa: SIM115
     n_fail = n = 0
     try:
         writer = None if jsonl else csv.DictWriter(fh, fieldnames=fields)
-        if writer:
+        if writer and not append:
             writer.writeheader()
         for row in det.iter_score_files(paths):
             n += 1
@@ -285,10 +315,30 @@ def cmd_score(args: argparse.Namespace) -> int:
         if out_path:
             fh.close()
     print(
-        f"scored {n - n_fail} of {n} files" + (f"; {n_fail} failed (see the error column)" if n_fail else ""),
+        f"scored {n - n_fail} of {n} files"
+        + (f"; {n_fail} failed (see the error column)" if n_fail else "")
+        + (f"; {len(done)} already in {out_path}, skipped" if done else ""),
         file=sys.stderr,
     )
     return EXIT_FAILED_INPUTS if n_fail else EXIT_OK
+
+
+def _rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> set[str]:
+    """Paths already in ``out_path``; a partly written last line (the run was killed mid-write) is cut off first."""
+    if not out_path.exists():
+        return set()
+    data = out_path.read_bytes()
+    keep = data[: data.rfind(b"\n") + 1]  # everything up to the last complete line
+    if len(keep) != len(data):
+        with open(out_path, "r+b") as f:
+            f.truncate(len(keep))
+    text = keep.decode("utf-8")
+    if jsonl:
+        return {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    if rows and rows[0] != fields:
+        raise ValueError(f"{out_path}: not a 'discopatch score' CSV (header {rows[0]}), cannot --resume into it")
+    return {r[0] for r in rows[1:] if r}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

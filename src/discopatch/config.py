@@ -33,6 +33,7 @@ class ModelConfig:
     widths: tuple[int, ...] = (128, 256, 512, 1024)
     latent_dim: int = 1024
     norm: NormKind = "patch"
+    norm_first_layer: bool = True
     eps: float = 1e-5
     negative_slope: float = 0.01
     groupnorm_groups: int = 32
@@ -95,6 +96,7 @@ class TrainConfig:
     w_kl: float = 1e-4
     w_adv: float = 1e-3
     grouping: TrainGrouping = "domain"
+    ema: float = 0.0
     val_fraction: float = 0.1
     seed: int = 0
 
@@ -102,6 +104,8 @@ class TrainConfig:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.grouping not in ("domain", "image"):
             raise ValueError(f"grouping must be 'domain' or 'image', got {self.grouping!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1) (0 = off), got {self.ema}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.batch_images < 1 or self.train_patches < 1:
@@ -119,6 +123,7 @@ class Preset:
     test_patches: int = 64
     target_fpr: float = 0.05
     notes: str = ""
+    score_mode: str = "d-only"  # "d-only" (the paper), "fused" (D + per-image statistics) or "stats-only"
 
     def replace(self, **kwargs: Any) -> Preset:
         return dataclasses.replace(self, **kwargs)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .artifact import load_artifact, save_artifact
+from .artifact import ArtifactError, load_artifact, save_artifact
 from .calibration import Calibration
 from .config import Preset, get_preset, to_dict
 from .data.images import ImageInput, preprocess, preprocess_many
@@ -36,6 +36,7 @@ from .engine import ScoringEngine, make_engine, resolve_engine_name
 from .model import Discriminator
 from .runtime import resolve_device
 from .scoring import score_array
+from .stats_model import StatsModel, image_statistics
 from .training import Trainer
 
 Images = str | os.PathLike | np.ndarray | Sequence[ImageInput]
@@ -50,6 +51,7 @@ class Detector:
 
     ``engine`` picks what runs D when scoring: ``torch``, ``onnx`` (ONNX Runtime, CPU, needs the ``[onnx]``
     extra) or ``auto`` (:data:`discopatch.engine.DEFAULT_CPU_ENGINE` on CPU, torch on CUDA). Scores agree to 1e-6.
+    ``precision="bf16"`` (torch autocast) trades exactness for speed; see docs/BENCHMARKS.md for its AUROC check.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class Detector:
         test_patches: int | None = None,
         batch_size: int = 256,
         engine: str = "auto",
+        precision: str = "fp32",
     ) -> None:
         self.preset = get_preset(preset, channels) if isinstance(preset, str) else preset
         if test_patches is not None:
@@ -69,12 +72,19 @@ class Detector:
         self.seed = self.preset.train.seed if seed is None else int(seed)
         self.device = resolve_device(device)
         self.batch_size = batch_size
+        if precision not in ("fp32", "bf16", "int8"):
+            raise ValueError(f"precision must be fp32, bf16 or int8, got {precision!r}")
+        self.precision = precision
+        # bf16 exists in the torch engine only (autocast); int8 in the ONNX one (dynamic quantisation).
+        if engine == "auto" and precision != "fp32":
+            engine = "torch" if precision == "bf16" else "onnx"
         self.engine = resolve_engine_name(engine, self.device)
         self._engine: ScoringEngine | None = None
         self.discriminator: Discriminator | None = None
         self.calibration: Calibration | None = None
         self.training_info: dict[str, Any] = {}
         self.trainer: Trainer | None = None
+        self.stats_model: StatsModel | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -167,7 +177,7 @@ class Detector:
         self._engine = None
         t0 = time.monotonic()
         state = trainer.fit(train, checkpoint_dir=checkpoint_dir, progress=progress)
-        self.discriminator = trainer.D
+        self.discriminator = trainer.detector_discriminator
         self.training_info = {
             "steps": state.step,
             "epochs_completed": state.epoch,
@@ -180,9 +190,33 @@ class Detector:
             "train_config": to_dict(tcfg),
             "last_losses": state.history[-1] if state.history else {},
         }
+        if self.preset.score_mode != "d-only" and is_main_process():
+            self.fit_statistics(train, val)
         if len(val) and is_main_process():
             self.calibrate(val, target_fpr=self.preset.target_fpr)
         return self
+
+    def fit_statistics(self, train: np.ndarray, val: np.ndarray) -> Detector:
+        """Fit the per-image statistics model on ``train`` and the fusion scales on ``val`` (both ID, preprocessed)."""
+        D = self._require_model()
+        _, f_train = image_statistics(D, train, self.n_patches, self.seed, self.device, self.batch_size)
+        sm = StatsModel.fit(f_train)
+        if len(val):
+            d_val, f_val = image_statistics(D, val, self.n_patches, self.seed, self.device, self.batch_size)
+            sm.set_fusion(d_val, sm.mahalanobis(f_val))
+        self.stats_model = sm
+        return self
+
+    def _score_stack(self, stack: np.ndarray) -> np.ndarray:
+        """The configured score for a preprocessed stack: D alone (any engine) or fused with the statistics."""
+        mode = self.preset.score_mode
+        if mode == "d-only":
+            return self.scoring_engine().score(stack, self.batch_size)
+        if self.stats_model is None:
+            raise NotFittedError(f"score_mode {mode!r} needs the statistics model; call fit() or fit_statistics()")
+        d, f = image_statistics(self._require_model(), stack, self.n_patches, self.seed, self.device, self.batch_size)
+        s = self.stats_model.mahalanobis(f)
+        return s if mode == "stats-only" else self.stats_model.fuse(d, s)
 
     # ------------------------------------------------------------------ scoring
     def _require_model(self) -> Discriminator:
@@ -192,13 +226,12 @@ class Detector:
 
     def score(self, images: Images, progress: bool = False) -> np.ndarray:
         """OOD score per image, float64, higher = more OOD. Unreadable inputs raise ``ImageReadError``."""
-        stack = self._stack(images, progress)
-        return self.scoring_engine().score(stack, self.batch_size)
+        return self._score_stack(self._stack(images, progress))
 
     def score_preprocessed(self, stack: np.ndarray, pool_images: int = 1) -> np.ndarray:
         """Scores for images already passed through :func:`~discopatch.data.images.preprocess`."""
         if pool_images == 1:
-            return self.scoring_engine().score(stack, self.batch_size)
+            return self._score_stack(stack)
         D = self._require_model()  # the leaky pooled ablation exists in PyTorch only
         return score_array(D, stack, self.n_patches, self.seed, self.device, self.batch_size, pool_images)
 
@@ -212,7 +245,7 @@ class Detector:
         eng = self._engine
         key = (id(D), self.n_patches, tuple(p._version for p in D.parameters()))
         if eng is None or getattr(eng, "source_key", None) != key:
-            eng = make_engine(self.engine, D, self.n_patches, self.seed, self.device)
+            eng = make_engine(self.engine, D, self.n_patches, self.seed, self.device, precision=self.precision)
             eng.source_key = key  # type: ignore[attr-defined]
             self._engine = eng
         eng.seed = self.seed
@@ -245,14 +278,14 @@ class Detector:
         Rows are ``{"path", "score", "p_value", "is_ood", "error"}``. A file that cannot be read yields a row
         with ``score=None`` and a specific ``error``; the others are unaffected (scores are per image).
         """
-        engine = self.scoring_engine()
+        self._require_model()
         chunk_size = chunk_size or self.batch_size
         cfg = self.preset.preprocess
         for start in range(0, len(paths), chunk_size):
             chunk = paths[start : start + chunk_size]
             decoded = list(preprocess_many(chunk, cfg))
             ok = [img for _, img, _ in decoded if img is not None]
-            scores = engine.score(np.stack(ok), self.batch_size) if ok else []
+            scores = self._score_stack(np.stack(ok)) if ok else []
             it = iter(scores)
             for (_, img, err), path in zip(decoded, chunk):
                 if img is None:
@@ -318,6 +351,8 @@ class Detector:
             self.seed,
             self.calibration,
             extra={"preset": self.preset.name, "training": self.training_info},
+            score_mode=self.preset.score_mode,
+            stats=None if self.stats_model is None else self.stats_model.to_tensors(),
         )
 
     @classmethod
@@ -327,6 +362,7 @@ class Detector:
         device: str | torch.device = "auto",
         batch_size: int = 256,
         engine: str = "auto",
+        precision: str = "fp32",
     ) -> Detector:
         """Rebuild a detector from :meth:`save` output; damaged or mismatched artefacts raise ``ArtifactError``."""
         art = load_artifact(path)
@@ -336,12 +372,18 @@ class Detector:
             preprocess=art.preprocess,
             test_patches=art.test_patches,
             target_fpr=art.calibration.target_fpr if art.calibration else base.target_fpr,
+            score_mode=art.score_mode,
         )
-        det = cls(preset, device=device, seed=art.seed, batch_size=batch_size, engine=engine)
+        det = cls(preset, device=device, seed=art.seed, batch_size=batch_size, engine=engine, precision=precision)
         D = Discriminator(art.model)
         D.load_state_dict(art.state_dict, strict=True)
         D.eval()
         det.discriminator = D.to(det.device)
         det.calibration = art.calibration
         det.training_info = art.meta.get("training", {})
+        if art.stats is not None:
+            try:
+                det.stats_model = StatsModel.from_tensors(art.stats, 2 * sum(art.model.widths))
+            except ValueError as e:
+                raise ArtifactError(f"{path}: {e}") from None
         return det

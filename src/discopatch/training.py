@@ -22,6 +22,7 @@ keeps its own per-domain normalisation statistics and DDP averages the gradients
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -121,6 +123,8 @@ class Trainer:
         if channels_last:
             self.D.to(memory_format=torch.channels_last)
             self.vae.to(memory_format=torch.channels_last)
+        # Optional exponential moving average of D's weights: the adversarial game oscillates, the average less so.
+        self.D_ema = copy.deepcopy(self.D).requires_grad_(False) if train_cfg.ema > 0 else None
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=train_cfg.lr, betas=train_cfg.betas)
         self.opt_g = torch.optim.Adam(self.vae.parameters(), lr=train_cfg.lr, betas=train_cfg.betas)
         self.amp = (self.device.type == "cuda") if amp is None else amp
@@ -139,6 +143,11 @@ class Trainer:
             self._g_step = torch.compile(self._g_step)
             self._d_step = torch.compile(self._d_step)
         self.state = TrainState()
+
+    @property
+    def detector_discriminator(self) -> Discriminator:
+        """The D a detector should keep: the weight average when EMA is on, else the last iterate."""
+        return self.D_ema if self.D_ema is not None else self.D
 
     # ------------------------------------------------------------------ one step
     def _autocast(self) -> Any:
@@ -181,6 +190,12 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
+        if self.D_ema is not None:
+            with torch.no_grad():
+                for pe, p in zip(self.D_ema.parameters(), self.D.parameters()):
+                    pe.lerp_(p, 1.0 - self.cfg.ema)
+                for be, b in zip(self.D_ema.buffers(), self.D.buffers()):
+                    be.copy_(b)
 
         with torch.no_grad():
             return {
@@ -306,7 +321,8 @@ class Trainer:
             return directory
         directory.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, torch.Tensor] = {}
-        for prefix, module in (("D", self.D), ("vae", self.vae)):
+        modules = [("D", self.D), ("vae", self.vae)] + ([("D_ema", self.D_ema)] if self.D_ema is not None else [])
+        for prefix, module in modules:
             for k, v in module.state_dict().items():
                 tensors[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
         opt_meta = {}
@@ -326,7 +342,9 @@ class Trainer:
         }
         tmp_w = directory / (CHECKPOINT_WEIGHTS + ".tmp")
         tmp_j = directory / (CHECKPOINT_STATE + ".tmp")
-        save_file(tensors, str(tmp_w))
+        # The weights file carries its own state too: the two renames are not one atomic step, and a kill between
+        # them must not pair new weights with an old step count.
+        save_file(tensors, str(tmp_w), metadata={"checkpoint": json.dumps(meta)})
         tmp_j.write_text(json.dumps(meta, indent=1))
         os.replace(tmp_w, directory / CHECKPOINT_WEIGHTS)
         os.replace(tmp_j, directory / CHECKPOINT_STATE)
@@ -351,7 +369,9 @@ class Trainer:
             raise FileNotFoundError(
                 f"no checkpoint in {directory} (expected {CHECKPOINT_STATE} and {CHECKPOINT_WEIGHTS})"
             )
-        meta = json.loads(meta_path.read_text())
+        with safe_open(str(w_path), "pt") as f:
+            embedded = (f.metadata() or {}).get("checkpoint")
+        meta = json.loads(embedded if embedded else meta_path.read_text())
         if meta.get("format") != "discopatch-checkpoint":
             raise ValueError(f"{meta_path} is not a discopatch checkpoint")
         model_cfg = from_dict(ModelConfig, meta["model"])
@@ -359,7 +379,9 @@ class Trainer:
         train_dict.update(train_overrides or {})
         trainer = cls(model_cfg, from_dict(TrainConfig, train_dict), device=device, **trainer_kwargs)
         tensors = load_file(str(w_path), device=str(trainer.device))
-        for prefix, module in (("D", trainer.D), ("vae", trainer.vae)):
+        modules = [("D", trainer.D), ("vae", trainer.vae)]
+        modules += [("D_ema", trainer.D_ema)] if trainer.D_ema is not None else []
+        for prefix, module in modules:
             sd = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
             module.load_state_dict(sd, strict=True)
         for name, opt in (("opt_d", trainer.opt_d), ("opt_g", trainer.opt_g)):

@@ -15,7 +15,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-time", type=float, help="seconds of DisCoPatch training (default: 900, quick: 6)")
     p.add_argument(
         "--stages",
-        default="ablations,baselines,drift,mixed,patches",
+        default="variants,ablations,baselines,drift,mixed,patches",
         help="comma-separated optional stages (default: all)",
     )
     p.add_argument("--quiet", action="store_true")

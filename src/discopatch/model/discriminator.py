@@ -18,11 +18,13 @@ from .norm import make_norm
 
 
 class DiscriminatorBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, cfg: ModelConfig, out_spatial: int = 2) -> None:
+    def __init__(self, in_ch: int, out_ch: int, cfg: ModelConfig, out_spatial: int = 2, first: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=2, padding=1, bias=True)
         # Per-patch statistics of a 1x1 map are undefined (one value per channel): that layer goes unnormalised.
         kind = "none" if cfg.norm == "instancenorm" and out_spatial == 1 else cfg.norm
+        if first and not cfg.norm_first_layer:
+            kind = "none"  # variant: keep absolute intensity information in the first layer
         self.norm = make_norm(kind, out_ch, eps=cfg.eps, groupnorm_groups=cfg.groupnorm_groups)
         self.act = nn.LeakyReLU(cfg.negative_slope)
 
@@ -38,7 +40,7 @@ class Discriminator(nn.Module):
         self.cfg = cfg
         chans = (cfg.channels, *cfg.widths)
         self.blocks = nn.ModuleList(
-            DiscriminatorBlock(a, b, cfg, cfg.patch_size // 2 ** (i + 1))
+            DiscriminatorBlock(a, b, cfg, cfg.patch_size // 2 ** (i + 1), first=i == 0)
             for i, (a, b) in enumerate(zip(chans[:-1], chans[1:]))
         )
         self.head = nn.Linear(cfg.widths[-1] * cfg.final_spatial**2, 1)
@@ -47,6 +49,25 @@ class Discriminator(nn.Module):
         for block in self.blocks:
             x = block(x, group_size)
         return x
+
+    def forward_with_statistics(self, x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and, per group, each layer's channel mean and log-variance of the conv output.
+
+        Those statistics are exactly what the per-image normalisation removes (global contrast and brightness among
+        them); :mod:`discopatch.stats_model` scores them.
+        Returns ``(logits (N,), stats (N // group_size, 2 * sum(widths)))``.
+        """
+        feats = []
+        for block in self.blocks:
+            h = block.conv(x)
+            n, c, hh, ww = h.shape
+            var, mean = torch.var_mean(
+                h.reshape(n // group_size, group_size, c, hh, ww).float(), dim=(1, 3, 4), unbiased=False
+            )
+            feats += [mean, torch.log(var + self.cfg.eps)]
+            x = block.act(block.norm(h, group_size))
+        logits = self.head(x.flatten(1).float()).squeeze(1)
+        return logits, torch.cat(feats, dim=1)
 
     def forward(self, x: torch.Tensor, group_size: int | None = None) -> torch.Tensor:
         """Logits of shape ``(num_patches,)``; ``group_size=None`` normalises the whole input as one group."""

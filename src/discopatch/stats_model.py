@@ -1,0 +1,113 @@
+"""Statistics-aware scoring: model what the per-image normalisation throws away, then fuse it with D.
+
+D standardises each layer with the image's own patch statistics, so a global change of contrast or brightness
+(x -> a x + b) is invisible to D's output: it only survives in the removed per-channel means and variances. This
+module keeps them. For each image, the channel mean and log-variance of every conv output over the image's own
+patches form a feature vector (computed strictly per image, in the same forward pass as D's logits). On ID training
+images the features are standardised and modelled by one Gaussian with a Ledoit-Wolf shrunk covariance; an image's
+statistics score is its squared Mahalanobis distance.
+
+Fusion (``score_mode="fused"``): both scores are put on a common scale with robust statistics (median and
+inter-quartile range) of the held-out ID validation images, and the image's score is the larger of the two - the
+score-space analogue of a min-p rule, so an image is OOD when *either* view finds it unusual. Calibration then runs
+on the fused score exactly as on D's score. No statistic of any other test image enters an image's score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.covariance import LedoitWolf
+
+from .model import Discriminator
+from .patches import content_corners, extract_patches, to_tensor
+from .scoring import scores_from_logits
+
+SCORE_MODES = ("d-only", "fused", "stats-only")
+
+
+@torch.no_grad()
+def image_statistics(
+    D: Discriminator,
+    images: np.ndarray,
+    n_patches: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """D's scores (float64) and per-image statistics features ``(B, 2 * sum(widths))`` in one pass per chunk."""
+    p = D.cfg.patch_size
+    d_scores = np.empty(len(images), np.float64)
+    feats = np.empty((len(images), 2 * sum(D.cfg.widths)), np.float64)
+    was_training = D.training
+    D.eval()
+    try:
+        for i in range(0, len(images), batch_size):
+            chunk = images[i : i + batch_size]
+            x = extract_patches(to_tensor(chunk).to(device), content_corners(chunk, p, n_patches, seed), p)
+            logits, f = D.forward_with_statistics(x, n_patches)
+            d_scores[i : i + len(chunk)] = scores_from_logits(logits.float().reshape(len(chunk), n_patches).cpu())
+            feats[i : i + len(chunk)] = f.double().cpu().numpy()
+    finally:
+        D.train(was_training)
+    return d_scores, feats
+
+
+@dataclass
+class StatsModel:
+    """Gaussian model of per-image statistics plus the robust scales used to fuse it with D's score."""
+
+    feat_mean: np.ndarray
+    feat_scale: np.ndarray
+    location: np.ndarray
+    precision: np.ndarray
+    fusion: np.ndarray  # [d_median, d_iqr, s_median, s_iqr] on ID validation images
+
+    @classmethod
+    def fit(cls, features: np.ndarray) -> StatsModel:
+        if len(features) < 2:
+            raise ValueError("the statistics model needs at least two ID images")
+        mean = features.mean(0)
+        scale = features.std(0) + 1e-6
+        z = (features - mean) / scale
+        lw = LedoitWolf(assume_centered=False).fit(z)
+        return cls(mean, scale, lw.location_, lw.precision_, np.array([0.0, 1.0, 0.0, 1.0]))
+
+    def mahalanobis(self, features: np.ndarray) -> np.ndarray:
+        z = (features - self.feat_mean) / self.feat_scale - self.location
+        return np.einsum("ij,jk,ik->i", z, self.precision, z)
+
+    def set_fusion(self, d_scores: np.ndarray, s_scores: np.ndarray) -> None:
+        """Robust location and scale of both scores on held-out ID images (not the images the model was fitted on)."""
+
+        def robust(x: np.ndarray) -> tuple[float, float]:
+            q1, med, q3 = np.percentile(x, [25, 50, 75])
+            return float(med), float(max(q3 - q1, 1e-12))
+
+        self.fusion = np.array([*robust(d_scores), *robust(s_scores)])
+
+    def fuse(self, d_scores: np.ndarray, s_scores: np.ndarray) -> np.ndarray:
+        dm, ds, sm, ss = self.fusion
+        return np.maximum((d_scores - dm) / ds, (s_scores - sm) / ss)
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(getattr(self, k), dtype=np.float64))
+            for k in ("feat_mean", "feat_scale", "location", "precision", "fusion")
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], dim: int) -> StatsModel:
+        shapes = {
+            "feat_mean": (dim,),
+            "feat_scale": (dim,),
+            "location": (dim,),
+            "precision": (dim, dim),
+            "fusion": (4,),
+        }
+        for k, shape in shapes.items():
+            if k not in tensors or tuple(tensors[k].shape) != shape:
+                raise ValueError(f"statistics model: tensor {k!r} missing or not of shape {shape}")
+        return cls(**{k: tensors[k].double().numpy() for k in shapes})

@@ -1,0 +1,77 @@
+"""The statistics-aware (fused) score: per-image isolation, determinism and a safetensors round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_preset
+from discopatch.artifact import STATS_FILE, ArtifactError
+from discopatch.data.images import stack_images
+from discopatch.detector import Detector
+from discopatch.model import Discriminator
+from discopatch.stats_model import StatsModel, image_statistics
+
+
+@pytest.fixture(scope="module")
+def fused(fmnist) -> Detector:
+    det = Detector(tiny_preset().replace(score_mode="fused"), device="cpu", seed=0, engine="torch")
+    return det.fit(fmnist.train_images[:400], epochs=1, progress=False)
+
+
+def test_statistics_are_per_image_and_match_a_direct_computation(fmnist) -> None:
+    torch.manual_seed(0)
+    D = Discriminator(tiny_preset().model).eval()
+    imgs = stack_images(fmnist.test_images[:6], tiny_preset().preprocess)
+    d_all, f_all = image_statistics(D, imgs, 8, seed=0)
+    d_one, f_one = image_statistics(D, imgs[2:3], 8, seed=0)
+    np.testing.assert_allclose(f_all[2], f_one[0], atol=1e-5)
+    np.testing.assert_allclose(d_all[2], d_one[0], atol=1e-9)
+    assert f_all.shape == (6, 2 * sum(tiny_preset().model.widths))
+
+
+def test_fused_score_is_isolated_and_deterministic(fused: Detector, fmnist) -> None:
+    cfg = fused.preprocess_config
+    idd = stack_images(fmnist.test_images[:10], cfg)
+    noise = np.random.default_rng(0).integers(0, 256, (4, 32, 32), dtype=np.uint8)
+    mixed = np.concatenate([idd, noise, 255 - idd[:3]])
+    alone = np.array([fused.score_preprocessed(mixed[i : i + 1])[0] for i in range(len(mixed))])
+    np.testing.assert_allclose(fused.score_preprocessed(mixed), alone, atol=1e-9)
+    perm = np.random.default_rng(1).permutation(len(mixed))
+    np.testing.assert_allclose(fused.score_preprocessed(mixed[perm]), alone[perm], atol=1e-9)
+    np.testing.assert_array_equal(fused.score_preprocessed(mixed), fused.score_preprocessed(mixed))
+
+
+def test_statistics_see_a_global_contrast_change(fused: Detector, fmnist) -> None:
+    """What per-image normalisation hides: a contrast change moves the statistics score for every image."""
+    cfg = fused.preprocess_config
+    idd = stack_images(fmnist.test_images[:64], cfg)
+    low = (idd.astype(float) * 0.3).astype(np.uint8)
+    _, f_id = image_statistics(fused.discriminator, idd, fused.n_patches, fused.seed)
+    _, f_low = image_statistics(fused.discriminator, low, fused.n_patches, fused.seed)
+    s_id, s_low = fused.stats_model.mahalanobis(f_id), fused.stats_model.mahalanobis(f_low)
+    assert np.median(s_low) > np.percentile(s_id, 95)
+
+
+def test_fused_detector_round_trips(fused: Detector, fmnist, tmp_path) -> None:
+    path = fused.save(tmp_path / "m")
+    meta = json.loads((path / "detector.json").read_text())
+    assert meta["scoring"]["score_mode"] == "fused" and STATS_FILE in meta["files"]
+    loaded = Detector.load(path, device="cpu")
+    x = fmnist.test_images[:12]
+    np.testing.assert_array_equal(loaded.score(x), fused.score(x))
+    np.testing.assert_array_equal(loaded.predict(x)["p_values"], fused.predict(x)["p_values"])
+    (path / STATS_FILE).write_bytes((path / STATS_FILE).read_bytes()[:-3])
+    with pytest.raises(ArtifactError, match="checksum"):
+        Detector.load(path)
+
+
+def test_stats_model_tensor_validation() -> None:
+    sm = StatsModel.fit(np.random.default_rng(0).normal(size=(50, 6)))
+    back = StatsModel.from_tensors(sm.to_tensors(), 6)
+    np.testing.assert_array_equal(back.precision, sm.precision)
+    with pytest.raises(ValueError, match="precision"):
+        StatsModel.from_tensors({**sm.to_tensors(), "precision": torch.zeros(5, 5, dtype=torch.float64)}, 6)
