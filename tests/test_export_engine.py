@@ -79,7 +79,8 @@ def test_engines_agree(trained_detector: Detector, real_stack: np.ndarray) -> No
     D = det.discriminator
     ref = score_array(D, real_stack, det.n_patches, det.seed)
     torch_eng = TorchEngine(D, det.n_patches, det.seed)
-    np.testing.assert_array_equal(torch_eng.score(real_stack), ref)  # the same computation as scoring.py
+    np.testing.assert_allclose(torch_eng.score(real_stack), ref, rtol=0, atol=1e-6)  # scoring.py's computation
+    assert TorchEngine(D, det.n_patches, det.seed, run_images=3).score(real_stack).shape == (40,)
     for eng in (TorchEngine(D, det.n_patches, det.seed, channels_last=True), OnnxEngine.from_discriminator(D, 8, 0)):
         s = eng.score(real_stack, batch_size=7)
         assert s.dtype == np.float64
@@ -104,6 +105,9 @@ def test_detector_engine_option(trained_detector: Detector, saved, real_stack: n
     assert Detector.load(model, device="cpu").engine == resolve_engine_name("auto", torch.device("cpu"))
     with pytest.raises(ValueError):
         Detector(tiny_preset(), device="cpu", engine="tensorrt")
+    c = Detector.load(model, device="cpu", precision="bf16")
+    assert c.engine == "torch" and c.scoring_engine().describe()["precision"] == "bf16"
+    assert np.max(np.abs(c.score_preprocessed(real_stack) - a.score_preprocessed(real_stack))) < 0.05
 
 
 def test_cli_export_check_and_score_engine(saved, tmp_path: Path, capsys) -> None:

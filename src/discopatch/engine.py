@@ -42,16 +42,41 @@ def onnx_available() -> bool:
     return True
 
 
+#: On the CPU, images go through D in runs whose first-layer activations fit in about this many bytes: measured
+#: ~25 % faster per image than one 256-image run for the small preset (cache reuse); scores are per image anyway.
+CPU_RUN_BYTES = 2 * 1024 * 1024
+
+
+def cpu_run_images(cfg: ModelConfig, n_patches: int, budget: int = CPU_RUN_BYTES) -> int:
+    """Images per forward run on the CPU so that the first layer's float32 output stays within ``budget``."""
+    first = n_patches * cfg.widths[0] * (cfg.patch_size // 2) ** 2 * 4
+    return max(1, budget // first)
+
+
 class ScoringEngine(ABC):
-    """Preprocessed uint8 images -> per-patch logits -> float64 scores; subclasses supply D's forward."""
+    """Preprocessed uint8 images -> per-patch logits -> float64 scores; subclasses supply D's forward.
+
+    ``run_images`` caps the images per forward run (default: :func:`cpu_run_images` on the CPU, unlimited on
+    CUDA where large batches are what keeps the GPU busy).
+    """
 
     name = "base"
 
-    def __init__(self, cfg: ModelConfig, n_patches: int, seed: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        n_patches: int,
+        seed: int,
+        device: torch.device | str = "cpu",
+        run_images: int | None = None,
+    ) -> None:
         self.cfg = cfg
         self.n_patches = int(n_patches)
         self.seed = int(seed)
         self.device = torch.device(device)
+        if run_images is None and self.device.type == "cpu":
+            run_images = cpu_run_images(cfg, self.n_patches)
+        self.run_images = run_images
 
     def patches(self, images: np.ndarray) -> torch.Tensor:
         """``(B, S, S[, C])`` uint8 -> ``(B * N, C, p, p)`` float32 on the engine's device, content-seeded."""
@@ -64,9 +89,12 @@ class ScoringEngine(ABC):
         """``(B * N, C, p, p)`` -> float32 logits ``(B, N)`` on the CPU."""
 
     def patch_logits(self, images: np.ndarray) -> torch.Tensor:
+        """Float32 logits ``(B, N)`` on the CPU, in runs of at most ``run_images`` images."""
         if len(images) == 0:
             return torch.zeros(0, self.n_patches, dtype=torch.float32)
-        return self.forward(self.patches(images))
+        step = self.run_images or len(images)
+        runs = [self.forward(self.patches(images[i : i + step])) for i in range(0, len(images), step)]
+        return runs[0] if len(runs) == 1 else torch.cat(runs)
 
     def score(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Float64 scores (higher = more OOD), ``batch_size`` images per forward pass."""
@@ -98,9 +126,10 @@ class TorchEngine(ScoringEngine):
         device: torch.device | str | None = None,
         precision: str = "fp32",
         channels_last: bool = False,
+        run_images: int | None = None,
     ) -> None:
         dev = next(D.parameters()).device if device is None else torch.device(device)
-        super().__init__(D.cfg, n_patches, seed, dev)
+        super().__init__(D.cfg, n_patches, seed, dev, run_images)
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"the torch engine supports fp32 and bf16, not {precision!r}")
         self.precision = precision
@@ -147,8 +176,9 @@ class OnnxEngine(ScoringEngine):
         seed: int = 0,
         threads: int | None = None,
         precision: str = "fp32",
+        run_images: int | None = None,
     ) -> None:
-        super().__init__(cfg, n_patches, seed, "cpu")
+        super().__init__(cfg, n_patches, seed, "cpu", run_images)
         import onnxruntime as ort
 
         if precision not in ("fp32", "int8"):
@@ -171,9 +201,7 @@ class OnnxEngine(ScoringEngine):
         return cls(export_onnx_bytes(D, n_patches), D.cfg, n_patches, seed, **kw)
 
     @classmethod
-    def from_file(
-        cls, path: str | os.PathLike, n_patches: int, seed: int, cfg: ModelConfig, **kw: Any
-    ) -> OnnxEngine:
+    def from_file(cls, path: str | os.PathLike, n_patches: int, seed: int, cfg: ModelConfig, **kw: Any) -> OnnxEngine:
         with open(path, "rb") as f:
             return cls(f.read(), cfg, n_patches, seed, **kw)
 
@@ -190,8 +218,9 @@ class OnnxEngine(ScoringEngine):
         if not in_graph:
             return super().score(images, batch_size)
         out = np.empty(len(images), dtype=np.float64)
-        for i in range(0, len(images), max(1, batch_size)):
-            chunk = images[i : i + batch_size]
+        step = min(max(1, batch_size), self.run_images or batch_size)
+        for i in range(0, len(images), step):
+            chunk = images[i : i + step]
             out[i : i + len(chunk)] = self._run(self.patches(chunk), "score")
         return out
 

@@ -55,7 +55,13 @@ class OnnxScorer(nn.Module):
         self.cfg = D.cfg
         self.n_patches = int(n_patches)
         self.convs = nn.ModuleList(block.conv for block in D.blocks)
-        self.norms = nn.ModuleList(block.norm for block in D.blocks)
+        # A layer may be built unnormalised (an identity adapter); anything else but PatchGroupNorm is refused.
+        norms = [block.norm if isinstance(block.norm, PatchGroupNorm) else None for block in D.blocks]
+        for block, norm in zip(D.blocks, norms):
+            inner = getattr(block.norm, "inner", None)
+            if norm is None and not isinstance(inner, nn.Identity):
+                raise ValueError(f"cannot export normalisation layer {block.norm!r}")
+        self.norms = nn.ModuleList(n if n is not None else nn.Identity() for n in norms)
         self.head = D.head
         self.slope = float(D.cfg.negative_slope)
 
@@ -63,8 +69,10 @@ class OnnxScorer(nn.Module):
         n, c, p = self.n_patches, self.cfg.channels, self.cfg.patch_size
         x = patches.reshape(-1, c, p, p)
         for conv, norm in zip(self.convs, self.norms):
-            assert isinstance(norm, PatchGroupNorm)
             x = conv(x)
+            if not isinstance(norm, PatchGroupNorm):
+                x = F.leaky_relu(x, self.slope)
+                continue
             ch, h, w = x.shape[1], x.shape[2], x.shape[3]
             g = x.reshape(-1, n, ch, h, w)  # one group per image: statistics never cross images
             mean = g.mean(dim=(1, 3, 4), keepdim=True)
@@ -161,6 +169,9 @@ def export_onnx_bytes(
 def export_detector(det: Any, out: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
     """Write a fitted/loaded :class:`~discopatch.detector.Detector`'s D to ``out`` with its metadata."""
     D = det._require_model()
+    mode = getattr(det.preset, "score_mode", "d-only")
+    if mode != "d-only":
+        raise ValueError(f"ONNX export covers D's score only; this detector scores with score_mode={mode!r}")
     cal = det.calibration
     meta = onnx_metadata(
         D,
