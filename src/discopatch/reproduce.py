@@ -142,7 +142,6 @@ def score_files(
 ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
     """Scores of readable files (float64), their indices in ``files``, and ``(path, error)`` for the others."""
     cfg = cfg or det.preprocess_config
-    engine = det.scoring_engine()
     scores: list[np.ndarray] = []
     kept: list[int] = []
     errors: list[tuple[str, str]] = []
@@ -157,7 +156,7 @@ def score_files(
                 imgs.append(img)
                 kept.append(start + i)
         if imgs:
-            scores.append(engine.score(np.stack(imgs), det.batch_size))
+            scores.append(det.score_preprocessed(np.stack(imgs)))  # the detector's configured score and engine
         bar.update(len(chunk))
     bar.close()
     return (np.concatenate(scores) if scores else np.zeros(0)), kept, errors
