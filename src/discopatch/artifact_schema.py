@@ -1,0 +1,153 @@
+"""JSON Schema of ``detector.json`` and a small validator for the subset of the standard that it uses.
+
+The checksums in ``detector.json`` protect the weight files, but not the JSON itself: a hand-edited or corrupted
+configuration could still carry a string where a size belongs, or a size that would exhaust memory. Validating
+types and bounds before anything is built turns those into one clear :class:`~discopatch.artifact.ArtifactError`.
+
+:data:`SCHEMA` is standard JSON Schema (draft 2020-12), so other tools can check artefacts too; the package
+validates it with :func:`validate` rather than depending on ``jsonschema`` (the test suite checks that both agree).
+Unknown keys inside ``model`` and ``preprocess`` are left to :func:`discopatch.config.from_dict`, which knows the
+current dataclass fields; ``files`` and ``calibration`` are closed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_INT = {"type": "integer"}
+_SIZE = {"type": "integer", "minimum": 1, "maximum": 8192}
+_SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://discopatch.invalid/schemas/detector.json",
+    "title": "discopatch detector artefact (detector.json)",
+    "type": "object",
+    "required": ["format", "format_version", "model", "preprocess", "scoring", "files"],
+    "properties": {
+        "format": {"const": "discopatch-detector"},
+        "format_version": {"type": "integer", "minimum": 1},
+        "discopatch_version": {"type": "string", "maxLength": 64},
+        "torch_version": {"type": "string", "maxLength": 64},
+        "preset": {"type": ["string", "null"], "maxLength": 64},
+        "training": {"type": "object"},
+        "model": {
+            "type": "object",
+            "required": ["channels", "patch_size", "widths", "latent_dim", "norm"],
+            "properties": {
+                "channels": {"enum": [1, 3]},
+                "patch_size": _SIZE,
+                "widths": {"type": "array", "minItems": 1, "maxItems": 16, "items": _SIZE},
+                "latent_dim": {"type": "integer", "minimum": 1, "maximum": 65536},
+                "norm": {"type": "string", "maxLength": 32},
+                "norm_first_layer": {"type": "boolean"},
+                "eps": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "negative_slope": {"type": "number", "minimum": 0, "maximum": 1},
+                "groupnorm_groups": {"type": "integer", "minimum": 1, "maximum": 8192},
+            },
+        },
+        "preprocess": {
+            "type": "object",
+            "required": ["image_size", "channels", "resize"],
+            "properties": {
+                "image_size": _SIZE,
+                "channels": {"enum": [1, 3]},
+                "resize": {"enum": ["resize_crop", "pad", "squash"]},
+            },
+        },
+        "scoring": {
+            "type": "object",
+            "required": ["test_patches", "seed"],
+            "properties": {
+                "test_patches": {"type": "integer", "minimum": 1, "maximum": 100_000},
+                "seed": _INT,
+                "score": {"type": "string", "maxLength": 200},
+                "score_mode": {"type": "string", "maxLength": 32},
+            },
+        },
+        "calibration": {
+            "type": ["object", "null"],
+            "required": ["target_fpr", "threshold", "n"],
+            "additionalProperties": False,
+            "properties": {
+                "target_fpr": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                "threshold": {"type": ["number", "null"]},
+                "n": {"type": "integer", "minimum": 1},
+            },
+        },
+        "files": {
+            "type": "object",
+            "required": ["discriminator.safetensors"],
+            "additionalProperties": False,
+            "properties": {
+                "discriminator.safetensors": _SHA256,
+                "calibration.safetensors": _SHA256,
+                "statistics.safetensors": _SHA256,
+            },
+        },
+    },
+}
+
+_TYPES: dict[str, Any] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+}
+
+
+def validate(instance: Any, schema: dict[str, Any] = SCHEMA, path: str = "$") -> list[str]:
+    """Every violation of ``schema`` as ``"<json path>: <what is wrong>"`` (empty when valid).
+
+    Supports the keywords :data:`SCHEMA` uses: type, enum, const, required, properties, additionalProperties
+    (boolean), items, minItems, maxItems, minimum, maximum, exclusiveMinimum, exclusiveMaximum, minLength,
+    maxLength, pattern.
+    """
+    errors: list[str] = []
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else types
+        if not any(_TYPES[t](instance) for t in names):
+            return [f"{path}: expected {' or '.join(names)}, got {type(instance).__name__}"]
+    if "const" in schema and not _same(instance, schema["const"]):
+        errors.append(f"{path}: must be {schema['const']!r}")
+    if "enum" in schema and not any(_same(instance, e) for e in schema["enum"]):
+        errors.append(f"{path}: must be one of {schema['enum']}, got {instance!r}")
+    if _TYPES["number"](instance):
+        for key, ok in (
+            ("minimum", lambda b: instance >= b),
+            ("maximum", lambda b: instance <= b),
+            ("exclusiveMinimum", lambda b: instance > b),
+            ("exclusiveMaximum", lambda b: instance < b),
+        ):
+            if key in schema and not ok(schema[key]):
+                errors.append(f"{path}: {instance!r} violates {key} {schema[key]}")
+    if isinstance(instance, str):
+        if len(instance) > schema.get("maxLength", len(instance)) or len(instance) < schema.get("minLength", 0):
+            errors.append(f"{path}: string length {len(instance)} out of bounds")
+        if "pattern" in schema and not re.search(schema["pattern"], instance):
+            errors.append(f"{path}: {instance[:80]!r} does not match {schema['pattern']}")
+    if isinstance(instance, list):
+        if len(instance) < schema.get("minItems", 0) or len(instance) > schema.get("maxItems", len(instance)):
+            errors.append(f"{path}: {len(instance)} items out of bounds")
+        if "items" in schema:
+            for i, v in enumerate(instance):
+                errors += validate(v, schema["items"], f"{path}[{i}]")
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        errors += [f"{path}: missing required key {k!r}" for k in schema.get("required", []) if k not in instance]
+        for k, v in instance.items():
+            if k in props:
+                errors += validate(v, props[k], f"{path}.{k}")
+            elif schema.get("additionalProperties", True) is False:
+                errors.append(f"{path}: unexpected key {k!r}")
+    return errors
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality: ``True`` is not ``1``."""
+    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
