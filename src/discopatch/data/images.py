@@ -21,10 +21,17 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..config import PreprocessConfig
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 
 #: Images with more pixels than this are refused (decompression-bomb guard; about 16k x 16k).
 MAX_PIXELS = 256 * 1024 * 1024
+
+#: ``resize_crop`` resamples only the centre square once the resized image would exceed this many times
+#: ``image_size ** 2`` pixels (aspect ratios beyond 16:1), so a 1 x 100000 strip cannot exhaust memory.
+MAX_RESIZE_FACTOR = 16
+
+#: Leading bytes of the formats we expect; an undecodable file that starts with one is reported as damaged.
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"RIFF": "WebP"}
 
 ImageInput = str | os.PathLike | bytes | np.ndarray | Image.Image
 
@@ -86,6 +93,9 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageReadError(f"{name}: refused as a possible decompression bomb ({e})") from None
     except UnidentifiedImageError:
+        fmt = next((f for sig, f in _SIGNATURES.items() if data.startswith(sig)), None)
+        if fmt is not None:
+            raise ImageReadError(f"{name}: corrupt or truncated image (a {fmt} header, undecodable)") from None
         raise ImageReadError(f"{name}: not a recognised image format") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageReadError(f"{name}: corrupt or truncated image ({e})") from None
@@ -148,6 +158,11 @@ def _resize(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     # resize_crop (and pad for larger images): short side to s, Lanczos, centre crop.
     scale = s / min(w, h)
     nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+    if nw * nh > MAX_RESIZE_FACTOR * s * s:
+        # Extreme aspect ratio: resample the centre square of the source directly (same pixels, no huge buffer).
+        side = min(w, h)
+        left, top = (w - side) / 2, (h - side) / 2
+        return img.resize((s, s), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side))
     img = img.resize((nw, nh), Image.Resampling.LANCZOS)
     left, top = (nw - s) // 2, (nh - s) // 2
     return img.crop((left, top, left + s, top + s))
