@@ -89,7 +89,7 @@ def test_request_level_errors(server) -> None:
     assert server.post("/v1/score", content=b"{", headers={"content-type": "application/json"}).status_code == 400
     assert server.post("/v1/score", content=b"x", headers={"content-type": "image/png"}).status_code == 415
     assert server.post("/v1/score", json={"images": ["AA=="] * 257}).status_code == 413
-    assert server.post("/v1/streams/bad name!/images", json={"images": ["AA=="]}).status_code == 422
+    assert server.post("/v1/streams/bad name!/images", json={"images": ["AA=="]}).status_code == 400
     assert server.get("/v1/streams/never-seen/status").status_code == 404
     assert server.get("/v1/streams/never-seen/alerts").status_code == 404
     assert server.get("/v1/images/999999/thumbnail.png").status_code == 404

@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import json
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -66,9 +67,7 @@ def _recorder_parts(args: argparse.Namespace) -> tuple[Any, DriftConfig, Any]:
     det = Detector.load(args.model, device=args.device, batch_size=args.batch_size, engine=args.engine)
     if det.calibration is None:
         raise ValueError(f"{args.model}: the detector is not calibrated; monitoring needs its calibration scores")
-    sinks = make_sinks(
-        args.webhook, args.alerts_jsonl, timeout=args.webhook_timeout, retries=args.webhook_retries
-    )
+    sinks = make_sinks(args.webhook, args.alerts_jsonl, timeout=args.webhook_timeout, retries=args.webhook_retries)
     return det, config, sinks
 
 
@@ -77,6 +76,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .service import create_app
 
+    if args.token_all and not args.token:
+        raise ValueError("--token-all needs a token (--token or DISCOPATCH_TOKEN)")
     det, config, sinks = _recorder_parts(args)
     app = create_app(
         det,
@@ -85,14 +86,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         alerts=sinks,
         thumbnails=args.thumbnails,
         max_images=args.max_images,
+        max_body_bytes=args.max_body_bytes,
+        timeout_s=args.timeout or None,
+        token=args.token or None,
+        token_all=args.token_all,
     )
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:
         loopback = args.host == "localhost"
-    if not loopback:
+    if not loopback and not args.token:
         print(
-            f"warning: listening on {args.host}: the API has no authentication; put it behind a proxy that has",
+            f"warning: listening on {args.host} without --token: anyone who can reach it can post images",
             file=sys.stderr,
         )
     print(f"discopatch serve: {args.model} on http://{args.host}:{args.port} (db {app.state.recorder.store.url})",
@@ -135,6 +140,19 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-images", type=int, default=256, help="images per request (default 256)")
+    g = p.add_argument_group("hardening (see docs/RELIABILITY.md)")
+    g.add_argument(
+        "--max-body-bytes", type=int, default=64 * 1024 * 1024, help="request body limit (default 64 MiB; 413 above)"
+    )
+    g.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to decode and score one request (default 120; 0: none)"
+    )
+    g.add_argument(
+        "--token",
+        default=os.environ.get("DISCOPATCH_TOKEN"),
+        help="bearer token required on POST endpoints (default: $DISCOPATCH_TOKEN; none: open)",
+    )
+    g.add_argument("--token-all", action="store_true", help="require the token on every endpoint but /healthz")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 

@@ -5,14 +5,21 @@
 error, so one bad image never fails the request. Decoding and scoring run in the thread pool, stream endpoints
 answer only after their rows are committed, and one uvicorn worker per database is assumed (a stream's state
 lives in that process).
+
+Hardening (docs/RELIABILITY.md): the body size, images per request and scoring time are bounded (413 / 503), an
+optional bearer token guards the POST endpoints (or every endpoint but ``/healthz``), stream names are
+allow-listed (400), and no page loads anything from another host.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import bisect
+import json
 import os
+import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +29,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,6 +43,10 @@ from .streams import Item, StreamRecorder, check_stream_name
 
 MAX_IMAGES = 256
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
+#: Whole request body; base64 JSON is 4/3 of the image bytes, so this fits about 48 MiB of images.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+#: Seconds a request may spend decoding and scoring before it is answered 503.
+REQUEST_TIMEOUT_S = 120.0
 
 IMAGES_BODY: dict[str, Any] = {
     "requestBody": {
@@ -203,6 +214,85 @@ class Metrics:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Hardening: body size limit, local API page
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from inside ``receive`` so that form and JSON parsing stop reading at the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than the {limit}-byte limit (see --max-body-bytes)")
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over ``max_bytes`` by Content-Length, and stop chunked ones at the limit.
+
+    Counting in ``receive`` (not only trusting the header) is what bounds memory for chunked uploads.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await _send_json(send, 413, BodyTooLarge(self.max_bytes).detail)
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge as e:
+            if not started:
+                await _send_json(send, 413, e.detail)
+
+
+async def _send_json(send: Any, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+#: FastAPI's own /docs loads Swagger UI from a CDN; this page reads /openapi.json and needs nothing else.
+API_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>discopatch API</title>
+<style>body{font:14px sans-serif;margin:2em;max-width:60em}code{background:#eee;padding:0 .3em}
+li{margin:.4em 0}</style></head><body><h1>discopatch API</h1>
+<p>The machine-readable description is <a href="/openapi.json">/openapi.json</a>.</p><ul id="ops"></ul>
+<script>
+fetch("/openapi.json").then(r => r.json()).then(spec => {
+  const ul = document.getElementById("ops");
+  for (const [path, ops] of Object.entries(spec.paths)) for (const [method, op] of Object.entries(ops)) {
+    const li = document.createElement("li"), c = document.createElement("code");
+    c.textContent = method.toUpperCase() + " " + path;
+    li.append(c, " " + (op.summary || "") + (op.description ? " - " + op.description.split("\\n")[0] : ""));
+    ul.append(li);
+  }
+});
+</script></body></html>
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Request parsing
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -294,8 +384,18 @@ def create_app(
     thumbnails: str = "flagged",
     max_images: int = MAX_IMAGES,
     max_image_bytes: int = MAX_IMAGE_BYTES,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    timeout_s: float | None = REQUEST_TIMEOUT_S,
+    token: str | None = None,
+    token_all: bool = False,
 ) -> FastAPI:
-    """The service for a calibrated detector (a :class:`~discopatch.detector.Detector` or a model directory)."""
+    """The service for a calibrated detector (a :class:`~discopatch.detector.Detector` or a model directory).
+
+    ``token`` (a bearer token) guards the POST endpoints, or with ``token_all`` every endpoint but ``/healthz``;
+    ``timeout_s`` bounds decoding and scoring per request (``None``: no bound).
+    """
+    if token is not None and not token:
+        raise ValueError("the bearer token must not be empty")
     if isinstance(detector, (str, os.PathLike)):
         from ..detector import Detector
 
@@ -314,7 +414,10 @@ def create_app(
         version=__version__,
         summary="DisCoPatch OOD / covariate-shift scoring with stream drift monitoring",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.state.recorder = recorder
     app.state.metrics = metrics
 
@@ -330,17 +433,43 @@ def create_app(
             route = getattr(request.scope.get("route"), "path", None) or "unmatched"
             metrics.observe(route, request.method, status, time.perf_counter() - t0)
 
+    if token is not None:
+        expected = f"Bearer {token}".encode()
+
+        @app.middleware("http")
+        async def _auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+            guarded = request.method == "POST" or (token_all and request.url.path != "/healthz")
+            given = request.headers.get("authorization", "").encode()
+            if guarded and not secrets.compare_digest(given, expected):
+                return JSONResponse(
+                    {"detail": "missing or wrong bearer token (send 'Authorization: Bearer <token>')"},
+                    status_code=401,
+                    headers={"www-authenticate": "Bearer"},
+                )
+            return await call_next(request)
+
+    async def _bounded(func: Callable[..., Any], *args: Any) -> Any:
+        """Run ``func`` in the thread pool; 503 after ``timeout_s`` (the thread finishes, its result is dropped)."""
+        try:
+            return await asyncio.wait_for(run_in_threadpool(func, *args), timeout_s)
+        except asyncio.TimeoutError:
+            raise HTTPException(
+                503,
+                f"scoring did not finish within the {timeout_s:g} s request timeout; send fewer images or retry",
+                headers={"retry-after": "5"},
+            ) from None
+
     def _check_name(name: str) -> None:
         try:
             check_stream_name(name)
         except ValueError as e:
-            raise HTTPException(422, str(e)) from None
+            raise HTTPException(400, str(e)) from None
 
     @app.post("/v1/score", response_model=ScoreResponse, openapi_extra=IMAGES_BODY, tags=["scoring"])
     async def score(request: Request) -> dict[str, Any]:
         """Score images without recording them: per image its score, p-value and decision, or its error."""
         items = await read_items(request, max_images, max_image_bytes)
-        results, _ = await run_in_threadpool(recorder.scorer.score, items)
+        results, _ = await _bounded(recorder.scorer.score, items)
         metrics.count_images(results)
         cal = detector.calibration
         return {
@@ -352,17 +481,17 @@ def create_app(
             "meta": detector.meta(),
         }
 
-    @app.post(
-        "/v1/streams/{name}/images", response_model=StreamResponse, openapi_extra=IMAGES_BODY, tags=["streams"]
-    )
+    @app.post("/v1/streams/{name}/images", response_model=StreamResponse, openapi_extra=IMAGES_BODY, tags=["streams"])
     async def stream_images(name: str, request: Request) -> dict[str, Any]:
         """Score images, record them in stream ``name`` (created on first use) and return the drift verdict.
 
-        Answers only after the rows are committed; 503 if the database refused them (nothing was recorded)."""
+        Answers only after the rows are committed; 503 if scoring timed out or the database refused the rows (in
+        both cases nothing was recorded)."""
         _check_name(name)
         items = await read_items(request, max_images, max_image_bytes)
+        scored = await _bounded(recorder.scorer.score, items)
         try:
-            out = await run_in_threadpool(recorder.record, name, items)
+            out = await run_in_threadpool(recorder.record, name, items, scored)
         except SQLAlchemyError as e:
             raise HTTPException(503, f"could not record the images: {type(e).__name__}") from None
         metrics.count_images(out["results"])
@@ -438,6 +567,10 @@ def create_app(
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
         return RedirectResponse("/dashboard")
+
+    @app.get("/docs", include_in_schema=False)
+    def api_page() -> HTMLResponse:
+        return HTMLResponse(API_PAGE)
 
     @app.get("/dashboard", response_class=HTMLResponse, tags=["dashboard"])
     def dashboard() -> HTMLResponse:

@@ -142,10 +142,18 @@ class StreamRecorder:
             self._monitors[name] = mon
         return mon
 
-    def record(self, name: str, items: list[Item]) -> dict[str, Any]:
-        """Score ``items``, add them to stream ``name`` and commit; returns results and the drift verdict."""
+    def record(
+        self,
+        name: str,
+        items: list[Item],
+        scored: tuple[list[dict[str, Any]], dict[int, np.ndarray]] | None = None,
+    ) -> dict[str, Any]:
+        """Score ``items``, add them to stream ``name`` and commit; returns results and the drift verdict.
+
+        ``scored`` is ``self.scorer.score(items)`` when the caller already ran it (the server bounds its time).
+        """
         check_stream_name(name)
-        results, arrays = self.scorer.score(items)
+        results, arrays = self.scorer.score(items) if scored is None else scored
         with self._lock(name):
             mon = self._monitor(name).copy()
             now = time.time()

@@ -1,0 +1,145 @@
+"""Server limits, timeout, bearer token, stream-name allow-list, loopback default and a CDN-free API page."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient
+
+from discopatch.cli import build_parser
+from discopatch.monitoring.service import create_app
+
+from .corpus import good_images
+
+PNG = good_images(1)[0].data
+
+
+def _client(det, tmp_path, **kw) -> TestClient:
+    return TestClient(create_app(det, f"sqlite:///{tmp_path / 'm.db'}", **kw))
+
+
+def _files(n: int) -> list:
+    return [("images", (f"{i}.png", PNG, "image/png")) for i in range(n)]
+
+
+def test_body_and_image_count_limits(trained_detector, tmp_path) -> None:
+    with _client(trained_detector, tmp_path, max_body_bytes=4096, max_images=3) as c:
+        r = c.post("/v1/score", files=_files(40))
+        assert r.status_code == 413 and "4096-byte limit" in r.json()["detail"]
+        r = c.post("/v1/score", files=_files(4))
+        assert r.status_code == 413 and "limit is 3" in r.json()["detail"]
+        # no Content-Length (chunked): the body is counted as it arrives and cut off at the limit
+        chunks = (b'{"images": ["' + b"A" * 1000 for _ in range(10))
+        r = c.post("/v1/score", content=chunks, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "4096-byte limit" in r.json()["detail"]
+        assert c.post("/v1/score", files=_files(3)).status_code == 200  # within limits: fine
+
+
+def test_scoring_timeout_answers_503_and_records_nothing(trained_detector, tmp_path) -> None:
+    release = threading.Event()
+    with _client(trained_detector, tmp_path, timeout_s=0.2) as c:
+        scorer = c.app.state.recorder.scorer
+        real = scorer.score
+
+        def stuck(items):
+            release.wait(30)  # held until the test has seen the 503
+            return real(items)
+
+        scorer.score = stuck
+        try:
+            r = c.post("/v1/score", files=_files(1))
+            assert r.status_code == 503 and "request timeout" in r.json()["detail"]
+            r = c.post("/v1/streams/cam/images", files=_files(1))
+            assert r.status_code == 503
+        finally:
+            release.set()
+            scorer.score = real
+        assert c.get("/v1/streams/cam/status").status_code == 404  # nothing was recorded
+        assert c.post("/v1/score", files=_files(1)).status_code == 200
+
+
+def test_bearer_token_guards_writes(trained_detector, tmp_path) -> None:
+    with _client(trained_detector, tmp_path, token="s3cret") as c:
+        r = c.post("/v1/score", files=_files(1))
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        wrong = {"authorization": "Bearer nope"}
+        assert c.post("/v1/streams/a/images", files=_files(1), headers=wrong).status_code == 401
+        ok = {"authorization": "Bearer s3cret"}
+        assert c.post("/v1/score", files=_files(1), headers=ok).status_code == 200
+        assert c.post("/v1/streams/a/images", files=_files(1), headers=ok).status_code == 200
+        assert c.get("/v1/streams/a/status").status_code == 200  # reads stay open
+        assert c.get("/metrics").status_code == 200
+
+
+def test_token_all_guards_reads_but_not_healthz(trained_detector, tmp_path) -> None:
+    with _client(trained_detector, tmp_path, token="s3cret", token_all=True) as c:
+        assert c.get("/v1/streams").status_code == 401
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/v1/streams", headers={"authorization": "Bearer s3cret"}).status_code == 200
+
+
+HOSTILE_NAMES = [
+    "x'; DROP TABLE dp_streams;--",
+    'a" OR 1=1 --',
+    "...",
+    ".hidden",
+    "-rf",
+    "a" * 200,
+    "name with space",
+    "ünïcode",
+    "semi;colon",
+]
+
+
+def test_hostile_stream_names_are_refused_and_the_db_is_untouched(trained_detector, tmp_path) -> None:
+    with _client(trained_detector, tmp_path) as c:
+        assert c.post("/v1/streams/good/images", files=_files(1)).status_code == 200
+        for name in HOSTILE_NAMES:
+            r = c.post(f"/v1/streams/{name}/images", files=_files(1))
+            assert r.status_code == 400, (name, r.status_code)
+            assert "invalid stream name" in r.json()["detail"]
+            assert c.get(f"/v1/streams/{name}/status").status_code == 400
+        for path in ("..", "../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2e%2e"):  # clients normalise some
+            r = c.post(f"/v1/streams/{path}/images", files=_files(1))
+            assert r.status_code in (400, 404, 405), (path, r.status_code)
+        assert [s["stream"] for s in c.get("/v1/streams").json()] == ["good"]
+    con = sqlite3.connect(tmp_path / "m.db")
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"dp_streams", "dp_images", "dp_alerts"} <= tables
+        assert con.execute("SELECT name FROM dp_streams").fetchall() == [("good",)]
+        assert con.execute("SELECT count(*) FROM dp_images").fetchone() == (1,)
+    finally:
+        con.close()
+    assert not (tmp_path / "etc").exists()
+
+
+def test_api_page_is_local_and_openapi_stays(trained_detector, tmp_path) -> None:
+    with _client(trained_detector, tmp_path) as c:
+        page = c.get("/docs")
+        assert page.status_code == 200
+        assert "cdn" not in page.text.lower() and "https://" not in page.text and "/openapi.json" in page.text
+        assert c.get("/redoc").status_code == 404
+        assert "/v1/score" in c.get("/openapi.json").json()["paths"]
+
+
+def test_serve_defaults(monkeypatch) -> None:
+    monkeypatch.delenv("DISCOPATCH_TOKEN", raising=False)
+    args = build_parser().parse_args(["serve", "model"])
+    assert args.host == "127.0.0.1" and args.token is None and not args.token_all
+    assert args.max_body_bytes == 64 * 1024 * 1024 and args.timeout == 120.0 and args.max_images == 256
+    monkeypatch.setenv("DISCOPATCH_TOKEN", "from-env")
+    assert build_parser().parse_args(["serve", "model"]).token == "from-env"
+
+
+def test_token_all_without_token_is_a_usage_error(model_dir, monkeypatch, capsys) -> None:
+    from discopatch.cli import main
+
+    monkeypatch.delenv("DISCOPATCH_TOKEN", raising=False)
+    assert main(["serve", str(model_dir), "--token-all"]) == 2
+    assert "--token-all needs a token" in capsys.readouterr().err
