@@ -12,7 +12,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="CI-sized smoke run of the whole pipeline")
     p.add_argument("--out", help="write results.json, summary.md and report.html here")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-time", type=float, help="seconds of DisCoPatch training (default: 900, quick: 6)")
+    p.add_argument(
+        "--train-time", type=float, help="seconds of DisCoPatch training (default: 480 fmnist, 420 photos, quick: 6)"
+    )
     p.add_argument(
         "--stages",
         default="variants,ablations,baselines,drift,mixed,patches",
@@ -28,10 +30,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     import torch
 
     from .report import markdown_summary
-    from .runner import FULL, QUICK, run_benchmark
+    from .runner import FULL, FULL_PHOTOS, QUICK, run_benchmark
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    budget = QUICK if args.quick else FULL
+    budget = QUICK if args.quick else FULL_PHOTOS if args.protocol == "photos" else FULL
     if args.train_time is not None:
         budget = dataclasses.replace(budget, main_train=args.train_time)
     stages = tuple(s for s in args.stages.split(",") if s)

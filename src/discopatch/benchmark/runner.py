@@ -70,9 +70,14 @@ class Budget:
     n_values: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     mixed_batches: int = 8
     layer_images: int = 2000
+    n_test: int | None = None  # ID test images (half reference, half target); None = the protocol's default
+    n_ood: int | None = None  # images per near/far-OOD set
+    n_train: int | None = None
 
 
-FULL = Budget(900, 240, 120, 240, 100, (1, 2, 5, 10, 20, 50, 100, 200))
+#: Sized so one protocol finishes in about 45 minutes on one core of the 2-core dev machine (docs/BENCHMARKS.md).
+FULL = Budget(480, 180, 60, 150, 100, (1, 2, 5, 10, 20, 50, 100, 200), n_test=800, n_ood=500)
+FULL_PHOTOS = Budget(420, 150, 60, 120, 100, (1, 2, 5, 10, 20, 50, 100, 200), n_test=400, n_ood=300, layer_images=600)
 QUICK = Budget(6, 2, 2, 2, 10, (1, 5, 20))
 
 
@@ -80,9 +85,16 @@ def protocol_preset(protocol: str, data: ProtocolData) -> Preset:
     """The detector configuration for a protocol: ``small`` at 32 px (fmnist) or at 128 px with 32 px patches."""
     p = get_preset("small", channels=data.channels)
     pre = dataclasses.replace(p.preprocess, image_size=data.image_size, resize=data.resize)
+    # The main row is the faithful method whatever the package default: D's score alone, paper-style groups.
+    p = p.replace(
+        preprocess=pre,
+        score_mode="d-only",
+        train=dataclasses.replace(p.train, grouping="domain", ema=0.0),
+        model=dataclasses.replace(p.model, norm_first_layer=True),
+    )
     if data.image_size >= 128:
-        return p.replace(preprocess=pre, model=dataclasses.replace(p.model, patch_size=32))
-    return p.replace(preprocess=pre)
+        return p.replace(model=dataclasses.replace(p.model, patch_size=32))
+    return p
 
 
 @dataclass
@@ -200,9 +212,11 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Run one protocol end to end; write results.json, summary.md and report.html into ``out`` if given."""
     t_start = time.monotonic()
-    budget = budget or (QUICK if quick else FULL)
+    budget = budget or (QUICK if quick else FULL_PHOTOS if protocol == "photos" else FULL)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-    data = load_protocol(protocol, quick=quick, seed=seed)
+    data = load_protocol(
+        protocol, quick=quick, seed=seed, n_test=budget.n_test, n_ood=budget.n_ood, n_train=budget.n_train
+    )
     preset = protocol_preset(protocol, data)
     sets = build_sets(data, preset, seed, progress)
     log(
@@ -505,4 +519,4 @@ def _json_default(o: Any) -> Any:
     raise TypeError(type(o))
 
 
-__all__ = ["FULL", "QUICK", "Budget", "run_benchmark", "save_json"]
+__all__ = ["FULL", "FULL_PHOTOS", "QUICK", "Budget", "run_benchmark", "save_json"]
