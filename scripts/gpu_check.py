@@ -7,6 +7,7 @@ measured on the same card, then writes JSON and Markdown (default ``gpu_check.js
 
     python scripts/gpu_check.py --out "$OUT"                 # the paper preset on cuda
     python scripts/gpu_check.py --device cpu --tiny --out /tmp  # plumbing check without a GPU
+    python scripts/gpu_check.py --device cpu --preset small --out /tmp --no-compile  # CPU training figures
 
 Every stage checks the time budget first and is skipped (and reported as skipped) when it would overrun.
 """
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=".", help="folder for gpu_check.json and gpu_check.md")
     ap.add_argument("--budget", type=float, default=270.0, help="seconds; stages that would overrun are skipped")
     ap.add_argument("--tiny", action="store_true", help="a tiny model (plumbing check on CPU)")
+    ap.add_argument("--preset", default="paper", choices=["paper", "small"])
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile stage")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
@@ -141,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device available", file=sys.stderr)
         return 2
 
-    preset = get_preset("paper")
+    preset = get_preset(args.preset)
     model_cfg, n_patches, size = preset.model, preset.test_patches, preset.preprocess.image_size
     train_cfg = preset.train
-    score_batches = [32, 128, 512]
+    score_batches = [32, 128, 512] if args.preset == "paper" else [64, 256]
     if args.tiny:
         model_cfg = ModelConfig(channels=3, patch_size=16, widths=(8, 16, 16, 32), latent_dim=16)
         train_cfg = TrainConfig(batch_images=8, train_patches=4)
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
+        "preset": "tiny" if args.tiny else args.preset,
         "model": {"widths": list(model_cfg.widths), "patch_size": model_cfg.patch_size, "n_patches": n_patches},
         "stages": {},
         "skipped": [],
@@ -179,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     big = 8192 if device.type == "cuda" else 1024
     stage("matmul peak fp32", 5, lambda: round(matmul_peak(device, torch.float32, big), 1))
     stage("matmul peak bf16", 5, lambda: round(matmul_peak(device, torch.bfloat16, big), 1))
+    amp = "bf16" if device.type == "cuda" else "fp32"  # autocast is on by default only on CUDA
     stage(
-        "train bf16 + channels_last",
+        f"train {amp} + channels_last",
         40,
         lambda: train_steps(model_cfg, train_cfg, device, images, 8, amp=device.type == "cuda", channels_last=True),
     )
@@ -208,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.no_compile:
         stage(
-            "train bf16 + channels_last + compile",
+            f"train {amp} + channels_last + compile",
             120,
             lambda: train_steps(
                 model_cfg, train_cfg, device, images, 8, amp=device.type == "cuda", channels_last=True, compile=True

@@ -42,8 +42,9 @@ def onnx_available() -> bool:
     return True
 
 
-#: On the CPU, images go through D in runs whose first-layer activations fit in about this many bytes: measured
-#: ~25 % faster per image than one 256-image run for the small preset (cache reuse); scores are per image anyway.
+#: ONNX Runtime gets images in runs whose first-layer activations fit in about this many bytes: measured ~25 %
+#: faster per image than one 256-image run for the small preset at 1 thread (cache reuse), no worse at 2. Not
+#: applied to PyTorch, whose 2-thread OpenMP runs degrade with more, smaller calls on a busy machine.
 CPU_RUN_BYTES = 2 * 1024 * 1024
 
 
@@ -56,8 +57,7 @@ def cpu_run_images(cfg: ModelConfig, n_patches: int, budget: int = CPU_RUN_BYTES
 class ScoringEngine(ABC):
     """Preprocessed uint8 images -> per-patch logits -> float64 scores; subclasses supply D's forward.
 
-    ``run_images`` caps the images per forward run (default: :func:`cpu_run_images` on the CPU, unlimited on
-    CUDA where large batches are what keeps the GPU busy).
+    ``run_images`` caps the images per forward run (``None``: the whole call in one run).
     """
 
     name = "base"
@@ -74,8 +74,6 @@ class ScoringEngine(ABC):
         self.n_patches = int(n_patches)
         self.seed = int(seed)
         self.device = torch.device(device)
-        if run_images is None and self.device.type == "cpu":
-            run_images = cpu_run_images(cfg, self.n_patches)
         self.run_images = run_images
 
     def patches(self, images: np.ndarray) -> torch.Tensor:
@@ -178,7 +176,7 @@ class OnnxEngine(ScoringEngine):
         precision: str = "fp32",
         run_images: int | None = None,
     ) -> None:
-        super().__init__(cfg, n_patches, seed, "cpu", run_images)
+        super().__init__(cfg, n_patches, seed, "cpu", run_images or cpu_run_images(cfg, int(n_patches)))
         import onnxruntime as ort
 
         if precision not in ("fp32", "int8"):
