@@ -23,6 +23,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_benchmark)
 
+    p = sub.add_parser("attack", help="white-box PGD and statistics-matching attacks on DisCoPatch and a baseline")
+    p.add_argument("--protocol", default="fmnist", choices=["fmnist", "photos"])
+    p.add_argument("--model", help="attack this detector instead of training one (fused mode needs its statistics)")
+    p.add_argument("--train-time", type=float, default=300.0, help="seconds of training when no --model is given")
+    p.add_argument("--n", type=int, default=200, help="images per set")
+    p.add_argument("--steps", type=int, default=10, help="PGD steps")
+    p.add_argument("--eps", default="1,2,4,8", help="L-inf budgets in grey levels (/255)")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json", dest="json_out")
+    p.set_defaults(func=cmd_attack)
+
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     import dataclasses
@@ -43,4 +54,18 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     print(markdown_summary(results))
     if args.out:
         print(f"wrote {args.out}/results.json, summary.md and report.html", file=sys.stderr)
+    return 0
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    import json
+
+    from .attacks import format_attack_table, run_attack_benchmark
+
+    eps = tuple(int(e) for e in args.eps.split(","))
+    res = run_attack_benchmark(args.protocol, args.model, args.train_time, args.n, args.steps, eps, quick=args.quick)
+    print(format_attack_table(res))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(res, f, indent=1)
     return 0
