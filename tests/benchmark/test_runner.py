@@ -1,0 +1,28 @@
+"""The benchmark's whole pipeline at CI size: every stage runs and the three report files are written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from discopatch.benchmark.runner import QUICK, run_benchmark
+
+
+@pytest.mark.slow
+def test_quick_fmnist_benchmark_writes_reports(tmp_path) -> None:
+    res = run_benchmark("fmnist", tmp_path, quick=True, progress=False, budget=QUICK)
+    for name in ("results.json", "summary.md", "report.html"):
+        assert (tmp_path / name).stat().st_size > 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    methods = saved["methods"]
+    main = methods["DisCoPatch (per-image statistics)"]
+    assert len(main["covariate_auroc"]) == 15 and all(len(v) == 5 for v in main["covariate_auroc"].values())
+    assert {"control/null", "control/hflip"} <= set(main["sets"])
+    groups = {m["group"] for m in methods.values()}
+    assert {"discopatch", "variant", "ablation-leaky", "ablation-layer", "ablation-norm", "label-free"} <= groups
+    assert "label-based" in groups  # Fashion-MNIST has class labels
+    assert res["patch_count_sweep"][0]["n_patches"] == 1
+    assert set(res["mixed_batches"]) and set(res["drift_power"]["shifts"])
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64" in html and "heatmap" in html
