@@ -36,7 +36,16 @@ def train_dir(fmnist, tmp_path_factory) -> Path:
 def _fit(train_dir: Path, out: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "discopatch.cli", "fit", str(train_dir), "--out", str(out), *TINY, *extra]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Other tests (uvicorn servers) may leave SIGINT ignored in this process; a child would inherit SIG_IGN and
+    # Python would then never raise KeyboardInterrupt. Start the child with the default disposition, like a shell.
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _finish(proc: subprocess.Popen) -> None:
