@@ -219,6 +219,8 @@ def run_benchmark(
     )
     preset = protocol_preset(protocol, data)
     sets = build_sets(data, preset, seed, progress)
+    # ID training images through the shared pipeline once; every fitted model and statistic below reads this stack.
+    train_stack = stack_images(data.id_train, preset.preprocess)
     log(
         f"[benchmark] {protocol}: {len(data.id_train)} ID train, {len(sets.reference)} reference, "
         f"{len(sets.covariate)} covariate sets, near {list(sets.near)}, far {list(sets.far)}"
@@ -279,7 +281,7 @@ def run_benchmark(
     results["main_training"] = det.training_info
 
     if "variants" in stages:
-        variant_stage(det, data, preset, budget, seed, progress, record)
+        variant_stage(det, data, train_stack, preset, budget, seed, progress, record)
 
     if "ablations" in stages:
         record(
@@ -290,7 +292,7 @@ def run_benchmark(
             "NOT a valid detector: statistics cross images of one test set",
         )
         for k in range(len(D.blocks)):
-            Dk = layerwise_discriminator(D, data_sample(sets, data, preset, budget.layer_images), k, n, seed)
+            Dk = layerwise_discriminator(D, train_stack[: budget.layer_images], k, n, seed)
             record(
                 f"per-image statistics in layer {k + 1} only",
                 "ablation-layer",
@@ -322,18 +324,17 @@ def run_benchmark(
                 record(label, "label-free", b.score, 0.0, "the DisCoPatch VAE on the same patches")
         svdd = DeepSVDD()
         t0 = time.monotonic()
-        svdd.fit(stack_images(data.id_train, preset.preprocess), max_time=budget.svdd_train, seed=seed)
+        svdd.fit(train_stack, max_time=budget.svdd_train, seed=seed)
         record("Deep SVDD", "label-free", svdd.score, time.monotonic() - t0)
-        nmd = NMDStatistics(D, n, seed=seed).fit(stack_images(data.id_train, preset.preprocess), seed=seed)
+        nmd = NMDStatistics(D, n, seed=seed).fit(train_stack, seed=seed)
         record("NMD-style statistics (D channel means)", "label-free", nmd.score, 0.0)
         if data.id_train_labels is not None:
             clf = SmallCNNClassifier()
             t0 = time.monotonic()
-            train_imgs = stack_images(data.id_train, preset.preprocess)
-            clf.fit(train_imgs, data.id_train_labels, max_time=budget.classifier_train, seed=seed)
+            clf.fit(train_stack, data.id_train_labels, max_time=budget.classifier_train, seed=seed)
             clf_s = time.monotonic() - t0
             for scorer in clf.scorers():
-                scorer.fit(train_imgs, data.id_train_labels, seed=seed)
+                scorer.fit(train_stack, data.id_train_labels, seed=seed)
                 record(f"classifier {scorer.name}", "label-based", scorer.score, clf_s)
 
     if "drift" in stages:
@@ -360,12 +361,11 @@ TRAINED_VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def _with_statistics(det: Detector, data: ProtocolData, preset: Preset, mode: str) -> Detector:
+def _with_statistics(det: Detector, stack: np.ndarray, mode: str) -> Detector:
     """A detector sharing ``det``'s D that also scores the per-image statistics, fitted on the same ID split."""
     from ..data.sources import split_train_val
 
-    stack = stack_images(data.id_train, preset.preprocess)
-    tr, va = split_train_val([f"#{i}" for i in range(len(stack))], preset.train.val_fraction, det.seed)
+    tr, va = split_train_val([f"#{i}" for i in range(len(stack))], det.preset.train.val_fraction, det.seed)
     out = Detector(det.preset.replace(score_mode=mode), device="cpu", seed=det.seed, engine="torch")
     out.discriminator = det.discriminator
     return out.fit_statistics(stack[tr], stack[va])
@@ -374,6 +374,7 @@ def _with_statistics(det: Detector, data: ProtocolData, preset: Preset, mode: st
 def variant_stage(
     det: Detector,
     data: ProtocolData,
+    train_stack: np.ndarray,
     preset: Preset,
     budget: Budget,
     seed: int,
@@ -386,7 +387,7 @@ def variant_stage(
         ("stats-only", "per-image statistics only"),
     ):
         t0 = time.monotonic()
-        d2 = _with_statistics(det, data, preset, mode)
+        d2 = _with_statistics(det, train_stack, mode)
         record(
             label,
             "variant",
@@ -404,15 +405,10 @@ def variant_stage(
         record(
             f"variant: {label} + statistics (fused)",
             "variant",
-            _with_statistics(d_var, data, p_var, "fused").score_preprocessed,
+            _with_statistics(d_var, train_stack, "fused").score_preprocessed,
             t_train,
             steps,
         )
-
-
-def data_sample(sets: Sets, data: ProtocolData, preset: Preset, n: int) -> np.ndarray:
-    """ID training images for population statistics (never test images)."""
-    return stack_images(data.id_train[:n], preset.preprocess)
 
 
 def _pooled(det: Detector, images: np.ndarray, pool: int) -> np.ndarray:
