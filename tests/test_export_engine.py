@@ -125,3 +125,57 @@ def test_cli_export_check_and_score_engine(saved, tmp_path: Path, capsys) -> Non
         assert main(["score", str(model), str(img), "--engine", engine, "--out", str(dst)]) == 0
         rows[engine] = json.loads(dst.read_text())["score"]
     assert rows["onnx"] == pytest.approx(rows["torch"], abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def fused_from_trained(trained_detector: Detector, fmnist) -> Detector:
+    """The trained D with a statistics model fitted on top (no second training run)."""
+    det = Detector(tiny_preset().replace(score_mode="fused"), device="cpu", seed=0, engine="torch")
+    det.discriminator = trained_detector.discriminator
+    stack = stack_images(fmnist.train_images[:300], det.preprocess_config)
+    det.fit_statistics(stack[:200], stack[200:])
+    return det.calibrate(stack[200:])
+
+
+def test_engines_agree_on_statistics(trained_detector: Detector, real_stack: np.ndarray) -> None:
+    det = trained_detector
+    D = det.discriminator
+    d_ref, f_ref = TorchEngine(D, det.n_patches, det.seed).score_with_statistics(real_stack)
+    assert f_ref.shape == (40, 2 * sum(D.cfg.widths)) and f_ref.dtype == np.float64
+    np.testing.assert_allclose(d_ref, score_array(D, real_stack, det.n_patches, det.seed), rtol=0, atol=1e-6)
+    for eng in (
+        TorchEngine(D, det.n_patches, det.seed, channels_last=True, run_images=7),
+        OnnxEngine.from_discriminator(D, det.n_patches, det.seed),
+    ):
+        d, f = eng.score_with_statistics(real_stack, batch_size=16)
+        np.testing.assert_allclose(d, d_ref, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(f, f_ref, rtol=1e-4, atol=1e-4)
+    # bf16: statistics of bf16 activations, accumulated in float32 - close, not equal
+    _, f16 = TorchEngine(D, det.n_patches, det.seed, precision="bf16").score_with_statistics(real_stack)
+    assert np.all(np.isfinite(f16)) and np.max(np.abs(f16 - f_ref)) < 0.1
+
+
+def test_fused_detector_exports_with_parity(fused_from_trained: Detector, fmnist, tmp_path: Path) -> None:
+    det = fused_from_trained
+    path = export_detector(det, tmp_path / "fused.onnx")
+    meta = read_metadata(path)
+    assert meta["score_mode"] == "fused" and "robust z-scores" in meta["score"]
+    assert float(meta["threshold"]) == pytest.approx(det.threshold)
+    assert check_export(det, path, fmnist.test_images[:64]) <= 1e-4
+    # The graph's score is the detector's fused score, per image, whatever else is in the request.
+    stack = stack_images(fmnist.test_images[:6], det.preprocess_config)
+    eng = OnnxEngine.from_file(path, det.n_patches, det.seed, det.model_config)
+    together = eng.score(stack, in_graph=True)
+    np.testing.assert_allclose(together, det.score_preprocessed(stack), rtol=0, atol=1e-4)
+    alone = np.array([eng.score(stack[i : i + 1], in_graph=True)[0] for i in range(6)])
+    np.testing.assert_allclose(together, alone, rtol=0, atol=1e-6)
+    assert float(np.max(together)) > 1.0 or float(np.min(together)) < 0.0  # robust z-scores, not D's [0, 1] score
+
+
+def test_fused_scores_on_every_engine(fused_from_trained: Detector, real_stack: np.ndarray) -> None:
+    det = fused_from_trained
+    ref = det.score_preprocessed(real_stack)  # torch fp32
+    onnx_scores = det.score_with_engine(OnnxEngine.from_discriminator(det.discriminator, det.n_patches, 0), real_stack)
+    np.testing.assert_allclose(onnx_scores, ref, rtol=0, atol=1e-4)
+    bf16 = det.score_with_engine(TorchEngine(det.discriminator, det.n_patches, 0, precision="bf16"), real_stack)
+    assert np.all(np.isfinite(bf16)) and np.corrcoef(bf16, ref)[0, 1] > 0.95

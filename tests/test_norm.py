@@ -84,3 +84,52 @@ def test_ablation_norms_accept_the_group_argument(kind: str) -> None:
 def test_unknown_norm_kind() -> None:
     with pytest.raises(ValueError, match="unknown norm"):
         make_norm("layernorm", 4)
+
+
+@pytest.mark.parametrize("group", [2, 6])
+def test_gradients_match_the_direct_computation(group: int) -> None:
+    """The fast kernel path must train exactly like the written-out formula (inputs, gamma and beta)."""
+    torch.manual_seed(3)
+    x = (torch.randn(6, 3, 4, 4, dtype=torch.float64) * 2 + 1).requires_grad_()
+    norm = PatchGroupNorm(3).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+    upstream = torch.randn(6, 3, 4, 4, dtype=torch.float64)
+    (norm(x, group) * upstream).sum().backward()
+    got = [x.grad.clone(), norm.weight.grad.clone(), norm.bias.grad.clone()]
+
+    x2 = x.detach().clone().requires_grad_()
+    w, b = norm.weight.detach().clone().requires_grad_(), norm.bias.detach().clone().requires_grad_()
+    xg = x2.reshape(6 // group, group, 3, 4, 4)
+    mean = xg.mean(dim=(1, 3, 4), keepdim=True)
+    var = ((xg - mean) ** 2).mean(dim=(1, 3, 4), keepdim=True)
+    y = ((xg - mean) / torch.sqrt(var + norm.eps) * w.view(1, 1, 3, 1, 1) + b.view(1, 1, 3, 1, 1)).reshape(6, 3, 4, 4)
+    (y * upstream).sum().backward()
+    for g, want in zip(got, [x2.grad, w.grad, b.grad]):
+        torch.testing.assert_close(g, want)
+
+
+def test_statistics_returned_with_the_output() -> None:
+    torch.manual_seed(4)
+    norm = PatchGroupNorm(3)
+    x = torch.randn(8, 3, 4, 4) * 5 - 2
+    y, mean, var = norm.forward_with_statistics(x, 4)
+    torch.testing.assert_close(y, norm(x, 4))
+    torch.testing.assert_close(mean, x.reshape(2, 4, 3, 4, 4).mean(dim=(1, 3, 4)))
+    torch.testing.assert_close(var, x.reshape(2, 4, 3, 4, 4).var(dim=(1, 3, 4), unbiased=False), rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_channels_last_input_keeps_float32_statistics() -> None:
+    """bf16 activations: output stays bf16 (no conversion pass), statistics are accumulated in float32."""
+    torch.manual_seed(5)
+    norm = PatchGroupNorm(4)
+    x = (torch.randn(16, 4, 8, 8) * 2 + 50.0).bfloat16().contiguous(memory_format=torch.channels_last)
+    y, mean, var = norm.forward_with_statistics(x, 8)
+    assert y.dtype == torch.bfloat16 and mean.dtype == torch.float32
+    exact = x.float()  # the bf16 values themselves, statistics in float32
+    want = direct(exact, 8, norm.weight.detach(), norm.bias.detach(), norm.eps)
+    assert (y.float() - want).abs().max() < 0.05  # bf16 output rounding only
+    torch.testing.assert_close(mean, exact.reshape(2, 8, 4, 8, 8).mean(dim=(1, 3, 4)))
+    torch.testing.assert_close(
+        var, exact.reshape(2, 8, 4, 8, 8).var(dim=(1, 3, 4), unbiased=False), rtol=1e-3, atol=1e-4
+    )

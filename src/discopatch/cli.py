@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         default="fp32",
         choices=["fp32", "bf16"],
-        help="bf16: torch autocast, faster where the CPU/GPU has bf16 units (AUROC check: docs/BENCHMARKS.md)",
+        help="bf16: a bfloat16 copy of D's convolutions (statistics in float32), faster where the CPU/GPU has "
+        "bf16 units (AUROC check: docs/BENCHMARKS.md)",
     )
     _add_device(p)
 

@@ -36,7 +36,7 @@ from .engine import ScoringEngine, make_engine, resolve_engine_name
 from .model import Discriminator
 from .runtime import resolve_device
 from .scoring import score_array
-from .stats_model import StatsModel, image_statistics
+from .stats_model import StatsModel
 from .training import Trainer
 
 Images = str | os.PathLike | np.ndarray | Sequence[ImageInput]
@@ -197,26 +197,32 @@ class Detector:
         return self
 
     def fit_statistics(self, train: np.ndarray, val: np.ndarray) -> Detector:
-        """Fit the per-image statistics model on ``train`` and the fusion scales on ``val`` (both ID, preprocessed)."""
-        D = self._require_model()
-        _, f_train = image_statistics(D, train, self.n_patches, self.seed, self.device, self.batch_size)
+        """Fit the per-image statistics model on ``train`` and the fusion scales on ``val`` (both ID, preprocessed).
+
+        The features come from the detector's own scoring engine and precision, as its later scores will.
+        """
+        engine = self.scoring_engine()
+        _, f_train = engine.score_with_statistics(train, self.batch_size)
         sm = StatsModel.fit(f_train)
         if len(val):
-            d_val, f_val = image_statistics(D, val, self.n_patches, self.seed, self.device, self.batch_size)
+            d_val, f_val = engine.score_with_statistics(val, self.batch_size)
             sm.set_fusion(d_val, sm.mahalanobis(f_val))
         self.stats_model = sm
         return self
 
-    def _score_stack(self, stack: np.ndarray) -> np.ndarray:
-        """The configured score for a preprocessed stack: D alone (any engine) or fused with the statistics."""
+    def score_with_engine(self, engine: ScoringEngine, stack: np.ndarray) -> np.ndarray:
+        """The configured score of a preprocessed stack computed by ``engine``: D alone or fused with statistics."""
         mode = self.preset.score_mode
         if mode == "d-only":
-            return self.scoring_engine().score(stack, self.batch_size)
+            return engine.score(stack, self.batch_size)
         if self.stats_model is None:
             raise NotFittedError(f"score_mode {mode!r} needs the statistics model; call fit() or fit_statistics()")
-        d, f = image_statistics(self._require_model(), stack, self.n_patches, self.seed, self.device, self.batch_size)
+        d, f = engine.score_with_statistics(stack, self.batch_size)
         s = self.stats_model.mahalanobis(f)
         return s if mode == "stats-only" else self.stats_model.fuse(d, s)
+
+    def _score_stack(self, stack: np.ndarray) -> np.ndarray:
+        return self.score_with_engine(self.scoring_engine(), stack)
 
     # ------------------------------------------------------------------ scoring
     def _require_model(self) -> Discriminator:

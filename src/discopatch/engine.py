@@ -43,9 +43,12 @@ def onnx_available() -> bool:
 
 
 #: ONNX Runtime gets images in runs whose first-layer activations fit in about this many bytes: measured ~25 %
-#: faster per image than one 256-image run for the small preset at 1 thread (cache reuse), no worse at 2. Not
-#: applied to PyTorch, whose 2-thread OpenMP runs degrade with more, smaller calls on a busy machine.
+#: faster per image than one 256-image run for the small preset at 1 thread (cache reuse), no worse at 2.
 CPU_RUN_BYTES = 2 * 1024 * 1024
+#: PyTorch's budget is larger: its 2-thread OpenMP runs degrade with many small calls on a busy machine, so only
+#: big models are split (the paper preset: one image, 33.5 MB of first-layer activations, per run; 1.1-1.5x
+#: faster per image than 4 images per run, docs/BENCHMARKS.md "Scoring speed").
+TORCH_RUN_BYTES = 32 * 1024 * 1024
 
 
 def cpu_run_images(cfg: ModelConfig, n_patches: int, budget: int = CPU_RUN_BYTES) -> int:
@@ -86,12 +89,23 @@ class ScoringEngine(ABC):
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """``(B * N, C, p, p)`` -> float32 logits ``(B, N)`` on the CPU."""
 
+    @abstractmethod
+    def forward_with_statistics(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, N)`` and each image's layer statistics ``(B, 2 * sum(widths))``, float32 on the CPU.
+
+        The statistics are what the per-image normalisation removes (:mod:`discopatch.stats_model`); engines
+        produce them in the same pass as the logits.
+        """
+
+    def _runs(self, images: np.ndarray) -> list[np.ndarray]:
+        step = self.run_images or len(images)
+        return [images[i : i + step] for i in range(0, len(images), step)]
+
     def patch_logits(self, images: np.ndarray) -> torch.Tensor:
         """Float32 logits ``(B, N)`` on the CPU, in runs of at most ``run_images`` images."""
         if len(images) == 0:
             return torch.zeros(0, self.n_patches, dtype=torch.float32)
-        step = self.run_images or len(images)
-        runs = [self.forward(self.patches(images[i : i + step])) for i in range(0, len(images), step)]
+        runs = [self.forward(self.patches(run)) for run in self._runs(images)]
         return runs[0] if len(runs) == 1 else torch.cat(runs)
 
     def score(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -102,14 +116,28 @@ class ScoringEngine(ABC):
             out[i : i + len(chunk)] = scores_from_logits(self.patch_logits(chunk))
         return out
 
+    def score_with_statistics(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """D's float64 scores ``(B,)`` and the per-image statistics features ``(B, 2 * sum(widths))`` (float64)."""
+        scores = np.empty(len(images), dtype=np.float64)
+        feats = np.empty((len(images), 2 * sum(self.cfg.widths)), dtype=np.float64)
+        done = 0
+        for i in range(0, len(images), max(1, batch_size)):
+            for run in self._runs(images[i : i + batch_size]):
+                logits, stats = self.forward_with_statistics(self.patches(run))
+                scores[done : done + len(run)] = scores_from_logits(logits)
+                feats[done : done + len(run)] = stats.double().numpy()
+                done += len(run)
+        return scores, feats
+
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "device": str(self.device)}
 
 
 class TorchEngine(ScoringEngine):
-    """D in PyTorch, one forward per call with one normalisation group per image.
+    """D in PyTorch, one normalisation group per image, in runs of at most ``run_images`` images.
 
-    ``precision="bf16"`` runs the convolutions under autocast (D's head and the sigmoid stay float32);
+    ``precision="bf16"`` keeps a bfloat16 copy of D's convolutions (no per-call autocast weight casts); the
+    normalisation statistics are accumulated in float32 and D's head and the sigmoid stay float32/float64.
     ``channels_last`` changes the memory layout only. Both work on a private copy of D, so the detector's own
     module (which may be trained further) is never converted.
     """
@@ -127,31 +155,44 @@ class TorchEngine(ScoringEngine):
         run_images: int | None = None,
     ) -> None:
         dev = next(D.parameters()).device if device is None else torch.device(device)
+        if run_images is None and dev.type == "cpu":
+            run_images = cpu_run_images(D.cfg, int(n_patches), TORCH_RUN_BYTES)
         super().__init__(D.cfg, n_patches, seed, dev, run_images)
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"the torch engine supports fp32 and bf16, not {precision!r}")
         self.precision = precision
         self.channels_last = channels_last
-        if channels_last or next(D.parameters()).device != dev:
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        if channels_last or precision != "fp32" or next(D.parameters()).device != dev:
             D = copy.deepcopy(D).to(dev).eval()
+            for block in D.blocks:
+                block.conv.to(self.dtype)
             if channels_last:
                 D = D.to(memory_format=torch.channels_last)
         self.D = D
 
+    def _prepare(self, patches: torch.Tensor) -> torch.Tensor:
+        patches = patches.to(self.dtype)
+        return patches.contiguous(memory_format=torch.channels_last) if self.channels_last else patches
+
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            patches = patches.contiguous(memory_format=torch.channels_last)
+        return self.forward_with_statistics(patches, statistics=False)[0]
+
+    def forward_with_statistics(  # type: ignore[override]
+        self, patches: torch.Tensor, statistics: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         was_training = self.D.training
         self.D.eval()
         try:
-            with (
-                torch.inference_mode(),
-                torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"),
-            ):
-                logits = self.D(patches, self.n_patches)
+            with torch.inference_mode():
+                x = self._prepare(patches)
+                if statistics:
+                    logits, stats = self.D.forward_with_statistics(x, self.n_patches)
+                else:
+                    logits, stats = self.D(x, self.n_patches), torch.empty(0)
         finally:
             self.D.train(was_training)
-        return logits.float().reshape(-1, self.n_patches).cpu()
+        return logits.float().reshape(-1, self.n_patches).cpu(), stats.float().cpu()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "precision": self.precision, "channels_last": self.channels_last}
@@ -203,13 +244,17 @@ class OnnxEngine(ScoringEngine):
         with open(path, "rb") as f:
             return cls(f.read(), cfg, n_patches, seed, **kw)
 
-    def _run(self, patches: torch.Tensor, output: str) -> np.ndarray:
+    def _run(self, patches: torch.Tensor, *outputs: str) -> list[np.ndarray]:
         p, c = self.cfg.patch_size, self.cfg.channels
         x = patches.detach().cpu().float().numpy().reshape(-1, self.n_patches, c, p, p)
-        return self.session.run([output], {"patches": x})[0]
+        return self.session.run(list(outputs), {"patches": x})
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self._run(patches, "logits"))
+        return torch.from_numpy(self._run(patches, "logits")[0])
+
+    def forward_with_statistics(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, stats = self._run(patches, "logits", "stats")
+        return torch.from_numpy(logits), torch.from_numpy(stats)
 
     def score(self, images: np.ndarray, batch_size: int = 256, in_graph: bool = False) -> np.ndarray:
         """As :meth:`ScoringEngine.score`; ``in_graph=True`` returns the graph's own float32 ``score`` output."""
@@ -219,7 +264,7 @@ class OnnxEngine(ScoringEngine):
         step = min(max(1, batch_size), self.run_images or batch_size)
         for i in range(0, len(images), step):
             chunk = images[i : i + step]
-            out[i : i + len(chunk)] = self._run(self.patches(chunk), "score")
+            out[i : i + len(chunk)] = self._run(self.patches(chunk), "score")[0]
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -6,11 +6,14 @@ statistics pooled over every patch of every image in the request, which is the d
 warns about (method.md pitfalls 1-2). :class:`OnnxScorer` therefore re-expresses D on a 5-D input
 ``(images, N, C, p, p)``: after each convolution the activations are reshaped to ``(images, N, C, h, w)`` and
 standardised with their own mean and biased variance over ``(N, h, w)``, so an image's score can never depend on
-another image in the same request. The graph has two outputs:
+another image in the same request. The graph has three outputs:
 
 * ``logits`` ``(images, N)`` float32 - what :mod:`discopatch.engine` consumes, so the final mean stays float64;
-* ``score`` ``(images,)`` float32 - ``1 - mean sigmoid(logit)``, for consumers that want one number per image.
-  It is computed in float32 inside the graph; it differs from the float64 PyTorch score by ~1e-7.
+* ``stats`` ``(images, 2 * sum(widths))`` float32 - each layer's per-image channel means and log-variances, the
+  statistics the normalisation removes (the input of :mod:`discopatch.stats_model`);
+* ``score`` ``(images,)`` float32 - the detector's configured score (``score_mode`` in the metadata: D's
+  ``1 - mean sigmoid(logit)``, or its fusion with the statistics model, whose parameters are in the graph),
+  computed in float64 inside the graph and rounded once, for consumers that want one number per image.
 
 Everything needed to rebuild preprocessing and patch sampling is stored in the model's ``metadata_props``.
 """
@@ -38,22 +41,34 @@ ONNX_FORMAT = "discopatch-onnx"
 ONNX_FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
 INPUT_NAME = "patches"
-OUTPUT_NAMES = ("logits", "score")
+OUTPUT_NAMES = ("logits", "stats", "score")
+SCORE_TEXT = {
+    "d-only": "1 - mean over the image's patches of sigmoid(logit); higher = more OOD",
+    "stats-only": "squared Mahalanobis distance of the standardised stats under the ID Gaussian; higher = more OOD",
+    "fused": "max of the robust z-scores of D's score and of the stats' Mahalanobis distance (medians and IQRs "
+    "of held-out ID images); higher = more OOD",
+}
 
 
 class OnnxScorer(nn.Module):
-    """D as explicit ops on ``(images, N, C, p, p)`` patches -> ``(logits (images, N), score (images,))``.
+    """D as explicit ops on ``(images, N, C, p, p)`` patches -> ``(logits, stats, score)``.
 
     Shares D's parameters (no copy), so it computes D's function exactly; only the normalisation is spelled out
-    with reshape / mean / sub / mul so that exporters cannot turn it into a BatchNormalization node.
+    with reshape / mean / sub / mul so that exporters cannot turn it into a BatchNormalization node. ``stats`` are
+    the per-image layer statistics the normalisation removes; ``score`` is the detector's configured score,
+    computed in float64 inside the graph: D's ``1 - mean sigmoid`` for ``d-only``, or, with a ``stats_model``,
+    its Mahalanobis distance (``stats-only``) or the fusion of both (``fused``, :mod:`discopatch.stats_model`).
     """
 
-    def __init__(self, D: Discriminator, n_patches: int) -> None:
+    def __init__(self, D: Discriminator, n_patches: int, stats_model: Any = None, score_mode: str = "d-only") -> None:
         super().__init__()
         if D.cfg.norm != "patch":
             raise ValueError(f"ONNX export supports norm='patch' (the method) only, not the ablation {D.cfg.norm!r}")
+        if score_mode != "d-only" and stats_model is None:
+            raise ValueError(f"score_mode {score_mode!r} needs the detector's statistics model")
         self.cfg = D.cfg
         self.n_patches = int(n_patches)
+        self.score_mode = score_mode
         self.convs = nn.ModuleList(block.conv for block in D.blocks)
         # A layer may be built unnormalised (an identity adapter); anything else but PatchGroupNorm is refused.
         norms = [block.norm if isinstance(block.norm, PatchGroupNorm) else None for block in D.blocks]
@@ -64,26 +79,37 @@ class OnnxScorer(nn.Module):
         self.norms = nn.ModuleList(n if n is not None else nn.Identity() for n in norms)
         self.head = D.head
         self.slope = float(D.cfg.negative_slope)
+        if score_mode != "d-only":
+            for k, v in stats_model.to_tensors().items():
+                self.register_buffer(k, v.double())
 
-    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n, c, p = self.n_patches, self.cfg.channels, self.cfg.patch_size
         x = patches.reshape(-1, c, p, p)
+        feats = []
         for conv, norm in zip(self.convs, self.norms):
             x = conv(x)
-            if not isinstance(norm, PatchGroupNorm):
-                x = F.leaky_relu(x, self.slope)
-                continue
             ch, h, w = x.shape[1], x.shape[2], x.shape[3]
             g = x.reshape(-1, n, ch, h, w)  # one group per image: statistics never cross images
             mean = g.mean(dim=(1, 3, 4), keepdim=True)
             d = g - mean
             var = (d * d).mean(dim=(1, 3, 4), keepdim=True)  # biased, two-pass (as torch.var_mean)
-            scale = norm.weight.view(1, 1, ch, 1, 1) * torch.rsqrt(var + norm.eps)
-            g = d * scale + norm.bias.view(1, 1, ch, 1, 1)
-            x = F.leaky_relu(g.reshape(-1, ch, h, w), self.slope)
+            feats += [mean.reshape(-1, ch), torch.log(var + self.cfg.eps).reshape(-1, ch)]
+            if isinstance(norm, PatchGroupNorm):
+                scale = norm.weight.view(1, 1, ch, 1, 1) * torch.rsqrt(var + norm.eps)
+                x = (d * scale + norm.bias.view(1, 1, ch, 1, 1)).reshape(-1, ch, h, w)
+            x = F.leaky_relu(x, self.slope)
         logits = self.head(x.flatten(1)).reshape(-1, n)
-        score = 1.0 - torch.sigmoid(logits).mean(dim=1)
-        return logits, score
+        stats = torch.cat(feats, dim=1)
+        d_score = 1.0 - torch.sigmoid(logits.double()).mean(dim=1)
+        if self.score_mode == "d-only":
+            return logits, stats, d_score.float()
+        z = (stats.double() - self.feat_mean) / self.feat_scale - self.location
+        s_score = ((z @ self.precision) * z).sum(dim=1)
+        if self.score_mode == "stats-only":
+            return logits, stats, s_score.float()
+        dm, ds, sm, ss = self.fusion[0], self.fusion[1], self.fusion[2], self.fusion[3]
+        return logits, stats, torch.maximum((d_score - dm) / ds, (s_score - sm) / ss).float()
 
 
 def onnx_metadata(
@@ -93,6 +119,7 @@ def onnx_metadata(
     preprocess: Any = None,
     threshold: float | None = None,
     target_fpr: float | None = None,
+    score_mode: str = "d-only",
 ) -> dict[str, str]:
     """The ``metadata_props`` a consumer needs to reproduce inputs and decisions without discopatch."""
     meta = {
@@ -113,7 +140,10 @@ def onnx_metadata(
             "seed as 8-byte little-endian signed; numpy.random.default_rng(that) draws N rows with integers(0, "
             "H-p+1) then N cols with integers(0, W-p+1) (discopatch.patches.content_corners)"
         ),
-        "score": "1 - mean over the image's patches of sigmoid(logit); higher = more OOD; float32 in this graph",
+        "score_mode": score_mode,
+        "score": SCORE_TEXT[score_mode],
+        "stats": "per image, for each layer: channel means then log(variance + eps) of the conv output over the "
+        "image's patches (before normalisation)",
         "threshold": "none" if threshold is None or not np.isfinite(threshold) else repr(float(threshold)),
     }
     if preprocess is not None:
@@ -128,6 +158,8 @@ def export_onnx_bytes(
     n_patches: int,
     metadata: dict[str, str] | None = None,
     opset: int = DEFAULT_OPSET,
+    stats_model: Any = None,
+    score_mode: str = "d-only",
 ) -> bytes:
     """Serialise D as an ONNX model with a dynamic ``images`` axis; ``N`` is fixed by ``n_patches``.
 
@@ -136,7 +168,7 @@ def export_onnx_bytes(
     """
     import onnx
 
-    scorer = OnnxScorer(D, n_patches).cpu().float().eval()
+    scorer = OnnxScorer(D, n_patches, stats_model, score_mode).cpu().eval()
     p, c = D.cfg.patch_size, D.cfg.channels
     example = torch.zeros(2, n_patches, c, p, p)
     buf = io.BytesIO()
@@ -149,7 +181,7 @@ def export_onnx_bytes(
             dynamo=False,
             input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: {0: "images"}, "logits": {0: "images"}, "score": {0: "images"}},
+            dynamic_axes={INPUT_NAME: {0: "images"}, **{name: {0: "images"} for name in OUTPUT_NAMES}},
             opset_version=opset,
             do_constant_folding=True,
         )
@@ -167,11 +199,10 @@ def export_onnx_bytes(
 
 
 def export_detector(det: Any, out: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
-    """Write a fitted/loaded :class:`~discopatch.detector.Detector`'s D to ``out`` with its metadata."""
+    """Write a fitted/loaded :class:`~discopatch.detector.Detector` to ``out``: D, its statistics model when the
+    detector uses one, and the metadata (preprocessing, sampling, threshold) a consumer needs."""
     D = det._require_model()
     mode = getattr(det.preset, "score_mode", "d-only")
-    if mode != "d-only":
-        raise ValueError(f"ONNX export covers D's score only; this detector scores with score_mode={mode!r}")
     cal = det.calibration
     meta = onnx_metadata(
         D,
@@ -180,8 +211,9 @@ def export_detector(det: Any, out: str | os.PathLike, opset: int = DEFAULT_OPSET
         det.preprocess_config,
         threshold=None if cal is None else cal.threshold,
         target_fpr=None if cal is None else cal.target_fpr,
+        score_mode=mode,
     )
-    data = export_onnx_bytes(D, det.n_patches, meta, opset)
+    data = export_onnx_bytes(D, det.n_patches, meta, opset, det.stats_model, mode)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -199,23 +231,23 @@ def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
 
 
 def check_export(det: Any, onnx_path: str | os.PathLike, images: Any = None, limit: int = 256) -> float:
-    """Largest |ONNX Runtime score - PyTorch float64 score| over real images (default: the demo test images).
+    """Largest |ONNX Runtime graph score - PyTorch float32/64 score| over real images (default: demo test images).
 
-    ``images`` is anything :func:`~discopatch.data.images.preprocess` reads (arrays, paths, bytes).
+    ``images`` is anything :func:`~discopatch.data.images.preprocess` reads (arrays, paths, bytes). Compares the
+    graph's own ``score`` output with the detector's configured score computed by the PyTorch engine in fp32.
 
     Images go through the detector's own preprocessing and content-seeded patch sampling; both sides see the
     same patches, so the difference measures the graph, not the sampling.
     """
     from .data.builtin import load_demo_fashion_mnist
     from .data.images import stack_images
-    from .engine import OnnxEngine
-    from .scoring import score_array
+    from .engine import OnnxEngine, TorchEngine
 
     if images is None:
         images = load_demo_fashion_mnist().test_images[:limit]
     stack = stack_images(list(images), det.preprocess_config)
     D = det._require_model()
-    ref = score_array(D, stack, det.n_patches, det.seed, det.device, det.batch_size)
+    ref = det.score_with_engine(TorchEngine(D, det.n_patches, det.seed, "cpu"), stack)
     engine = OnnxEngine.from_file(onnx_path, det.n_patches, det.seed, D.cfg)
     got = engine.score(stack, batch_size=det.batch_size, in_graph=True)
     return float(np.max(np.abs(got - ref))) if len(ref) else 0.0

@@ -21,14 +21,12 @@ import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
 
+from .engine import TorchEngine
 from .model import Discriminator
-from .patches import content_corners, extract_patches, to_tensor
-from .scoring import scores_from_logits
 
 SCORE_MODES = ("d-only", "fused", "stats-only")
 
 
-@torch.no_grad()
 def image_statistics(
     D: Discriminator,
     images: np.ndarray,
@@ -37,22 +35,8 @@ def image_statistics(
     device: torch.device | str = "cpu",
     batch_size: int = 256,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """D's scores (float64) and per-image statistics features ``(B, 2 * sum(widths))`` in one pass per chunk."""
-    p = D.cfg.patch_size
-    d_scores = np.empty(len(images), np.float64)
-    feats = np.empty((len(images), 2 * sum(D.cfg.widths)), np.float64)
-    was_training = D.training
-    D.eval()
-    try:
-        for i in range(0, len(images), batch_size):
-            chunk = images[i : i + batch_size]
-            x = extract_patches(to_tensor(chunk).to(device), content_corners(chunk, p, n_patches, seed), p)
-            logits, f = D.forward_with_statistics(x, n_patches)
-            d_scores[i : i + len(chunk)] = scores_from_logits(logits.float().reshape(len(chunk), n_patches).cpu())
-            feats[i : i + len(chunk)] = f.double().cpu().numpy()
-    finally:
-        D.train(was_training)
-    return d_scores, feats
+    """D's scores (float64) and per-image statistics features ``(B, 2 * sum(widths))``, PyTorch fp32, one pass."""
+    return TorchEngine(D, n_patches, seed, device).score_with_statistics(images, batch_size)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .norm import make_norm
+from .norm import PatchGroupNorm, make_norm
 
 
 class DiscriminatorBlock(nn.Module):
@@ -60,12 +60,16 @@ class Discriminator(nn.Module):
         feats = []
         for block in self.blocks:
             h = block.conv(x)
-            n, c, hh, ww = h.shape
-            var, mean = torch.var_mean(
-                h.reshape(n // group_size, group_size, c, hh, ww).float(), dim=(1, 3, 4), unbiased=False
-            )
+            if isinstance(block.norm, PatchGroupNorm):  # the statistics come out of the normalisation pass itself
+                h, mean, var = block.norm.forward_with_statistics(h, group_size)
+            else:  # variants without normalisation in a layer: measure what a normalisation would have removed
+                n, c, hh, ww = h.shape
+                var, mean = torch.var_mean(
+                    h.reshape(n // group_size, group_size, c, hh, ww).float(), dim=(1, 3, 4), unbiased=False
+                )
+                h = block.norm(h, group_size)
             feats += [mean, torch.log(var + self.cfg.eps)]
-            x = block.act(block.norm(h, group_size))
+            x = block.act(h)
         logits = self.head(x.flatten(1).float()).squeeze(1)
         return logits, torch.cat(feats, dim=1)
 
