@@ -59,5 +59,6 @@ def test_cli_bench_speed_json(tmp_path: Path, capsys) -> None:
     data = json.loads(js.read_text())
     assert data["rows"][0]["images_per_call"] == 2
     assert data["gflop_per_image"] == pytest.approx(flops_per_image(get_preset("small").model, 16) / 1e9)
-    assert "% of peak" in md.read_text() and "ms/img" in capsys.readouterr().out
+    assert "% of fp32 peak" in md.read_text() and "ms/img" in capsys.readouterr().out
+    assert data["rows"][0]["ratio_own_precision"] == pytest.approx(data["rows"][0]["ratio_end_to_end"])
     assert main(["bench-speed", "--check-precision"]) == 2  # needs a trained model

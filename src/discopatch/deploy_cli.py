@@ -52,7 +52,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--threads", type=_ints, default=[1, 2])
     p.add_argument("--engines", type=_names, default=["torch", "onnx"], help="torch and/or onnx")
     p.add_argument("--precision", type=_names, default=["fp32"], help="fp32, bf16 (torch) and/or int8 (onnx)")
-    p.add_argument("--channels-last", action="store_true", help="torch engine: channels_last memory layout")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch engine memory layout (default: the engine's, channels_last)",
+    )
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of repeats per measurement (default 1)")
     p.add_argument("--max-reps", type=int, default=20)
     p.add_argument(

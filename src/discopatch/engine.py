@@ -26,9 +26,10 @@ from .scoring import scores_from_logits
 
 ENGINES: tuple[str, ...] = ("auto", "torch", "onnx")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
-#: What ``engine="auto"`` picks on CPU when onnxruntime is installed: it was faster than PyTorch in most
-#: interleaved measurements on the 2-core dev machine (docs/BENCHMARKS.md, "Scoring speed"), by up to 2.4x for the
-#: small preset and far more robustly when the other core is busy (no OpenMP spin-wait collapse).
+#: What ``engine="auto"`` picks on CPU when onnxruntime is installed. Measured interleaved on the idle 2-core dev
+#: machine (docs/BENCHMARKS.md, "Scoring speed"): ONNX Runtime answers single-image calls 1.7x (1 thread) to 4x
+#: (2 threads) faster - the serving case - and degrades less when other processes occupy the cores; PyTorch is
+#: 1.0-1.3x faster in fp32 on calls of 16+ images and is the only engine with bf16 (``--precision bf16``).
 DEFAULT_CPU_ENGINE = "onnx"
 
 
@@ -45,10 +46,12 @@ def onnx_available() -> bool:
 #: ONNX Runtime gets images in runs whose first-layer activations fit in about this many bytes: measured ~25 %
 #: faster per image than one 256-image run for the small preset at 1 thread (cache reuse), no worse at 2.
 CPU_RUN_BYTES = 2 * 1024 * 1024
-#: PyTorch's budget is larger: its 2-thread OpenMP runs degrade with many small calls on a busy machine, so only
-#: big models are split (the paper preset: one image, 33.5 MB of first-layer activations, per run; 1.1-1.5x
-#: faster per image than 4 images per run, docs/BENCHMARKS.md "Scoring speed").
-TORCH_RUN_BYTES = 32 * 1024 * 1024
+#: PyTorch's runs: 4 MB of first-layer activations, i.e. 64 images of the small preset (1.1-1.5x faster per image
+#: than 16 or 256 in an interleaved sweep) and one image of the paper preset (faster than 4 per run).
+TORCH_RUN_BYTES = 4 * 1024 * 1024
+#: The torch engine's layout when not given: channels_last was faster in every interleaved comparison on the dev
+#: machine once the normalisation used the batch-norm kernel (small 1.2-1.6x fp32, 1.1-1.2x bf16; paper 1.1-1.3x).
+CHANNELS_LAST_DEFAULT = True
 
 
 def cpu_run_images(cfg: ModelConfig, n_patches: int, budget: int = CPU_RUN_BYTES) -> int:
@@ -138,8 +141,8 @@ class TorchEngine(ScoringEngine):
 
     ``precision="bf16"`` keeps a bfloat16 copy of D's convolutions (no per-call autocast weight casts); the
     normalisation statistics are accumulated in float32 and D's head and the sigmoid stay float32/float64.
-    ``channels_last`` changes the memory layout only. Both work on a private copy of D, so the detector's own
-    module (which may be trained further) is never converted.
+    ``channels_last`` (default on) changes the memory layout only. Both work on a private copy of D, so the
+    detector's own module (which may be trained further) is never converted.
     """
 
     name = "torch"
@@ -151,10 +154,12 @@ class TorchEngine(ScoringEngine):
         seed: int = 0,
         device: torch.device | str | None = None,
         precision: str = "fp32",
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         run_images: int | None = None,
     ) -> None:
         dev = next(D.parameters()).device if device is None else torch.device(device)
+        if channels_last is None:  # measured faster for both presets and precisions (BENCHMARKS "Scoring speed")
+            channels_last = CHANNELS_LAST_DEFAULT
         if run_images is None and dev.type == "cpu":
             run_images = cpu_run_images(D.cfg, int(n_patches), TORCH_RUN_BYTES)
         super().__init__(D.cfg, n_patches, seed, dev, run_images)
@@ -309,7 +314,7 @@ def make_engine(
     seed: int,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
-    channels_last: bool = False,
+    channels_last: bool | None = None,
 ) -> ScoringEngine:
     """Build the named engine (``auto`` resolved as :func:`resolve_engine_name`) around D."""
     device = torch.device(device)

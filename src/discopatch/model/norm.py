@@ -14,8 +14,11 @@ ablations.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+#: Groups of at least this many values go through the batch-norm kernel one group at a time, smaller ones through
+#: one vectorised pass over all groups (measured crossover on the dev CPU; docs/BENCHMARKS.md "Scoring speed").
+KERNEL_MIN_GROUP_ELEMENTS = 1 << 18
 
 
 class PatchGroupNorm(nn.Module):
@@ -35,22 +38,26 @@ class PatchGroupNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor, group_size: int | None = None) -> torch.Tensor:
-        g = self._group_size(x, group_size)
-        # Each group goes through PyTorch's training-mode batch-norm kernel on its own slice of the batch: the same
-        # arithmetic as a hand-written mean / biased variance / affine (statistics accumulated in float32 even for
-        # bf16 input) in one vectorised pass, 3-15x faster than torch.var_mean on these shapes, and bf16 and
-        # channels_last inputs keep their format (docs/BENCHMARKS.md, "Scoring speed"). Never running statistics.
-        parts = [
-            F.batch_norm(x[i : i + g], None, None, self.weight, self.bias, True, 0.0, self.eps)
-            for i in range(0, x.shape[0], g)
-        ]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return self.forward_with_statistics(x, group_size)[0]
 
     def forward_with_statistics(
         self, x: torch.Tensor, group_size: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The forward's output plus, per group, the removed channel mean and variance, ``(G, C)`` float32 each."""
+        """The forward's output plus, per group, the removed channel mean and variance, ``(G, C)`` float32 each.
+
+        Two implementations of the same arithmetic (biased variance, float32 statistics even for bf16 input),
+        chosen by the size of *one group* - never by how many groups share the call, so an image's score is
+        bit-identical whether it is scored alone or beside others:
+
+        * large groups (a paper-size image's 64 patches, a training batch): PyTorch's training-mode batch-norm
+          kernel on each group's slice - one vectorised pass, 3-15x faster than ``torch.var_mean``, and bf16 /
+          channels_last inputs keep their format;
+        * small groups (the small preset's 16 patches): one reduction and one fused affine pass over a view of all
+          groups, since a kernel call per group costs more in dispatch than in arithmetic.
+        """
         g = self._group_size(x, group_size)
+        if g * x[0].numel() < KERNEL_MIN_GROUP_ELEMENTS:
+            return self._grouped(x, g)
         outs, means, invstds = [], [], []
         for i in range(0, x.shape[0], g):
             y, mean, invstd = torch.native_batch_norm(
@@ -61,6 +68,24 @@ class PatchGroupNorm(nn.Module):
             invstds.append(invstd)
         var = torch.stack(invstds).float().pow(-2) - self.eps  # the kernel returns 1 / sqrt(var + eps)
         return (outs[0] if len(outs) == 1 else torch.cat(outs)), torch.stack(means).float(), var
+
+    def _grouped(self, x: torch.Tensor, g: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Many groups at once (many images per scoring run): one reduction and one fused affine pass over a view
+        in which each group is contiguous; a batch-norm call per group costs more in dispatch than in arithmetic.
+        """
+        n, c, h, w = x.shape
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            v, dims, pshape = x.permute(0, 2, 3, 1).reshape(n // g, g * h * w, c), (1,), (1, 1, c)
+        else:
+            v, dims, pshape = x.reshape(n // g, g, c, h * w), (1, 3), (1, 1, c, 1)
+        stats_dtype = torch.promote_types(x.dtype, torch.float32)
+        mean = v.mean(dim=dims, keepdim=True, dtype=stats_dtype)
+        d = v.to(stats_dtype) - mean
+        var = (d * d).mean(dim=dims, keepdim=True)  # biased, two-pass
+        scale = self.weight.to(stats_dtype).view(pshape) * torch.rsqrt(var + self.eps)
+        y = torch.addcmul(self.bias.to(stats_dtype).view(pshape), d, scale).to(x.dtype)
+        y = y.reshape(n, h, w, c).permute(0, 3, 1, 2) if len(dims) == 1 else y.reshape(n, c, h, w)
+        return y, mean.reshape(n // g, c).float(), var.reshape(n // g, c).float()
 
     def group_statistics(self, x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-group channel mean and biased variance, shape ``(G, C)`` each: what the forward removes."""
