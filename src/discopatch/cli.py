@@ -74,7 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="d-only: the paper's 1 - mean D; fused: also score the per-image statistics the normalisation removes",
     )
     g = p.add_argument_group("speed and scale (see docs/BENCHMARKS.md; torchrun runs DistributedDataParallel)")
-    g.add_argument("--channels-last", action="store_true", help="channels_last memory layout for D and the VAE")
+    g.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="memory layout of D and the VAE while training (default: channels_last, 1.3x faster on CPU)",
+    )
     g.add_argument("--compile", action="store_true", help="torch.compile the two update steps (slow first steps)")
     g.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="bf16 autocast (auto: on for CUDA)")
     _add_device(p)

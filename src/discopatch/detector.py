@@ -127,7 +127,7 @@ class Detector:
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
         progress: bool = True,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         compile: bool = False,
         amp: bool | None = None,
         **train_overrides: Any,
@@ -135,7 +135,8 @@ class Detector:
         """Train on ID images, then calibrate on the held-out validation split. Returns ``self``.
 
         ``train_overrides`` are :class:`~discopatch.config.TrainConfig` fields (``lr``, ``batch_images``, ...).
-        ``channels_last``, ``compile`` and ``amp`` (bf16 autocast; default on for CUDA) only change speed. Inside
+        ``channels_last`` (default on), ``compile`` and ``amp`` (bf16 autocast; default on for CUDA) only change
+        speed. Inside
         an initialised process group (``torchrun``) training is data-parallel and only rank 0 calibrates.
         """
         overrides = dict(train_overrides)
