@@ -44,6 +44,9 @@ def test_graph_has_explicit_per_image_statistics_and_metadata(saved, trained_det
     assert {"Conv", "ReduceMean", "Sqrt", "Sigmoid"} <= ops or {"Conv", "ReduceMean", "Sigmoid"} <= ops
     dims = model.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "images" and [d.dim_value for d in dims[1:]] == [8, 1, 16, 16]
+    outs = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
+    widths = trained_detector.model_config.widths
+    assert outs == {"logits": ["images", 8], "stats": ["images", 2 * sum(widths)], "score": ["images"]}
     meta = read_metadata(path)
     assert meta["format"] == "discopatch-onnx"
     assert int(meta["n_patches"]) == trained_detector.n_patches and int(meta["seed"]) == trained_detector.seed
@@ -77,15 +80,22 @@ def test_dynamic_image_count_and_isolation(saved, trained_detector: Detector, re
 def test_engines_agree(trained_detector: Detector, real_stack: np.ndarray) -> None:
     det = trained_detector
     D = det.discriminator
+    strides = [p.stride() for p in D.parameters()]
     ref = score_array(D, real_stack, det.n_patches, det.seed)
     torch_eng = TorchEngine(D, det.n_patches, det.seed)
     np.testing.assert_allclose(torch_eng.score(real_stack), ref, rtol=0, atol=1e-6)  # scoring.py's computation
     assert TorchEngine(D, det.n_patches, det.seed, run_images=3).score(real_stack).shape == (40,)
-    for eng in (TorchEngine(D, det.n_patches, det.seed, channels_last=True), OnnxEngine.from_discriminator(D, 8, 0)):
+    layouts = (TorchEngine(D, det.n_patches, det.seed, channels_last=c) for c in (True, False))
+    for eng in (
+        *layouts,
+        TorchEngine(D, det.n_patches, det.seed, precision="bf16"),
+        OnnxEngine.from_discriminator(D, 8, 0),
+    ):
         s = eng.score(real_stack, batch_size=7)
         assert s.dtype == np.float64
-        np.testing.assert_allclose(s, ref, rtol=0, atol=1e-6)
-    assert D.blocks[1].conv.weight.is_contiguous()  # the channels_last copy is private: D is untouched
+        np.testing.assert_allclose(s, ref, rtol=0, atol=2e-3 if getattr(eng, "precision", "") == "bf16" else 1e-6)
+    # Engines convert private copies: the detector's own D keeps its layout and dtype.
+    assert [p.stride() for p in D.parameters()] == strides and all(p.dtype == torch.float32 for p in D.parameters())
 
 
 def test_reduced_precision_engines_run(trained_detector: Detector, real_stack: np.ndarray) -> None:

@@ -186,6 +186,10 @@ def export_onnx_bytes(
             do_constant_folding=True,
         )
     model = onnx.load_from_string(buf.getvalue())
+    fixed = {"logits": int(n_patches), "stats": 2 * sum(D.cfg.widths)}
+    for out in model.graph.output:  # the exporter leaves these widths symbolic; they are fixed by the model
+        if out.name in fixed:
+            out.type.tensor_type.shape.dim[1].dim_value = fixed[out.name]
     bad = sorted({n.op_type for n in model.graph.node} & {"BatchNormalization", "InstanceNormalization"})
     if bad:  # would mean an exporter rewrote the explicit statistics: refuse rather than ship a leaky graph
         raise RuntimeError(f"exported graph contains {bad}; per-image normalisation was not preserved")

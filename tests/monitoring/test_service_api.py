@@ -114,7 +114,8 @@ def test_stream_records_and_reports_drift(server, trained_detector, id_pngs, bla
     assert status["is_drift"] and status["n_recorded"] == 80 and status["time"] == 80 and status["n_alerts"] == 1
     assert {"is_drift", "p_val", "threshold", "distance", "time", "n_window", "n_flagged", "alarm_rate"} <= set(status)
     alerts = server.get("/v1/streams/line-1/alerts").json()
-    assert len(alerts) == 1 and alerts[0]["kind"] == "drift" and "ks" in alerts[0]["tests"]
+    # Which test trips first (KS on the score distribution, or CUSUM on the flag rate) depends on the model.
+    assert len(alerts) == 1 and alerts[0]["kind"] == "drift" and set(alerts[0]["tests"]) & {"ks", "cusum"}
     listed = {s["stream"]: s for s in server.get("/v1/streams").json()}
     assert listed["line-1"]["is_drift"]
     rows = server.get("/v1/streams/line-1/images", params={"limit": 5}).json()
