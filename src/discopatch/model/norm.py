@@ -66,7 +66,8 @@ class PatchGroupNorm(nn.Module):
             outs.append(y)
             means.append(mean)
             invstds.append(invstd)
-        var = torch.stack(invstds).float().pow(-2) - self.eps  # the kernel returns 1 / sqrt(var + eps)
+        # The kernel returns 1 / sqrt(var + eps); rounding can leave a constant channel's variance at -1e-12.
+        var = (torch.stack(invstds).float().pow(-2) - self.eps).clamp_min(0.0)
         return (outs[0] if len(outs) == 1 else torch.cat(outs)), torch.stack(means).float(), var
 
     def _grouped(self, x: torch.Tensor, g: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
