@@ -136,8 +136,8 @@ class Detector:
 
         ``train_overrides`` are :class:`~discopatch.config.TrainConfig` fields (``lr``, ``batch_images``, ...).
         ``channels_last`` (default on), ``compile`` and ``amp`` (bf16 autocast; default on for CUDA) only change
-        speed. Inside
-        an initialised process group (``torchrun``) training is data-parallel and only rank 0 calibrates.
+        speed. Inside an initialised process group (``torchrun``) training is data-parallel and only rank 0
+        calibrates.
         """
         overrides = dict(train_overrides)
         if epochs is not None:

@@ -50,7 +50,8 @@ CPU_RUN_BYTES = 2 * 1024 * 1024
 #: than 16 or 256 in an interleaved sweep) and one image of the paper preset (faster than 4 per run).
 TORCH_RUN_BYTES = 4 * 1024 * 1024
 #: The torch engine's layout when not given: channels_last was faster in every interleaved comparison on the dev
-#: machine once the normalisation used the batch-norm kernel (small 1.2-1.6x fp32, 1.1-1.2x bf16; paper 1.1-1.3x).
+#: machine once the normalisation used the batch-norm kernel (scripts/bench_engine_layout.py: small 1.2-1.6x fp32,
+#: 1.1-1.2x bf16; paper 1.1-1.3x).
 CHANNELS_LAST_DEFAULT = True
 
 
@@ -181,11 +182,14 @@ class TorchEngine(ScoringEngine):
         return patches.contiguous(memory_format=torch.channels_last) if self.channels_last else patches
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_statistics(patches, statistics=False)[0]
+        return self._forward(patches, statistics=False)[0]
 
-    def forward_with_statistics(  # type: ignore[override]
-        self, patches: torch.Tensor, statistics: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_statistics(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, stats = self._forward(patches, statistics=True)
+        assert stats is not None
+        return logits, stats
+
+    def _forward(self, patches: torch.Tensor, statistics: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         was_training = self.D.training
         self.D.eval()
         try:
@@ -194,10 +198,10 @@ class TorchEngine(ScoringEngine):
                 if statistics:
                     logits, stats = self.D.forward_with_statistics(x, self.n_patches)
                 else:
-                    logits, stats = self.D(x, self.n_patches), torch.empty(0)
+                    logits, stats = self.D(x, self.n_patches), None
         finally:
             self.D.train(was_training)
-        return logits.float().reshape(-1, self.n_patches).cpu(), stats.float().cpu()
+        return logits.float().reshape(-1, self.n_patches).cpu(), None if stats is None else stats.float().cpu()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "precision": self.precision, "channels_last": self.channels_last}

@@ -14,7 +14,7 @@ paper) or one image's patches (``grouping="image"``, matching inference).
 Every step draws its randomness from a generator seeded by ``(seed, step)``; a run resumed from a checkpoint
 therefore continues exactly as an uninterrupted one would.
 
-Speed options: ``channels_last`` (on by default: 1.33-1.38x faster training steps for the small preset on the
+Speed options: ``channels_last`` (on by default: 1.33-1.40x faster training steps for the small preset on the
 2-core CPU, docs/BENCHMARKS.md "Training speed and GPU"), ``amp`` (bf16 autocast, default on CUDA only; D's head,
 the VAE's mu/logvar heads and the BCE stay float32) and ``compile`` (``torch.compile``, off). Under ``torchrun``
 the two update steps run through DistributedDataParallel (see :mod:`discopatch.distributed`): each rank draws its
@@ -102,8 +102,9 @@ class TrainState:
     stop_reason: str = ""
 
 
-#: Training layout when not given. channels_last was 1.33-1.38x faster per step (small preset, gray and RGB,
-#: interleaved on the idle dev machine; 1.34x in an earlier loaded run); it changes rounding, not the method.
+#: Training layout when not given. channels_last was 1.33-1.40x faster per step (small preset, gray and RGB,
+#: scripts/train_layout_ab.py on the idle dev machine; 1.34x in an earlier loaded run); it changes rounding, not
+#: the method.
 TRAIN_CHANNELS_LAST_DEFAULT = True
 
 
