@@ -26,8 +26,9 @@ from discopatch.data.builtin import (
     restricted_numpy_loads,
     write_idx,
 )
+from discopatch.data.host import host_path
 
-DEBIAN_ROOT = Path(builtin.DEFAULT_FASHION_MNIST_ROOT)
+DEBIAN_ROOT = host_path(builtin.DEFAULT_FASHION_MNIST_ROOT)
 HAVE_DEBIAN = all((DEBIAN_ROOT / n).is_file() for pair in builtin._FASHION_FILES.values() for n in pair)
 
 

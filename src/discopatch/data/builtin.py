@@ -37,6 +37,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .host import host_path
+
 __all__ = [
     "ANIMAL_MNIST_CLASSES",
     "DEFAULT_FASHION_MNIST_ROOT",
@@ -263,7 +265,7 @@ def write_idx(path: str | Path, array: np.ndarray, *, compress: bool | None = No
 def _fashion_root(root: str | Path | None) -> Path:
     if root is not None:
         return Path(root)
-    return Path(os.environ.get(FASHION_MNIST_ENV_VAR) or DEFAULT_FASHION_MNIST_ROOT)
+    return Path(os.environ.get(FASHION_MNIST_ENV_VAR) or host_path(DEFAULT_FASHION_MNIST_ROOT))
 
 
 def load_fashion_mnist(
