@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     train_cfg = preset.train
     score_batches = [32, 128, 512] if args.preset == "paper" else [64, 256]
     if args.tiny:
-        model_cfg = ModelConfig(channels=3, patch_size=16, widths=(8, 16, 16, 32), latent_dim=16)
+        model_cfg = ModelConfig(channels=3, patch_size=16, widths=(8, 16, 32), latent_dim=16)
         train_cfg = TrainConfig(batch_images=8, train_patches=4)
         n_patches, size, score_batches = 8, 32, [4, 16]
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 figures are true fp32

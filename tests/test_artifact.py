@@ -60,7 +60,7 @@ def test_truncated_weights_are_rejected(saved: Path) -> None:
 
 def test_mismatched_configuration_is_rejected(saved: Path) -> None:
     meta = json.loads((saved / CONFIG_FILE).read_text())
-    meta["model"]["widths"] = [8, 16, 16, 64]
+    meta["model"]["widths"] = [8, 16, 64]
     (saved / CONFIG_FILE).write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="shape mismatch"):
         Detector.load(saved)

@@ -17,7 +17,7 @@ from discopatch.cli import main
 
 TINY = [
     "--widths",
-    "8,16,16,32",
+    "8,16,32",
     "--latent-dim",
     "16",
     "--batch-images",

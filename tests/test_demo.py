@@ -26,9 +26,9 @@ def test_demo_sets_share_one_pipeline() -> None:
     det = Detector("small", channels=1, device="cpu")
     reference, sets = build_demo_sets(det)
     control = sets["ID control (clean, held out)"]
-    assert reference.images.shape == control.images.shape == (1000, 32, 32)
+    assert reference.images.shape == control.images.shape == (1000, 64, 64)
     for s in sets.values():
-        assert s.images.dtype == reference.images.dtype and s.images.shape[1:] == (32, 32)
+        assert s.images.dtype == reference.images.dtype and s.images.shape[1:] == (64, 64)
     # The corrupted sets are the control images with the corruption, nothing else changed.
     blur = sets["defocus_blur (severity 3)"].images
     assert blur.shape == control.images.shape and (blur != control.images).any()

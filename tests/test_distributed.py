@@ -91,7 +91,7 @@ def test_torchrun_fit_cli(fmnist, tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()
     for i, a in enumerate(fmnist.train_images[:96]):
         Image.fromarray(a).save(tmp_path / "train" / f"{i}.png")
-    tiny = "--widths 8,16,16,32 --latent-dim 16 --batch-images 8 --train-patches 4 --test-patches 8 --image-size 32"
+    tiny = "--widths 8,16,32 --latent-dim 16 --batch-images 8 --train-patches 4 --test-patches 8 --image-size 32"
     cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "discopatch.cli", "fit", str(tmp_path / "train")]
     cmd += ["--out", str(tmp_path / "m"), "--epochs", "1", "--quiet", "--device", "cpu", *tiny.split()]
     cmd += ["--patch-size", "16", "--resize", "pad"]

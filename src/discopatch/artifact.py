@@ -9,8 +9,8 @@
 
 The JSON records the SHA-256 of both weight files, so a truncated or edited artefact is rejected with a message
 instead of producing silently wrong scores; the JSON itself must match :data:`~discopatch.artifact_schema.SCHEMA`.
-Weights are loaded strictly: every tensor name and shape must be exactly what the configuration builds (method.md
-pitfall 11).
+Weights are loaded strictly: every tensor name and shape must be exactly what the configuration builds (docs/METHOD.md,
+section 5).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .artifact_schema import validate as validate_schema
 from .calibration import Calibration
-from .config import ModelConfig, PreprocessConfig, from_dict, to_dict
+from .config import IMAGE_POOLED_NORMS, ModelConfig, PreprocessConfig, from_dict, to_dict
 from .model import Discriminator
 
 FORMAT = "discopatch-detector"
@@ -128,6 +129,27 @@ def _require(cond: bool, msg: str) -> None:
         raise ArtifactError(msg)
 
 
+def _legacy_model_fields(model: dict[str, Any], cfg_path: Path) -> dict[str, Any]:
+    """Artefacts written before the 1x1 guard (discopatch 0.1.0's ``small`` preset) load as that named ablation."""
+    if "ablation" in model:
+        return model
+    try:
+        n_layers = len(model["widths"])
+        one_by_one = int(model["patch_size"]) == 2**n_layers and model["norm"] in IMAGE_POOLED_NORMS
+    except (KeyError, TypeError, ValueError):
+        return model  # from_dict reports what is wrong
+    if not one_by_one:
+        return model
+    warnings.warn(
+        f"{cfg_path}: this detector's D ends at a 1x1 map (the small preset before 0.2); it is loaded as the "
+        "named ablation '1x1-last-map'. Retrain with the current preset for a detector whose score improves "
+        "with training (docs/BENCHMARKS.md, 'Learning curve').",
+        UserWarning,
+        stacklevel=3,
+    )
+    return {**model, "ablation": "1x1-last-map"}
+
+
 def load_artifact(directory: str | os.PathLike) -> Artifact:
     directory = Path(directory)
     _require(directory.is_dir(), f"{directory}: not a detector directory (expected a folder with {CONFIG_FILE})")
@@ -155,7 +177,7 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
         + ")",
     )
     try:
-        model = from_dict(ModelConfig, meta["model"])
+        model = from_dict(ModelConfig, _legacy_model_fields(meta["model"], cfg_path))
         pre = from_dict(PreprocessConfig, meta["preprocess"])
     except (TypeError, ValueError) as e:
         raise ArtifactError(f"{cfg_path}: invalid configuration ({e})") from None

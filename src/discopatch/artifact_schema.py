@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .config import ABLATIONS
+
 _INT = {"type": "integer"}
 _SIZE = {"type": "integer", "minimum": 1, "maximum": 8192}
 _SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
@@ -45,6 +47,7 @@ SCHEMA: dict[str, Any] = {
                 "eps": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                 "negative_slope": {"type": "number", "minimum": 0, "maximum": 1},
                 "groupnorm_groups": {"type": "integer", "minimum": 1, "maximum": 8192},
+                "ablation": {"enum": [None, *ABLATIONS]},
             },
         },
         "preprocess": {

@@ -24,6 +24,18 @@ def _widths(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _betas(text: str) -> tuple[float, float]:
+    try:
+        b1, b2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected two comma-separated numbers such as 0.5,0.999, got {text!r}"
+        ) from None
+    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+        raise argparse.ArgumentTypeError(f"Adam betas must lie in [0, 1), got {text!r}")
+    return b1, b2
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
 
@@ -39,14 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="train a detector on a folder of in-distribution images")
     p.add_argument("images", help="folder of ID images (searched recursively)")
     p.add_argument("--out", required=True, help="directory to write the detector to")
-    p.add_argument("--preset", default="small", choices=["small", "paper"])
+    p.add_argument(
+        "--preset",
+        default="small",
+        choices=["small", "paper", "small-1x1"],
+        help="small: CPU scale model of the paper (64 px images, 32 px patches); paper: DisCoPatch-64; small-1x1: "
+        "the previous small preset, an ablation (default: small)",
+    )
     p.add_argument(
         "--channels",
         default="auto",
         choices=["auto", "1", "3"],
         help="1 = gray, 3 = RGB, auto = from the images",
     )
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="epochs over the training split (default: the preset's)")
+    p.add_argument("--max-steps", type=int, help="stop after this many training steps in all")
     p.add_argument("--max-time", type=float, help="stop training after this many seconds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
@@ -68,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grouping", choices=["domain", "image"], help="training normalisation groups")
     g.add_argument("--ema", type=float, help="EMA decay of D's weights kept as the detector (0 = off)")
     g.add_argument("--no-first-norm", action="store_true", help="no normalisation in D's first layer")
+    g.add_argument("--betas", type=_betas, help="Adam betas of both optimisers, e.g. 0.5,0.999 (paper: 0.9,0.999)")
+    g.add_argument(
+        "--ablation",
+        choices=["1x1-last-map"],
+        help="allow a configuration that is refused otherwise, recorded in the detector as a named ablation",
+    )
     g.add_argument(
         "--score",
         choices=["d-only", "fused", "stats-only"],
@@ -180,6 +205,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "latent_dim": args.latent_dim,
             "norm": args.norm,
             "norm_first_layer": False if args.no_first_norm else None,
+            "ablation": args.ablation,
         }.items()
         if v is not None
     }
@@ -194,6 +220,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "w_adv": args.w_adv,
             "grouping": args.grouping,
             "ema": args.ema,
+            "betas": args.betas,
         }.items()
         if v is not None
     }
@@ -246,6 +273,7 @@ def _fit_and_save(
         args.images,
         epochs=args.epochs,
         max_time=args.max_time,
+        max_steps=args.max_steps,
         val_fraction=args.val_fraction,
         target_fpr=args.target_fpr,
         checkpoint_dir=out / "checkpoints",

@@ -22,6 +22,15 @@ TrainGrouping = Literal["domain", "image"]
 ResizeMode = Literal["resize_crop", "pad", "squash"]
 
 NORM_KINDS: tuple[str, ...] = ("patch", "batchnorm", "groupnorm", "instancenorm", "none")
+#: Norms whose statistics pool one image's patches (at inference): on a 1x1 last map they erase the image.
+IMAGE_POOLED_NORMS: tuple[str, ...] = ("patch", "batchnorm")
+#: Named ablations that lift a guard; recorded in the artefact so a detector built on one is never mistaken for
+#: a recommended configuration.
+ABLATIONS: tuple[str, ...] = ("1x1-last-map",)
+#: How long one training "epoch" is. ``full``: every image about once. ``official-truncated``: the official code's
+#: BatchNorm commits (b2fcf79d, 5f48d551, 5793992b) break an ImageNet epoch once the patch counter passes
+#: 20 % of (loader length x patches per image), i.e. about 58 steps of 67 images (docs/METHOD.md).
+EPOCH_RULES: tuple[str, ...] = ("full", "official-truncated")
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,7 @@ class ModelConfig:
     eps: float = 1e-5
     negative_slope: float = 0.01
     groupnorm_groups: int = 32
+    ablation: str | None = None  # one of ABLATIONS: a configuration kept for comparison, guarded otherwise
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -44,6 +54,8 @@ class ModelConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.norm not in NORM_KINDS:
             raise ValueError(f"norm must be one of {NORM_KINDS}, got {self.norm!r}")
+        if self.ablation is not None and self.ablation not in ABLATIONS:
+            raise ValueError(f"ablation must be one of {ABLATIONS} or None, got {self.ablation!r}")
         if not self.widths:
             raise ValueError("widths must name at least one layer")
         down = 2 ** len(self.widths)
@@ -52,6 +64,20 @@ class ModelConfig:
                 f"patch_size {self.patch_size} must be divisible by 2**len(widths) = {down} "
                 "(every layer halves the patch)"
             )
+        if self.erases_image and self.ablation != "1x1-last-map":
+            raise ValueError(
+                f"patch_size {self.patch_size} with {len(self.widths)} stride-2 layers leaves D a 1x1 last map, and "
+                f"the {self.norm!r} normalisation over one image's patches then sets every channel's image mean to "
+                "the learned shift: the image score can only move through the spread of its patches (at 1 patch "
+                "per image every image scores the same). Use a larger patch or fewer layers (the paper ends at 4x4: "
+                "64 px patches, 4 layers), or request this as the named ablation ablation='1x1-last-map' "
+                "(CLI --ablation 1x1-last-map)"
+            )
+
+    @property
+    def erases_image(self) -> bool:
+        """True when D's last map is 1x1 and normalised over the image's patches (see the guard above)."""
+        return self.final_spatial == 1 and self.norm in IMAGE_POOLED_NORMS
 
     @property
     def final_spatial(self) -> int:
@@ -88,7 +114,9 @@ class TrainConfig:
 
     epochs: int = 80
     steps_per_epoch: int | None = None
+    epoch_rule: str = "full"  # one of EPOCH_RULES
     max_time: float | None = None
+    max_steps: int | None = None  # stop after this many steps in all (a budget that does not depend on the machine)
     batch_images: int = 67
     train_patches: int = 48
     lr: float = 8.5e-5
@@ -102,12 +130,16 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.epoch_rule not in EPOCH_RULES:
+            raise ValueError(f"epoch_rule must be one of {EPOCH_RULES}, got {self.epoch_rule!r}")
         if self.grouping not in ("domain", "image"):
             raise ValueError(f"grouping must be 'domain' or 'image', got {self.grouping!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 = off), got {self.ema}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be positive, got {self.max_steps}")
         if self.batch_images < 1 or self.train_patches < 1:
             raise ValueError("batch_images and train_patches must be positive")
 
@@ -130,38 +162,59 @@ class Preset:
 
 
 def paper_preset() -> Preset:
-    """DisCoPatch-64 as in the official code (see method.md section 0.1)."""
+    """DisCoPatch-64 as in the official code (docs/METHOD.md): 80 truncated epochs of about 58 steps on ImageNet."""
     return Preset(
         name="paper",
         model=ModelConfig(channels=3, patch_size=64, widths=(128, 256, 512, 1024), latent_dim=1024),
         preprocess=PreprocessConfig(image_size=256, channels=3, resize="resize_crop"),
-        train=TrainConfig(epochs=80, batch_images=67, train_patches=48),
+        train=TrainConfig(epochs=80, batch_images=67, train_patches=48, epoch_rule="official-truncated"),
         test_patches=64,
-        notes="Faithful DisCoPatch-64: 256 px images, 64 px patches, 48 train / 64 test patches per image.",
+        notes="Faithful DisCoPatch-64: 256 px images, 64 px patches, 48 train / 64 test patches per image; the "
+        "official BatchNorm commits' truncated epochs.",
     )
 
 
 def small_preset(channels: int = 3) -> Preset:
-    """A CPU-sized DisCoPatch for 32 px images (16 px patches), chosen from measurements on a 2-core CPU.
+    """A CPU-sized scale model of the paper's geometry: 64 px images, 32 px patches, three layers to a 4x4 map.
 
-    Widths 16/32/64/128 (D: 0.1 M parameters) train about four times faster than 32/64/128/256 on 2 cores, which
-    matters more at CPU scale than width (docs/BENCHMARKS.md, "Sizing the small preset"). Scores are fused with the
-    per-image layer statistics (``score_mode="fused"``), which the fmnist benchmark showed to be far stronger than
-    D's score alone; ``replace(score_mode="d-only")`` (CLI ``--score d-only``) gives the paper's scoring.
+    Like the paper (256 px images, 64 px patches, 4x4 last map), patches are half the image side or less and D's
+    head has a weight per position of a 4x4 map, so the per-image normalisation leaves the image something to say.
+    Widths 16/32/64 (D: 24.5 k parameters gray). Scores are fused with the per-image layer statistics
+    (``score_mode="fused"``); ``--score d-only`` gives the paper's scoring. Evidence: docs/BENCHMARKS.md,
+    "Detection quality" and "Learning curve"; the previous preset is :func:`small_1x1_preset`.
     """
     return Preset(
         name="small",
-        model=ModelConfig(channels=channels, patch_size=16, widths=(16, 32, 64, 128), latent_dim=128),
+        model=ModelConfig(channels=channels, patch_size=32, widths=(16, 32, 64), latent_dim=128),
+        preprocess=PreprocessConfig(image_size=64, channels=channels, resize="resize_crop"),
+        train=TrainConfig(epochs=10, max_time=1200.0, batch_images=64, train_patches=8),
+        test_patches=16,
+        score_mode="fused",
+        notes="CPU preset: 64 px images, 32 px patches (4x4 last map), 8 train / 16 test patches per image; D fused "
+        "with the per-image statistics (docs/BENCHMARKS.md, 'Detection quality').",
+    )
+
+
+def small_1x1_preset(channels: int = 3) -> Preset:
+    """The ``small`` preset before the 4x4 scale model, kept as a labelled ablation row (1x1 last map).
+
+    32 px images, 16 px patches, widths 16/32/64/128: D's last map is 1x1, so its per-image normalisation erases
+    the image mean of every channel; its D score fell with training (docs/BENCHMARKS.md, "Learning curve").
+    """
+    return Preset(
+        name="small-1x1",
+        model=ModelConfig(
+            channels=channels, patch_size=16, widths=(16, 32, 64, 128), latent_dim=128, ablation="1x1-last-map"
+        ),
         preprocess=PreprocessConfig(image_size=32, channels=channels, resize="pad"),
         train=TrainConfig(epochs=10, batch_images=64, train_patches=8),
         test_patches=16,
         score_mode="fused",
-        notes="CPU preset: 32 px images, 16 px patches, 8 train / 16 test patches per image; D fused with the "
-        "per-image statistics (docs/BENCHMARKS.md, 'Detection quality').",
+        notes="ABLATION (1x1 last map): the small preset up to 0.1; kept for comparison only.",
     )
 
 
-PRESETS = {"paper": paper_preset, "small": small_preset}
+PRESETS = {"paper": paper_preset, "small": small_preset, "small-1x1": small_1x1_preset}
 
 
 def get_preset(name: str, channels: int | None = None) -> Preset:
@@ -200,6 +253,8 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 
 __all__ = [
+    "ABLATIONS",
+    "EPOCH_RULES",
     "NORM_KINDS",
     "PRESETS",
     "ModelConfig",
@@ -209,6 +264,7 @@ __all__ = [
     "from_dict",
     "get_preset",
     "paper_preset",
+    "small_1x1_preset",
     "small_preset",
     "to_dict",
 ]

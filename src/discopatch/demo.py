@@ -1,13 +1,13 @@
 """``discopatch demo``: the whole job on data that ships with the package, in a few minutes on 2 CPU cores.
 
-1. Train the ``small`` preset (gray, 32 px) on 4,000 Fashion-MNIST training images for a time budget; 10 % of
+1. Train the ``small`` preset (gray, 64 px) on 4,000 Fashion-MNIST training images for a time budget; 10 % of
    them are held out and calibrate the threshold at 5 % FPR.
 2. Split 2,000 Fashion-MNIST test images into an ID reference (1,000) and a held-out ID control (1,000).
 3. Evaluate the reference against: the control itself (null shift: AUROC should be about 0.5), the control
    corrupted with ImageNet-C-style noise, blur, JPEG, contrast and pixelation (CIFAR-10-C-sized parameters,
    severity 3), and Animal-MNIST silhouettes (near-OOD).
 
-Every set goes through the same path: preprocess (pad 28 -> 32) -> optional corruption -> preprocess again, so
+Every set goes through the same path: preprocess (Lanczos 28 -> 64) -> optional corruption -> preprocess again, so
 the only difference between the control and a shifted set is the shift itself.
 """
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import torch
 from . import __version__
 from .artifact import ArtifactError, load_artifact, save_artifact
 from .calibration import Calibration
-from .config import Preset, get_preset, to_dict
+from .config import PRESETS, Preset, get_preset, to_dict
 from .data.images import ImageInput, preprocess, preprocess_many
 from .data.sources import ImageSet, load_folder, load_images, split_train_val
 from .distributed import is_main_process
@@ -37,7 +37,7 @@ from .model import Discriminator
 from .runtime import resolve_device
 from .scoring import score_array
 from .stats_model import StatsModel
-from .training import Trainer
+from .training import Trainer, TrainState
 
 Images = str | os.PathLike | np.ndarray | Sequence[ImageInput]
 
@@ -122,6 +122,7 @@ class Detector:
         *,
         epochs: int | None = None,
         max_time: float | None = None,
+        max_steps: int | None = None,
         val_fraction: float | None = None,
         target_fpr: float | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
@@ -130,11 +131,13 @@ class Detector:
         channels_last: bool | None = None,
         compile: bool = False,
         amp: bool | None = None,
+        callback: Callable[[TrainState, dict[str, float]], None] | None = None,
         **train_overrides: Any,
     ) -> Detector:
         """Train on ID images, then calibrate on the held-out validation split. Returns ``self``.
 
         ``train_overrides`` are :class:`~discopatch.config.TrainConfig` fields (``lr``, ``batch_images``, ...).
+        ``callback(state, losses)`` runs after every training step (the learning curve snapshots D there).
         ``channels_last`` (default on), ``compile`` and ``amp`` (bf16 autocast; default on for CUDA) only change
         speed. Inside an initialised process group (``torchrun``) training is data-parallel and only rank 0
         calibrates.
@@ -144,6 +147,8 @@ class Detector:
             overrides["epochs"] = epochs
         if max_time is not None:
             overrides["max_time"] = max_time
+        if max_steps is not None:
+            overrides["max_steps"] = max_steps
         if val_fraction is not None:
             overrides["val_fraction"] = val_fraction
         overrides["seed"] = self.seed
@@ -162,7 +167,7 @@ class Detector:
 
         ckpt_exists = checkpoint_dir is not None and (Path(checkpoint_dir) / "checkpoint.json").exists()
         if resume and ckpt_exists:
-            resume_overrides = {k: v for k, v in overrides.items() if k in ("epochs", "max_time")}
+            resume_overrides = {k: v for k, v in overrides.items() if k in ("epochs", "max_time", "max_steps")}
             trainer = Trainer.from_checkpoint(
                 checkpoint_dir, self.device, resume_overrides, amp=amp, channels_last=channels_last, compile=compile
             )
@@ -177,7 +182,7 @@ class Detector:
         self.trainer = trainer
         self._engine = None
         t0 = time.monotonic()
-        state = trainer.fit(train, checkpoint_dir=checkpoint_dir, progress=progress)
+        state = trainer.fit(train, checkpoint_dir=checkpoint_dir, progress=progress, callback=callback)
         self.discriminator = trainer.detector_discriminator
         self.training_info = {
             "steps": state.step,
@@ -373,7 +378,7 @@ class Detector:
     ) -> Detector:
         """Rebuild a detector from :meth:`save` output; damaged or mismatched artefacts raise ``ArtifactError``."""
         art = load_artifact(path)
-        base = get_preset(art.meta.get("preset") if art.meta.get("preset") in ("small", "paper") else "small")
+        base = get_preset(art.meta.get("preset") if art.meta.get("preset") in PRESETS else "small")
         preset = base.replace(
             model=art.model,
             preprocess=art.preprocess,

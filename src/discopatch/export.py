@@ -3,7 +3,7 @@
 Why a separate module: :class:`~discopatch.model.norm.PatchGroupNorm` is easy to export wrongly. A consumer that
 maps it to ONNX ``BatchNormalization`` gets either running statistics (training mode is not exportable) or
 statistics pooled over every patch of every image in the request, which is the dataset-level leak the method
-warns about (method.md pitfalls 1-2). :class:`OnnxScorer` therefore re-expresses D on a 5-D input
+warns about (docs/METHOD.md, section 5). :class:`OnnxScorer` therefore re-expresses D on a 5-D input
 ``(images, N, C, p, p)``: after each convolution the activations are reshaped to ``(images, N, C, h, w)`` and
 standardised with their own mean and biased variance over ``(N, h, w)``, so an image's score can never depend on
 another image in the same request. The graph has three outputs:

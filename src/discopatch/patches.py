@@ -2,7 +2,7 @@
 
 At inference every image becomes N random square patches. Their positions come from a generator seeded by the
 image's own content (plus the detector's seed), so an image always gets the same patches, and hence the same
-score, whatever else it is scored with and in whatever order (method.md pitfall 10). In training, positions come
+score, whatever else it is scored with and in whatever order (docs/METHOD.md, section 4). In training, positions come
 from the trainer's seeded generator instead.
 """
 

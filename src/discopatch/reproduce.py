@@ -8,7 +8,7 @@
   memory as one 10 GB array.
 
 By default every set goes through the detector's own preprocessing, identical for ID and OOD. With
-``official=True`` the official code's pipelines are mimicked instead (method.md section 4, pitfall 9): ID images
+``official=True`` the official code's pipelines are mimicked instead (docs/METHOD.md, section 5): ID images
 are short-side-resized with Lanczos and centre-cropped, OOD and ImageNet-C images are squashed to the square
 with bilinear resampling (ImageNet-C's 224 px JPEGs are thereby upsampled). That reproduces the published setting
 but is **not leak-free**: ID and OOD then differ in their resampling, which a covariate-shift detector can see.

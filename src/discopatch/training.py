@@ -1,4 +1,4 @@
-"""Adversarial training of the VAE and the patch discriminator (method.md section 3).
+"""Adversarial training of the VAE and the patch discriminator (docs/METHOD.md, section 3).
 
 One step, exactly as in the paper:
 
@@ -106,6 +106,17 @@ class TrainState:
 #: scripts/train_layout_ab.py on the idle dev machine; 1.34x in an earlier loaded run); it changes rounding, not
 #: the method.
 TRAIN_CHANNELS_LAST_DEFAULT = True
+
+
+def official_epoch_steps(n_images: int, batch_images: int) -> int:
+    """Steps in one "epoch" of the official code's BatchNorm commits (b2fcf79d, 5f48d551, 5793992b).
+
+    Their loop counts patches and breaks once the count exceeds ``0.2 * len(loader) * patches_per_image``; every
+    step adds ``batch_images * patches_per_image``, so the patch count cancels and an epoch is
+    ``floor(0.2 * ceil(n / b) / b) + 1`` steps: 58 for ImageNet-1K's 1,281,167 images at 67 images per step.
+    """
+    loader_len = -(-n_images // batch_images)
+    return loader_len // (5 * batch_images) + 1
 
 
 class Trainer:
@@ -217,8 +228,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ schedule
     def steps_per_epoch(self, n_images: int) -> int:
-        """Steps that show every image about once; with K ranks each step consumes K batches."""
-        full = max(1, n_images // (self.cfg.batch_images * self.world_size))
+        """Steps that show every image about once (``epoch_rule="full"``) or the official truncated epoch.
+
+        With K ranks each step consumes K batches. ``steps_per_epoch`` caps either.
+        """
+        per_step = self.cfg.batch_images * self.world_size
+        full = max(1, n_images // per_step)
+        if self.cfg.epoch_rule == "official-truncated":
+            full = min(full, official_epoch_steps(n_images, per_step))
         return min(full, self.cfg.steps_per_epoch) if self.cfg.steps_per_epoch else full
 
     def batch_indices(self, order: np.ndarray, j: int, b: int) -> np.ndarray:
@@ -272,6 +289,10 @@ class Trainer:
             while st.epoch < self.cfg.epochs and not st.finished:
                 order = self._epoch_order(n, st.epoch)
                 while st.batch_in_epoch < spe:
+                    if self.cfg.max_steps is not None and st.step >= self.cfg.max_steps:
+                        st.stop_reason = f"{self.cfg.max_steps} steps completed"
+                        st.finished = True
+                        break
                     over_budget = budget is not None and time.monotonic() - t_call >= budget
                     if self.world_size > 1 and budget is not None:
                         (over_budget,) = any_across_ranks(over_budget, device=self.device)

@@ -45,7 +45,7 @@ from discopatch.model import VAE, Discriminator
 from discopatch.patches import content_corners
 
 N_PATCHES = 4
-TINY = ModelConfig(channels=1, patch_size=16, widths=(8, 16, 16, 32), latent_dim=16)
+TINY = ModelConfig(channels=1, patch_size=16, widths=(8, 16, 32), latent_dim=16)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,12 +6,14 @@ import json
 
 import pytest
 
+from conftest import tiny_preset
 from discopatch.benchmark.runner import QUICK, run_benchmark
 
 
 @pytest.mark.slow
 def test_quick_fmnist_benchmark_writes_reports(tmp_path) -> None:
-    res = run_benchmark("fmnist", tmp_path, quick=True, progress=False, budget=QUICK)
+    # The tiny preset keeps this smoke run of every stage within CI's budget; the real presets run in the benchmark.
+    res = run_benchmark("fmnist", tmp_path, quick=True, progress=False, budget=QUICK, preset=tiny_preset())
     for name in ("results.json", "summary.md", "report.html"):
         assert (tmp_path / name).stat().st_size > 0
     saved = json.loads((tmp_path / "results.json").read_text())

@@ -16,10 +16,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--train-time", type=float, help="seconds of DisCoPatch training (default: 480 fmnist, 420 photos, quick: 6)"
     )
     p.add_argument(
+        "--train-steps",
+        type=int,
+        help="train DisCoPatch for this many steps instead of --train-time seconds (independent of machine load)",
+    )
+    p.add_argument(
         "--stages",
         default="variants,ablations,baselines,drift,mixed,patches",
         help="comma-separated optional stages (default: all)",
     )
+    g = p.add_argument_group("learning curve (--curve): one configuration, evaluated at log-spaced steps")
+    g.add_argument("--curve", action="store_true", help="run the learning curve instead of the comparison")
+    g.add_argument("--preset", default="small", choices=["small", "small-1x1", "paper"], help="(default: small)")
+    g.add_argument("--max-steps", type=int, default=2000, help="training steps per seed (default: 2000)")
+    g.add_argument("--points", type=int, default=7, help="log-spaced evaluation points (default: 7)")
+    g.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    g.add_argument(
+        "--end-only", action="store_true", help="evaluate seeds after the first at the last step only (faster)"
+    )
+    g.add_argument("--betas", help="Adam betas for both networks, e.g. 0.5,0.999 (default: the preset's)")
+    g.add_argument("--grouping", choices=["domain", "image"], help="training normalisation groups")
+    g.add_argument("--n-train", type=int, help="ID training images (default: the protocol's)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_benchmark)
 
@@ -44,9 +61,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from .runner import FULL, FULL_PHOTOS, QUICK, run_benchmark
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.curve:
+        return _cmd_curve(args)
     budget = QUICK if args.quick else FULL_PHOTOS if args.protocol == "photos" else FULL
     if args.train_time is not None:
         budget = dataclasses.replace(budget, main_train=args.train_time)
+    if args.train_steps is not None:
+        budget = dataclasses.replace(budget, main_steps=args.train_steps)
     stages = tuple(s for s in args.stages.split(",") if s)
     results = run_benchmark(
         args.protocol, args.out, quick=args.quick, seed=args.seed, progress=not args.quiet, budget=budget, stages=stages
@@ -54,6 +75,25 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     print(markdown_summary(results))
     if args.out:
         print(f"wrote {args.out}/results.json, summary.md and report.html", file=sys.stderr)
+    return 0
+
+
+def _cmd_curve(args: argparse.Namespace) -> int:
+    from .curve import curve_markdown, run_curve
+
+    train: dict[str, object] = {}
+    if args.betas:
+        train["betas"] = tuple(float(v) for v in args.betas.split(","))
+    if args.grouping:
+        train["grouping"] = args.grouping
+    seeds = tuple(int(s) for s in args.seeds.split(",") if s)
+    quick = {"n_test": 40, "n_ood": 20} if args.quick else {}
+    res = run_curve(
+        args.protocol, args.out, preset=args.preset, steps=args.max_steps, points=args.points, seeds=seeds,
+        quick=args.quick, n_train=args.n_train, all_points=not args.end_only, progress=not args.quiet, **quick,
+        **train,
+    )  # fmt: skip
+    print(curve_markdown(res))
     return 0
 
 

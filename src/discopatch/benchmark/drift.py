@@ -1,7 +1,7 @@
 """Batch-level shift tests and the "images needed for 80 % power" measurement.
 
 A per-image detector decides from one image; a two-sample test decides from a batch of n. To put both on one axis
-(baselines.md section 3.3) every method is turned into a batch test returning a p-value, and
+(as in Rabanser et al., cited below) every method is turned into a batch test returning a p-value, and
 :func:`images_for_power` measures, for each n, how often the test rejects at ``alpha`` on shifted batches (power)
 and on held-out ID batches (type-I error), and the smallest n reaching the target power.
 

@@ -73,6 +73,7 @@ class Budget:
     n_test: int | None = None  # ID test images (half reference, half target); None = the protocol's default
     n_ood: int | None = None  # images per near/far-OOD set
     n_train: int | None = None
+    main_steps: int | None = None  # if set, DisCoPatch trains this many steps instead of for main_train seconds
 
 
 #: Sized so one protocol finishes in about 45 minutes on one core of the 2-core dev machine (docs/BENCHMARKS.md).
@@ -81,20 +82,21 @@ FULL_PHOTOS = Budget(420, 150, 60, 120, 100, (1, 2, 5, 10, 20, 50, 100, 200), n_
 QUICK = Budget(6, 2, 2, 2, 10, (1, 5, 20))
 
 
-def protocol_preset(protocol: str, data: ProtocolData) -> Preset:
-    """The detector configuration for a protocol: ``small`` at 32 px (fmnist) or at 128 px with 32 px patches."""
-    p = get_preset("small", channels=data.channels)
-    pre = dataclasses.replace(p.preprocess, image_size=data.image_size, resize=data.resize)
-    # The main row is the faithful method whatever the package default: D's score alone, paper-style groups.
-    p = p.replace(
-        preprocess=pre,
+def protocol_preset(protocol: str, data: ProtocolData, preset: str | Preset = "small") -> Preset:
+    """The detector configuration for a protocol: the preset at its own image size, or the protocol's if larger.
+
+    ``fmnist`` (28 px images) runs the ``small`` preset at its 64 px, upsampled with ``resize_crop``; ``photos``
+    (128 px crops) keeps 128 px. The main row is the faithful method whatever the package default: D's score
+    alone, paper-style groups, no EMA.
+    """
+    p = get_preset(preset, channels=data.channels) if isinstance(preset, str) else preset
+    if data.image_size > p.preprocess.image_size:
+        p = p.replace(preprocess=dataclasses.replace(p.preprocess, image_size=data.image_size, resize=data.resize))
+    return p.replace(
         score_mode="d-only",
         train=dataclasses.replace(p.train, grouping="domain", ema=0.0),
         model=dataclasses.replace(p.model, norm_first_layer=True),
     )
-    if data.image_size >= 128:
-        return p.replace(model=dataclasses.replace(p.model, patch_size=32))
-    return p
 
 
 @dataclass
@@ -195,7 +197,12 @@ def _hardware() -> dict[str, Any]:
     }
 
 
-def _train(preset: Preset, data: ProtocolData, seconds: float, seed: int, progress: bool, **train: Any) -> Detector:
+def _train(
+    preset: Preset, data: ProtocolData, seconds: float | None, seed: int, progress: bool, **train: Any
+) -> Detector:
+    """Train on the protocol's ID images for ``seconds`` (or until ``max_steps`` in ``train``)."""
+    if seconds is None:  # a step budget: the preset's own time limit must not cut it short
+        preset = preset.replace(train=dataclasses.replace(preset.train, max_time=None))
     det = Detector(preset, device="cpu", seed=seed, engine="torch")
     det.fit(data.id_train, max_time=seconds, epochs=10_000, progress=progress, **train)
     return det
@@ -209,15 +216,19 @@ def run_benchmark(
     progress: bool = True,
     budget: Budget | None = None,
     stages: tuple[str, ...] = ("variants", "ablations", "baselines", "drift", "mixed", "patches"),
+    preset: str | Preset = "small",
 ) -> dict[str, Any]:
-    """Run one protocol end to end; write results.json, summary.md and report.html into ``out`` if given."""
+    """Run one protocol end to end; write results.json, summary.md and report.html into ``out`` if given.
+
+    ``preset`` is the DisCoPatch configuration (see :func:`protocol_preset`); the smoke test passes a tiny one.
+    """
     t_start = time.monotonic()
     budget = budget or (QUICK if quick else FULL_PHOTOS if protocol == "photos" else FULL)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     data = load_protocol(
         protocol, quick=quick, seed=seed, n_test=budget.n_test, n_ood=budget.n_ood, n_train=budget.n_train
     )
-    preset = protocol_preset(protocol, data)
+    preset = protocol_preset(protocol, data, preset)
     sets = build_sets(data, preset, seed, progress)
     # ID training images through the shared pipeline once; every fitted model and statistic below reads this stack.
     train_stack = stack_images(data.id_train, preset.preprocess)
@@ -266,9 +277,14 @@ def run_benchmark(
         )
 
     # ---- DisCoPatch (faithful small configuration) ------------------------------------------------------------
-    log(f"[benchmark] training DisCoPatch for {budget.main_train:.0f} s")
-    t0 = time.monotonic()
-    det = _train(preset, data, budget.main_train, seed, progress)
+    if budget.main_steps:
+        log(f"[benchmark] training DisCoPatch for {budget.main_steps} steps")
+        t0 = time.monotonic()
+        det = _train(preset, data, None, seed, progress, max_steps=budget.main_steps)
+    else:
+        log(f"[benchmark] training DisCoPatch for {budget.main_train:.0f} s")
+        t0 = time.monotonic()
+        det = _train(preset, data, budget.main_train, seed, progress)
     main_train_s = time.monotonic() - t0
     D, n = det.discriminator, det.n_patches
     record(

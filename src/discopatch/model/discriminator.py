@@ -1,6 +1,6 @@
 """The patch discriminator D: the whole detector at inference time.
 
-Layout (method.md section 2.1): ``len(widths)`` blocks of [Conv 3x3 stride 2 (bias) -> norm -> LeakyReLU(0.01)],
+Layout (docs/METHOD.md, section 2.1): ``len(widths)`` blocks of [Conv 3x3 stride 2 (bias) -> norm -> LeakyReLU(0.01)],
 then Flatten -> Linear -> one logit per patch. The sigmoid is applied by the caller in float32/float64 so that
 mixed precision never rounds confident outputs to exactly 1.0 (pitfall 8 and 12).
 
@@ -76,7 +76,7 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor, group_size: int | None = None) -> torch.Tensor:
         """Logits of shape ``(num_patches,)``; ``group_size=None`` normalises the whole input as one group."""
         h = self.features(x, group_size).flatten(1)
-        # The head runs in float32 even under autocast: a bf16 logit/sigmoid saturates (method.md pitfall 12).
+        # The head runs in float32 even under autocast: a bf16 logit/sigmoid saturates (docs/METHOD.md, section 5).
         with torch.autocast(device_type=h.device.type, enabled=False):
             return self.head(h.float()).squeeze(1)
 

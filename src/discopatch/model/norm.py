@@ -2,7 +2,7 @@
 
 DisCoPatch's discriminator normalises with *batch* statistics and never keeps running statistics. What counts as
 "the batch" decides whether evaluation is honest: at inference a group must be exactly one image's N patches,
-otherwise statistics of other test images leak into each score (method.md, pitfalls 1-2). PyTorch's BatchNorm
+otherwise statistics of other test images leak into each score (docs/METHOD.md, section 5). PyTorch's BatchNorm
 ties that choice to ``train()``/``eval()`` and to how callers batch their data; here it is an argument.
 
 :class:`PatchGroupNorm` takes ``group_size``: consecutive blocks of ``group_size`` samples are normalised with

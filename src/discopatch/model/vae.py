@@ -1,4 +1,4 @@
-"""The VAE that manufactures D's negatives during training (method.md section 2.2).
+"""The VAE that manufactures D's negatives during training (docs/METHOD.md, section 2.2).
 
 Its reconstructions lack high frequencies (blur-like) and its prior samples carry excess high frequencies
 (noise-like); D learns to call both fake. Encoder mirrors D with running-statistics BatchNorm; decoder uses

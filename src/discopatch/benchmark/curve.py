@@ -1,0 +1,394 @@
+"""``discopatch benchmark --curve``: one configuration trained once per seed, evaluated at log-spaced steps.
+
+Why: a detector that users train longer must get better, not worse. The curve shows AUROC (D's own score and the
+fused score) on the protocol's covariate, near-OOD, far-OOD and null sets against training steps and CPU minutes,
+together with what the adversarial game is doing at each point:
+
+* D's mean output on real, reconstructed and generated patches, as trained (pooled groups, from the step logs) and
+  as scored (one group per image, on held-out ID images);
+* the VAE's reconstruction error and the radially averaged power spectra of real, reconstructed and generated
+  patches (is the reconstruction missing high frequency, does the prior sample carry excess?);
+* the spread of the per-image layer statistics over ID images;
+* an **ID-only** model-selection criterion: how well D's per-image score separates held-out ID images from the
+  VAE's reconstructions and prior samples of them (AUROC). It uses no OOD or corrupted image, so it may pick a
+  checkpoint; the curve shows whether it tracks the benchmark.
+
+D and the VAE are snapshotted (weights copied) during training and evaluated afterwards, so evaluation never
+counts as training time. Every seed trains the same number of steps; all seeds are evaluated at every point.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import Preset
+from ..data.images import stack_images
+from ..detector import Detector
+from ..metrics import ood_metrics
+from ..model import VAE, Discriminator
+from ..patches import content_corners, extract_patches, to_tensor
+from ..training import Trainer, TrainState
+from .datasets import load_protocol
+from .runner import Sets, _hardware, _versions, build_sets, protocol_preset, summarise
+
+#: What each curve point reports per score kind (keys of :func:`runner.summarise`).
+SUMMARY_KEYS = (
+    "covariate_mean_auroc",
+    "covariate_mean_auroc_sev345",
+    "near_mean_auroc",
+    "far_mean_auroc",
+    "null_auroc",
+)
+
+
+def curve_steps(total: int, points: int, first: int = 25) -> list[int]:
+    """``points`` log-spaced step counts from about ``first`` to ``total`` (unique, increasing, ending at total)."""
+    if total < 1 or points < 1:
+        raise ValueError("total and points must be positive")
+    first = max(1, min(first, total // 2 ** (points - 1)))
+    steps = np.unique(np.round(np.geomspace(first, total, points)).astype(int))
+    return [int(s) for s in steps]
+
+
+def radial_power_spectrum(patches: torch.Tensor, bins: int = 8) -> np.ndarray:
+    """Mean power per radial frequency band (DC excluded) of ``(N, C, p, p)`` patches in [-1, 1]."""
+    x = patches.float() - patches.float().mean(dim=(2, 3), keepdim=True)
+    power = torch.fft.fft2(x).abs().pow(2).mean(dim=(0, 1)).cpu().numpy()
+    p = power.shape[-1]
+    f = np.fft.fftfreq(p)
+    radius = np.sqrt(f[:, None] ** 2 + f[None, :] ** 2) / 0.5  # 1.0 = Nyquist along an axis
+    edges = np.linspace(0.0, np.sqrt(2.0), bins + 1)
+    out = np.zeros(bins)
+    for b in range(bins):
+        mask = (radius > edges[b]) & (radius <= edges[b + 1])
+        out[b] = power[mask].mean() if mask.any() else 0.0
+    return out
+
+
+def _high_share(spectrum: np.ndarray) -> float:
+    """Share of the (AC) power above half the band range: how much high frequency a set of patches carries."""
+    total = float(spectrum.sum())
+    return float(spectrum[len(spectrum) // 2 :].sum() / total) if total > 0 else 0.0
+
+
+@torch.no_grad()
+def game_diagnostics(D: Discriminator, vae: VAE, images: np.ndarray, n: int, seed: int) -> dict[str, Any]:
+    """What D and the VAE do on held-out ID images, one normalisation group per image as at scoring time."""
+    D.eval()
+    vae.eval()
+    p = D.cfg.patch_size
+    corners = content_corners(images, p, n, seed)
+    real = extract_patches(to_tensor(images), corners, p)
+    recon = vae(real)[0].float()
+    gen_generator = torch.Generator().manual_seed(seed)
+    gen = vae.sample(len(real), generator=gen_generator).float()
+
+    def per_image(x: torch.Tensor) -> np.ndarray:
+        return torch.sigmoid(D(x, group_size=n).double()).reshape(-1, n).mean(1).numpy()
+
+    d_real, d_recon, d_gen = per_image(real), per_image(recon), per_image(gen)
+    spectra = {k: radial_power_spectrum(v) for k, v in (("real", real), ("recon", recon), ("gen", gen))}
+    sep_recon = ood_metrics(1 - d_real, 1 - d_recon)["auroc"]
+    sep_gen = ood_metrics(1 - d_real, 1 - d_gen)["auroc"]
+    return {
+        "d_real_per_image": float(d_real.mean()),
+        "d_recon_per_image": float(d_recon.mean()),
+        "d_gen_per_image": float(d_gen.mean()),
+        "recon_mse": float(torch.mean((recon - real.float()) ** 2)),
+        "id_separation_recon": sep_recon,
+        "id_separation_gen": sep_gen,
+        "id_separation": (sep_recon + sep_gen) / 2,
+        "spectra": {k: v.tolist() for k, v in spectra.items()},
+        "high_freq_share": {k: _high_share(v) for k, v in spectra.items()},
+    }
+
+
+def _score_sets(det: Detector, sets: Sets) -> dict[str, dict[str, Any]]:
+    """D's own score and the fused score of every set, from one pass per set."""
+    engine = det.scoring_engine()
+    sm = det.stats_model
+    assert sm is not None
+    named = {"reference": sets.reference, **sets.named()}
+    out: dict[str, dict[str, np.ndarray]] = {"d-only": {}, "fused": {}}
+    feats_ref = None
+    for name, stack in named.items():
+        d, f = engine.score_with_statistics(stack, det.batch_size)
+        out["d-only"][name] = d
+        out["fused"][name] = sm.fuse(d, sm.mahalanobis(f))
+        if name == "reference":
+            feats_ref = f
+    res: dict[str, dict[str, Any]] = {}
+    for kind, scores in out.items():
+        ref = scores.pop("reference")
+        rows = {name: ood_metrics(ref, s) for name, s in scores.items()}
+        summary = summarise(rows, sets)
+        res[kind] = {k: summary[k] for k in SUMMARY_KEYS} | {
+            "per_set_auroc": {k: round(v["auroc"], 4) for k, v in rows.items()},
+            "covariate_mean_by_severity": summary["covariate_mean_by_severity"],
+        }
+    assert feats_ref is not None
+    res["stats_spread"] = float(np.median(np.std(feats_ref, axis=0)))
+    return res
+
+
+def _split(n: int, seed: int, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, round(n * val_fraction))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _train_with_snapshots(
+    preset: Preset, images: np.ndarray, steps: int, at: Sequence[int], seed: int, progress: bool
+) -> tuple[Detector, list[dict[str, Any]]]:
+    """Train for ``steps`` steps, copying D, the VAE and timings at every step in ``at`` (no evaluation here)."""
+    det = Detector(preset, device="cpu", seed=seed, engine="torch")
+    snaps: list[dict[str, Any]] = []
+    recent: deque[dict[str, float]] = deque(maxlen=25)
+    cpu0 = time.process_time()
+
+    def snapshot(st: TrainState, logs: dict[str, float]) -> None:
+        recent.append(logs)
+        if st.step in at:
+            tr = det.trainer
+            assert isinstance(tr, Trainer)
+            snaps.append({
+                "step": st.step,
+                "train_minutes": st.elapsed / 60,
+                "cpu_minutes": (time.process_time() - cpu0) / 60,
+                "train_logs": {k: float(np.mean([r[k] for r in recent])) for k in logs},
+                "D": copy.deepcopy(tr.detector_discriminator.state_dict()),
+                "vae": copy.deepcopy(tr.vae.state_dict()),
+            })  # fmt: skip
+
+    det.fit(images, max_steps=steps, epochs=10_000, val_fraction=0.0, progress=progress, callback=snapshot)
+    return det, snaps
+
+
+def run_curve(
+    protocol: str,
+    out: str | os.PathLike | None = None,
+    *,
+    preset: str | Preset = "small",
+    steps: int = 2000,
+    points: int = 7,
+    seeds: Sequence[int] = (0, 1, 2),
+    quick: bool = False,
+    n_train: int | None = None,
+    n_test: int = 800,
+    n_ood: int = 500,
+    stats_images: int = 10_000,
+    diag_images: int = 200,
+    all_points: bool = True,
+    progress: bool = True,
+    **train: Any,
+) -> dict[str, Any]:
+    """Train ``preset`` for ``steps`` steps per seed, snapshot at :func:`curve_steps`, evaluate every snapshot.
+
+    With ``all_points=False`` only the first seed is evaluated at every point, the others at the last step (the
+    spread at the end point for a third of the evaluation time).
+
+    ``train`` are extra :class:`~discopatch.config.TrainConfig` fields (``betas``, ``grouping``, ...), recorded
+    with the results. Writes ``curve.json``, ``curve.md`` and (with matplotlib) ``curve.png`` into ``out``.
+    """
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    data = load_protocol(protocol, quick=quick, seed=0, n_test=n_test, n_ood=n_ood, n_train=n_train)
+    base = protocol_preset(protocol, data, preset).replace(score_mode="fused")
+    # Steps are the budget: the preset's own time limit would cut a slow (shared) machine's curve short.
+    base = base.replace(train=dataclasses.replace(base.train, max_time=None, **train))
+    sets = build_sets(data, base, 0, progress)
+    train_idx, val_idx = _split(len(data.id_train), 0)
+    train_stack = stack_images(data.id_train[train_idx], base.preprocess)
+    val_stack = stack_images(data.id_train[val_idx], base.preprocess)
+    stats_stack = train_stack[np.random.default_rng(1).permutation(len(train_stack))[:stats_images]]
+    diag = sets.reference[:diag_images]
+    at = curve_steps(steps, points)
+    log(f"[curve] {protocol}: preset {base.name}, {len(train_stack)} train images, steps {at}, seeds {list(seeds)}")
+    results: dict[str, Any] = {
+        "protocol": protocol,
+        "preset_name": base.name,
+        "preset": {
+            "model": dataclasses.asdict(base.model),
+            "preprocess": dataclasses.asdict(base.preprocess),
+            "train": dataclasses.asdict(base.train),
+            "test_patches": base.test_patches,
+        },
+        "steps": at,
+        "seeds": list(seeds),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": " ".join(["discopatch", *sys.argv[1:]]) if sys.argv and "discopatch" in sys.argv[0] else None,
+        "versions": _versions(),
+        "hardware": _hardware(),
+        "data": {"n_train": len(train_stack), "n_reference": len(sets.reference), "skipped": data.skipped},
+        "stats_images": len(stats_stack),
+        "runs": {},
+    }
+    for i, seed in enumerate(seeds):
+        seed_at = at if i == 0 or all_points else at[-1:]
+        det, snaps = _train_with_snapshots(base, data.id_train[train_idx], steps, seed_at, seed, progress)
+        rows = []
+        for snap in snaps:
+            D = Discriminator(base.model)
+            D.load_state_dict(snap.pop("D"))
+            vae = VAE(base.model)
+            vae.load_state_dict(snap.pop("vae"))
+            det.discriminator = D.eval()
+            det.fit_statistics(stats_stack, val_stack)
+            row = {**snap, **_score_sets(det, sets), "game": game_diagnostics(D, vae, diag, base.test_patches, seed)}
+            rows.append(row)
+            log(
+                f"[curve] seed {seed} step {row['step']:6d} ({row['cpu_minutes']:.1f} CPU-min): D cov "
+                f"{row['d-only']['covariate_mean_auroc']:.3f} near {row['d-only']['near_mean_auroc']:.3f} far "
+                f"{row['d-only']['far_mean_auroc']:.3f} null {row['d-only']['null_auroc']:.3f} | fused cov "
+                f"{row['fused']['covariate_mean_auroc']:.3f} near {row['fused']['near_mean_auroc']:.3f} | ID-sep "
+                f"{row['game']['id_separation']:.3f}"
+            )
+        results["runs"][str(seed)] = rows
+    results["end_point"] = end_point_summary(results)
+    results["selection"] = selection_summary(results)
+    if out is not None:
+        write_curve(results, Path(out))
+    return results
+
+
+def end_point_summary(results: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """Mean and sample standard deviation over seeds of every summary number at the last step."""
+    ends = [rows[-1] for rows in results["runs"].values() if rows]
+    out: dict[str, dict[str, list[float]]] = {}
+    for kind in ("d-only", "fused"):
+        out[kind] = {}
+        for k in SUMMARY_KEYS:
+            vals = [e[kind][k] for e in ends if e[kind][k] is not None]
+            if vals:
+                out[kind][k] = [float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0]
+    return out
+
+
+def selection_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """Does the ID-only criterion track the benchmark? Spearman correlation over all points, and what it picks."""
+    # (points of every seed; a seed evaluated at its end point only contributes that point)
+    from scipy.stats import spearmanr
+
+    pts = [r for rows in results["runs"].values() for r in rows]
+    out: dict[str, Any] = {}
+    if len(pts) < 3:
+        return out
+    crit = [r["game"]["id_separation"] for r in pts]
+    for kind in ("d-only", "fused"):
+        for k in ("covariate_mean_auroc", "near_mean_auroc"):
+            vals = [r[kind][k] for r in pts]
+            if None not in vals:
+                out[f"spearman_{kind}_{k}"] = float(spearmanr(crit, vals).statistic)
+    picks = {}
+    for seed, rows in results["runs"].items():
+        best = max(rows, key=lambda r: r["game"]["id_separation"])
+        picks[seed] = {"step": best["step"], "d_cov": best["d-only"]["covariate_mean_auroc"],
+                       "last_d_cov": rows[-1]["d-only"]["covariate_mean_auroc"]}  # fmt: skip
+    out["picked"] = picks
+    return out
+
+
+def curve_markdown(results: dict[str, Any]) -> str:
+    """The curve as Markdown tables: one row per (seed, step), then the end point over seeds."""
+    m = results["preset"]["model"]
+    pre = results["preset"]["preprocess"]
+    lines = [
+        f"# Learning curve: {results['protocol']}, preset {results['preset_name']}",
+        "",
+        f"{pre['image_size']} px images, {m['patch_size']} px patches, widths {m['widths']}, "
+        f"{results['preset']['test_patches']} test patches; seeds {results['seeds']}; {results['data']['n_train']} "
+        f"training images; command: `{results.get('command')}`; started {results['started']}.",
+        "",
+        "AUROC in %. cov = mean over 15 corruptions x 5 severities; near/far = mean over the sets; null = clean "
+        "held-out ID control. ID-sep = the ID-only criterion (D separating held-out ID images from their "
+        "VAE reconstructions and prior samples). d(r/rec/gen) = D's mean output per image on real / "
+        "reconstructed / generated patches of held-out ID images; HF = share of power in the upper frequency "
+        "half (real / recon / gen).",
+        "",
+        "| seed | step | CPU-min | D cov | D sev3-5 | D near | D far | D null | fused cov | fused sev3-5 | fused near "
+        "| fused far | fused null | ID-sep | d(r/rec/gen) | mse | HF (r/rec/gen) |",
+        "|---" * 17 + "|",
+    ]
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    for seed, rows in results["runs"].items():
+        for r in rows:
+            g, hf = r["game"], r["game"]["high_freq_share"]
+            aurocs = [pct(r[kind][k]) for kind in ("d-only", "fused") for k in SUMMARY_KEYS]
+            cells = [
+                seed, r["step"], f"{r['cpu_minutes']:.1f}", *aurocs, pct(g["id_separation"]),
+                f"{g['d_real_per_image']:.2f}/{g['d_recon_per_image']:.2f}/{g['d_gen_per_image']:.2f}",
+                f"{g['recon_mse']:.4f}", f"{hf['real']:.3f}/{hf['recon']:.3f}/{hf['gen']:.3f}",
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += ["", "End point (last step), mean +/- sd over seeds:", "", "| score | " + " | ".join(SUMMARY_KEYS) + " |",
+              "|---" * (len(SUMMARY_KEYS) + 1) + "|"]  # fmt: skip
+    for kind, vals in results["end_point"].items():
+        cells = [f"{100 * vals[k][0]:.1f} +/- {100 * vals[k][1]:.1f}" if k in vals else "-" for k in SUMMARY_KEYS]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    sel = results.get("selection", {})
+    if sel:
+        lines += ["", "ID-only criterion vs benchmark (Spearman over all points): " + ", ".join(
+            f"{k.removeprefix('spearman_')} {v:+.2f}" for k, v in sel.items() if k.startswith("spearman"))]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot_curve(results: dict[str, Any], path: Path) -> bool:
+    """AUROC against steps and CPU minutes; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    series = [("d-only", "covariate_mean_auroc", "D cov", "C0"), ("d-only", "near_mean_auroc", "D near", "C1"),
+              ("d-only", "far_mean_auroc", "D far", "C2"), ("fused", "covariate_mean_auroc", "fused cov", "C3"),
+              ("fused", "near_mean_auroc", "fused near", "C4"), ("d-only", "null_auroc", "D null", "C7")]  # fmt: skip
+    for ax, xkey, xlabel in ((axes[0], "step", "training steps"), (axes[1], "cpu_minutes", "CPU minutes")):
+        for kind, key, label, colour in series:
+            for i, rows in enumerate(results["runs"].values()):
+                xs = [r[xkey] for r in rows]
+                ys = [r[kind][key] for r in rows]
+                if None in ys:
+                    continue
+                ax.plot(xs, ys, color=colour, alpha=1.0 if i == 0 else 0.35, marker="o", ms=3,
+                        label=label if i == 0 else None)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("AUROC")
+        ax.set_ylim(0.3, 1.0)
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(
+        f"{results['protocol']}: preset {results['preset_name']} (seeds {results['seeds']}; faint = other seeds)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_curve(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curve.json").write_text(json.dumps(results, indent=1))
+    (out / "curve.md").write_text(curve_markdown(results))
+    plot_curve(results, out / "curve.png")
+
+
+__all__ = ["curve_markdown", "curve_steps", "game_diagnostics", "radial_power_spectrum", "run_curve", "write_curve"]

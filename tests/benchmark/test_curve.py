@@ -1,0 +1,61 @@
+"""The learning curve: log-spaced snapshots, evaluation of copies (not of the live model), diagnostics, reports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_preset
+from discopatch.benchmark.curve import curve_steps, radial_power_spectrum, run_curve
+
+
+def test_curve_steps_are_log_spaced_and_end_at_the_total() -> None:
+    assert curve_steps(900, 6) == [25, 51, 105, 215, 440, 900]
+    assert curve_steps(10, 4) == [1, 2, 5, 10]
+    s = curve_steps(5000, 8)
+    assert s[-1] == 5000 and all(b > a for a, b in zip(s, s[1:]))
+    ratios = np.diff(np.log(s))
+    assert np.ptp(ratios) < 0.05  # equal steps on a log axis
+    with pytest.raises(ValueError):
+        curve_steps(0, 3)
+
+
+def test_power_spectrum_separates_noise_from_smooth_patches() -> None:
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(64, 1, 16, 16, generator=g) * 2 - 1
+    smooth = torch.nn.functional.avg_pool2d(torch.nn.functional.interpolate(noise, scale_factor=0.25), 1)
+    smooth = torch.nn.functional.interpolate(smooth, size=16, mode="bilinear", align_corners=False)
+    hi = lambda s: s[len(s) // 2 :].sum() / s.sum()  # noqa: E731
+    assert hi(radial_power_spectrum(noise)) > 0.4  # white noise: power spread over all bands
+    assert hi(radial_power_spectrum(smooth)) < 0.1
+
+
+@pytest.mark.slow
+def test_quick_curve_writes_reports(tmp_path) -> None:
+    res = run_curve(
+        "fmnist", tmp_path, preset=tiny_preset(), steps=6, points=2, seeds=(0, 1), quick=True,
+        n_train=200, n_test=40, n_ood=16, stats_images=100, diag_images=16, progress=False,
+    )  # fmt: skip
+    assert res["steps"] == curve_steps(6, 2) == [3, 6]
+    for seed in ("0", "1"):
+        rows = res["runs"][seed]
+        assert [r["step"] for r in rows] == res["steps"]
+        for r in rows:
+            for kind in ("d-only", "fused"):
+                assert 0.0 <= r[kind]["covariate_mean_auroc"] <= 1.0
+                assert len(r[kind]["per_set_auroc"]) >= 75 + 2
+            g = r["game"]
+            assert set(g["spectra"]) == {"real", "recon", "gen"} and 0 <= g["id_separation"] <= 1
+            assert r["cpu_minutes"] > 0
+    # Different seeds train different detectors.
+    a, b = res["runs"]["0"][-1], res["runs"]["1"][-1]
+    assert a["d-only"]["per_set_auroc"] != b["d-only"]["per_set_auroc"]
+    assert set(res["end_point"]["d-only"]) >= {"covariate_mean_auroc", "null_auroc"}
+    saved = json.loads((tmp_path / "curve.json").read_text())
+    assert saved["steps"] == res["steps"]
+    md = (tmp_path / "curve.md").read_text()
+    assert "| seed | step |" in md and "End point" in md
+    assert (tmp_path / "curve.png").stat().st_size > 1000

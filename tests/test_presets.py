@@ -1,0 +1,108 @@
+"""The presets and the geometry guard: D's image score must be able to depend on the image."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_preset
+from discopatch.config import ModelConfig, get_preset, paper_preset, small_1x1_preset, small_preset
+from discopatch.data.images import stack_images
+from discopatch.detector import Detector
+from discopatch.model import Discriminator
+from discopatch.scoring import score_array
+from discopatch.training import Trainer, official_epoch_steps
+
+
+def test_1x1_last_map_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match=r"1x1 last map.*ablation='1x1-last-map'"):
+        ModelConfig(channels=1, patch_size=16, widths=(16, 32, 64, 128))
+    with pytest.raises(ValueError, match="1x1 last map"):
+        ModelConfig(channels=1, patch_size=16, widths=(16, 32, 64, 128), norm="batchnorm")
+    ok = ModelConfig(channels=1, patch_size=16, widths=(16, 32, 64, 128), ablation="1x1-last-map")
+    assert ok.erases_image
+    # Norms that do not pool an image's patches, and larger last maps, are not affected.
+    for norm in ("groupnorm", "instancenorm", "none"):
+        assert not ModelConfig(channels=1, patch_size=16, widths=(16, 32, 64, 128), norm=norm).erases_image
+    assert ModelConfig(channels=1, patch_size=16, widths=(16, 32, 64)).final_spatial == 2
+    with pytest.raises(ValueError, match="ablation must be one of"):
+        ModelConfig(ablation="typo")
+
+
+def test_presets_end_in_a_map_larger_than_1x1() -> None:
+    for p in (small_preset(1), small_preset(3), paper_preset()):
+        assert p.model.final_spatial >= 2, p.name
+        assert p.model.patch_size * 2 <= p.preprocess.image_size, p.name  # patches at most half the image side
+        assert p.model.ablation is None
+    assert small_preset().model.final_spatial == paper_preset().model.final_spatial == 4
+    assert small_1x1_preset().model.ablation == "1x1-last-map"
+    assert get_preset("small-1x1", channels=1).model.channels == 1
+
+
+def _distinct_images(preset, n: int = 12) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    size = preset.preprocess.image_size
+    base = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+    # Different images in content and global statistics: scaled, shifted, smoothed differently.
+    out = []
+    for i, im in enumerate(base):
+        x = im.astype(np.float64) * (0.3 + 0.05 * i) + 8 * i
+        if i % 2:
+            x = (x + np.roll(x, 1, 0) + np.roll(x, 1, 1) + np.roll(x, 1, (0, 1))) / 4
+        out.append(np.clip(x, 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("n_patches", [1, 16])
+def test_d_score_depends_on_the_image_at_1_and_16_patches(n_patches: int) -> None:
+    torch.manual_seed(0)
+    p = small_preset(1)
+    D = Discriminator(p.model).eval()
+    s = score_array(D, _distinct_images(p), n_patches, seed=0)
+    assert np.unique(np.round(s, 12)).size == len(s)  # every image its own score
+    # The refused geometry shows why: at one patch per image every image scores the same.
+    p1 = small_1x1_preset(1)
+    D1 = Discriminator(p1.model).eval()
+    s1 = score_array(D1, _distinct_images(p1), 1, seed=0)
+    assert np.ptp(s1) < 1e-12
+
+
+def test_paper_preset_uses_the_official_truncated_epoch() -> None:
+    assert official_epoch_steps(1_281_167, 67) == 58  # ImageNet-1K train at 67 images per step
+    assert official_epoch_steps(1000, 67) == 1
+    p = paper_preset()
+    assert p.train.epoch_rule == "official-truncated" and p.train.epochs == 80
+    # Steps per epoch only, so a tiny stand-in model keeps the test fast; the rule is the paper preset's.
+    tiny = dataclasses.replace(p.train, batch_images=67)
+    tr = Trainer(tiny_preset().model, tiny)
+    assert tr.steps_per_epoch(1_281_167) == 58
+    assert 80 * tr.steps_per_epoch(1_281_167) == 4640
+    full = Trainer(tiny_preset().model, dataclasses.replace(tiny, epoch_rule="full"))
+    assert full.steps_per_epoch(1_281_167) == 1_281_167 // 67
+
+
+def test_max_steps_stops_training(fmnist) -> None:
+    p = tiny_preset()
+    tr = Trainer(p.model, dataclasses.replace(p.train, epochs=100, max_steps=7))
+    st = tr.fit(stack_images(fmnist.train_images[:64], p.preprocess), progress=False)
+    assert st.step == 7 and st.stop_reason == "7 steps completed"
+
+
+def test_artefact_from_before_the_guard_loads_as_the_named_ablation(fmnist, tmp_path) -> None:
+    model = ModelConfig(channels=1, patch_size=16, widths=(8, 16, 16, 32), latent_dim=16, ablation="1x1-last-map")
+    det = Detector(tiny_preset().replace(model=model), device="cpu", seed=0)
+    det.fit(fmnist.train_images[:100], epochs=1, progress=False)
+    det.save(tmp_path / "m")
+    meta_path = tmp_path / "m" / "detector.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["model"]["ablation"]  # as written by discopatch 0.1.0
+    meta_path.write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="loaded as the named ablation"):
+        old = Detector.load(tmp_path / "m", device="cpu")
+    assert old.preset.model.ablation == "1x1-last-map"
+    x = fmnist.test_images[:8]
+    np.testing.assert_array_equal(old.score(x), det.score(x))
