@@ -37,6 +37,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--betas", help="Adam betas for both networks, e.g. 0.5,0.999 (default: the preset's)")
     g.add_argument("--grouping", choices=["domain", "image"], help="training normalisation groups")
     g.add_argument("--n-train", type=int, help="ID training images (default: the protocol's)")
+    g.add_argument("--image-size", type=int, help="candidate geometry: image side (default: the preset's)")
+    g.add_argument("--resize", choices=["resize_crop", "pad", "squash"], help="candidate geometry: resize mode")
+    g.add_argument("--patch-size", type=int, help="candidate geometry: patch side")
+    g.add_argument("--widths", help="candidate geometry: D/VAE widths, e.g. 32,64")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_benchmark)
 
@@ -86,12 +90,16 @@ def _cmd_curve(args: argparse.Namespace) -> int:
         train["betas"] = tuple(float(v) for v in args.betas.split(","))
     if args.grouping:
         train["grouping"] = args.grouping
+    model = {"patch_size": args.patch_size} if args.patch_size else {}
+    if args.widths:
+        model["widths"] = tuple(int(w) for w in args.widths.split(","))
+    pre = {k: v for k, v in (("image_size", args.image_size), ("resize", args.resize)) if v}
     seeds = tuple(int(s) for s in args.seeds.split(",") if s)
     quick = {"n_test": 40, "n_ood": 20} if args.quick else {}
     res = run_curve(
         args.protocol, args.out, preset=args.preset, steps=args.max_steps, points=args.points, seeds=seeds,
-        quick=args.quick, n_train=args.n_train, all_points=not args.end_only, progress=not args.quiet, **quick,
-        **train,
+        quick=args.quick, n_train=args.n_train, all_points=not args.end_only, progress=not args.quiet, model=model,
+        preprocess=pre, **quick, **train,
     )  # fmt: skip
     print(curve_markdown(res))
     return 0

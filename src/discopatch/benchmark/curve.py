@@ -192,6 +192,8 @@ def run_curve(
     diag_images: int = 200,
     all_points: bool = True,
     progress: bool = True,
+    model: dict[str, Any] | None = None,
+    preprocess: dict[str, Any] | None = None,
     **train: Any,
 ) -> dict[str, Any]:
     """Train ``preset`` for ``steps`` steps per seed, snapshot at :func:`curve_steps`, evaluate every snapshot.
@@ -199,14 +201,19 @@ def run_curve(
     With ``all_points=False`` only the first seed is evaluated at every point, the others at the last step (the
     spread at the end point for a third of the evaluation time).
 
-    ``train`` are extra :class:`~discopatch.config.TrainConfig` fields (``betas``, ``grouping``, ...), recorded
-    with the results. Writes ``curve.json``, ``curve.md`` and (with matplotlib) ``curve.png`` into ``out``.
+    ``train``, ``model`` and ``preprocess`` override fields of the preset's configurations (a candidate geometry,
+    ``betas``, ...); the resolved configuration is recorded with the results. Writes ``curve.json``, ``curve.md``
+    and (with matplotlib) ``curve.png`` into ``out``.
     """
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     data = load_protocol(protocol, quick=quick, seed=0, n_test=n_test, n_ood=n_ood, n_train=n_train)
     base = protocol_preset(protocol, data, preset).replace(score_mode="fused")
     # Steps are the budget: the preset's own time limit would cut a slow (shared) machine's curve short.
-    base = base.replace(train=dataclasses.replace(base.train, max_time=None, **train))
+    base = base.replace(
+        train=dataclasses.replace(base.train, max_time=None, **train),
+        model=dataclasses.replace(base.model, **(model or {})),
+        preprocess=dataclasses.replace(base.preprocess, **(preprocess or {})),
+    )
     sets = build_sets(data, base, 0, progress)
     train_idx, val_idx = _split(len(data.id_train), 0)
     train_stack = stack_images(data.id_train[train_idx], base.preprocess)
