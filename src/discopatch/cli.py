@@ -326,15 +326,16 @@ def cmd_score(args: argparse.Namespace) -> int:
         if out_path is None:
             raise ValueError("--resume needs --out FILE")
         done = _rows_written(out_path, jsonl, fields)
-        paths = [p for p in paths if str(p) not in done]
+        paths = [p for p in paths if utf8_text(str(p)) not in done]
     append = bool(args.resume and out_path is not None and out_path.exists() and out_path.stat().st_size)
-    fh = open(out_path, "a" if append else "w", newline="") if out_path else sys.stdout  # noqa: SIM115
+    fh = open(out_path, "a" if append else "w", newline="", encoding="utf-8") if out_path else sys.stdout  # noqa: SIM115
     n_fail = n = 0
     try:
         writer = None if jsonl else csv.DictWriter(fh, fieldnames=fields)
         if writer and not append:
             writer.writeheader()
         for row in det.iter_score_files(paths):
+            row = {k: utf8_text(v) if isinstance(v, str) else v for k, v in row.items()}
             n += 1
             n_fail += row["error"] is not None
             if jsonl:
@@ -355,6 +356,17 @@ def cmd_score(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_FAILED_INPUTS if n_fail else EXIT_OK
+
+
+def utf8_text(text: str) -> str:
+    """``text`` as valid UTF-8 for an output file: a file name that is not valid UTF-8 reaches Python with its bad
+    bytes as lone surrogates (PEP 383), which no UTF-8 writer accepts; each such byte is written as ``\\xNN``
+    (``backslashreplace``), so the row is kept, stays readable and is matched again by ``--resume``."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name's bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> set[str]:
