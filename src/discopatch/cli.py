@@ -8,7 +8,7 @@ import dataclasses
 import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -375,16 +375,43 @@ def _rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> set[str]:
         return set()
     data = out_path.read_bytes()
     keep = data[: data.rfind(b"\n") + 1]  # everything up to the last complete line
+    text = keep.decode("utf-8")
+    if jsonl:
+        done = {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
+    else:
+        rows, text = _complete_csv_records(text, out_path)
+        if rows and rows[0] != fields:
+            raise ValueError(f"{out_path}: not a 'discopatch score' CSV (header {rows[0]}), cannot --resume into it")
+        done = {r[0] for r in rows[1:] if r}
+    keep = text.encode("utf-8")
     if len(keep) != len(data):
         with open(out_path, "r+b") as f:
             f.truncate(len(keep))
-    text = keep.decode("utf-8")
-    if jsonl:
-        return {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    if rows and rows[0] != fields:
-        raise ValueError(f"{out_path}: not a 'discopatch score' CSV (header {rows[0]}), cannot --resume into it")
-    return {r[0] for r in rows[1:] if r}
+    return done
+
+
+def _complete_csv_records(text: str, out_path: Path) -> tuple[list[list[str]], str]:
+    """The complete CSV records of ``text`` and the text they span: a record cut inside a quoted field (a path or
+    error with a newline, killed mid-write) is dropped so that it is written again whole, not left malformed."""
+    consumed = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal consumed
+        for line in io.StringIO(text, newline=""):
+            consumed += len(line)
+            yield line
+
+    rows: list[list[str]] = []
+    end = 0
+    try:
+        for row in csv.reader(lines(), strict=True):  # the reader never reads past the record it returns
+            rows.append(row)
+            end = consumed
+    except csv.Error as e:
+        if consumed != len(text):  # damage before the end: not a torn last record
+            line = text.count("\n", 0, end) + 1
+            raise ValueError(f"{out_path}: malformed CSV record at line {line} ({e})") from None
+    return rows, text[:end]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -197,3 +197,33 @@ def test_non_utf8_file_names_are_written_escaped_and_resumed(model_dir, images, 
     before = out.read_bytes()
     assert _score(model_dir, folder, out, "--resume") == 0  # every file, escaped names included, already has a row
     assert out.read_bytes() == before
+
+
+def test_score_resume_repairs_a_cut_inside_a_quoted_field(model_dir, images, tmp_path) -> None:
+    """A path (or error) with a newline is a quoted CSV field over two lines; a kill right after that newline left
+    half a record that --resume took for a complete row, and the next rows were appended to the malformed one."""
+    folder = images[0].parent
+    (folder / "zz\nnewline.png").write_bytes(b"not an image")  # sorts last; its row is an error row
+    full = tmp_path / "full.csv"
+    assert _score(model_dir, folder, full) == 1
+    data = full.read_bytes()
+    cut = data.index(b"zz\n") + 3  # inside the quoted path of the last record, just after its newline
+    part = tmp_path / "part.csv"
+    part.write_bytes(data[:cut])
+    assert _score(model_dir, folder, part, "--resume") == 1
+    assert part.read_bytes() == data  # the torn record is written again whole
+    rows = list(csv.reader(io.StringIO(part.read_text(encoding="utf-8"), newline="")))
+    assert rows[-1][0] == str(folder / "zz\nnewline.png") and len(rows) == len(images) + 2
+
+
+def test_score_resume_refuses_a_csv_damaged_before_its_end(model_dir, images, tmp_path, capsys) -> None:
+    folder = images[0].parent
+    out = tmp_path / "scores.csv"
+    assert _score(model_dir, folder, out) == 1
+    lines = out.read_bytes().splitlines(keepends=True)
+    lines[2] = b'"' + lines[2][:-1] + b'"x\n'  # not a record this program writes, in the middle of the file
+    out.write_bytes(b"".join(lines))
+    damaged = out.read_bytes()
+    assert _score(model_dir, folder, out, "--resume") == 2
+    assert "malformed CSV record" in capsys.readouterr().err
+    assert out.read_bytes() == damaged  # nothing truncated or appended

@@ -26,6 +26,10 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 #: Images with more pixels than this are refused (decompression-bomb guard; about 16k x 16k).
 MAX_PIXELS = 256 * 1024 * 1024
 
+#: Files larger than this are refused from their size on disk, before a byte is read (the server's per-image limit,
+#: ``max_image_bytes``, is far smaller). 1 GiB holds an uncompressed RGBA image at :data:`MAX_PIXELS`.
+MAX_FILE_BYTES = 1 << 30
+
 #: ``resize_crop`` resamples only the centre square once the resized image would exceed this many times
 #: ``image_size ** 2`` pixels (aspect ratios beyond 16:1), so a 1 x 100000 strip cannot exhaust memory.
 MAX_RESIZE_FACTOR = 16
@@ -69,8 +73,11 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
             raise ImageReadError(f"{name}: file not found")
         if path.is_dir():
             raise ImageReadError(f"{name}: is a folder, not an image")
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             raise ImageReadError(f"{name}: empty file (0 bytes)")
+        if size > MAX_FILE_BYTES:
+            raise ImageReadError(f"{name}: file of {size} bytes exceeds the {MAX_FILE_BYTES}-byte limit")
         data = path.read_bytes()
     else:
         data = bytes(source)
