@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 import threading
 
@@ -143,3 +144,60 @@ def test_token_all_without_token_is_a_usage_error(model_dir, monkeypatch, capsys
     monkeypatch.delenv("DISCOPATCH_TOKEN", raising=False)
     assert main(["serve", str(model_dir), "--token-all"]) == 2
     assert "--token-all needs a token" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- issue 13, item 7 (smaller)
+def test_stream_name_with_a_trailing_newline_is_refused(trained_detector, tmp_path) -> None:
+    """``^...$`` matched before a final newline: ``abc%0A`` created a stream named ``"abc\\n"``."""
+    with _client(trained_detector, tmp_path) as c:
+        for name in ("abc%0A", "abc%0D%0A", "abc%0A%0A"):
+            r = c.post(f"/v1/streams/{name}/images", files=_files(1))
+            assert r.status_code == 400 and "invalid stream name" in r.json()["detail"], name
+        assert c.get("/v1/streams").json() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # nested past the parser's recursion limit
+        b'{"images": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        b'{"images": ["AAAA"], "source_ids": [' + b"9" * 5000 + b"]}",  # past Python's int-digit limit
+    ],
+    ids=["nested", "nested-images", "huge-int"],
+)
+def test_hostile_json_is_a_4xx_and_the_server_keeps_serving(trained_detector, tmp_path, body: bytes) -> None:
+    with _client(trained_detector, tmp_path) as c:
+        r = c.post("/v1/streams/cam/images", content=body, headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500 and r.json()["detail"], r.status_code
+        assert c.post("/v1/streams/cam/images", files=_files(1)).status_code == 200
+
+
+def test_huge_integers_in_urls_and_ids_are_4xx_or_per_image(trained_detector, tmp_path) -> None:
+    big = 10**30
+    with _client(trained_detector, tmp_path) as c:
+        assert c.post("/v1/streams/cam/images", files=_files(1)).status_code == 200
+        assert c.get(f"/v1/images/{big}/thumbnail.png").status_code in (404, 422)
+        assert c.get(f"/v1/streams/cam/images?after_seq={big}").status_code in (200, 422)
+        assert c.get(f"/v1/streams/cam/images?after_seq=-{big}").status_code in (200, 422)
+        r = c.post("/v1/streams/cam/images", json={"images": [base64.b64encode(PNG).decode()], "source_ids": [big]})
+        assert r.status_code in (200, 422)
+        if r.status_code == 200:
+            assert r.json()["results"][0]["error"] is None
+
+
+def test_empty_multipart_file_name_gets_an_accurate_message(trained_detector, tmp_path) -> None:
+    """httpx (and other clients) drop an empty ``filename``; the part then arrives as a text field."""
+    with _client(trained_detector, tmp_path) as c:
+        r = c.post("/v1/score", files=[("images", ("", PNG, "image/png")), ("images", ("ok.png", PNG, "image/png"))])
+        assert r.status_code == 200
+        bad, good = r.json()["results"]
+        assert "part has no filename" in bad["error"] and "not a file upload" not in bad["error"]
+        assert good["error"] is None and good["score"] is not None
+
+
+def test_token_all_hides_the_database_location(trained_detector, tmp_path) -> None:
+    with _client(trained_detector, tmp_path, token="s3cret", token_all=True) as c:
+        r = c.get("/healthz")
+        assert r.status_code == 200 and str(tmp_path) not in r.text and "m.db" not in r.text
+    with _client(trained_detector, tmp_path) as c:  # reads are open anyway: the location stays visible
+        assert str(tmp_path / "m.db") in c.get("/healthz").json()["db"]

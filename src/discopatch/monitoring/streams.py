@@ -32,7 +32,7 @@ THUMBNAILS = ("flagged", "all", "none")
 
 
 def check_stream_name(name: str) -> str:
-    if not STREAM_NAME.match(name):
+    if not STREAM_NAME.fullmatch(name):  # ``match`` lets ``$`` accept a trailing newline
         raise ValueError(
             f"invalid stream name {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
