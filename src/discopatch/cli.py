@@ -309,7 +309,7 @@ def _fit_and_save(
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .data.images import expand_paths
+    from .data.images import expand_paths, utf8_text
     from .detector import Detector
 
     det = Detector.load(
@@ -356,17 +356,6 @@ def cmd_score(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_FAILED_INPUTS if n_fail else EXIT_OK
-
-
-def utf8_text(text: str) -> str:
-    """``text`` as valid UTF-8 for an output file: a file name that is not valid UTF-8 reaches Python with its bad
-    bytes as lone surrogates (PEP 383), which no UTF-8 writer accepts; each such byte is written as ``\\xNN``
-    (``backslashreplace``), so the row is kept, stays readable and is matched again by ``--resume``."""
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name's bytes
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
 
 
 def _rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> set[str]:

@@ -201,3 +201,15 @@ def test_token_all_hides_the_database_location(trained_detector, tmp_path) -> No
         assert r.status_code == 200 and str(tmp_path) not in r.text and "m.db" not in r.text
     with _client(trained_detector, tmp_path) as c:  # reads are open anyway: the location stays visible
         assert str(tmp_path / "m.db") in c.get("/healthz").json()["db"]
+
+
+def test_too_long_file_name_fails_only_its_image(trained_detector, tmp_path) -> None:
+    with _client(trained_detector, tmp_path) as c:
+        files = [("images", ("n" * 1500 + ".png", PNG, "image/png")), ("images", ("ok.png", PNG, "image/png"))]
+        r = c.post("/v1/streams/cam/images", files=files)
+        assert r.status_code == 200
+        bad, good = r.json()["results"]
+        assert "longer than the 1024-character limit" in bad["error"] and bad["seq"] == 1
+        assert good["error"] is None and good["source_id"] == "ok.png" and good["seq"] == 2
+        rows = c.get("/v1/streams/cam/images").json()
+        assert [row["source_id"] for row in rows] == ["images[0]", "ok.png"]

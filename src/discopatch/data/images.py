@@ -44,6 +44,17 @@ class ImageReadError(ValueError):
     """An input could not be turned into an image; the message names the reason."""
 
 
+def utf8_text(text: str) -> str:
+    """``text`` as valid UTF-8 for an output file or a database: a file name that is not valid UTF-8 reaches Python
+    with its bad bytes as lone surrogates (PEP 383), which no UTF-8 writer accepts; each such byte becomes ``\\xNN``
+    (``backslashreplace``), so the name is kept, stays readable and maps to the same text every time."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name's bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """Image files under ``root`` (by extension, case-insensitive), sorted so every run sees the same order."""
     root = Path(root)
