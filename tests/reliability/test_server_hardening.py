@@ -213,3 +213,40 @@ def test_too_long_file_name_fails_only_its_image(trained_detector, tmp_path) -> 
         assert good["error"] is None and good["source_id"] == "ok.png" and good["seq"] == 2
         rows = c.get("/v1/streams/cam/images").json()
         assert [row["source_id"] for row in rows] == ["images[0]", "ok.png"]
+
+
+# ------------------------------------------------------------------------------------- issue 13, item 4 (visible)
+def test_failed_write_is_logged_and_reported_by_healthz(trained_detector, tmp_path, caplog) -> None:
+    """A database that still answers reads but refuses writes gave 503s while /healthz said ok and nothing was
+    logged. The table is dropped behind the server's back: a real write failure, reads unaffected."""
+    with _client(trained_detector, tmp_path) as c:
+        assert c.post("/v1/streams/cam/images", files=_files(1)).status_code == 200
+        con = sqlite3.connect(tmp_path / "m.db")
+        con.execute("DROP TABLE dp_images")
+        con.commit()
+        with caplog.at_level("ERROR", logger="discopatch.monitoring"):
+            r = c.post("/v1/streams/cam/images", files=_files(2))
+        assert r.status_code == 503
+        (record,) = [x for x in caplog.records if x.levelname == "ERROR"]
+        assert "could not record 2 images in stream cam" in record.getMessage()
+        assert "no such table: dp_images" in record.getMessage()  # the cause, not just the exception class
+        health = c.get("/healthz")
+        assert health.status_code == 503 and "no such table: dp_images" in health.json()["detail"]
+        con.close()
+        from discopatch.monitoring.store import Base
+
+        Base.metadata.create_all(c.app.state.recorder.store.engine)  # the operator repairs the database
+        assert c.post("/v1/streams/cam/images", files=_files(1)).status_code == 200
+        assert c.get("/healthz").status_code == 200  # healthy again after a successful write
+
+
+@pytest.mark.parametrize("command", ["serve", "monitor"])
+def test_unusable_database_is_one_clear_line_at_startup(model_dir, tmp_path, capsys, command) -> None:
+    from discopatch.cli import main
+
+    db = tmp_path / "no-such-dir" / "m.db"
+    extra = ["--stream", "cam", "--watch", str(tmp_path), "--once"] if command == "monitor" else []
+    assert main([command, str(model_dir), "--db", str(db), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert f"database sqlite:///{db} is not usable" in err and "unable to open database file" in err

@@ -562,12 +562,14 @@ def create_app(
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, Any]:
-        """Liveness and database reachability."""
+        """Liveness and database health: 503 when the database is unreachable or the last write to it failed."""
         try:
             with recorder.store.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as e:
             raise HTTPException(503, f"database unreachable: {type(e).__name__}") from None
+        if recorder.last_write_error is not None:  # reads can succeed on a read-only or full database
+            raise HTTPException(503, f"database unhealthy: {recorder.last_write_error}")
         # /healthz stays open under --token-all, so it then names only the kind of database, not where it is
         db = recorder.store.engine.dialect.name if token_all else recorder.store.url
         return {"status": "ok", "version": __version__, "db": db, "model": detector.meta()}

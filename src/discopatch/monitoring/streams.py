@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..data.images import preprocess_many, utf8_text
 from .alerts import AlertDispatcher
 from .drift import DriftConfig, DriftMonitor
-from .store import Store
+from .store import Store, db_error_cause
 
 log = logging.getLogger("discopatch.monitoring")
 
@@ -154,6 +155,8 @@ class StreamRecorder:
         self._monitors: dict[str, DriftMonitor] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        #: Why the last write failed, until a write succeeds again; ``/healthz`` reports it (503).
+        self.last_write_error: str | None = None
         DriftMonitor(detector.calibration, self.config)  # validate and warm the CUSUM threshold cache now
 
     def _lock(self, name: str) -> threading.Lock:
@@ -205,7 +208,13 @@ class StreamRecorder:
                     }
                 )
             alerts = [self._alert(name, verdict, now)] if verdict["transition"] else []
-            ids = self.store.record(name, rows, mon.state(), alerts)
+            try:
+                ids = self.store.record(name, rows, mon.state(), alerts)
+            except SQLAlchemyError as e:
+                self.last_write_error = f"could not record {len(rows)} images in stream {name}: {db_error_cause(e)}"
+                log.error("%s", self.last_write_error)
+                raise
+            self.last_write_error = None
             self._monitors[name] = mon
         for r, (image_id, seq) in zip(results, ids):
             r["id"], r["seq"] = image_id, seq
