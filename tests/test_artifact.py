@@ -9,8 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from discopatch.artifact import CALIBRATION_FILE, CONFIG_FILE, WEIGHTS_FILE, ArtifactError
+from discopatch.artifact import CALIBRATION_FILE, CONFIG_FILE, WEIGHTS_FILE, ArtifactError, config_digest
 from discopatch.detector import Detector
+
+
+def _rewrite(saved: Path, meta: dict, reseal: bool) -> None:
+    """Write an edited ``detector.json``; ``reseal`` recomputes the digest, as a deliberate forger would, to show that
+    the checks behind the digest still hold on their own."""
+    if reseal:
+        meta["digest"] = config_digest(meta)
+    (saved / CONFIG_FILE).write_text(json.dumps(meta))
 
 
 @pytest.fixture
@@ -40,6 +48,7 @@ def test_directory_holds_no_pickle(saved: Path) -> None:
     assert meta["discopatch_version"]
     assert meta["calibration"]["n"] > 0
     assert set(meta["files"]) == {WEIGHTS_FILE, CALIBRATION_FILE}
+    assert meta["digest"] == config_digest(meta)
 
 
 def test_flipped_weight_byte_is_rejected(saved: Path) -> None:
@@ -61,7 +70,7 @@ def test_truncated_weights_are_rejected(saved: Path) -> None:
 def test_mismatched_configuration_is_rejected(saved: Path) -> None:
     meta = json.loads((saved / CONFIG_FILE).read_text())
     meta["model"]["widths"] = [8, 16, 64]
-    (saved / CONFIG_FILE).write_text(json.dumps(meta))
+    _rewrite(saved, meta, reseal=True)
     with pytest.raises(ArtifactError, match="shape mismatch"):
         Detector.load(saved)
 
@@ -70,7 +79,7 @@ def test_norm_kind_swap_with_same_shapes_is_rejected(saved: Path) -> None:
     """GroupNorm's weights have BN-compatible names in the official code; ours must not load silently."""
     meta = json.loads((saved / CONFIG_FILE).read_text())
     meta["model"]["norm"] = "groupnorm"
-    (saved / CONFIG_FILE).write_text(json.dumps(meta))
+    _rewrite(saved, meta, reseal=True)
     with pytest.raises(ArtifactError, match="do not match the configured model"):
         Detector.load(saved)
 
@@ -89,7 +98,7 @@ def test_norm_kind_swap_with_same_shapes_is_rejected(saved: Path) -> None:
 def test_invalid_json_fields_are_rejected(saved: Path, edit, message: str) -> None:
     meta = json.loads((saved / CONFIG_FILE).read_text())
     edit(meta)
-    (saved / CONFIG_FILE).write_text(json.dumps(meta))
+    _rewrite(saved, meta, reseal=True)
     with pytest.raises(ArtifactError, match=message):
         Detector.load(saved)
 
@@ -105,3 +114,96 @@ def test_missing_pieces(saved: Path, tmp_path: Path) -> None:
     (broken / CONFIG_FILE).write_text("{not json")
     with pytest.raises(ArtifactError, match="not valid JSON"):
         Detector.load(broken)
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda m: m["preprocess"].update(image_size=33), "preprocess.image_size changed"),
+        (lambda m: m["preprocess"].update(resize="squash"), "preprocess.resize changed"),
+        (lambda m: m["scoring"].update(seed=m["scoring"]["seed"] + 1), "scoring.seed changed"),
+        (lambda m: m["scoring"].update(test_patches=9), "scoring.test_patches changed"),
+        (lambda m: m["scoring"].update(score_mode="stats-only"), "scoring.score_mode changed"),
+        (lambda m: m["scoring"].pop("score_mode"), "scoring.score_mode removed"),
+        (lambda m: m["model"].update(eps=1e-3), "model.eps changed"),
+        (lambda m: m["calibration"].update(target_fpr=0.2), "calibration.target_fpr changed"),
+        (lambda m: m["files"].update({WEIGHTS_FILE: "0" * 64}), f"files.{WEIGHTS_FILE} changed"),
+    ],
+)
+def test_any_edit_of_a_score_setting_is_refused_naming_it(saved: Path, edit, named: str) -> None:
+    """Each of these loaded silently before the digest and changed every score (issue 13, item 2)."""
+    meta = json.loads((saved / CONFIG_FILE).read_text())
+    edit(meta)
+    _rewrite(saved, meta, reseal=False)
+    with pytest.raises(ArtifactError, match="configuration digest mismatch") as info:
+        Detector.load(saved)
+    assert named in str(info.value)
+
+
+def test_edits_outside_the_score_settings_are_accepted(trained_detector: Detector, saved: Path, fmnist) -> None:
+    meta = json.loads((saved / CONFIG_FILE).read_text())
+    meta["training"]["note"] = "annotated by hand"
+    meta["discopatch_version"] = "0.0.0"
+    _rewrite(saved, meta, reseal=False)
+    x = fmnist.test_images[:6]
+    np.testing.assert_array_equal(Detector.load(saved, device="cpu").score(x), trained_detector.score(x))
+
+
+def test_edited_digest_record_is_refused(saved: Path) -> None:
+    meta = json.loads((saved / CONFIG_FILE).read_text())
+    meta["digest"]["sha256"] = "f" * 64
+    _rewrite(saved, meta, reseal=False)
+    with pytest.raises(ArtifactError, match="the digest record itself was edited"):
+        Detector.load(saved)
+
+
+def test_artefact_without_a_digest_still_loads_with_a_warning(trained_detector: Detector, saved: Path, fmnist) -> None:
+    """Artefacts saved before the digest existed keep working; only a present, mismatching digest is refused."""
+    meta = json.loads((saved / CONFIG_FILE).read_text())
+    del meta["digest"]
+    _rewrite(saved, meta, reseal=False)
+    with pytest.warns(UserWarning, match="no configuration digest"):
+        loaded = Detector.load(saved, device="cpu")
+    x = fmnist.test_images[:6]
+    np.testing.assert_array_equal(loaded.score(x), trained_detector.score(x))
+
+
+def _replace_calibration(saved: Path, content: bytes) -> None:
+    """Put ``content`` in place of the calibration file with its checksum and the digest updated to match."""
+    from discopatch.artifact import _sha256
+
+    (saved / CALIBRATION_FILE).write_bytes(content)
+    meta = json.loads((saved / CONFIG_FILE).read_text())
+    meta["files"][CALIBRATION_FILE] = _sha256(saved / CALIBRATION_FILE)
+    _rewrite(saved, meta, reseal=True)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_calibration_scores_are_refused(saved: Path, bad: float) -> None:
+    import torch
+    from safetensors.torch import load_file, save
+
+    scores = load_file(str(saved / CALIBRATION_FILE))["scores"].clone()
+    scores[len(scores) // 2] = bad
+    _replace_calibration(saved, save({"scores": scores}))
+    with pytest.raises(ArtifactError, match=r"non-finite value \(NaN or infinity\) in scores"):
+        Detector.load(saved)
+    assert torch.isfinite(scores).sum() == len(scores) - 1
+
+
+@pytest.mark.parametrize("content", [b"not a safetensors file at all", b"\x80\x04K\x01.", b""])
+def test_wrong_format_calibration_file_is_a_clear_artifact_error(saved: Path, content: bytes) -> None:
+    _replace_calibration(saved, content)
+    with pytest.raises(ArtifactError, match=f"{CALIBRATION_FILE}: unreadable safetensors file"):
+        Detector.load(saved)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_in_the_json_are_refused(saved: Path, constant: str) -> None:
+    text = (saved / CONFIG_FILE).read_text()
+    meta = json.loads(text)
+    stored = json.dumps(meta["calibration"]["threshold"])
+    (saved / CONFIG_FILE).write_text(text.replace(f'"threshold": {stored}', f'"threshold": {constant}', 1))
+    assert constant in (saved / CONFIG_FILE).read_text()
+    with pytest.raises(ArtifactError, match=f"non-finite number {constant}"):
+        Detector.load(saved)

@@ -78,3 +78,32 @@ def test_stats_model_tensor_validation() -> None:
     np.testing.assert_array_equal(back.precision, sm.precision)
     with pytest.raises(ValueError, match="precision"):
         StatsModel.from_tensors({**sm.to_tensors(), "precision": torch.zeros(5, 5, dtype=torch.float64)}, 6)
+
+
+def test_score_mode_flip_is_refused(fused: Detector, tmp_path) -> None:
+    """Flipping fused -> d-only used to load silently and unflag images the fused score flags (issue 13, item 2)."""
+    path = fused.save(tmp_path / "m")
+    meta = json.loads((path / "detector.json").read_text())
+    meta["scoring"]["score_mode"] = "d-only"
+    (path / "detector.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=r"digest mismatch: scoring\.score_mode changed"):
+        Detector.load(path)
+
+
+@pytest.mark.parametrize("key", ["fusion", "precision", "feat_scale"])
+def test_non_finite_statistics_are_refused_at_load(fused: Detector, tmp_path, key: str) -> None:
+    """A NaN/inf in the statistics model used to load and make every fused score NaN (never flagged)."""
+    from safetensors.torch import save_file
+
+    from discopatch.artifact import _sha256, config_digest
+
+    path = fused.save(tmp_path / "m")
+    tensors = {k: v.clone() for k, v in fused.stats_model.to_tensors().items()}  # to_tensors shares memory
+    tensors[key].view(-1)[0] = float("inf") if key == "precision" else float("nan")
+    save_file(tensors, str(path / STATS_FILE))
+    meta = json.loads((path / "detector.json").read_text())
+    meta["files"][STATS_FILE] = _sha256(path / STATS_FILE)
+    meta["digest"] = config_digest(meta)  # a consistent artefact apart from the bad value
+    (path / "detector.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=rf"non-finite value \(NaN or infinity\) in {key}"):
+        Detector.load(path)

@@ -7,8 +7,11 @@
       discriminator.safetensors  D's weights (no pickle: loading never executes code)
       calibration.safetensors    the sorted ID calibration scores (float64), for conformal p-values
 
-The JSON records the SHA-256 of both weight files, so a truncated or edited artefact is rejected with a message
-instead of producing silently wrong scores; the JSON itself must match :data:`~discopatch.artifact_schema.SCHEMA`.
+The JSON records the SHA-256 of every weight file and a digest over everything in it that decides a score (the
+``model``, ``preprocess``, ``scoring``, ``calibration`` and ``files`` sections, see :func:`config_digest`), so a
+truncated weight file or an edited setting is rejected with a message naming what changed instead of producing
+silently different scores; the JSON itself must match :data:`~discopatch.artifact_schema.SCHEMA`. The digest guards
+against accidents and hand edits, not against someone who rewrites it too: it is a checksum, not a signature.
 Weights are loaded strictly: every tensor name and shape must be exactly what the configuration builds (docs/METHOD.md,
 section 5).
 """
@@ -41,6 +44,8 @@ WEIGHTS_FILE = "discriminator.safetensors"
 CALIBRATION_FILE = "calibration.safetensors"
 STATS_FILE = "statistics.safetensors"
 SCORE_MODES = ("d-only", "fused", "stats-only")
+DIGEST_KEY = "digest"
+DIGEST_SECTIONS = ("model", "preprocess", "scoring", "calibration", "files")
 
 
 class ArtifactError(ValueError):
@@ -66,6 +71,80 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _canonical_sha256(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _digest_fields(meta: dict[str, Any]) -> dict[str, Any]:
+    """Every setting that decides a score, keyed ``section.key`` (or ``section`` when it is not an object)."""
+    fields: dict[str, Any] = {}
+    for section in DIGEST_SECTIONS:
+        value = meta.get(section)
+        if isinstance(value, dict):
+            fields.update({f"{section}.{k}": v for k, v in value.items()})
+        else:
+            fields[section] = value
+    return fields
+
+
+def config_digest(meta: dict[str, Any]) -> dict[str, Any]:
+    """The ``digest`` entry of ``detector.json``: a SHA-256 over every score-deciding setting, plus a short hash per
+    setting so that a refusal can name the settings that changed (the weight files are covered through their
+    checksums in ``files``)."""
+    fields = _digest_fields(meta)
+    return {
+        "algorithm": "sha256",
+        "sha256": _canonical_sha256(fields),
+        "fields": {k: _canonical_sha256(v)[:16] for k, v in sorted(fields.items())},
+    }
+
+
+def _check_digest(meta: dict[str, Any], cfg_path: Path) -> None:
+    """Refuse a ``detector.json`` edited after saving, naming the settings that differ; warn for older artefacts."""
+    stored = meta.get(DIGEST_KEY)
+    if stored is None:
+        warnings.warn(
+            f"{cfg_path}: no configuration digest (saved by an earlier discopatch), so edits to detector.json cannot "
+            "be detected; save the detector again to add one.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return
+    now = config_digest(meta)
+    if stored["sha256"] == now["sha256"]:
+        return
+    old, new = stored["fields"], now["fields"]
+    changed = [f"{k} changed" for k in sorted(set(old) & set(new)) if old[k] != new[k]]
+    changed += [f"{k} added" for k in sorted(set(new) - set(old))]
+    changed += [f"{k} removed" for k in sorted(set(old) - set(new))]
+    what = "; ".join(changed[:8]) + (f"; and {len(changed) - 8} more" if len(changed) > 8 else "")
+    raise ArtifactError(
+        f"{cfg_path}: configuration digest mismatch: "
+        + (what or "the digest record itself was edited")
+        + ". detector.json was edited after the detector was saved and its scores would differ; "
+        "restore the saved file or save the detector again"
+    )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ArtifactError(f"non-finite number {name} (only finite numbers are allowed)")
+
+
+def _all_finite(tensors: dict[str, torch.Tensor], path: Path, skip: tuple[str, ...] = ()) -> None:
+    for k, v in tensors.items():
+        if any(s in k for s in skip) or not v.is_floating_point():
+            continue
+        _require(bool(torch.isfinite(v).all()), f"{path}: non-finite value (NaN or infinity) in {k}")
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ArtifactError(f"{path}: unreadable safetensors file ({e})") from None
 
 
 def save_artifact(
@@ -118,6 +197,7 @@ def save_artifact(
         "files": files,
         **(extra or {}),
     }
+    meta[DIGEST_KEY] = config_digest(meta)
     tmp = directory / (CONFIG_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, directory / CONFIG_FILE)
@@ -156,9 +236,11 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
     cfg_path = directory / CONFIG_FILE
     _require(cfg_path.is_file(), f"{directory}: missing {CONFIG_FILE}")
     try:
-        meta = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        meta = json.loads(cfg_path.read_text(), parse_constant=_reject_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ArtifactError(f"{cfg_path}: not valid JSON ({e})") from None
+    except ArtifactError as e:
+        raise ArtifactError(f"{cfg_path}: {e}") from None
     _require(isinstance(meta, dict), f"{cfg_path}: expected a JSON object")
     _require(meta.get("format") == FORMAT, f"{cfg_path}: not a discopatch detector (format={meta.get('format')!r})")
     version = meta.get("format_version")
@@ -176,6 +258,7 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
         + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         + ")",
     )
+    _check_digest(meta, cfg_path)
     try:
         model = from_dict(ModelConfig, _legacy_model_fields(meta["model"], cfg_path))
         pre = from_dict(PreprocessConfig, meta["preprocess"])
@@ -198,10 +281,7 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
             _sha256(path) == digest,
             f"{path}: checksum mismatch (file changed or truncated since it was saved)",
         )
-    try:
-        sd = load_file(str(directory / WEIGHTS_FILE))
-    except (SafetensorError, OSError) as e:
-        raise ArtifactError(f"{directory / WEIGHTS_FILE}: unreadable safetensors file ({e})") from None
+    sd = _load_safetensors(directory / WEIGHTS_FILE)
     expected = {k: tuple(v.shape) for k, v in Discriminator(model).state_dict().items()}
     got = {k: tuple(v.shape) for k, v in sd.items()}
     missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
@@ -212,15 +292,19 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
     )
     bad = [k for k in expected if expected[k] != got[k]]
     _require(not bad, f"{directory / WEIGHTS_FILE}: shape mismatch for {bad[:5]}")
-    for k, v in sd.items():
-        _require(bool(torch.isfinite(v).all()) or "num_batches" in k, f"{directory / WEIGHTS_FILE}: non-finite {k}")
+    _all_finite(sd, directory / WEIGHTS_FILE, skip=("num_batches",))
 
     calibration = None
     cal_meta = meta.get("calibration")
     if cal_meta is not None:
         _require(CALIBRATION_FILE in files, f"{cfg_path}: calibration present but {CALIBRATION_FILE} not listed")
-        scores = load_file(str(directory / CALIBRATION_FILE)).get("scores")
-        _require(scores is not None and scores.ndim == 1, f"{directory / CALIBRATION_FILE}: no 1-D 'scores'")
+        cal_tensors = _load_safetensors(directory / CALIBRATION_FILE)
+        scores = cal_tensors.get("scores")
+        _require(
+            scores is not None and scores.ndim == 1 and scores.is_floating_point(),
+            f"{directory / CALIBRATION_FILE}: no 1-D floating-point 'scores'",
+        )
+        _all_finite(cal_tensors, directory / CALIBRATION_FILE)
         _require(scores.numel() == cal_meta.get("n"), f"{cfg_path}: calibration.n does not match the stored scores")
         calibration = Calibration.from_scores(scores.double().numpy(), float(cal_meta["target_fpr"]))
         stored = cal_meta.get("threshold")
@@ -231,8 +315,6 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
     stats = None
     if score_mode != "d-only":
         _require(STATS_FILE in files, f"{cfg_path}: score_mode {score_mode!r} needs {STATS_FILE}")
-        try:
-            stats = load_file(str(directory / STATS_FILE))
-        except (SafetensorError, OSError) as e:
-            raise ArtifactError(f"{directory / STATS_FILE}: unreadable safetensors file ({e})") from None
+        stats = _load_safetensors(directory / STATS_FILE)
+        _all_finite(stats, directory / STATS_FILE)
     return Artifact(model, pre, n_patches, seed, sd, calibration, meta, score_mode, stats)

@@ -1,8 +1,9 @@
 """JSON Schema of ``detector.json`` and a small validator for the subset of the standard that it uses.
 
-The checksums in ``detector.json`` protect the weight files, but not the JSON itself: a hand-edited or corrupted
-configuration could still carry a string where a size belongs, or a size that would exhaust memory. Validating
-types and bounds before anything is built turns those into one clear :class:`~discopatch.artifact.ArtifactError`.
+The checksums and the configuration digest in ``detector.json`` detect changes, but a digest recomputed by hand (or
+an artefact from an earlier version, which has none) could still carry a string where a size belongs, or a size that
+would exhaust memory. Validating types and bounds before anything is built turns those into one clear
+:class:`~discopatch.artifact.ArtifactError`.
 
 :data:`SCHEMA` is standard JSON Schema (draft 2020-12), so other tools can check artefacts too; the package
 validates it with :func:`validate` rather than depending on ``jsonschema`` (the test suite checks that both agree).
@@ -77,6 +78,16 @@ SCHEMA: dict[str, Any] = {
                 "target_fpr": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
                 "threshold": {"type": ["number", "null"]},
                 "n": {"type": "integer", "minimum": 1},
+            },
+        },
+        "digest": {
+            "type": "object",
+            "required": ["algorithm", "sha256", "fields"],
+            "additionalProperties": False,
+            "properties": {
+                "algorithm": {"const": "sha256"},
+                "sha256": _SHA256,
+                "fields": {"type": "object"},
             },
         },
         "files": {

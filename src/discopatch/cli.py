@@ -8,7 +8,7 @@ import dataclasses
 import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -309,7 +309,7 @@ def _fit_and_save(
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .data.images import expand_paths
+    from .data.images import expand_paths, utf8_text
     from .detector import Detector
 
     det = Detector.load(
@@ -326,15 +326,16 @@ def cmd_score(args: argparse.Namespace) -> int:
         if out_path is None:
             raise ValueError("--resume needs --out FILE")
         done = _rows_written(out_path, jsonl, fields)
-        paths = [p for p in paths if str(p) not in done]
+        paths = [p for p in paths if utf8_text(str(p)) not in done]
     append = bool(args.resume and out_path is not None and out_path.exists() and out_path.stat().st_size)
-    fh = open(out_path, "a" if append else "w", newline="") if out_path else sys.stdout  # noqa: SIM115
+    fh = open(out_path, "a" if append else "w", newline="", encoding="utf-8") if out_path else sys.stdout  # noqa: SIM115
     n_fail = n = 0
     try:
         writer = None if jsonl else csv.DictWriter(fh, fieldnames=fields)
         if writer and not append:
             writer.writeheader()
         for row in det.iter_score_files(paths):
+            row = {k: utf8_text(v) if isinstance(v, str) else v for k, v in row.items()}
             n += 1
             n_fail += row["error"] is not None
             if jsonl:
@@ -363,16 +364,43 @@ def _rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> set[str]:
         return set()
     data = out_path.read_bytes()
     keep = data[: data.rfind(b"\n") + 1]  # everything up to the last complete line
+    text = keep.decode("utf-8")
+    if jsonl:
+        done = {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
+    else:
+        rows, text = _complete_csv_records(text, out_path)
+        if rows and rows[0] != fields:
+            raise ValueError(f"{out_path}: not a 'discopatch score' CSV (header {rows[0]}), cannot --resume into it")
+        done = {r[0] for r in rows[1:] if r}
+    keep = text.encode("utf-8")
     if len(keep) != len(data):
         with open(out_path, "r+b") as f:
             f.truncate(len(keep))
-    text = keep.decode("utf-8")
-    if jsonl:
-        return {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    if rows and rows[0] != fields:
-        raise ValueError(f"{out_path}: not a 'discopatch score' CSV (header {rows[0]}), cannot --resume into it")
-    return {r[0] for r in rows[1:] if r}
+    return done
+
+
+def _complete_csv_records(text: str, out_path: Path) -> tuple[list[list[str]], str]:
+    """The complete CSV records of ``text`` and the text they span: a record cut inside a quoted field (a path or
+    error with a newline, killed mid-write) is dropped so that it is written again whole, not left malformed."""
+    consumed = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal consumed
+        for line in io.StringIO(text, newline=""):
+            consumed += len(line)
+            yield line
+
+    rows: list[list[str]] = []
+    end = 0
+    try:
+        for row in csv.reader(lines(), strict=True):  # the reader never reads past the record it returns
+            rows.append(row)
+            end = consumed
+    except csv.Error as e:
+        if consumed != len(text):  # damage before the end: not a torn last record
+            line = text.count("\n", 0, end) + 1
+            raise ValueError(f"{out_path}: malformed CSV record at line {line} ({e})") from None
+    return rows, text[:end]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -103,3 +103,48 @@ def test_recorder_resumes_stream_state(db_url: str, stream_name: str, trained_de
         assert np.isfinite(alerts[0]["detail"]["score_threshold"])
     finally:
         second.close()
+
+
+def test_unstorable_text_fails_only_its_image_on_every_database(
+    db_url: str, stream_name: str, trained_detector, id_pngs
+) -> None:
+    """On PostgreSQL a 1,500-character or NUL-bearing source id failed the whole batch (SQLite kept it): every
+    text field is now checked and normalised before the transaction, the same way on both (issue 13, item 3)."""
+    rec = StreamRecorder(trained_detector, Store(db_url), thumbnails="all")
+    try:
+        items = [
+            Item("x" * 1500, id_pngs[0]),
+            Item("a\x00b.png", id_pngs[1]),
+            Item("caf\udce9.png", id_pngs[2]),  # a non-UTF-8 file name as Python decodes it
+            Item("ok.png", id_pngs[3]),
+            Item("junk\x00.bin", b"not an image"),
+            Item("x" * 1024, id_pngs[4]),  # exactly at the limit: kept
+        ]
+        out = rec.record(stream_name, items)
+        res = out["results"]
+        assert res[0]["error"] == "images[0]: source id of 1500 characters is longer than the 1024-character limit"
+        assert res[1]["error"] == "images[1]: source id contains a NUL character"
+        assert res[0]["score"] is None and res[1]["score"] is None and res[0]["source_id"] == "images[0]"
+        assert res[2]["source_id"] == "caf\\xe9.png" and res[2]["score"] is not None
+        assert res[3]["error"] is None and res[5]["error"] is None
+        assert res[4]["error"] == "images[4]: source id contains a NUL character"
+        rows = rec.store.images(stream_name)
+        assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5, 6]  # every image has its row, errors included
+        assert [r["source_id"] for r in rows] == [r["source_id"] for r in res]
+        assert [r["error"] for r in rows] == [r["error"] for r in res]
+        assert rows[2]["score"] == res[2]["score"] and not rows[0]["has_thumbnail"] and rows[3]["has_thumbnail"]
+        assert rec.status(stream_name)["n_recorded"] == 6
+    finally:
+        rec.close()
+
+
+def test_error_text_is_stored_alike_on_every_database(db_url: str, stream_name: str, trained_detector) -> None:
+    rec = StreamRecorder(trained_detector, Store(db_url))
+    try:
+        long_error = Item("e", error="e: " + "y" * 5000 + "\x00\udcff")
+        out = rec.record(stream_name, [long_error])
+        (stored,) = rec.store.images(stream_name)
+        assert stored["error"] == out["results"][0]["error"] and len(stored["error"]) == 2000
+        assert "\x00" not in stored["error"]
+    finally:
+        rec.close()

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 import discopatch
-from discopatch.artifact import CONFIG_FILE, WEIGHTS_FILE, ArtifactError, _sha256
+from discopatch.artifact import CONFIG_FILE, WEIGHTS_FILE, ArtifactError, _sha256, config_digest
 from discopatch.artifact_schema import SCHEMA, validate
 from discopatch.detector import Detector
 
@@ -28,8 +28,11 @@ def saved(model_dir: Path, tmp_path: Path) -> Path:
 
 
 def _edit(saved: Path, fn) -> None:
+    """Edit ``detector.json`` and recompute its digest, as a deliberate forger would: the checks behind the digest
+    (schema, safetensors-only, strict weights) must hold on their own."""
     meta = json.loads((saved / CONFIG_FILE).read_text())
     fn(meta)
+    meta["digest"] = config_digest(meta)
     (saved / CONFIG_FILE).write_text(json.dumps(meta))
 
 

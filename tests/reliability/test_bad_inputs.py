@@ -59,6 +59,25 @@ def test_path_errors_name_the_file(tmp_path) -> None:
         preprocess(tmp_path, GRAY32)
 
 
+def test_oversized_file_is_refused_from_its_size_before_it_is_read(tmp_path, monkeypatch) -> None:
+    """The CLI used to read a whole 2 GB file into memory before refusing it."""
+    from pathlib import Path
+
+    from discopatch.data.images import MAX_FILE_BYTES
+
+    huge = tmp_path / "huge.png"
+    with open(huge, "wb") as f:  # sparse: no disk space used
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.truncate(MAX_FILE_BYTES + 1)
+
+    def no_whole_read(self: Path) -> bytes:
+        raise AssertionError(f"{self} was read whole")
+
+    monkeypatch.setattr(Path, "read_bytes", no_whole_read)
+    with pytest.raises(ImageReadError, match=rf"huge\.png: file of {MAX_FILE_BYTES + 1} bytes exceeds the"):
+        preprocess(huge, GRAY32)
+
+
 def test_documented_decoding_rules() -> None:
     """EXIF orientation is applied, 16 bit is rescaled, an animation's first frame is used."""
     data, upright = exif_rotated_jpeg()

@@ -4,8 +4,10 @@ interrupted ``discopatch score --out FILE`` finishes with ``--resume`` without r
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,3 +172,58 @@ def test_score_resume_needs_out_and_a_score_file(model_dir, images, tmp_path, ca
     other.write_text("a,b\n1,2\n")
     assert _score(model_dir, folder, other, "--resume") == 2
     assert "cannot --resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_non_utf8_file_names_are_written_escaped_and_resumed(model_dir, images, tmp_path, suffix) -> None:
+    """A file name that is not valid UTF-8 aborted the run with exit 2 and --resume could never get past it."""
+    folder = images[0].parent
+    bad_name = os.fsdecode(b"caf\xe9-\xff.png")  # Latin-1 bytes: invalid UTF-8
+    shutil.copy(images[0], folder / bad_name)
+    (folder / os.fsdecode(b"broken-\xfe.png")).write_bytes(b"\x89PNG\r\n\x1a\n")  # a bad one too: its error row
+    out = tmp_path / f"scores{suffix}"
+    assert _score(model_dir, folder, out) == 1  # the two broken files -> 1, not 2
+    text = out.read_bytes().decode("utf-8")  # strict: the output is valid UTF-8
+    if suffix == ".csv":
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    else:
+        rows = [json.loads(line) for line in text.splitlines()]
+    by_path = {r["path"]: r for r in rows}
+    good = by_path[f"{folder}/caf\\xe9-\\xff.png"]
+    assert float(good["score"]) == float(by_path[str(images[0])]["score"])  # scored like its twin
+    broken = by_path[f"{folder}/broken-\\xfe.png"]
+    assert "broken-\\xfe.png: corrupt or truncated" in broken["error"]
+    assert len(rows) == len(images) + 2
+    before = out.read_bytes()
+    assert _score(model_dir, folder, out, "--resume") == 0  # every file, escaped names included, already has a row
+    assert out.read_bytes() == before
+
+
+def test_score_resume_repairs_a_cut_inside_a_quoted_field(model_dir, images, tmp_path) -> None:
+    """A path (or error) with a newline is a quoted CSV field over two lines; a kill right after that newline left
+    half a record that --resume took for a complete row, and the next rows were appended to the malformed one."""
+    folder = images[0].parent
+    (folder / "zz\nnewline.png").write_bytes(b"not an image")  # sorts last; its row is an error row
+    full = tmp_path / "full.csv"
+    assert _score(model_dir, folder, full) == 1
+    data = full.read_bytes()
+    cut = data.index(b"zz\n") + 3  # inside the quoted path of the last record, just after its newline
+    part = tmp_path / "part.csv"
+    part.write_bytes(data[:cut])
+    assert _score(model_dir, folder, part, "--resume") == 1
+    assert part.read_bytes() == data  # the torn record is written again whole
+    rows = list(csv.reader(io.StringIO(part.read_text(encoding="utf-8"), newline="")))
+    assert rows[-1][0] == str(folder / "zz\nnewline.png") and len(rows) == len(images) + 2
+
+
+def test_score_resume_refuses_a_csv_damaged_before_its_end(model_dir, images, tmp_path, capsys) -> None:
+    folder = images[0].parent
+    out = tmp_path / "scores.csv"
+    assert _score(model_dir, folder, out) == 1
+    lines = out.read_bytes().splitlines(keepends=True)
+    lines[2] = b'"' + lines[2][:-1] + b'"x\n'  # not a record this program writes, in the middle of the file
+    out.write_bytes(b"".join(lines))
+    damaged = out.read_bytes()
+    assert _score(model_dir, folder, out, "--resume") == 2
+    assert "malformed CSV record" in capsys.readouterr().err
+    assert out.read_bytes() == damaged  # nothing truncated or appended

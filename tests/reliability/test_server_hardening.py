@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 import threading
 
@@ -143,3 +144,109 @@ def test_token_all_without_token_is_a_usage_error(model_dir, monkeypatch, capsys
     monkeypatch.delenv("DISCOPATCH_TOKEN", raising=False)
     assert main(["serve", str(model_dir), "--token-all"]) == 2
     assert "--token-all needs a token" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- issue 13, item 7 (smaller)
+def test_stream_name_with_a_trailing_newline_is_refused(trained_detector, tmp_path) -> None:
+    """``^...$`` matched before a final newline: ``abc%0A`` created a stream named ``"abc\\n"``."""
+    with _client(trained_detector, tmp_path) as c:
+        for name in ("abc%0A", "abc%0D%0A", "abc%0A%0A"):
+            r = c.post(f"/v1/streams/{name}/images", files=_files(1))
+            assert r.status_code == 400 and "invalid stream name" in r.json()["detail"], name
+        assert c.get("/v1/streams").json() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # nested past the parser's recursion limit
+        b'{"images": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        b'{"images": ["AAAA"], "source_ids": [' + b"9" * 5000 + b"]}",  # past Python's int-digit limit
+    ],
+    ids=["nested", "nested-images", "huge-int"],
+)
+def test_hostile_json_is_a_4xx_and_the_server_keeps_serving(trained_detector, tmp_path, body: bytes) -> None:
+    with _client(trained_detector, tmp_path) as c:
+        r = c.post("/v1/streams/cam/images", content=body, headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500 and r.json()["detail"], r.status_code
+        assert c.post("/v1/streams/cam/images", files=_files(1)).status_code == 200
+
+
+def test_huge_integers_in_urls_and_ids_are_4xx_or_per_image(trained_detector, tmp_path) -> None:
+    big = 10**30
+    with _client(trained_detector, tmp_path) as c:
+        assert c.post("/v1/streams/cam/images", files=_files(1)).status_code == 200
+        assert c.get(f"/v1/images/{big}/thumbnail.png").status_code in (404, 422)
+        assert c.get(f"/v1/streams/cam/images?after_seq={big}").status_code in (200, 422)
+        assert c.get(f"/v1/streams/cam/images?after_seq=-{big}").status_code in (200, 422)
+        r = c.post("/v1/streams/cam/images", json={"images": [base64.b64encode(PNG).decode()], "source_ids": [big]})
+        assert r.status_code in (200, 422)
+        if r.status_code == 200:
+            assert r.json()["results"][0]["error"] is None
+
+
+def test_empty_multipart_file_name_gets_an_accurate_message(trained_detector, tmp_path) -> None:
+    """httpx (and other clients) drop an empty ``filename``; the part then arrives as a text field."""
+    with _client(trained_detector, tmp_path) as c:
+        r = c.post("/v1/score", files=[("images", ("", PNG, "image/png")), ("images", ("ok.png", PNG, "image/png"))])
+        assert r.status_code == 200
+        bad, good = r.json()["results"]
+        assert "part has no filename" in bad["error"] and "not a file upload" not in bad["error"]
+        assert good["error"] is None and good["score"] is not None
+
+
+def test_token_all_hides_the_database_location(trained_detector, tmp_path) -> None:
+    with _client(trained_detector, tmp_path, token="s3cret", token_all=True) as c:
+        r = c.get("/healthz")
+        assert r.status_code == 200 and str(tmp_path) not in r.text and "m.db" not in r.text
+    with _client(trained_detector, tmp_path) as c:  # reads are open anyway: the location stays visible
+        assert str(tmp_path / "m.db") in c.get("/healthz").json()["db"]
+
+
+def test_too_long_file_name_fails_only_its_image(trained_detector, tmp_path) -> None:
+    with _client(trained_detector, tmp_path) as c:
+        files = [("images", ("n" * 1500 + ".png", PNG, "image/png")), ("images", ("ok.png", PNG, "image/png"))]
+        r = c.post("/v1/streams/cam/images", files=files)
+        assert r.status_code == 200
+        bad, good = r.json()["results"]
+        assert "longer than the 1024-character limit" in bad["error"] and bad["seq"] == 1
+        assert good["error"] is None and good["source_id"] == "ok.png" and good["seq"] == 2
+        rows = c.get("/v1/streams/cam/images").json()
+        assert [row["source_id"] for row in rows] == ["images[0]", "ok.png"]
+
+
+# ------------------------------------------------------------------------------------- issue 13, item 4 (visible)
+def test_failed_write_is_logged_and_reported_by_healthz(trained_detector, tmp_path, caplog) -> None:
+    """A database that still answers reads but refuses writes gave 503s while /healthz said ok and nothing was
+    logged. The table is dropped behind the server's back: a real write failure, reads unaffected."""
+    with _client(trained_detector, tmp_path) as c:
+        assert c.post("/v1/streams/cam/images", files=_files(1)).status_code == 200
+        con = sqlite3.connect(tmp_path / "m.db")
+        con.execute("DROP TABLE dp_images")
+        con.commit()
+        with caplog.at_level("ERROR", logger="discopatch.monitoring"):
+            r = c.post("/v1/streams/cam/images", files=_files(2))
+        assert r.status_code == 503
+        (record,) = [x for x in caplog.records if x.levelname == "ERROR"]
+        assert "could not record 2 images in stream cam" in record.getMessage()
+        assert "no such table: dp_images" in record.getMessage()  # the cause, not just the exception class
+        health = c.get("/healthz")
+        assert health.status_code == 503 and "no such table: dp_images" in health.json()["detail"]
+        con.close()
+        from discopatch.monitoring.store import Base
+
+        Base.metadata.create_all(c.app.state.recorder.store.engine)  # the operator repairs the database
+        assert c.post("/v1/streams/cam/images", files=_files(1)).status_code == 200
+        assert c.get("/healthz").status_code == 200  # healthy again after a successful write
+
+
+@pytest.mark.parametrize("command", ["serve", "monitor"])
+def test_unusable_database_is_one_clear_line_at_startup(model_dir, tmp_path, capsys, command) -> None:
+    from discopatch.cli import main
+
+    db = tmp_path / "no-such-dir" / "m.db"
+    extra = ["--stream", "cam", "--watch", str(tmp_path), "--once"] if command == "monitor" else []
+    assert main([command, str(model_dir), "--db", str(db), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert f"database sqlite:///{db} is not usable" in err and "unable to open database file" in err

@@ -26,6 +26,10 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 #: Images with more pixels than this are refused (decompression-bomb guard; about 16k x 16k).
 MAX_PIXELS = 256 * 1024 * 1024
 
+#: Files larger than this are refused from their size on disk, before a byte is read (the server's per-image limit,
+#: ``max_image_bytes``, is far smaller). 1 GiB holds an uncompressed RGBA image at :data:`MAX_PIXELS`.
+MAX_FILE_BYTES = 1 << 30
+
 #: ``resize_crop`` resamples only the centre square once the resized image would exceed this many times
 #: ``image_size ** 2`` pixels (aspect ratios beyond 16:1), so a 1 x 100000 strip cannot exhaust memory.
 MAX_RESIZE_FACTOR = 16
@@ -38,6 +42,17 @@ ImageInput = str | os.PathLike | bytes | np.ndarray | Image.Image
 
 class ImageReadError(ValueError):
     """An input could not be turned into an image; the message names the reason."""
+
+
+def utf8_text(text: str) -> str:
+    """``text`` as valid UTF-8 for an output file or a database: a file name that is not valid UTF-8 reaches Python
+    with its bad bytes as lone surrogates (PEP 383), which no UTF-8 writer accepts; each such byte becomes ``\\xNN``
+    (``backslashreplace``), so the name is kept, stays readable and maps to the same text every time."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name's bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
@@ -69,8 +84,11 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
             raise ImageReadError(f"{name}: file not found")
         if path.is_dir():
             raise ImageReadError(f"{name}: is a folder, not an image")
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             raise ImageReadError(f"{name}: empty file (0 bytes)")
+        if size > MAX_FILE_BYTES:
+            raise ImageReadError(f"{name}: file of {size} bytes exceeds the {MAX_FILE_BYTES}-byte limit")
         data = path.read_bytes()
     else:
         data = bytes(source)

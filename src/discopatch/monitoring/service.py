@@ -28,6 +28,7 @@ from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from pydantic import BaseModel, Field
@@ -47,6 +48,8 @@ MAX_IMAGE_BYTES = 16 * 1024 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
 #: Seconds a request may spend decoding and scoring before it is answered 503.
 REQUEST_TIMEOUT_S = 120.0
+#: Database ids and sequence numbers are 64-bit; a larger number in a URL is refused (422) before any query.
+MAX_ID = 2**63 - 1
 
 IMAGES_BODY: dict[str, Any] = {
     "requestBody": {
@@ -330,9 +333,15 @@ async def read_items(request: Request, max_images: int, max_image_bytes: int) ->
                 raise HTTPException(413, f"{len(entries)} images in one request; the limit is {max_images}")
             for i, f in enumerate(entries):
                 given = ids[i] if i < len(ids) and isinstance(ids[i], str) else None
-                if not isinstance(f, UploadFile):
+                if not isinstance(f, UploadFile):  # no filename parameter: Starlette reads the part as text
                     sid = given or f"images[{i}]"
-                    items.append(Item(sid, error=f"{sid}: a text field, not a file upload (use base64 JSON for text)"))
+                    items.append(
+                        Item(
+                            sid,
+                            error=f"{sid}: this 'images' part has no filename, so it arrived as a text field; give "
+                            "every image part a filename (some clients drop an empty one) or send base64 JSON",
+                        )
+                    )
                     continue
                 sid = given or f.filename or f"images[{i}]"
                 data = await f.read(max_image_bytes + 1)
@@ -347,6 +356,8 @@ async def read_items(request: Request, max_images: int, max_image_bytes: int) ->
             body = await request.json()
         except ValueError as e:
             raise HTTPException(400, f"body is not valid JSON: {e}") from None
+        except RecursionError:
+            raise HTTPException(400, "body is not valid JSON: nested too deeply") from None
         if not isinstance(body, dict) or not isinstance(body.get("images"), list):
             raise HTTPException(422, 'expected a JSON object {"images": ["<base64>", ...]}')
         entries = body["images"]
@@ -529,7 +540,7 @@ def create_app(
         name: str,
         limit: int = Query(200, ge=1, le=10_000),
         flagged: bool | None = None,
-        after_seq: int | None = None,
+        after_seq: int | None = Query(None, ge=-MAX_ID, le=MAX_ID),
     ) -> list[dict[str, Any]]:
         """Recorded images, oldest first (the latest ``limit``); ``thumbnail`` is a URL when one was kept."""
         _check_name(name)
@@ -542,7 +553,7 @@ def create_app(
         return rows
 
     @app.get("/v1/images/{image_id}/thumbnail.png", tags=["streams"], response_class=Response)
-    def thumbnail(image_id: int) -> Response:
+    def thumbnail(image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
         """The preprocessed image as the detector saw it (kept for flagged images by default)."""
         png = recorder.store.thumbnail(image_id)
         if png is None:
@@ -551,13 +562,17 @@ def create_app(
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, Any]:
-        """Liveness and database reachability."""
+        """Liveness and database health: 503 when the database is unreachable or the last write to it failed."""
         try:
             with recorder.store.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as e:
             raise HTTPException(503, f"database unreachable: {type(e).__name__}") from None
-        return {"status": "ok", "version": __version__, "db": recorder.store.url, "model": detector.meta()}
+        if recorder.last_write_error is not None:  # reads can succeed on a read-only or full database
+            raise HTTPException(503, f"database unhealthy: {recorder.last_write_error}")
+        # /healthz stays open under --token-all, so it then names only the kind of database, not where it is
+        db = recorder.store.engine.dialect.name if token_all else recorder.store.url
+        return {"status": "ok", "version": __version__, "db": db, "model": detector.meta()}
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
     def prometheus() -> PlainTextResponse:

@@ -33,7 +33,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from . import DEFAULT_DB_URL
@@ -134,13 +134,31 @@ class StreamNotFound(KeyError):
     """No stream of that name has been recorded."""
 
 
+class StoreUnavailable(RuntimeError):
+    """The database cannot be opened or set up; the message is one line that names it and the cause."""
+
+
+def db_error_cause(e: BaseException) -> str:
+    """The driver's own first line (``unable to open database file``), without SQLAlchemy's SQL and links."""
+    orig = getattr(e, "orig", None) or e
+    lines = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
 class Store:
     """Repository over the three tables; thread-safe (one session per call)."""
 
     def __init__(self, url: str | os.PathLike = DEFAULT_DB_URL) -> None:
-        self.engine = make_db_engine(url)
+        try:
+            self.engine = make_db_engine(url)
+        except (SQLAlchemyError, ValueError, ImportError) as e:
+            raise StoreUnavailable(f"invalid database URL ({db_error_cause(e)})") from None
         self.url = self.engine.url.render_as_string(hide_password=True)
-        Base.metadata.create_all(self.engine)
+        try:
+            Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as e:
+            self.engine.dispose()
+            raise StoreUnavailable(f"database {self.url} is not usable ({db_error_cause(e)})") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self.engine.execution_options(dp_write=True), expire_on_commit=False)
 

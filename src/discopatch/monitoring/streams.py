@@ -19,24 +19,54 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from sqlalchemy.exc import SQLAlchemyError
 
-from ..data.images import preprocess_many
+from ..data.images import preprocess_many, utf8_text
 from .alerts import AlertDispatcher
 from .drift import DriftConfig, DriftMonitor
-from .store import Store
+from .store import Store, db_error_cause
 
 log = logging.getLogger("discopatch.monitoring")
 
 STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 THUMBNAILS = ("flagged", "all", "none")
+#: Longest source id stored: ``dp_images.source_id`` is VARCHAR(1024), which PostgreSQL enforces and SQLite does not.
+MAX_SOURCE_ID = 1024
+#: Error messages are cut to this many characters before they are stored.
+MAX_ERROR_CHARS = 2000
 
 
 def check_stream_name(name: str) -> str:
-    if not STREAM_NAME.match(name):
+    if not STREAM_NAME.fullmatch(name):  # ``match`` lets ``$`` accept a trailing newline
         raise ValueError(
             f"invalid stream name {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name
+
+
+def make_storable(result: dict[str, Any]) -> None:
+    """Normalise ``result``'s text fields so that every database stores them alike, before the transaction.
+
+    Text is made valid UTF-8 (:func:`~discopatch.data.images.utf8_text`; neither database takes a lone surrogate)
+    and errors are cut to :data:`MAX_ERROR_CHARS` with NULs escaped. A source id that cannot be stored as given
+    (longer than :data:`MAX_SOURCE_ID`, or with a NUL, which PostgreSQL refuses) turns its image into an error
+    entry: one such image used to fail the whole batch on PostgreSQL, while SQLite kept it.
+    """
+    sid = result["source_id"]
+    if sid is not None:
+        sid = utf8_text(sid)
+        problem = None
+        if len(sid) > MAX_SOURCE_ID:
+            problem = f"source id of {len(sid)} characters is longer than the {MAX_SOURCE_ID}-character limit"
+        elif "\x00" in sid:
+            problem = "source id contains a NUL character"
+        if problem is None:
+            result["source_id"] = sid
+        else:
+            name = f"images[{result['index']}]"
+            result.update(source_id=name, score=None, p_value=None, is_ood=None, error=f"{name}: {problem}")
+    if result["error"] is not None:
+        result["error"] = utf8_text(result["error"]).replace("\x00", "\\x00")[:MAX_ERROR_CHARS]
 
 
 @dataclass
@@ -125,6 +155,8 @@ class StreamRecorder:
         self._monitors: dict[str, DriftMonitor] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        #: Why the last write failed, until a write succeeds again; ``/healthz`` reports it (503).
+        self.last_write_error: str | None = None
         DriftMonitor(detector.calibration, self.config)  # validate and warm the CUSUM threshold cache now
 
     def _lock(self, name: str) -> threading.Lock:
@@ -154,6 +186,8 @@ class StreamRecorder:
         """
         check_stream_name(name)
         results, arrays = self.scorer.score(items) if scored is None else scored
+        for r in results:
+            make_storable(r)
         with self._lock(name):
             mon = self._monitor(name).copy()
             now = time.time()
@@ -161,7 +195,11 @@ class StreamRecorder:
             rows = []
             for r in results:
                 img = arrays.get(r["index"])
-                keep = img is not None and (self.thumbnails == "all" or (self.thumbnails == "flagged" and r["is_ood"]))
+                keep = (
+                    img is not None
+                    and r["score"] is not None
+                    and (self.thumbnails == "all" or (self.thumbnails == "flagged" and r["is_ood"]))
+                )
                 rows.append(
                     {
                         "time": now,
@@ -170,7 +208,13 @@ class StreamRecorder:
                     }
                 )
             alerts = [self._alert(name, verdict, now)] if verdict["transition"] else []
-            ids = self.store.record(name, rows, mon.state(), alerts)
+            try:
+                ids = self.store.record(name, rows, mon.state(), alerts)
+            except SQLAlchemyError as e:
+                self.last_write_error = f"could not record {len(rows)} images in stream {name}: {db_error_cause(e)}"
+                log.error("%s", self.last_write_error)
+                raise
+            self.last_write_error = None
             self._monitors[name] = mon
         for r, (image_id, seq) in zip(results, ids):
             r["id"], r["seq"] = image_id, seq
