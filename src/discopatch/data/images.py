@@ -26,6 +26,16 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 #: Images with more pixels than this are refused (decompression-bomb guard; about 16k x 16k).
 MAX_PIXELS = 256 * 1024 * 1024
 
+#: Most bytes one image's decoded pixels may take: its pixel count times Pillow's bytes per pixel for the decoded mode
+#: (1 for L/P/1, 2 for I;16, 4 for RGB, RGBA, LA, I, F...), checked from the header before anything is decoded.
+#: 1 GiB admits every 8-bit RGB(A) image within :data:`MAX_PIXELS`; a budget in bytes, not pixels, is what makes
+#: the memory bound independent of bit depth.
+MAX_DECODE_BYTES = 1 << 30
+
+#: Mode conversion works on horizontal strips of about this many pixels, so its temporaries (float64 for 16-bit and
+#: float images, RGBA for transparency) stay around 10 MB instead of several copies of the whole image.
+STRIP_PIXELS = 1 << 20
+
 #: Files larger than this are refused from their size on disk, before a byte is read (the server's per-image limit,
 #: ``max_image_bytes``, is far smaller). 1 GiB holds an uncompressed RGBA image at :data:`MAX_PIXELS`.
 MAX_FILE_BYTES = 1 << 30
@@ -38,6 +48,13 @@ MAX_RESIZE_FACTOR = 16
 _SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"RIFF": "WebP"}
 
 ImageInput = str | os.PathLike | bytes | np.ndarray | Image.Image
+
+
+def decoded_bytes(mode: str, width: int, height: int) -> int:
+    """Bytes Pillow allocates for a ``mode`` image of this size: 1 per pixel for 8-bit single-band modes, 2 for the
+    16-bit ``I;16`` family and 4 for everything else (Pillow stores RGB and two-band modes in 4 bytes)."""
+    per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    return width * height * per_pixel
 
 
 class ImageReadError(ValueError):
@@ -105,6 +122,11 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise ImageReadError(f"{name}: declared size {w}x{h} exceeds the {MAX_PIXELS}-pixel limit")
+            need = decoded_bytes(img.mode, w, h)
+            if need > MAX_DECODE_BYTES:
+                raise ImageReadError(
+                    f"{name}: {w}x{h} {img.mode} needs {need} bytes decoded, over the {MAX_DECODE_BYTES}-byte limit"
+                )
             img.load()
     except ImageReadError:
         raise
@@ -123,18 +145,47 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
     return img
 
 
+_HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
 def _to_mode(img: Image.Image, channels: int) -> Image.Image:
-    """Convert any Pillow mode to ``L`` or ``RGB`` the same way every time.
+    """Convert any Pillow mode to ``L`` or ``RGB`` the same way every time, in strips of :data:`STRIP_PIXELS`.
 
     EXIF orientation is applied first; transparency is composited on black (the Fashion-MNIST background);
-    16-bit and float images are rescaled from their own value range to 8 bits.
+    16-bit and float images are rescaled from their own value range to 8 bits. Every step but the value range is
+    per pixel, so converting strip by strip gives the whole-image result while only the source and the 8-bit
+    output are ever whole: a 16384 x 16384 16-bit PNG used to build several float64 copies (about 7.7 GB).
     """
-    img = ImageOps.exif_transpose(img) or img
-    if getattr(img, "n_frames", 1) > 1:
+    if img.getexif().get(0x0112, 1) in range(2, 9):  # only a real rotation pays for a transposed copy
+        img = ImageOps.exif_transpose(img) or img
+    if getattr(img, "n_frames", 1) > 1 and img.tell() != 0:
         img.seek(0)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    target = "L" if channels == 1 else "RGB"
+    if img.mode == target:
+        return img
+    w, h = img.size
+    rows = max(1, STRIP_PIXELS // w)
+    strips = [(0, y, w, min(h, y + rows)) for y in range(0, h, rows)]
+    value_range = None
+    if img.mode in _HIGH_DEPTH:
+        lo, hi = np.inf, -np.inf
+        for box in strips:
+            a = np.asarray(img.crop(box), dtype=np.float64)
+            lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
+        value_range = _value_range(img.mode, lo, hi)
+    if len(strips) == 1:
+        return _convert(img, target, value_range)
+    out = Image.new(target, img.size)
+    for box in strips:
+        out.paste(_convert(img.crop(box), target, value_range), box[:2])
+    return out
+
+
+def _convert(img: Image.Image, target: str, value_range: tuple[float, float] | None) -> Image.Image:
+    """One strip (or a whole small image) to ``target``; ``value_range`` is the whole image's, for high bit depth."""
+    if value_range is not None:
+        lo, hi = value_range
         a = np.asarray(img, dtype=np.float64)
-        lo, hi = _value_range(img.mode, a)
         a = np.clip((a - lo) / max(hi - lo, 1e-12), 0, 1) * 255.0
         img = Image.fromarray(np.round(a).astype(np.uint8), mode="L")
     if img.mode == "P":
@@ -144,15 +195,14 @@ def _to_mode(img: Image.Image, channels: int) -> Image.Image:
     if img.mode in ("RGBA", "RGBa"):
         background = Image.new("RGBA", img.size, (0, 0, 0, 255))
         img = Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
-    target = "L" if channels == 1 else "RGB"
     if img.mode != target:
         img = img.convert(target)
     return img
 
 
-def _value_range(mode: str, a: np.ndarray) -> tuple[float, float]:
-    """The nominal range of a high-bit-depth image: 16-bit and [0, 1] float are fixed, others min-max."""
-    lo, hi = float(a.min()) if a.size else 0.0, float(a.max()) if a.size else 1.0
+def _value_range(mode: str, lo: float, hi: float) -> tuple[float, float]:
+    """The nominal range of a high-bit-depth image with extremes ``lo``, ``hi``: 16-bit and [0, 1] float are fixed,
+    others min-max."""
     if mode.startswith("I;16") or (mode == "I" and lo >= 0 and 255 < hi <= 65535):
         return 0.0, 65535.0
     if mode == "I" and lo >= 0 and hi <= 255:
@@ -216,7 +266,8 @@ def preprocess(source: ImageInput, cfg: PreprocessConfig) -> np.ndarray:
         img = open_image(source)
     if img.width < 1 or img.height < 1:
         raise ImageReadError("image has no pixels")
-    out = np.asarray(_resize(_to_mode(img, cfg.channels), cfg), dtype=np.uint8)
+    img = _to_mode(img, cfg.channels)  # rebinding frees a decoded source before the resize allocates
+    out = np.asarray(_resize(img, cfg), dtype=np.uint8)
     return np.ascontiguousarray(out)
 
 

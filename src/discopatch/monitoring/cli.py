@@ -90,6 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_s=args.timeout or None,
         token=args.token or None,
         token_all=args.token_all,
+        max_decodes=args.max_decodes,
     )
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
@@ -153,6 +154,9 @@ def add_commands(sub: Any) -> None:
         help="bearer token required on POST endpoints (default: $DISCOPATCH_TOKEN; none: open)",
     )
     g.add_argument("--token-all", action="store_true", help="require the token on every endpoint but /healthz")
+    g.add_argument(
+        "--max-decodes", type=int, default=2, help="images decoded at once over all requests (default 2; bounds memory)"
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 

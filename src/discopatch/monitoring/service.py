@@ -40,7 +40,7 @@ from .. import __version__
 from .alerts import AlertDispatcher
 from .drift import DriftConfig
 from .store import DEFAULT_DB_URL, Store, StreamNotFound
-from .streams import Item, StreamRecorder, check_stream_name
+from .streams import MAX_DECODES, Item, StreamRecorder, check_stream_name
 
 MAX_IMAGES = 256
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
@@ -399,11 +399,13 @@ def create_app(
     timeout_s: float | None = REQUEST_TIMEOUT_S,
     token: str | None = None,
     token_all: bool = False,
+    max_decodes: int = MAX_DECODES,
 ) -> FastAPI:
     """The service for a calibrated detector (a :class:`~discopatch.detector.Detector` or a model directory).
 
     ``token`` (a bearer token) guards the POST endpoints, or with ``token_all`` every endpoint but ``/healthz``;
-    ``timeout_s`` bounds decoding and scoring per request (``None``: no bound).
+    ``timeout_s`` bounds decoding and scoring per request (``None``: no bound); ``max_decodes`` bounds the images
+    decoded at once over all requests, and with it the memory decoding takes.
     """
     if token is not None and not token:
         raise ValueError("the bearer token must not be empty")
@@ -411,7 +413,7 @@ def create_app(
         from ..detector import Detector
 
         detector = Detector.load(detector)
-    recorder = StreamRecorder(detector, Store(db_url), drift_config, alerts, thumbnails)
+    recorder = StreamRecorder(detector, Store(db_url), drift_config, alerts, thumbnails, max_decodes=max_decodes)
     metrics = Metrics()
     dashboard_html = files("discopatch.monitoring").joinpath("dashboard.html").read_text(encoding="utf-8")
 

@@ -1,6 +1,8 @@
 """Score images, update a stream's drift monitor and persist both: the core shared by ``serve`` and ``monitor``.
 
-Concurrency: decoding runs in the caller's thread; inference holds one lock (a PyTorch model is not safe to share
+Concurrency: decoding runs on a pool of ``max_decodes`` threads shared by all callers (decoding is what takes
+memory, up to about two decoded images' worth each, see docs/RELIABILITY.md, so N concurrent requests must not
+multiply it); inference holds one lock (a PyTorch model is not safe to share
 between threads and two forward passes would only compete for the same cores); each stream has its own lock
 around "update the monitor, commit, swap in the new monitor", so images get dense sequence numbers in commit
 order and a failed commit leaves the in-memory state untouched. A call returns only after its commit.
@@ -13,6 +15,7 @@ import logging
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ THUMBNAILS = ("flagged", "all", "none")
 MAX_SOURCE_ID = 1024
 #: Error messages are cut to this many characters before they are stored.
 MAX_ERROR_CHARS = 2000
+#: Images decoded and preprocessed at once by one :class:`Scorer` (``serve --max-decodes``).
+MAX_DECODES = 2
 
 
 def check_stream_name(name: str) -> str:
@@ -79,12 +84,22 @@ class Item:
 
 
 class Scorer:
-    """Thread-safe per-image scoring: each image's score is independent of what it is submitted with."""
+    """Thread-safe per-image scoring: each image's score is independent of what it is submitted with.
 
-    def __init__(self, detector: Any) -> None:
+    ``max_decodes`` bounds how many images are decoded at once across all callers, which bounds memory: one
+    decode may need about two decoded images' worth (``MAX_DECODE_BYTES`` for the source plus its 8-bit copy).
+    The decodes run on a pool of that many threads rather than under a semaphore in the callers' threads: glibc
+    keeps freed memory in a per-thread arena, so 4 request threads each decoding in turn kept 4 decodes' worth.
+    """
+
+    def __init__(self, detector: Any, max_decodes: int = MAX_DECODES) -> None:
         if detector.calibration is None:
             raise ValueError("the detector is not calibrated: monitoring needs its threshold and p-values")
+        if max_decodes < 1:
+            raise ValueError(f"max_decodes must be at least 1, got {max_decodes}")
         self.detector = detector
+        self.max_decodes = max_decodes
+        self._decoder = ThreadPoolExecutor(max_decodes, thread_name_prefix="discopatch-decode")
         self._lock = threading.Lock()
         self.inference_seconds = 0.0
         self.inference_batches = 0
@@ -98,8 +113,10 @@ class Scorer:
         pending = [i for i, it in enumerate(items) if it.error is None]
         arrays: dict[int, np.ndarray] = {}
         cfg = self.detector.preprocess_config
-        for j, img, err in preprocess_many((items[i].data for i in pending), cfg):  # type: ignore[misc]
-            i = pending[j]
+        # one task per image, so a request of 256 images queues behind others instead of holding the pool
+        decoded = [self._decoder.submit(_decode_one, items[i].data, cfg) for i in pending]
+        for i, future in zip(pending, decoded):
+            img, err = future.result()
             if img is None:
                 name = items[i].source_id or f"images[{i}]"
                 results[i]["error"] = err.replace("<bytes>", name, 1) if err else f"{name}: unreadable"
@@ -119,6 +136,15 @@ class Scorer:
                     score=float(out["scores"][n]), p_value=float(out["p_values"][n]), is_ood=bool(out["is_ood"][n])
                 )
         return results, arrays
+
+    def close(self) -> None:
+        """Stop the decoding threads (queued decodes still finish)."""
+        self._decoder.shutdown(wait=False)
+
+
+def _decode_one(data: Any, cfg: Any) -> tuple[np.ndarray | None, str | None]:
+    _, img, err = next(preprocess_many([data], cfg))
+    return img, err
 
 
 def thumbnail_png(img: np.ndarray, size: int = 64) -> bytes:
@@ -142,10 +168,11 @@ class StreamRecorder:
         alerts: AlertDispatcher | None = None,
         thumbnails: str = "flagged",
         thumbnail_size: int = 64,
+        max_decodes: int = MAX_DECODES,
     ) -> None:
         if thumbnails not in THUMBNAILS:
             raise ValueError(f"thumbnails must be one of {THUMBNAILS}, got {thumbnails!r}")
-        self.scorer = Scorer(detector)
+        self.scorer = Scorer(detector, max_decodes)
         self.detector = detector
         self.store = store
         self.config = config or DriftConfig()
@@ -263,5 +290,6 @@ class StreamRecorder:
         return out
 
     def close(self) -> None:
+        self.scorer.close()
         self.alerts.close()
         self.store.close()
