@@ -3,8 +3,9 @@
 ``create_app(detector, db_url)`` builds the app. Image payloads are accepted as multipart file fields named
 ``images`` (repeatable) or as JSON ``{"images": ["<base64>", ...]}``; every image gets its own result or its own
 error, so one bad image never fails the request. Decoding and scoring run in the thread pool, stream endpoints
-answer only after their rows are committed, and one uvicorn worker per database is assumed (a stream's state
-lives in that process).
+answer only after their rows are committed. A stream's drift state lives in the process; a second server (or
+``monitor``) on the same database is detected on write by a version check and the state reloaded, so they never
+diverge (docs/RELIABILITY.md).
 
 Hardening (docs/RELIABILITY.md): the body size, images per request and scoring time are bounded (413 / 503), an
 optional bearer token guards the POST endpoints (or every endpoint but ``/healthz``), stream names are
@@ -39,7 +40,7 @@ from starlette.datastructures import UploadFile
 from .. import __version__
 from .alerts import AlertDispatcher
 from .drift import DriftConfig
-from .store import DEFAULT_DB_URL, Store, StreamNotFound
+from .store import DEFAULT_DB_URL, Store, StreamConflict, StreamNotFound
 from .streams import MAX_DECODES, Item, StreamRecorder, check_stream_name
 
 MAX_IMAGES = 256
@@ -507,6 +508,8 @@ def create_app(
             out = await run_in_threadpool(recorder.record, name, items, scored)
         except SQLAlchemyError as e:
             raise HTTPException(503, f"could not record the images: {type(e).__name__}") from None
+        except StreamConflict as e:  # other writers kept getting in first, even after reloading
+            raise HTTPException(503, f"could not record the images: {e}", headers={"retry-after": "1"}) from None
         metrics.count_images(out["results"])
         return out
 

@@ -134,6 +134,11 @@ class StreamNotFound(KeyError):
     """No stream of that name has been recorded."""
 
 
+class StreamConflict(RuntimeError):
+    """Another writer (a second server or ``monitor`` on the same database) recorded images in the stream since this
+    process loaded its state; nothing was written, and the caller must reload the state and try again."""
+
+
 class StoreUnavailable(RuntimeError):
     """The database cannot be opened or set up; the message is one line that names it and the cause."""
 
@@ -194,16 +199,28 @@ class Store:
                     raise
 
     def record(
-        self, name: str, rows: Sequence[dict[str, Any]], state: dict[str, Any], alerts: Sequence[dict[str, Any]] = ()
+        self,
+        name: str,
+        rows: Sequence[dict[str, Any]],
+        state: dict[str, Any],
+        alerts: Sequence[dict[str, Any]] = (),
+        *,
+        expected_n: int | None = None,
     ) -> list[tuple[int, int]]:
         """Append images and alerts and replace the stream's state, atomically; returns ``(id, seq)`` per image.
 
         The stream row is locked (``SELECT ... FOR UPDATE`` where supported), so sequence numbers stay dense even
-        if two writers share a stream.
+        if two writers share a stream. ``expected_n`` is the image count the new ``state`` was computed from: if
+        another writer has recorded images since, :class:`StreamConflict` is raised and nothing is written, so a
+        state computed without those images never replaces one that counts them.
         """
         self.ensure_stream(name)
         with self._session(write=True) as s, s.begin():
             st = self._stream(s, name, lock=True)
+            if expected_n is not None and st.n_images != expected_n:
+                raise StreamConflict(
+                    f"stream {name} has {st.n_images} images, this writer expected {expected_n}: another writer"
+                )
             first = st.n_images + 1
             objs = [
                 ImageRow(
@@ -255,11 +272,20 @@ class Store:
         self, name: str, window_size: int | None, window_seconds: float | None
     ) -> tuple[dict[str, Any], list[tuple[float, float]]]:
         """The stream's saved drift state and the scored ``(time, score)`` rows of its last window, oldest first."""
-        with self._session() as s:
+        state, window, _ = self.load_stream_version(name, window_size, window_seconds)
+        return state, window
+
+    def load_stream_version(
+        self, name: str, window_size: int | None, window_seconds: float | None
+    ) -> tuple[dict[str, Any], list[tuple[float, float]], int]:
+        """:meth:`load_stream` plus the image count they belong to, read in one transaction (``record``'s
+        ``expected_n``)."""
+        # one transaction: a snapshot on SQLite (WAL), the stream row locked against writers on PostgreSQL
+        with self._session() as s, s.begin():
             try:
-                st = self._stream(s, name)
+                st = self._stream(s, name, lock=True)
             except StreamNotFound:
-                return {}, []
+                return {}, [], 0
             q = (
                 select(ImageRow.time, ImageRow.score)
                 .where(ImageRow.stream_id == st.id, ImageRow.score.is_not(None))
@@ -271,7 +297,7 @@ class Store:
             if window_size is not None:
                 q = q.limit(window_size)
             rows = [(float(t), float(sc)) for t, sc in s.execute(q).all()]
-            return dict(st.state or {}), rows[::-1]
+            return dict(st.state or {}), rows[::-1], int(st.n_images)
 
     def images(
         self, name: str, limit: int = 100, *, flagged: bool | None = None, after_seq: int | None = None

@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..data.images import preprocess_many, utf8_text
 from .alerts import AlertDispatcher
 from .drift import DriftConfig, DriftMonitor
-from .store import Store, db_error_cause
+from .store import Store, StreamConflict, db_error_cause
 
 log = logging.getLogger("discopatch.monitoring")
 
@@ -37,6 +37,8 @@ THUMBNAILS = ("flagged", "all", "none")
 MAX_SOURCE_ID = 1024
 #: Error messages are cut to this many characters before they are stored.
 MAX_ERROR_CHARS = 2000
+#: Times a write is recomputed from the database after another writer got in first, before giving up.
+MAX_RESYNC = 5
 #: Images decoded and preprocessed at once by one :class:`Scorer` (``serve --max-decodes``).
 MAX_DECODES = 2
 
@@ -180,6 +182,8 @@ class StreamRecorder:
         self.thumbnails = thumbnails
         self.thumbnail_size = thumbnail_size
         self._monitors: dict[str, DriftMonitor] = {}
+        #: The stream's image count that each cached monitor's state belongs to (the version checked on write).
+        self._versions: dict[str, int] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         #: Why the last write failed, until a write succeeds again; ``/healthz`` reports it (503).
@@ -195,11 +199,18 @@ class StreamRecorder:
         mon = self._monitors.get(name)
         if mon is None:
             mon = DriftMonitor(self.detector.calibration, self.config)
-            state, window = self.store.load_stream(name, self.config.window_size, self.config.window_seconds)
+            cfg = self.config
+            state, window, n = self.store.load_stream_version(name, cfg.window_size, cfg.window_seconds)
             if not mon.restore(state, window):
                 log.warning("stream %s was recorded under another calibration: its drift state starts afresh", name)
-            self._monitors[name] = mon
+            self._monitors[name], self._versions[name] = mon, n
         return mon
+
+    def _check_version(self, name: str, n_images: int) -> None:
+        """Drop the cached monitor if the database holds images it has not seen (call with the stream lock held)."""
+        if name in self._monitors and self._versions.get(name) != n_images:
+            log.warning("stream %s was written by another process: its drift state is reloaded from the database", name)
+            self._monitors.pop(name)
 
     def record(
         self,
@@ -215,34 +226,45 @@ class StreamRecorder:
         results, arrays = self.scorer.score(items) if scored is None else scored
         for r in results:
             make_storable(r)
+        thumbs = {}
+        for r in results:
+            img = arrays.get(r["index"])
+            if (
+                img is not None
+                and r["score"] is not None
+                and (self.thumbnails == "all" or (self.thumbnails == "flagged" and r["is_ood"]))
+            ):
+                thumbs[r["index"]] = thumbnail_png(img, self.thumbnail_size)
         with self._lock(name):
-            mon = self._monitor(name).copy()
-            now = time.time()
-            verdict = mon.update([r["score"] for r in results if r["score"] is not None], now)
-            rows = []
-            for r in results:
-                img = arrays.get(r["index"])
-                keep = (
-                    img is not None
-                    and r["score"] is not None
-                    and (self.thumbnails == "all" or (self.thumbnails == "flagged" and r["is_ood"]))
-                )
-                rows.append(
+            for attempt in range(MAX_RESYNC + 1):
+                mon = self._monitor(name).copy()
+                version = self._versions[name]
+                now = time.time()
+                verdict = mon.update([r["score"] for r in results if r["score"] is not None], now)
+                rows = [
                     {
                         "time": now,
                         **{k: r[k] for k in ("source_id", "score", "p_value", "is_ood", "error")},
-                        "thumbnail": thumbnail_png(img, self.thumbnail_size) if keep else None,  # type: ignore[arg-type]
+                        "thumbnail": thumbs.get(r["index"]),
                     }
-                )
-            alerts = [self._alert(name, verdict, now)] if verdict["transition"] else []
-            try:
-                ids = self.store.record(name, rows, mon.state(), alerts)
-            except SQLAlchemyError as e:
-                self.last_write_error = f"could not record {len(rows)} images in stream {name}: {db_error_cause(e)}"
-                log.error("%s", self.last_write_error)
-                raise
+                    for r in results
+                ]
+                alerts = [self._alert(name, verdict, now)] if verdict["transition"] else []
+                try:
+                    ids = self.store.record(name, rows, mon.state(), alerts, expected_n=version)
+                except StreamConflict:
+                    # a second writer on this stream: recompute from what the database holds, never overwrite it
+                    self._check_version(name, -1)
+                    if attempt == MAX_RESYNC:
+                        raise
+                    continue
+                except SQLAlchemyError as e:
+                    self.last_write_error = f"could not record {len(rows)} images in stream {name}: {db_error_cause(e)}"
+                    log.error("%s", self.last_write_error)
+                    raise
+                break
             self.last_write_error = None
-            self._monitors[name] = mon
+            self._monitors[name], self._versions[name] = mon, version + len(rows)
         for r, (image_id, seq) in zip(results, ids):
             r["id"], r["seq"] = image_id, seq
         for a in alerts:
@@ -276,8 +298,9 @@ class StreamRecorder:
 
     def status(self, name: str) -> dict[str, Any]:
         """Window statistics and verdict now (a time window ages even without new images); 404s as StreamNotFound."""
-        info = self.store.stream_info(name)
         with self._lock(name):
+            info = self.store.stream_info(name)
+            self._check_version(name, info["n_images"])
             verdict = self._monitor(name).result(now=time.time())
         return {"stream": name, "n_recorded": info["n_images"], "n_alerts": self.store.count_alerts(name), **verdict}
 
@@ -286,6 +309,7 @@ class StreamRecorder:
         out = {}
         for s in self.store.streams():
             with self._lock(s["name"]):
+                self._check_version(s["name"], s["n_images"])
                 out[s["name"]] = self._monitor(s["name"])
         return out
 
