@@ -76,6 +76,23 @@ def test_bearer_token_guards_writes(trained_detector, tmp_path) -> None:
         assert c.get("/metrics").status_code == 200
 
 
+def test_token_guards_thumbnails(trained_detector, tmp_path) -> None:
+    """Issue 13, item 7: with ``--token`` alone a flagged image's thumbnail (sequential ids: enumerable) was open."""
+    ok = {"authorization": "Bearer s3cret"}
+    with _client(trained_detector, tmp_path, token="s3cret", thumbnails="all") as c:
+        r = c.post("/v1/streams/cam/images", files=_files(1), headers=ok)
+        assert r.status_code == 200, r.text
+        image_id = r.json()["results"][0]["id"]
+        listed = c.get("/v1/streams/cam/images").json()
+        assert listed[0]["thumbnail"] == f"/v1/images/{image_id}/thumbnail.png"
+        for missing in (None, "Bearer nope"):
+            headers = {"authorization": missing} if missing else {}
+            r = c.get(f"/v1/images/{image_id}/thumbnail.png", headers=headers)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        r = c.get(f"/v1/images/{image_id}/thumbnail.png", headers=ok)
+        assert r.status_code == 200 and r.content.startswith(b"\x89PNG")
+
+
 def test_token_all_guards_reads_but_not_healthz(trained_detector, tmp_path) -> None:
     with _client(trained_detector, tmp_path, token="s3cret", token_all=True) as c:
         assert c.get("/v1/streams").status_code == 401

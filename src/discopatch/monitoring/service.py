@@ -8,7 +8,7 @@ answer only after their rows are committed. A stream's drift state lives in the 
 diverge (docs/RELIABILITY.md).
 
 Hardening (docs/RELIABILITY.md): the body size, images per request and scoring time are bounded (413 / 503), an
-optional bearer token guards the POST endpoints (or every endpoint but ``/healthz``), stream names are
+optional bearer token guards the POST endpoints and thumbnails (or every endpoint but ``/healthz``), stream names are
 allow-listed (400), and no page loads anything from another host.
 """
 
@@ -404,7 +404,8 @@ def create_app(
 ) -> FastAPI:
     """The service for a calibrated detector (a :class:`~discopatch.detector.Detector` or a model directory).
 
-    ``token`` (a bearer token) guards the POST endpoints, or with ``token_all`` every endpoint but ``/healthz``;
+    ``token`` (a bearer token) guards the POST endpoints and the thumbnails, or with ``token_all`` every endpoint but
+    ``/healthz``;
     ``timeout_s`` bounds decoding and scoring per request (``None``: no bound); ``max_decodes`` bounds the images
     decoded at once over all requests, and with it the memory decoding takes.
     """
@@ -452,7 +453,9 @@ def create_app(
 
         @app.middleware("http")
         async def _auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-            guarded = request.method == "POST" or (token_all and request.url.path != "/healthz")
+            path = request.url.path
+            # thumbnails are the images themselves, under guessable sequential ids: guarded whenever a token is set
+            guarded = request.method == "POST" or path.startswith("/v1/images/") or (token_all and path != "/healthz")
             given = request.headers.get("authorization", "").encode()
             if guarded and not secrets.compare_digest(given, expected):
                 return JSONResponse(
