@@ -262,10 +262,10 @@ def run_curve(
                 f"{row['game']['id_separation']:.3f}"
             )
         results["runs"][str(seed)] = rows
-    results["end_point"] = end_point_summary(results)
-    results["selection"] = selection_summary(results)
-    if out is not None:
-        write_curve(results, Path(out))
+        results["end_point"] = end_point_summary(results)
+        results["selection"] = selection_summary(results)
+        if out is not None:  # after every seed, so a long run that is stopped keeps what it measured
+            write_curve(results, Path(out))
     return results
 
 
