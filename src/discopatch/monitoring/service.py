@@ -9,7 +9,8 @@ diverge (docs/RELIABILITY.md).
 
 Hardening (docs/RELIABILITY.md): the body size, images per request and scoring time are bounded (413 / 503), an
 optional bearer token guards the POST endpoints and thumbnails (or every endpoint but ``/healthz``), stream names are
-allow-listed (400), and no page loads anything from another host.
+allow-listed (400), and no page loads anything from another host. An optional ``Idempotency-Key`` header makes a
+stream request safe to retry: a key the stream already holds gets its stored response and records nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib.resources import files
 from typing import Any
 
@@ -41,7 +43,15 @@ from .. import __version__
 from .alerts import AlertDispatcher
 from .drift import DriftConfig
 from .store import DEFAULT_DB_URL, Store, StreamConflict, StreamNotFound
-from .streams import MAX_DECODES, Item, StreamRecorder, check_stream_name
+from .streams import (
+    MAX_DECODES,
+    Item,
+    KeyReused,
+    StreamRecorder,
+    check_idempotency_key,
+    check_stream_name,
+    payload_fingerprint,
+)
 
 MAX_IMAGES = 256
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
@@ -108,6 +118,9 @@ class StreamResponse(BaseModel):
     stream: str
     results: list[ImageResult]
     drift: dict[str, Any] = Field(description="the stream's verdict after these images (see GET .../status)")
+    replayed: bool = Field(
+        default=False, description="true: the Idempotency-Key was already recorded; this is that request's response"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -499,21 +512,41 @@ def create_app(
         }
 
     @app.post("/v1/streams/{name}/images", response_model=StreamResponse, openapi_extra=IMAGES_BODY, tags=["streams"])
-    async def stream_images(name: str, request: Request) -> dict[str, Any]:
+    async def stream_images(name: str, request: Request, response: Response) -> dict[str, Any]:
         """Score images, record them in stream ``name`` (created on first use) and return the drift verdict.
 
         Answers only after the rows are committed; 503 if scoring timed out or the database refused the rows (in
-        both cases nothing was recorded)."""
+        both cases nothing was recorded). With an ``Idempotency-Key`` header already recorded in the stream, the
+        original response is returned and nothing is recorded (422 if the images differ)."""
         _check_name(name)
+        key = request.headers.get("idempotency-key")
+        if key is not None:
+            try:
+                check_idempotency_key(key)
+            except ValueError as e:
+                raise HTTPException(400, str(e)) from None
         items = await read_items(request, max_images, max_image_bytes)
-        scored = await _bounded(recorder.scorer.score, items)
         try:
-            out = await run_in_threadpool(recorder.record, name, items, scored)
+            done = fingerprint = None
+            if key is not None:  # a retry is answered before scoring; record() checks again in its transaction
+                fingerprint = await run_in_threadpool(payload_fingerprint, items)
+                done = await run_in_threadpool(recorder.replay, name, key, fingerprint)
+            if done is not None:
+                out = done | {"replayed": True}
+            else:
+                scored = await _bounded(recorder.scorer.score, items)
+                record = partial(recorder.record, key=key, fingerprint=fingerprint)
+                out = await run_in_threadpool(record, name, items, scored)
+        except KeyReused as e:
+            raise HTTPException(422, str(e)) from None
         except SQLAlchemyError as e:
             raise HTTPException(503, f"could not record the images: {type(e).__name__}") from None
         except StreamConflict as e:  # other writers kept getting in first, even after reloading
             raise HTTPException(503, f"could not record the images: {e}", headers={"retry-after": "1"}) from None
-        metrics.count_images(out["results"])
+        if out["replayed"]:
+            response.headers["idempotent-replayed"] = "true"
+        else:
+            metrics.count_images(out["results"])
         return out
 
     @app.get("/v1/streams", tags=["streams"])

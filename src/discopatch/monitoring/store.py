@@ -1,10 +1,11 @@
 """Persistent history of monitored streams through SQLAlchemy 2: a SQLite file by default, PostgreSQL by URL.
 
-Three tables: ``dp_streams`` (one row per stream with its JSON drift state and image counter), ``dp_images`` (every
-scored image: per-stream sequence number, time, source id, score, p-value, flag, error, optional PNG thumbnail) and
-``dp_alerts``. :meth:`Store.record` writes a batch of images, the stream's new state and its alerts in **one**
+Four tables: ``dp_streams`` (one row per stream with its JSON drift state and image counter), ``dp_images`` (every
+scored image: per-stream sequence number, time, source id, score, p-value, flag, error, optional PNG thumbnail),
+``dp_alerts`` and ``dp_requests`` (per stream and idempotency key: the payload's digest, the image ids and the
+response). :meth:`Store.record` writes a batch of images, the stream's new state, its alerts and its key in **one**
 transaction, so after a crash the state always matches the rows - which is what lets a restarted server resume a
-stream exactly.
+stream exactly, and a client retry a request whose answer it never got without storing its images twice.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -90,6 +92,21 @@ class AlertRow(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class RequestRow(Base):
+    """A recorded request that carried an idempotency key: enough to answer a retry without recording again."""
+
+    __tablename__ = "dp_requests"
+    __table_args__ = (UniqueConstraint("stream_id", "key", name="uq_dp_requests_stream_key"),)
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    stream_id: Mapped[int] = mapped_column(ForeignKey("dp_streams.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 (hex) of the payload
+    created: Mapped[float] = mapped_column(Double)
+    image_ids: Mapped[list[list[int]]] = mapped_column(JSON)  # [id, seq] per image
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)  # the response body without the image ids
+
+
 IMAGE_FIELDS = ("id", "seq", "time", "source_id", "score", "p_value", "is_ood", "error")
 ALERT_FIELDS = ("id", "time", "seq", "kind", "tests", "p_val", "alarm_rate", "detail")
 
@@ -139,6 +156,26 @@ class StreamConflict(RuntimeError):
     process loaded its state; nothing was written, and the caller must reload the state and try again."""
 
 
+@dataclass(frozen=True)
+class StoredRequest:
+    """A request recorded under an idempotency key: the caller gives the key, the payload digest and the response
+    body (without image ids); ``image_ids`` (``(id, seq)`` per image) and ``created`` are filled in when read back."""
+
+    key: str
+    fingerprint: str
+    response: dict[str, Any] = field(default_factory=dict)
+    image_ids: list[tuple[int, int]] = field(default_factory=list)
+    created: float | None = None
+
+
+class AlreadyRecorded(Exception):
+    """The stream already holds a request with this idempotency key; nothing was written."""
+
+    def __init__(self, request: StoredRequest) -> None:
+        super().__init__(f"idempotency key {request.key!r} was already recorded")
+        self.request = request
+
+
 class StoreUnavailable(RuntimeError):
     """The database cannot be opened or set up; the message is one line that names it and the cause."""
 
@@ -151,7 +188,7 @@ def db_error_cause(e: BaseException) -> str:
 
 
 class Store:
-    """Repository over the three tables; thread-safe (one session per call)."""
+    """Repository over the four tables; thread-safe (one session per call)."""
 
     def __init__(self, url: str | os.PathLike = DEFAULT_DB_URL) -> None:
         try:
@@ -206,6 +243,7 @@ class Store:
         alerts: Sequence[dict[str, Any]] = (),
         *,
         expected_n: int | None = None,
+        request: StoredRequest | None = None,
     ) -> list[tuple[int, int]]:
         """Append images and alerts and replace the stream's state, atomically; returns ``(id, seq)`` per image.
 
@@ -213,10 +251,18 @@ class Store:
         if two writers share a stream. ``expected_n`` is the image count the new ``state`` was computed from: if
         another writer has recorded images since, :class:`StreamConflict` is raised and nothing is written, so a
         state computed without those images never replaces one that counts them.
+
+        ``request`` (key, payload digest and response body) is stored with the images; if the stream already holds
+        its key, :class:`AlreadyRecorded` is raised with the stored one and nothing is written. The check runs under
+        the stream lock, so two writers retrying one request cannot both record it.
         """
         self.ensure_stream(name)
         with self._session(write=True) as s, s.begin():
             st = self._stream(s, name, lock=True)
+            if request is not None:
+                done = self._request(s, st.id, request.key)
+                if done is not None:
+                    raise AlreadyRecorded(done)
             if expected_n is not None and st.n_images != expected_n:
                 raise StreamConflict(
                     f"stream {name} has {st.n_images} images, this writer expected {expected_n}: another writer"
@@ -255,7 +301,27 @@ class Store:
             st.state = dict(state)
             st.updated = time.time()
             s.flush()
-            return [(o.id, o.seq) for o in objs]
+            ids = [(o.id, o.seq) for o in objs]
+            if request is not None:
+                s.add(
+                    RequestRow(
+                        stream_id=st.id,
+                        key=request.key,
+                        fingerprint=request.fingerprint,
+                        created=st.updated,
+                        image_ids=[list(i) for i in ids],
+                        response=request.response,
+                    )
+                )
+            return ids
+
+    @staticmethod
+    def _request(s: Session, stream_id: int, key: str) -> StoredRequest | None:
+        row = s.scalars(select(RequestRow).where(RequestRow.stream_id == stream_id, RequestRow.key == key)).first()
+        if row is None:
+            return None
+        ids = [(int(i), int(q)) for i, q in row.image_ids]
+        return StoredRequest(row.key, row.fingerprint, dict(row.response), ids, row.created)
 
     # ------------------------------------------------------------------ reading
     def stream_info(self, name: str) -> dict[str, Any]:
@@ -314,6 +380,15 @@ class Store:
                 q = q.where(ImageRow.seq > after_seq)
             q = q.order_by(ImageRow.seq.desc()).limit(limit)
             return [dict(r._mapping) for r in s.execute(q).all()][::-1]
+
+    def request(self, name: str, key: str) -> StoredRequest | None:
+        """The request recorded in stream ``name`` under idempotency ``key``, if any."""
+        with self._session() as s:
+            try:
+                st = self._stream(s, name)
+            except StreamNotFound:
+                return None
+            return self._request(s, st.id, key)
 
     def thumbnail(self, image_id: int) -> bytes | None:
         with self._session() as s:

@@ -10,7 +10,9 @@ order and a failed commit leaves the in-memory state untouched. A call returns o
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import re
 import threading
@@ -27,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..data.images import preprocess_many, utf8_text
 from .alerts import AlertDispatcher
 from .drift import DriftConfig, DriftMonitor
-from .store import Store, StreamConflict, db_error_cause
+from .store import AlreadyRecorded, Store, StoredRequest, StreamConflict, db_error_cause
 
 log = logging.getLogger("discopatch.monitoring")
 
@@ -41,6 +43,12 @@ MAX_ERROR_CHARS = 2000
 MAX_RESYNC = 5
 #: Images decoded and preprocessed at once by one :class:`Scorer` (``serve --max-decodes``).
 MAX_DECODES = 2
+#: Idempotency keys: 1-255 printable ASCII characters, no space at either end (``dp_requests.key`` is VARCHAR(255)).
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?")
+
+
+class KeyReused(ValueError):
+    """An idempotency key already recorded in the stream came again with a different payload."""
 
 
 def check_stream_name(name: str) -> str:
@@ -49,6 +57,27 @@ def check_stream_name(name: str) -> str:
             f"invalid stream name {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name
+
+
+def check_idempotency_key(key: str) -> str:
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise ValueError(
+            "invalid idempotency key: use 1-255 printable ASCII characters (no leading or trailing space), "
+            "for example a UUID"
+        )
+    return key
+
+
+def payload_fingerprint(items: list[Item]) -> str:
+    """SHA-256 (hex) over each item's source id and image bytes, or its early error: what a retry must repeat."""
+    h = hashlib.sha256()
+    for it in items:
+        if isinstance(it.data, bytes):
+            data = hashlib.sha256(it.data).hexdigest()
+        else:
+            data = None if it.data is None else f"path:{it.data}"
+        h.update(json.dumps([it.source_id, data, it.error]).encode() + b"\n")
+    return h.hexdigest()
 
 
 def make_storable(result: dict[str, Any]) -> None:
@@ -212,17 +241,48 @@ class StreamRecorder:
             log.warning("stream %s was written by another process: its drift state is reloaded from the database", name)
             self._monitors.pop(name)
 
+    def replay(self, name: str, key: str, fingerprint: str) -> dict[str, Any] | None:
+        """The response of the request recorded in stream ``name`` under ``key``, or None if there is none.
+
+        Raises :class:`KeyReused` if that request's payload digest is not ``fingerprint``.
+        """
+        done = self.store.request(name, key)
+        return None if done is None else self._replayed(done, fingerprint)
+
+    @staticmethod
+    def _replayed(done: StoredRequest, fingerprint: str) -> dict[str, Any]:
+        if done.fingerprint != fingerprint:
+            raise KeyReused(
+                f"idempotency key {done.key!r} was already used in this stream for a different payload "
+                "(other images or source ids); use a new key for a new request"
+            )
+        out = dict(done.response)
+        out["results"] = [r | {"id": i, "seq": q} for r, (i, q) in zip(out["results"], done.image_ids)]
+        return out
+
     def record(
         self,
         name: str,
         items: list[Item],
         scored: tuple[list[dict[str, Any]], dict[int, np.ndarray]] | None = None,
+        *,
+        key: str | None = None,
+        fingerprint: str | None = None,
     ) -> dict[str, Any]:
         """Score ``items``, add them to stream ``name`` and commit; returns results and the drift verdict.
 
         ``scored`` is ``self.scorer.score(items)`` when the caller already ran it (the server bounds its time).
+        With an idempotency ``key`` already recorded in the stream, the stored response is returned (``replayed``
+        true) and nothing is recorded or changed; :class:`KeyReused` if the images differ from that request's.
+        ``fingerprint`` is ``payload_fingerprint(items)`` when the caller already computed it.
         """
         check_stream_name(name)
+        if key is not None:
+            check_idempotency_key(key)
+            fingerprint = fingerprint or payload_fingerprint(items)
+            done = self.replay(name, key, fingerprint)  # before scoring, which a replay does not need
+            if done is not None:
+                return done | {"replayed": True}
         results, arrays = self.scorer.score(items) if scored is None else scored
         for r in results:
             make_storable(r)
@@ -250,8 +310,14 @@ class StreamRecorder:
                     for r in results
                 ]
                 alerts = [self._alert(name, verdict, now)] if verdict["transition"] else []
+                request = None
+                if key is not None:
+                    body = {"stream": name, "results": [dict(r) for r in results], "drift": verdict}
+                    request = StoredRequest(key, fingerprint or "", body)
                 try:
-                    ids = self.store.record(name, rows, mon.state(), alerts, expected_n=version)
+                    ids = self.store.record(name, rows, mon.state(), alerts, expected_n=version, request=request)
+                except AlreadyRecorded as e:  # a concurrent retry (in this process or another) was recorded first
+                    return self._replayed(e.request, fingerprint or "") | {"replayed": True}
                 except StreamConflict:
                     # a second writer on this stream: recompute from what the database holds, never overwrite it
                     self._check_version(name, -1)
@@ -270,7 +336,7 @@ class StreamRecorder:
         for a in alerts:
             a["seq"] = ids[-1][1] if ids else None
             self.alerts.send(a)
-        return {"stream": name, "results": results, "drift": verdict}
+        return {"stream": name, "results": results, "drift": verdict, "replayed": False}
 
     @staticmethod
     def _alert(name: str, verdict: dict[str, Any], now: float) -> dict[str, Any]:
