@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bf16: a bfloat16 copy of D's convolutions (statistics in float32), faster where the CPU/GPU has "
         "bf16 units (AUROC check: docs/BENCHMARKS.md)",
     )
+    p.add_argument(
+        "--heatmaps",
+        metavar="DIR",
+        help="also write one PNG per readable image to DIR: D's per-patch contributions over the image as the "
+        "model sees it (red = fake-like, blue = real-like); adds a heatmap column. Explains D's share only, "
+        "not the per-image statistics of a fused score (see README)",
+    )
     _add_device(p)
 
     p = sub.add_parser("evaluate", help="AUROC / FPR@95 / AUPR of ID vs OOD folders")
@@ -317,6 +324,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     paths = expand_paths(args.paths)
     fields = ["path", "score", "p_value", "is_ood", "error"]
+    heat_dir = Path(args.heatmaps) if args.heatmaps else None
+    if heat_dir is not None:
+        heat_dir.mkdir(parents=True, exist_ok=True)
+        fields.append("heatmap")
     out_path = Path(args.out) if args.out else None
     jsonl = out_path is not None and out_path.suffix.lower() in (".jsonl", ".ndjson")
     if out_path is not None and not jsonl and out_path.suffix.lower() != ".csv":
@@ -334,7 +345,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         writer = None if jsonl else csv.DictWriter(fh, fieldnames=fields)
         if writer and not append:
             writer.writeheader()
-        for row in det.iter_score_files(paths):
+        for row in det.iter_score_files(paths, explain=heat_dir is not None):
+            if heat_dir is not None:
+                row["heatmap"] = _write_heatmap(heat_dir, row["path"], row.pop("explanation"))
             row = {k: utf8_text(v) if isinstance(v, str) else v for k, v in row.items()}
             n += 1
             n_fail += row["error"] is not None
@@ -356,6 +369,20 @@ def cmd_score(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_FAILED_INPUTS if n_fail else EXIT_OK
+
+
+def _write_heatmap(directory: Path, path: str, explanation: Any) -> str | None:
+    """Write one overlay named after the file plus a hash of its full path (equal names in two folders differ)."""
+    if explanation is None:
+        return None
+    import hashlib
+
+    from .explain import save_overlay
+
+    digest = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
+    target = directory / f"{Path(path).stem[:100]}-{digest}.png"
+    save_overlay(explanation, str(target))
+    return str(target)
 
 
 def _rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> set[str]:
