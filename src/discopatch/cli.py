@@ -16,6 +16,38 @@ from . import __version__
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
 
+#: Optional extras (pyproject.toml) and the top-level modules each provides; a missing one becomes a one-line hint.
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "serve": ("fastapi", "uvicorn", "sqlalchemy", "multipart", "python_multipart", "httpx"),
+    "onnx": ("onnx", "onnxruntime"),
+    "postgres": ("psycopg",),
+    "bench": ("matplotlib", "skimage", "mlxtend"),
+}
+
+
+class MissingExtra(RuntimeError):
+    """An optional dependency of the running command is not installed."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(f"missing optional dependency {module!r}; install it with: pip install 'discopatch[{extra}]'")
+
+
+def extra_of(module: str) -> str | None:
+    """The extra that provides top-level ``module`` (``None`` if it is not an optional dependency)."""
+    root = module.split(".")[0]
+    return next((extra for extra, mods in EXTRAS.items() if root in mods), None)
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Import ``modules`` now, so that a missing extra stops a command before any work rather than in the middle."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise MissingExtra(module, extra) from None
+
 
 def _widths(text: str) -> tuple[int, ...]:
     try:
@@ -480,6 +512,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        extra = extra_of(e.name or "")
+        if extra is None:
+            raise
+        print(f"discopatch {args.command}: error: {MissingExtra(e.name or '', extra)}", file=sys.stderr)
+        return EXIT_USAGE
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"discopatch {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -82,12 +82,12 @@ def _load_images(folder: str | None, limit: int) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .cli import require_extra
+
+    require_extra("onnx", "onnx", "onnxruntime")
     from .detector import Detector
-    from .engine import onnx_available
     from .export import check_export, export_detector
 
-    if not onnx_available():
-        raise RuntimeError("export needs the optional extra: pip install 'discopatch[onnx]'")
     det = Detector.load(args.model, device="cpu", engine="torch")
     out = export_detector(det, args.out, opset=args.opset)
     print(

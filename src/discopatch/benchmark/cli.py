@@ -67,6 +67,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.curve:
         return _cmd_curve(args)
+    if args.out:  # the report's figures; checked now rather than after the whole run
+        from ..cli import require_extra
+
+        require_extra("bench", "matplotlib")
     budget = QUICK if args.quick else FULL_PHOTOS if args.protocol == "photos" else FULL
     if args.train_time is not None:
         budget = dataclasses.replace(budget, main_train=args.train_time)

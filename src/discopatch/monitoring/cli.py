@@ -55,6 +55,15 @@ def drift_config(args: argparse.Namespace) -> DriftConfig:
     )
 
 
+def _require_store_extras(db: str) -> None:
+    """The database layer's extras, checked before the model loads: SQLAlchemy, and psycopg for PostgreSQL."""
+    from ..cli import require_extra
+
+    require_extra("serve", "sqlalchemy")
+    if db.startswith(("postgresql", "postgres")):
+        require_extra("postgres", "psycopg")
+
+
 def _recorder_parts(args: argparse.Namespace) -> tuple[Any, DriftConfig, Any]:
     import torch
 
@@ -72,6 +81,10 @@ def _recorder_parts(args: argparse.Namespace) -> tuple[Any, DriftConfig, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from ..cli import require_extra
+
+    require_extra("serve", "fastapi", "uvicorn")
+    _require_store_extras(args.db)
     import uvicorn
 
     from .service import create_app
@@ -107,6 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
+    _require_store_extras(args.db)
     from .store import Store, StreamNotFound
     from .streams import StreamRecorder, check_stream_name
     from .watch import Watcher
