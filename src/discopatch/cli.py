@@ -463,7 +463,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         writer = None if jsonl else csv.DictWriter(fh, fieldnames=fields)
         if writer and not append:
             writer.writeheader()
-        for row in det.iter_score_files(paths, explain=heat_dir is not None):
+        rows = det.iter_score_files(paths, explain=True) if heat_dir is not None else det.iter_score_files(paths)
+        for row in rows:
             if heat_dir is not None:
                 row["heatmap"] = _write_heatmap(heat_dir, row["path"], row.pop("explanation"))
             row = {k: utf8_text(v) if isinstance(v, str) else v for k, v in row.items()}
