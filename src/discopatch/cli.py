@@ -441,7 +441,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         args.model, device=args.device, batch_size=args.batch_size, engine=args.engine, precision=args.precision
     )
     paths = expand_paths(args.paths)
-    fields = ["path", "score", "p_value", "is_ood", "error"]
+    fields = ["path", "score", "p_value", "is_ood", "error", "threshold", "model_id"]
     heat_dir = Path(args.heatmaps) if args.heatmaps else None
     if heat_dir is not None:
         heat_dir.mkdir(parents=True, exist_ok=True)

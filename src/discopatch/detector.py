@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .artifact import ArtifactError, load_artifact, save_artifact
+from .artifact import ArtifactError, detector_id, load_artifact, save_artifact
 from .calibration import Calibration
 from .config import PRESETS, Preset, get_preset, to_dict
 from .data.images import ImageInput, preprocess, preprocess_many
@@ -87,6 +87,8 @@ class Detector:
         self.training_info: dict[str, Any] = {}
         self.trainer: Trainer | None = None
         self.stats_model: StatsModel | None = None
+        #: Hash of the saved files (:func:`~discopatch.artifact.detector_id`); ``None`` until saved or loaded.
+        self.detector_id: str | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -338,8 +340,10 @@ class Detector:
     ) -> Iterable[dict[str, Any]]:
         """Score files in input order, ``chunk_size`` at a time; yields one row per file.
 
-        Rows are ``{"path", "score", "p_value", "is_ood", "error"}``. A file that cannot be read yields a row
-        with ``score=None`` and a specific ``error``; the others are unaffected (scores are per image).
+        Rows are ``{"path", "score", "p_value", "is_ood", "error", "threshold", "model_id"}``; the last two say
+        which calibrated threshold and which saved detector (:attr:`detector_id`) produced the row. A file that
+        cannot be read yields a row with ``score=None`` and a specific ``error``; the others are unaffected (scores
+        are per image).
         ``explain=True`` adds ``"explanation"`` (an :class:`Explanation`, ``None`` for unreadable files) from the
         same forward pass as the score.
         """
@@ -360,6 +364,7 @@ class Detector:
             for (_, img, err), path in zip(decoded, chunk):
                 if img is None:
                     row = {"path": str(path), "score": None, "p_value": None, "is_ood": None, "error": err}
+                    row |= {"threshold": self._row_threshold(), "model_id": self.detector_id}
                     yield {**row, "explanation": None} if explain else row
                     continue
                 s = float(next(it))
@@ -369,6 +374,8 @@ class Detector:
                     "p_value": None,
                     "is_ood": None,
                     "error": None,
+                    "threshold": self._row_threshold(),
+                    "model_id": self.detector_id,
                 }
                 if self.calibration is not None:
                     row["p_value"] = float(self.calibration.p_values(np.array([s]))[0])
@@ -376,6 +383,11 @@ class Detector:
                 if explain:
                     row["explanation"] = next(it_expl)
                 yield row
+
+    def _row_threshold(self) -> float | None:
+        """The threshold as an output value: ``None`` when uncalibrated or infinite (too few calibration images)."""
+        thr = self.threshold
+        return None if thr is None or not np.isfinite(thr) else float(thr)
 
     def calibrate(self, images: Images, target_fpr: float | None = None) -> Detector:
         """Set the threshold and p-value reference from ID images only. Returns ``self``."""
@@ -416,7 +428,7 @@ class Detector:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
         D = self._require_model()
-        return save_artifact(
+        out = save_artifact(
             path,
             D,
             self.preset.preprocess,
@@ -427,6 +439,8 @@ class Detector:
             score_mode=self.preset.score_mode,
             stats=None if self.stats_model is None else self.stats_model.to_tensors(),
         )
+        self.detector_id = detector_id(out)
+        return out
 
     @classmethod
     def load(
@@ -454,6 +468,7 @@ class Detector:
         det.discriminator = D.to(det.device)
         det.calibration = art.calibration
         det.training_info = art.meta.get("training", {})
+        det.detector_id = detector_id(path)
         if art.stats is not None:
             try:
                 det.stats_model = StatsModel.from_tensors(art.stats, 2 * sum(art.model.widths))
