@@ -111,7 +111,7 @@ def test_score_folder_to_stdout(workspace, capsys) -> None:
     root, model = workspace
     assert main(["score", str(model), str(root / "id")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "path,score,p_value,is_ood,error" and len(lines) == 41
+    assert lines[0] == "path,score,p_value,is_ood,error,threshold,model_id" and len(lines) == 41
 
 
 def test_evaluate_prints_table_and_json(workspace, tmp_path: Path, capsys) -> None:
@@ -178,3 +178,23 @@ def test_clear_errors(workspace, tmp_path: Path, capsys) -> None:
 def test_console_entry_point_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "discopatch", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("discopatch ")
+
+
+def test_score_rows_carry_the_model_id_and_threshold(workspace, tmp_path: Path) -> None:
+    from discopatch.artifact import detector_id
+    from discopatch.detector import Detector
+
+    root, model = workspace
+    out = tmp_path / "s.jsonl"
+    assert main(["score", str(model), str(root / "id"), "--out", str(out), "--device", "cpu"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    det = Detector.load(model, device="cpu")
+    assert det.detector_id == detector_id(model) and len(det.detector_id) == 16
+    assert {r["model_id"] for r in rows} == {det.detector_id}
+    assert {r["threshold"] for r in rows} == {det.threshold}
+    # another calibration is another detector: its saved copy gets another id, and the scores say so
+    det.calibrate(root / "id", target_fpr=0.2)
+    det.save(tmp_path / "recal")
+    assert det.detector_id == detector_id(tmp_path / "recal") != detector_id(model)
+    row = next(iter(det.iter_score_files([next((root / "id").rglob("*.png"))])))
+    assert row["model_id"] == det.detector_id and row["threshold"] == det.threshold

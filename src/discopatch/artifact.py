@@ -204,6 +204,12 @@ def save_artifact(
     return directory
 
 
+def detector_id(directory: str | os.PathLike) -> str:
+    """A detector's identity: SHA-256 (first 16 hex digits) of its ``detector.json``, which records the checksum of
+    every other file, so any change to weights, calibration, statistics or settings gives a new id."""
+    return hashlib.sha256((Path(directory) / CONFIG_FILE).read_bytes()).hexdigest()[:16]
+
+
 def _require(cond: bool, msg: str) -> None:
     if not cond:
         raise ArtifactError(msg)

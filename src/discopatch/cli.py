@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import io
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,6 +16,38 @@ from typing import Any
 from . import __version__
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
+
+#: Optional extras (pyproject.toml) and the top-level modules each provides; a missing one becomes a one-line hint.
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "serve": ("fastapi", "uvicorn", "sqlalchemy", "multipart", "python_multipart", "httpx"),
+    "onnx": ("onnx", "onnxruntime"),
+    "postgres": ("psycopg",),
+    "bench": ("matplotlib", "skimage", "mlxtend"),
+}
+
+
+class MissingExtra(RuntimeError):
+    """An optional dependency of the running command is not installed."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(f"missing optional dependency {module!r}; install it with: pip install 'discopatch[{extra}]'")
+
+
+def extra_of(module: str) -> str | None:
+    """The extra that provides top-level ``module`` (``None`` if it is not an optional dependency)."""
+    root = module.split(".")[0]
+    return next((extra for extra, mods in EXTRAS.items() if root in mods), None)
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Import ``modules`` now, so that a missing extra stops a command before any work rather than in the middle."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise MissingExtra(module, extra) from None
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -36,19 +69,57 @@ def _betas(text: str) -> tuple[float, float]:
     return b1, b2
 
 
+_STATES_DEFAULT = re.compile(r"\(default\b|\bdefault:", re.IGNORECASE)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the text already states its default, or there is none
+    to state (``None``, or an off flag); examples in epilogs keep their line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if _STATES_DEFAULT.search(text) or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """Every discopatch (sub-)parser: :class:`HelpFormatter` unless told otherwise."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def examples(*lines: str) -> str:
+    """An epilog of example command lines."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+#: The top-level help lists these apart from the everyday commands.
+EVALUATION_COMMANDS = ("benchmark", "attack", "bench-speed")
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="discopatch",
-        description="DisCoPatch: detect out-of-distribution and covariate-shifted images from ID images only.",
-    )
+    parser = Parser(prog="discopatch")
     parser.add_argument("--version", action="version", version=f"discopatch {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
-    p = sub.add_parser("fit", help="train a detector on a folder of in-distribution images")
+    p = sub.add_parser(
+        "fit",
+        help="train a detector on a folder of in-distribution images",
+        epilog=examples(
+            "discopatch fit id_images/ --out model/ --max-time 1800",
+            "discopatch fit id_images/ --out model/ --resume            # continue after an interruption",
+            "discopatch fit photos/ --out model/ --channels 3 --score d-only",
+        ),
+    )
     p.add_argument("images", help="folder of ID images (searched recursively)")
     p.add_argument("--out", required=True, help="directory to write the detector to")
     p.add_argument(
@@ -67,23 +138,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs over the training split (default: the preset's)")
     p.add_argument("--max-steps", type=int, help="stop after this many training steps in all")
     p.add_argument("--max-time", type=float, help="stop training after this many seconds")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of training, the split and the test patch positions")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate of the threshold (default 0.05)")
     p.add_argument("--val-fraction", type=float, help="share of images held out for calibration (default 0.1)")
     g = p.add_argument_group("overrides (default: the preset's)")
-    g.add_argument("--image-size", type=int)
-    g.add_argument("--resize", choices=["resize_crop", "pad", "squash"])
-    g.add_argument("--patch-size", type=int)
-    g.add_argument("--widths", type=_widths, help="e.g. 32,64,128,256")
-    g.add_argument("--latent-dim", type=int)
-    g.add_argument("--norm", choices=["patch", "batchnorm", "groupnorm", "instancenorm", "none"])
-    g.add_argument("--batch-images", type=int)
-    g.add_argument("--train-patches", type=int)
-    g.add_argument("--test-patches", type=int)
-    g.add_argument("--lr", type=float)
-    g.add_argument("--w-kl", type=float)
-    g.add_argument("--w-adv", type=float)
+    g.add_argument("--image-size", type=int, help="side of the square every image is resized to, in pixels")
+    g.add_argument("--resize", choices=["resize_crop", "pad", "squash"], help="how a non-square image becomes square")
+    g.add_argument("--patch-size", type=int, help="side of D's square patches, in pixels")
+    g.add_argument("--widths", type=_widths, help="channels of D's (and the VAE's) conv blocks, e.g. 32,64,128,256")
+    g.add_argument("--latent-dim", type=int, help="VAE latent size")
+    g.add_argument(
+        "--norm",
+        choices=["patch", "batchnorm", "groupnorm", "instancenorm", "none"],
+        help="D's normalisation; patch = per-image batch statistics (the method); others are ablations",
+    )
+    g.add_argument("--batch-images", type=int, help="images per training step")
+    g.add_argument("--train-patches", type=int, help="random patches per image in training")
+    g.add_argument("--test-patches", type=int, help="patches per image when scoring")
+    g.add_argument("--lr", type=float, help="Adam learning rate of both networks")
+    g.add_argument("--w-kl", type=float, help="weight of the VAE's KL term")
+    g.add_argument("--w-adv", type=float, help="weight of the VAE's adversarial terms")
     g.add_argument("--grouping", choices=["domain", "image"], help="training normalisation groups")
     g.add_argument("--ema", type=float, help="EMA decay of D's weights kept as the detector (0 = off)")
     g.add_argument("--no-first-norm", action="store_true", help="no normalisation in D's first layer")
@@ -110,11 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("score", help="score image files or folders")
+    p = sub.add_parser(
+        "score",
+        help="score image files or folders",
+        epilog=examples(
+            "discopatch score model/ new_images/ more.jpg --out scores.csv",
+            "discopatch score model/ big_folder/ --out scores.jsonl --resume",
+            "discopatch score model/ suspicious.png --heatmaps maps/",
+        ),
+    )
     p.add_argument("model", help="detector directory written by 'discopatch fit'")
     p.add_argument("paths", nargs="+", help="image files and/or folders")
     p.add_argument("--out", help="write rows to FILE.csv or FILE.jsonl (default: CSV on standard output)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (speed and memory only)")
     p.add_argument(
         "--resume", action="store_true", help="keep the rows already in --out, append only the files missing from it"
     )
@@ -131,10 +214,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="bf16: a bfloat16 copy of D's convolutions (statistics in float32), faster where the CPU/GPU has "
         "bf16 units (AUROC check: docs/BENCHMARKS.md)",
     )
+    p.add_argument(
+        "--heatmaps",
+        metavar="DIR",
+        help="also write one PNG per readable image to DIR: D's per-patch contributions over the image as the "
+        "model sees it (red = fake-like, blue = real-like); adds a heatmap column. Explains D's share only, "
+        "not the per-image statistics of a fused score (see README)",
+    )
     _add_device(p)
 
-    p = sub.add_parser("evaluate", help="AUROC / FPR@95 / AUPR of ID vs OOD folders")
-    p.add_argument("model")
+    p = sub.add_parser(
+        "evaluate",
+        help="AUROC / FPR@95 / AUPR of ID vs OOD folders",
+        epilog=examples(
+            "discopatch evaluate model/ --id held_out_id/ --ood blur=blurred/ --ood other=other_set/",
+            "discopatch evaluate model/ --id-list id.txt --ood near=near.txt --data-root /data --json eval.json",
+        ),
+    )
+    p.add_argument("model", help="detector directory written by 'discopatch fit'")
     p.add_argument("--id", dest="id_dir", help="folder of held-out ID images")
     p.add_argument("--id-list", help="ID image list (OpenOOD style: 'relative/path [label]' per line)")
     p.add_argument("--data-root", help="folder the image lists' paths are relative to (default: each list's folder)")
@@ -150,22 +247,50 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="mimic the official code's differing ID/OOD preprocessing (NOT leak-free; for reproducing the paper)",
     )
-    p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"], help="what runs D (see 'score')")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON")
     _add_device(p)
 
-    p = sub.add_parser("demo", help="train, calibrate and evaluate on the bundled Fashion-MNIST data")
+    p = sub.add_parser(
+        "demo",
+        help="train, calibrate and evaluate on the bundled Fashion-MNIST data",
+        epilog=examples("discopatch demo --out demo-out", "discopatch demo --max-time 60 --seed 1"),
+    )
     p.add_argument("--out", default="demo-out", help="output directory (model under OUT/model)")
     p.add_argument("--max-time", type=float, default=210.0, help="training time budget in seconds (default 210)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of training and the test patch positions")
     _add_device(p)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     import importlib
 
     for module in COMMAND_GROUPS:
         importlib.import_module(module).add_commands(sub)
+    parser.description = _command_overview(sub)
+    parser.usage = "discopatch [-h] [--version] COMMAND ..."
     return parser
+
+
+def _command_overview(sub: argparse._SubParsersAction) -> str:
+    """The top-level description: everyday commands, then the evaluation commands, each with its one-line help.
+
+    argparse lists all sub-commands in one block; they are listed here in two instead and that block is hidden.
+    """
+    helps = {a.dest: a.help or "" for a in sub._choices_actions}
+    sub.help = argparse.SUPPRESS
+    sub._choices_actions = []  # the listing above replaces argparse's single block
+
+    def block(names: list[str]) -> str:
+        return "\n".join(f"  {n:<12} {helps[n]}" for n in names)
+
+    everyday = [n for n in sub.choices if n not in EVALUATION_COMMANDS]
+    evaluation = [n for n in sub.choices if n in EVALUATION_COMMANDS]
+    return (
+        "DisCoPatch: detect out-of-distribution and covariate-shifted images from ID images only.\n\n"
+        f"commands:\n{block(everyday)}\n\n"
+        f"evaluation and benchmarking:\n{block(evaluation)}\n\n"
+        "'discopatch COMMAND --help' shows a command's options, defaults and examples."
+    )
 
 
 def _detect_channels(folder: str, limit: int = 64) -> int:
@@ -316,7 +441,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         args.model, device=args.device, batch_size=args.batch_size, engine=args.engine, precision=args.precision
     )
     paths = expand_paths(args.paths)
-    fields = ["path", "score", "p_value", "is_ood", "error"]
+    fields = ["path", "score", "p_value", "is_ood", "error", "threshold", "model_id"]
+    heat_dir = Path(args.heatmaps) if args.heatmaps else None
+    if heat_dir is not None:
+        heat_dir.mkdir(parents=True, exist_ok=True)
+        fields.append("heatmap")
     out_path = Path(args.out) if args.out else None
     jsonl = out_path is not None and out_path.suffix.lower() in (".jsonl", ".ndjson")
     if out_path is not None and not jsonl and out_path.suffix.lower() != ".csv":
@@ -334,7 +463,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         writer = None if jsonl else csv.DictWriter(fh, fieldnames=fields)
         if writer and not append:
             writer.writeheader()
-        for row in det.iter_score_files(paths):
+        rows = det.iter_score_files(paths, explain=True) if heat_dir is not None else det.iter_score_files(paths)
+        for row in rows:
+            if heat_dir is not None:
+                row["heatmap"] = _write_heatmap(heat_dir, row["path"], row.pop("explanation"))
             row = {k: utf8_text(v) if isinstance(v, str) else v for k, v in row.items()}
             n += 1
             n_fail += row["error"] is not None
@@ -356,6 +488,20 @@ def cmd_score(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_FAILED_INPUTS if n_fail else EXIT_OK
+
+
+def _write_heatmap(directory: Path, path: str, explanation: Any) -> str | None:
+    """Write one overlay named after the file plus a hash of its full path (equal names in two folders differ)."""
+    if explanation is None:
+        return None
+    import hashlib
+
+    from .explain import save_overlay
+
+    digest = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
+    target = directory / f"{Path(path).stem[:100]}-{digest}.png"
+    save_overlay(explanation, str(target))
+    return str(target)
 
 
 def _rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> set[str]:
@@ -453,6 +599,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        extra = extra_of(e.name or "")
+        if extra is None:
+            raise
+        print(f"discopatch {args.command}: error: {MissingExtra(e.name or '', extra)}", file=sys.stderr)
+        return EXIT_USAGE
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"discopatch {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -30,11 +30,20 @@ def _names(text: str) -> list[str]:
 
 
 def add_commands(sub: Any) -> None:
-    p = sub.add_parser("export", help="export the discriminator to ONNX (per-image normalisation as explicit ops)")
+    from .cli import examples
+
+    p = sub.add_parser(
+        "export",
+        help="export the discriminator to ONNX (per-image normalisation as explicit ops)",
+        epilog=examples(
+            "discopatch export model/ --out model.onnx --check",
+            "discopatch export model/ --out model.onnx --check --check-images my_id_images/",
+        ),
+    )
     p.add_argument("model", help="detector directory written by 'discopatch fit'")
-    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
     p.add_argument("--out", required=True, help="FILE.onnx to write")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     p.add_argument(
         "--check",
         action="store_true",
@@ -44,12 +53,20 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--check-limit", type=int, default=256, help="at most this many images for --check")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("bench-speed", help="images/s, ms/image and achieved GFLOP/s against a measured matmul peak")
+    p = sub.add_parser(
+        "bench-speed",
+        help="images/s, ms/image and achieved GFLOP/s against a measured matmul peak",
+        epilog=examples(
+            "discopatch bench-speed                       # an untrained small-preset D",
+            "discopatch bench-speed model/ --threads 1,2 --engines torch,onnx --json speed.json",
+            "discopatch bench-speed model/ --check-precision",
+        ),
+    )
     p.add_argument("model", nargs="?", help="detector directory (default: an untrained D of --preset)")
-    p.add_argument("--preset", default="small", choices=["small", "paper"])
+    p.add_argument("--preset", default="small", choices=["small", "paper"], help="D's preset when no MODEL is given")
     p.add_argument("--channels", type=int, choices=[1, 3], help="for --preset (default: the preset's)")
     p.add_argument("--batch-sizes", type=_ints, help="images per call (default 1,4,16,64,256; paper: 1,4,16)")
-    p.add_argument("--threads", type=_ints, default=[1, 2])
+    p.add_argument("--threads", type=_ints, default=[1, 2], help="CPU thread counts to measure, e.g. 1,2")
     p.add_argument("--engines", type=_names, default=["torch", "onnx"], help="torch and/or onnx")
     p.add_argument("--precision", type=_names, default=["fp32"], help="fp32, bf16 (torch) and/or int8 (onnx)")
     p.add_argument(
@@ -59,7 +76,7 @@ def add_commands(sub: Any) -> None:
         help="torch engine memory layout (default: the engine's, channels_last)",
     )
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of repeats per measurement (default 1)")
-    p.add_argument("--max-reps", type=int, default=20)
+    p.add_argument("--max-reps", type=int, default=20, help="at most this many repeats per measurement")
     p.add_argument(
         "--check-precision",
         action="store_true",
@@ -82,12 +99,12 @@ def _load_images(folder: str | None, limit: int) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .cli import require_extra
+
+    require_extra("onnx", "onnx", "onnxruntime")
     from .detector import Detector
-    from .engine import onnx_available
     from .export import check_export, export_detector
 
-    if not onnx_available():
-        raise RuntimeError("export needs the optional extra: pip install 'discopatch[onnx]'")
     det = Detector.load(args.model, device="cpu", engine="torch")
     out = export_detector(det, args.out, opset=args.opset)
     print(

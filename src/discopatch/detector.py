@@ -26,16 +26,18 @@ import numpy as np
 import torch
 
 from . import __version__
-from .artifact import ArtifactError, load_artifact, save_artifact
+from .artifact import ArtifactError, detector_id, load_artifact, save_artifact
 from .calibration import Calibration
 from .config import PRESETS, Preset, get_preset, to_dict
 from .data.images import ImageInput, preprocess, preprocess_many
 from .data.sources import ImageSet, load_folder, load_images, split_train_val
 from .distributed import is_main_process
 from .engine import ScoringEngine, make_engine, resolve_engine_name
+from .explain import Explanation
 from .model import Discriminator
+from .patches import content_corners
 from .runtime import resolve_device
-from .scoring import score_array
+from .scoring import score_array, scores_from_logits
 from .stats_model import StatsModel
 from .training import Trainer, TrainState
 
@@ -85,6 +87,8 @@ class Detector:
         self.training_info: dict[str, Any] = {}
         self.trainer: Trainer | None = None
         self.stats_model: StatsModel | None = None
+        #: Hash of the saved files (:func:`~discopatch.artifact.detector_id`); ``None`` until saved or loaded.
+        self.detector_id: str | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -230,6 +234,55 @@ class Detector:
     def _score_stack(self, stack: np.ndarray) -> np.ndarray:
         return self.score_with_engine(self.scoring_engine(), stack)
 
+    def explain(self, images: Images) -> list[Explanation]:
+        """Per image: patch corners, each patch's D contribution and, when fused, which view set the score.
+
+        The contributions (``1 - sigmoid(logit)`` per patch) come from the same forward pass and per-image
+        normalisation group as :meth:`score`, and their mean is D's score exactly. They explain D's share only:
+        the per-image statistics of a fused score are global and have no position (see :mod:`discopatch.explain`).
+        """
+        return self._explain_stack(self._stack(images))
+
+    def _explain_stack(self, stack: np.ndarray) -> list[Explanation]:
+        engine = self.scoring_engine()
+        mode = self.preset.score_mode
+        if mode == "d-only":
+            logits, feats = engine.batched_logits(stack, self.batch_size), None
+        else:
+            if self.stats_model is None:
+                raise NotFittedError(f"score_mode {mode!r} needs the statistics model; call fit() or fit_statistics()")
+            logits, feats = engine.logits_with_statistics(stack, self.batch_size)
+        contributions = 1.0 - torch.sigmoid(logits.double()).numpy()
+        d = scores_from_logits(logits)
+        corners = content_corners(stack, self.model_config.patch_size, self.n_patches, self.seed)
+        s = None if feats is None or self.stats_model is None else self.stats_model.mahalanobis(feats)
+        out = []
+        for i in range(len(stack)):
+            extra: dict[str, Any] = {"score": float(d[i]), "source": "discriminator"}
+            if s is not None and self.stats_model is not None:
+                dm, ds, sm, ss = self.stats_model.fusion
+                d_z, s_z = float((d[i] - dm) / ds), float((s[i] - sm) / ss)
+                fused = float(self.stats_model.fuse(d[i : i + 1], s[i : i + 1])[0])
+                extra = {
+                    "score": float(s[i]) if mode == "stats-only" else fused,
+                    "source": "statistics" if mode == "stats-only" or s_z > d_z else "discriminator",
+                    "d_z": d_z,
+                    "stats_z": s_z,
+                    "stats_score": float(s[i]),
+                }
+            out.append(
+                Explanation(
+                    image=stack[i],
+                    corners=corners[i],
+                    patch_size=self.model_config.patch_size,
+                    contributions=contributions[i],
+                    d_score=float(d[i]),
+                    score_mode=mode,
+                    **extra,
+                )
+            )
+        return out
+
     # ------------------------------------------------------------------ scoring
     def _require_model(self) -> Discriminator:
         if self.discriminator is None:
@@ -283,12 +336,16 @@ class Detector:
         return np.stack(out)
 
     def iter_score_files(
-        self, paths: Sequence[str | os.PathLike], chunk_size: int | None = None
+        self, paths: Sequence[str | os.PathLike], chunk_size: int | None = None, explain: bool = False
     ) -> Iterable[dict[str, Any]]:
         """Score files in input order, ``chunk_size`` at a time; yields one row per file.
 
-        Rows are ``{"path", "score", "p_value", "is_ood", "error"}``. A file that cannot be read yields a row
-        with ``score=None`` and a specific ``error``; the others are unaffected (scores are per image).
+        Rows are ``{"path", "score", "p_value", "is_ood", "error", "threshold", "model_id"}``; the last two say
+        which calibrated threshold and which saved detector (:attr:`detector_id`) produced the row. A file that
+        cannot be read yields a row with ``score=None`` and a specific ``error``; the others are unaffected (scores
+        are per image).
+        ``explain=True`` adds ``"explanation"`` (an :class:`Explanation`, ``None`` for unreadable files) from the
+        same forward pass as the score.
         """
         self._require_model()
         chunk_size = chunk_size or self.batch_size
@@ -297,11 +354,18 @@ class Detector:
             chunk = paths[start : start + chunk_size]
             decoded = list(preprocess_many(chunk, cfg))
             ok = [img for _, img, _ in decoded if img is not None]
-            scores = self._score_stack(np.stack(ok)) if ok else []
+            explanations: list[Explanation] = self._explain_stack(np.stack(ok)) if ok and explain else []
+            if explain:
+                scores: Any = [e.score for e in explanations]
+            else:
+                scores = self._score_stack(np.stack(ok)) if ok else []
             it = iter(scores)
+            it_expl = iter(explanations)
             for (_, img, err), path in zip(decoded, chunk):
                 if img is None:
-                    yield {"path": str(path), "score": None, "p_value": None, "is_ood": None, "error": err}
+                    row = {"path": str(path), "score": None, "p_value": None, "is_ood": None, "error": err}
+                    row |= {"threshold": self._row_threshold(), "model_id": self.detector_id}
+                    yield {**row, "explanation": None} if explain else row
                     continue
                 s = float(next(it))
                 row: dict[str, Any] = {
@@ -310,11 +374,20 @@ class Detector:
                     "p_value": None,
                     "is_ood": None,
                     "error": None,
+                    "threshold": self._row_threshold(),
+                    "model_id": self.detector_id,
                 }
                 if self.calibration is not None:
                     row["p_value"] = float(self.calibration.p_values(np.array([s]))[0])
                     row["is_ood"] = bool(s > self.calibration.threshold)
+                if explain:
+                    row["explanation"] = next(it_expl)
                 yield row
+
+    def _row_threshold(self) -> float | None:
+        """The threshold as an output value: ``None`` when uncalibrated or infinite (too few calibration images)."""
+        thr = self.threshold
+        return None if thr is None or not np.isfinite(thr) else float(thr)
 
     def calibrate(self, images: Images, target_fpr: float | None = None) -> Detector:
         """Set the threshold and p-value reference from ID images only. Returns ``self``."""
@@ -355,7 +428,7 @@ class Detector:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
         D = self._require_model()
-        return save_artifact(
+        out = save_artifact(
             path,
             D,
             self.preset.preprocess,
@@ -366,6 +439,8 @@ class Detector:
             score_mode=self.preset.score_mode,
             stats=None if self.stats_model is None else self.stats_model.to_tensors(),
         )
+        self.detector_id = detector_id(out)
+        return out
 
     @classmethod
     def load(
@@ -393,6 +468,7 @@ class Detector:
         det.discriminator = D.to(det.device)
         det.calibration = art.calibration
         det.training_info = art.meta.get("training", {})
+        det.detector_id = detector_id(path)
         if art.stats is not None:
             try:
                 det.stats_model = StatsModel.from_tensors(art.stats, 2 * sum(art.model.widths))

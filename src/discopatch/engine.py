@@ -122,16 +122,30 @@ class ScoringEngine(ABC):
 
     def score_with_statistics(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """D's float64 scores ``(B,)`` and the per-image statistics features ``(B, 2 * sum(widths))`` (float64)."""
-        scores = np.empty(len(images), dtype=np.float64)
+        logits, feats = self.logits_with_statistics(images, batch_size)
+        return scores_from_logits(logits), feats
+
+    def logits_with_statistics(self, images: np.ndarray, batch_size: int = 256) -> tuple[torch.Tensor, np.ndarray]:
+        """Float32 logits ``(B, N)`` and float64 statistics features from the pass :meth:`score_with_statistics` uses.
+
+        Exposed so that an explanation (:meth:`discopatch.detector.Detector.explain`) sees exactly the logits
+        behind the fused score rather than a recomputation.
+        """
+        logits = torch.empty(len(images), self.n_patches, dtype=torch.float32)
         feats = np.empty((len(images), 2 * sum(self.cfg.widths)), dtype=np.float64)
         done = 0
         for i in range(0, len(images), max(1, batch_size)):
             for run in self._runs(images[i : i + batch_size]):
-                logits, stats = self.forward_with_statistics(self.patches(run))
-                scores[done : done + len(run)] = scores_from_logits(logits)
+                run_logits, stats = self.forward_with_statistics(self.patches(run))
+                logits[done : done + len(run)] = run_logits
                 feats[done : done + len(run)] = stats.double().numpy()
                 done += len(run)
-        return scores, feats
+        return logits, feats
+
+    def batched_logits(self, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+        """Float32 logits ``(B, N)`` computed in the same ``batch_size`` calls as :meth:`score`."""
+        parts = [self.patch_logits(images[i : i + batch_size]) for i in range(0, len(images), max(1, batch_size))]
+        return torch.cat(parts) if parts else torch.zeros(0, self.n_patches, dtype=torch.float32)
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "device": str(self.device)}

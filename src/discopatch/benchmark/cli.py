@@ -7,11 +7,21 @@ import sys
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("benchmark", help="DisCoPatch vs ablations and baselines on registry-installable data")
-    p.add_argument("--protocol", required=True, choices=["fmnist", "photos"])
+    from ..cli import examples
+
+    p = sub.add_parser(
+        "benchmark",
+        help="DisCoPatch vs ablations and baselines on registry-installable data",
+        epilog=examples(
+            "discopatch benchmark --protocol fmnist --quick             # minutes: the whole pipeline, tiny",
+            "discopatch benchmark --protocol fmnist --out bench/         # needs [bench] for the report",
+            "discopatch benchmark --protocol fmnist --curve --max-steps 2000 --seeds 0,1,2 --out curve/",
+        ),
+    )
+    p.add_argument("--protocol", required=True, choices=["fmnist", "photos"], help="data sets (docs/BENCHMARKS.md)")
     p.add_argument("--quick", action="store_true", help="CI-sized smoke run of the whole pipeline")
     p.add_argument("--out", help="write results.json, summary.md and report.html here")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of data selection and training")
     p.add_argument(
         "--train-time", type=float, help="seconds of DisCoPatch training (default: 480 fmnist, 420 photos, quick: 6)"
     )
@@ -41,18 +51,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--resize", choices=["resize_crop", "pad", "squash"], help="candidate geometry: resize mode")
     g.add_argument("--patch-size", type=int, help="candidate geometry: patch side")
     g.add_argument("--widths", help="candidate geometry: D/VAE widths, e.g. 32,64")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("attack", help="white-box PGD and statistics-matching attacks on DisCoPatch and a baseline")
-    p.add_argument("--protocol", default="fmnist", choices=["fmnist", "photos"])
+    p = sub.add_parser(
+        "attack",
+        help="white-box PGD and statistics-matching attacks on DisCoPatch and a baseline",
+        epilog=examples(
+            "discopatch attack --quick",
+            "discopatch attack --model model/ --eps 1,2,4,8 --json attack.json",
+        ),
+    )
+    p.add_argument("--protocol", default="fmnist", choices=["fmnist", "photos"], help="data sets (as benchmark)")
     p.add_argument("--model", help="attack this detector instead of training one (fused mode needs its statistics)")
     p.add_argument("--train-time", type=float, default=300.0, help="seconds of training when no --model is given")
     p.add_argument("--n", type=int, default=200, help="images per set")
     p.add_argument("--steps", type=int, default=10, help="PGD steps")
     p.add_argument("--eps", default="1,2,4,8", help="L-inf budgets in grey levels (/255)")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", dest="json_out")
+    p.add_argument("--quick", action="store_true", help="CI-sized smoke run")
+    p.add_argument("--json", dest="json_out", help="also write the results as JSON")
     p.set_defaults(func=cmd_attack)
 
 
@@ -67,6 +84,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.curve:
         return _cmd_curve(args)
+    if args.out:  # the report's figures; checked now rather than after the whole run
+        from ..cli import require_extra
+
+        require_extra("bench", "matplotlib")
     budget = QUICK if args.quick else FULL_PHOTOS if args.protocol == "photos" else FULL
     if args.train_time is not None:
         budget = dataclasses.replace(budget, main_train=args.train_time)

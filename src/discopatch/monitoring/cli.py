@@ -31,11 +31,16 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ert", type=float, default=10_000, help="images between CUSUM false alarms (default 10000)")
     g.add_argument("--cusum-theta", type=float, default=0.5, help="CUSUM tuned to p ~ Beta(theta, 1)")
     g.add_argument("--tests", default="binomial,ks,cusum", help="comma-separated subset of binomial,ks,cusum")
-    g.add_argument("--binomial-method", choices=["beta-binomial", "binomial"], default="beta-binomial")
+    g.add_argument(
+        "--binomial-method",
+        choices=["beta-binomial", "binomial"],
+        default="beta-binomial",
+        help="window test of the flagged count; beta-binomial allows for the finite calibration set",
+    )
     g = p.add_argument_group("alerts")
     g.add_argument("--webhook", action="append", default=[], metavar="URL", help="POST alerts here (repeatable)")
-    g.add_argument("--webhook-timeout", type=float, default=5.0)
-    g.add_argument("--webhook-retries", type=int, default=3)
+    g.add_argument("--webhook-timeout", type=float, default=5.0, help="seconds per webhook request")
+    g.add_argument("--webhook-retries", type=int, default=3, help="retries of a failed webhook request")
     g.add_argument("--alerts-jsonl", metavar="FILE", help="append alerts to this JSON-lines file")
     p.add_argument("--thumbnails", choices=["flagged", "all", "none"], default="flagged", help="which images keep one")
 
@@ -55,6 +60,15 @@ def drift_config(args: argparse.Namespace) -> DriftConfig:
     )
 
 
+def _require_store_extras(db: str) -> None:
+    """The database layer's extras, checked before the model loads: SQLAlchemy, and psycopg for PostgreSQL."""
+    from ..cli import require_extra
+
+    require_extra("serve", "sqlalchemy")
+    if db.startswith(("postgresql", "postgres")):
+        require_extra("postgres", "psycopg")
+
+
 def _recorder_parts(args: argparse.Namespace) -> tuple[Any, DriftConfig, Any]:
     import torch
 
@@ -72,6 +86,10 @@ def _recorder_parts(args: argparse.Namespace) -> tuple[Any, DriftConfig, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from ..cli import require_extra
+
+    require_extra("serve", "fastapi", "uvicorn")
+    _require_store_extras(args.db)
     import uvicorn
 
     from .service import create_app
@@ -108,6 +126,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
+    _require_store_extras(args.db)
     from .store import Store, StreamNotFound
     from .streams import StreamRecorder, check_stream_name
     from .watch import Watcher
@@ -136,10 +155,19 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     """Register ``serve`` and ``monitor`` on the top-level sub-parsers."""
-    p = sub.add_parser("serve", help="HTTP scoring API with stream drift monitoring and a dashboard")
+    from ..cli import examples
+
+    p = sub.add_parser(
+        "serve",
+        help="HTTP scoring API with stream drift monitoring and a dashboard",
+        epilog=examples(
+            "discopatch serve model/ --db sqlite:///monitor.db",
+            "DISCOPATCH_TOKEN=secret discopatch serve model/ --host 0.0.0.0 --db postgresql://user@db/discopatch",
+        ),
+    )
     _add_common(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--max-images", type=int, default=256, help="images per request (default 256)")
     g = p.add_argument_group("hardening (see docs/RELIABILITY.md)")
     g.add_argument(
@@ -155,12 +183,24 @@ def add_commands(sub: Any) -> None:
     )
     g.add_argument("--token-all", action="store_true", help="require the token on every endpoint but /healthz")
     g.add_argument(
-        "--max-decodes", type=int, default=2, help="images decoded at once over all requests (default 2; bounds memory)"
+        "--max-decodes", type=int, default=2, help="images decoded at once over all requests (bounds memory)"
     )
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level",
+    )
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("monitor", help="score new files in a folder (or paths on stdin) into a monitored stream")
+    p = sub.add_parser(
+        "monitor",
+        help="score new files in a folder (or paths on stdin) into a monitored stream",
+        epilog=examples(
+            "discopatch monitor model/ --watch incoming/ --stream camera-1 --db sqlite:///monitor.db",
+            "find batch/ -name '*.png' | discopatch monitor model/ --stdin --stream nightly",
+        ),
+    )
     _add_common(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--watch", metavar="DIR", help="folder to watch (recursively)")

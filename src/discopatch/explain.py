@@ -1,0 +1,113 @@
+"""Where in the image: per-patch explanations of a score and their heat-map overlays.
+
+D's score of an image is ``1 - mean_p sigmoid(logit_p)`` over the image's N patches, so it splits exactly into one
+term per patch: patch p contributes ``1 - sigmoid(logit_p)`` (near 1: D calls the patch fake-like, near 0:
+real-like), and the mean of the contributions *is* D's score. A heat map spreads each contribution over the pixels of
+its patch and averages where patches overlap.
+
+What the map explains and what it cannot:
+
+- It explains **D's share** of the score, patch by patch. The logits come from the same forward pass, with the
+  same per-image normalisation group, as the score itself, so nothing is approximated.
+- Each patch's logit still depends on the other patches of the same image (they share its normalisation
+  statistics), so a contribution says "this patch looked unusual *relative to the rest of this image*".
+- It cannot show the **per-image statistics** view (``score_mode`` ``fused`` / ``stats-only``): those statistics
+  are global properties of the whole image (contrast, brightness, texture energy) with no position. For a fused
+  score :class:`Explanation` therefore reports both views on the fused z-scale and which one set the score
+  (fusion takes the larger); when the statistics view decided it, the heat map does not explain the decision.
+- Pixels no patch covered have no value (transparent in the overlay).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Which view set a fused score: the larger of the two z-scores wins (:meth:`discopatch.stats_model.StatsModel.fuse`).
+SOURCES = ("discriminator", "statistics")
+
+
+@dataclass
+class Explanation:
+    """One image's score, split into D's per-patch contributions and, for fused detectors, the two views.
+
+    ``corners`` are the patches' top-left ``(y, x)`` in the preprocessed image (``image``, the square the model
+    sees after resizing), ``patch_size`` their side. ``contributions[i] = 1 - sigmoid(logit_i)`` in float64; their
+    mean is ``d_score``. ``score`` is the detector's configured score (what ``Detector.score`` returns).
+    For ``fused`` detectors ``d_z`` and ``stats_z`` are the two views on the fused robust z-scale (``score`` is
+    their maximum) and ``source`` names the larger; ``stats-only`` detectors have ``source="statistics"`` and the
+    patch contributions do not enter their score; ``d-only`` detectors have ``source="discriminator"``.
+    """
+
+    image: np.ndarray
+    corners: np.ndarray
+    patch_size: int
+    contributions: np.ndarray
+    d_score: float
+    score: float
+    score_mode: str
+    source: str
+    d_z: float | None = None
+    stats_z: float | None = None
+    stats_score: float | None = None
+
+    def heatmap(self) -> np.ndarray:
+        """``(S, S)`` float64: each pixel's mean contribution over the patches covering it, NaN where none does."""
+        h, w = self.image.shape[:2]
+        total = np.zeros((h, w), dtype=np.float64)
+        count = np.zeros((h, w), dtype=np.int64)
+        p = self.patch_size
+        for (y, x), c in zip(self.corners.tolist(), self.contributions.tolist()):
+            total[y : y + p, x : x + p] += c
+            count[y : y + p, x : x + p] += 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form (the image itself left out)."""
+        return {
+            "score": self.score,
+            "score_mode": self.score_mode,
+            "source": self.source,
+            "d_score": self.d_score,
+            "d_z": self.d_z,
+            "stats_z": self.stats_z,
+            "stats_score": self.stats_score,
+            "patch_size": self.patch_size,
+            "corners": self.corners.tolist(),
+            "contributions": self.contributions.tolist(),
+        }
+
+
+def _colours(values: np.ndarray) -> np.ndarray:
+    """Contributions in [0, 1] -> RGB uint8 on a blue (real-like) - white - red (fake-like) ramp."""
+    v = np.clip(values, 0.0, 1.0)[..., None]
+    blue, white, red = np.array([40.0, 90.0, 230.0]), np.array([255.0, 255.0, 255.0]), np.array([220.0, 30.0, 30.0])
+    low = blue + (white - blue) * (v / 0.5)
+    high = white + (red - white) * ((v - 0.5) / 0.5)
+    return np.where(v < 0.5, low, high).round().astype(np.uint8)
+
+
+def overlay(explanation: Explanation, alpha: float = 0.55, min_side: int = 256) -> np.ndarray:
+    """An RGB uint8 picture: the preprocessed image with its heat map blended over it.
+
+    The colour scale is absolute (0 blue, 0.5 white, 1 red), not stretched per image, so maps of different
+    images compare directly. Upscaled by a whole factor (nearest neighbour) to at least ``min_side`` pixels.
+    """
+    img = explanation.image
+    rgb = np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img[..., :3]
+    heat = explanation.heatmap()
+    covered = ~np.isnan(heat)
+    colours = _colours(np.nan_to_num(heat, nan=0.0)).astype(np.float64)
+    mix = np.where(covered[..., None], (1 - alpha) * rgb.astype(np.float64) + alpha * colours, rgb)
+    out = mix.round().clip(0, 255).astype(np.uint8)
+    scale = max(1, -(-min_side // max(out.shape[:2])))
+    return np.kron(out, np.ones((scale, scale, 1), dtype=np.uint8)) if scale > 1 else out
+
+
+def save_overlay(explanation: Explanation, path: str, alpha: float = 0.55) -> None:
+    """Write :func:`overlay` as a PNG (Pillow)."""
+    from PIL import Image
+
+    Image.fromarray(overlay(explanation, alpha)).save(path, format="PNG")
