@@ -19,7 +19,7 @@ EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
 
 #: Optional extras (pyproject.toml) and the top-level modules each provides; a missing one becomes a one-line hint.
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "serve": ("fastapi", "uvicorn", "sqlalchemy", "multipart", "python_multipart", "httpx"),
+    "serve": ("fastapi", "uvicorn", "sqlalchemy", "multipart", "python_multipart", "httpx", "prometheus_client"),
     "onnx": ("onnx", "onnxruntime"),
     "postgres": ("psycopg",),
     "bench": ("matplotlib", "skimage", "mlxtend"),

@@ -63,7 +63,9 @@ def add_commands(sub: Any) -> None:
         ),
     )
     p.add_argument("model", nargs="?", help="detector directory (default: an untrained D of --preset)")
-    p.add_argument("--preset", default="small", choices=["small", "small-1x1", "paper"], help="D's preset when no MODEL is given")
+    p.add_argument(
+        "--preset", default="small", choices=["small", "small-1x1", "paper"], help="D's preset when no MODEL is given"
+    )
     p.add_argument("--channels", type=int, choices=[1, 3], help="for --preset (default: the preset's)")
     p.add_argument("--batch-sizes", type=_ints, help="images per call (default 1,4,16,64,256; paper: 1,4,16)")
     p.add_argument("--threads", type=_ints, default=[1, 2], help="CPU thread counts to measure, e.g. 1,2")

@@ -16,9 +16,10 @@ from discopatch.monitoring.service import create_app
 
 
 @pytest.fixture(scope="module")
-def server(trained_detector, live_server, tmp_path_factory):
+def server(model_dir, live_server, tmp_path_factory):
+    """The saved tiny detector (so it has a model id) behind a live server."""
     db = tmp_path_factory.mktemp("api") / "monitor.db"
-    app = create_app(trained_detector, f"sqlite:///{db}", drift_config=DriftConfig(window_size=60, min_window=20))
+    app = create_app(model_dir, f"sqlite:///{db}", drift_config=DriftConfig(window_size=60, min_window=20))
     with live_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client
 
@@ -87,7 +88,7 @@ def test_request_level_errors(server) -> None:
     assert server.post("/v1/score", json={"images": []}).status_code == 422
     assert server.post("/v1/score", json=["not", "an", "object"]).status_code == 422
     assert server.post("/v1/score", content=b"{", headers={"content-type": "application/json"}).status_code == 400
-    assert server.post("/v1/score", content=b"x", headers={"content-type": "image/png"}).status_code == 415
+    assert server.post("/v1/score", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
     assert server.post("/v1/score", json={"images": ["AA=="] * 257}).status_code == 413
     assert server.post("/v1/streams/bad name!/images", json={"images": ["AA=="]}).status_code == 400
     assert server.get("/v1/streams/never-seen/status").status_code == 404

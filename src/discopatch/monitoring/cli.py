@@ -88,7 +88,7 @@ def _recorder_parts(args: argparse.Namespace) -> tuple[Any, DriftConfig, Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..cli import require_extra
 
-    require_extra("serve", "fastapi", "uvicorn")
+    require_extra("serve", "fastapi", "uvicorn", "prometheus_client")
     _require_store_extras(args.db)
     import uvicorn
 
@@ -181,7 +181,9 @@ def add_commands(sub: Any) -> None:
         default=os.environ.get("DISCOPATCH_TOKEN"),
         help="bearer token required on POST endpoints (default: $DISCOPATCH_TOKEN; none: open)",
     )
-    g.add_argument("--token-all", action="store_true", help="require the token on every endpoint but /healthz")
+    g.add_argument(
+        "--token-all", action="store_true", help="require the token on every endpoint but /healthz, /livez and /readyz"
+    )
     g.add_argument(
         "--max-decodes", type=int, default=2, help="images decoded at once over all requests (bounds memory)"
     )

@@ -8,7 +8,8 @@ answer only after their rows are committed. A stream's drift state lives in the 
 diverge (docs/RELIABILITY.md).
 
 Hardening (docs/RELIABILITY.md): the body size, images per request and scoring time are bounded (413 / 503), an
-optional bearer token guards the POST endpoints and thumbnails (or every endpoint but ``/healthz``), stream names are
+optional bearer token guards the POST endpoints and thumbnails (or every endpoint but the probes ``/healthz``,
+``/livez`` and ``/readyz``), stream names are
 allow-listed (400), and no page loads anything from another host. An optional ``Idempotency-Key`` header makes a
 stream request safe to retry: a key the stream already holds gets its stored response and records nothing.
 """
@@ -18,22 +19,34 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import bisect
+import io
 import json
+import math
 import os
 import secrets
-import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib.resources import files
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from PIL import Image
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -89,6 +102,10 @@ IMAGES_BODY: dict[str, Any] = {
                     },
                 }
             },
+            "image/*": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "one raw image (png, jpeg, gif, webp, bmp or tiff); ?source_id= names it",
+            },
         },
     }
 }
@@ -105,12 +122,19 @@ class ImageResult(BaseModel):
     seq: int | None = Field(default=None, description="position in the stream (stream endpoints)")
 
 
+#: Probe endpoints, open even under ``token_all``.
+PROBES = frozenset({"/healthz", "/livez", "/readyz"})
+SOURCE_ID = Query(None, max_length=1024, description="source id of a raw image/* body (default: image)")
+MODEL_ID = "the detector's model id (hash of its saved files; null for a detector that was never saved)"
+
+
 class ScoreResponse(BaseModel):
     results: list[ImageResult]
     n_images: int
     n_errors: int
     threshold: float
     target_fpr: float
+    model_id: str | None = Field(description=MODEL_ID)
     meta: dict[str, Any]
 
 
@@ -118,116 +142,204 @@ class StreamResponse(BaseModel):
     stream: str
     results: list[ImageResult]
     drift: dict[str, Any] = Field(description="the stream's verdict after these images (see GET .../status)")
+    model_id: str | None = Field(default=None, description=MODEL_ID)
     replayed: bool = Field(
         default=False, description="true: the Idempotency-Key was already recorded; this is that request's response"
     )
 
 
+class Window(BaseModel):
+    size: int | None = Field(description="window length in images (null: by age only)")
+    seconds: float | None = Field(description="window length in seconds (null: by count only)")
+    start: float | None = Field(description="epoch seconds of the oldest image in the window")
+    end: float | None = Field(description="epoch seconds of the newest image in the window")
+    first: int | None = Field(description="stream position (time) of the oldest image in the window")
+
+
+class StreamSummary(BaseModel):
+    stream: str
+    n_recorded: int = Field(description="images recorded in the stream, errors included")
+    n_alerts: int
+    is_drift: bool
+    p_val: float | None = Field(description="Bonferroni-combined p-value of the window tests")
+    distance: float | None = Field(description="KS distance between window and calibration scores")
+    time: int = Field(description="scored images seen by the stream")
+    n_window: int
+    n_flagged: int
+    alarm_rate: float | None
+    expected_alarm_rate: float
+    target_fpr: float
+    score_threshold: float
+    drifting_tests: list[str]
+    per_test: dict[str, dict[str, Any]] = Field(description="each test's is_drift, p_val, threshold, distance, ...")
+    window: Window
+
+
+class StreamListEntry(StreamSummary):
+    updated: float = Field(description="epoch seconds of the stream's last write")
+
+
+class StreamStatus(StreamSummary):
+    threshold: float = Field(description="the significance level p_val is compared with")
+    timestamp: float | None = Field(description="epoch seconds of the latest image")
+    tests: list[str]
+    meta: dict[str, Any] = Field(description="drift detector name and its full configuration")
+
+
+class Alert(BaseModel):
+    id: int
+    time: float
+    seq: int | None = Field(description="seq of the last image of the request that raised the alert")
+    kind: str = Field(description="drift or recovered")
+    tests: list[str]
+    p_val: float | None
+    alarm_rate: float | None
+    detail: dict[str, Any] = Field(description="the whole verdict and the message")
+
+
+class RecordedImage(BaseModel):
+    id: int
+    seq: int
+    time: float
+    source_id: str | None
+    score: float | None
+    p_value: float | None
+    is_ood: bool | None
+    error: str | None
+    thumbnail: str | None = Field(description="URL of the thumbnail, when one was kept")
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    db: str = Field(description="database URL, or only its kind under --token-all")
+    model_id: str | None = Field(description=MODEL_ID)
+    model: dict[str, Any]
+
+
+class Live(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str = Field(description="ready or not ready")
+    checks: dict[str, str] = Field(description="per check (model, database): ok or what is wrong")
+    model_id: str | None = Field(description=MODEL_ID)
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# Prometheus text exposition
+# Prometheus metrics (prometheus-client, one registry per app)
 # ---------------------------------------------------------------------------------------------------------------
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Calibration-score quantiles used as the score histogram's bucket bounds (the threshold is added to them).
+SCORE_QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 
 
-def _label(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def score_buckets(calibration: Any) -> tuple[float, ...]:
+    """Bucket bounds at quantiles of the ID calibration scores plus the threshold, so they fit any score scale: on
+    ID traffic each bucket holds about its quantile's share, and the ``le=threshold`` bucket counts unflagged images."""
+    bounds = {float(q) for q in np.quantile(calibration.scores, SCORE_QUANTILES)} | {float(calibration.threshold)}
+    return tuple(sorted(b for b in bounds if np.isfinite(b)))
 
 
-def _num(value: float | int | bool | None) -> str:
-    if value is None:
-        return "NaN"
-    return repr(float(value)) if isinstance(value, float) else str(int(value))
+class _StreamCollector:
+    """Per-stream drift gauges and the inference-time counter, read from the recorder at each scrape."""
+
+    def __init__(self, recorder: StreamRecorder) -> None:
+        self.recorder = recorder
+
+    def describe(self) -> list[Any]:
+        return []  # families are known only at scrape time; nothing to check for duplicates at registration
+
+    def collect(self) -> Iterator[Any]:
+        yield CounterMetricFamily(
+            "discopatch_inference_seconds",
+            "Time spent in model inference.",
+            value=self.recorder.scorer.inference_seconds,
+        )
+        monitors = self.recorder.monitors()
+        now = time.time()
+        results = {name: mon.result(now=now) for name, mon in monitors.items()}
+        per_stream = {
+            "discopatch_stream_images": ("Scored images seen by the stream's drift monitor.", "time"),
+            "discopatch_stream_window_images": ("Images in the drift window.", "n_window"),
+            "discopatch_stream_window_flagged": ("Flagged images in the drift window.", "n_flagged"),
+            "discopatch_stream_alarm_rate": ("Share of flagged images in the window.", "alarm_rate"),
+            "discopatch_stream_drift": ("1 while the stream is in drift.", "is_drift"),
+            "discopatch_stream_p_value": ("Combined p-value of the window tests.", "p_val"),
+        }
+        for metric, (help_, key) in per_stream.items():
+            g = GaugeMetricFamily(metric, help_, labels=["stream"])
+            for n, r in results.items():
+                g.add_metric([n], math.nan if r[key] is None else float(r[key]))
+            yield g
+        cusum = GaugeMetricFamily(
+            "discopatch_stream_cusum", "CUSUM statistic of -log p (alarm above the threshold).", labels=["stream"]
+        )
+        h = GaugeMetricFamily(
+            "discopatch_stream_cusum_threshold", "CUSUM alarm threshold for the configured ERT.", labels=["stream"]
+        )
+        alarms = CounterMetricFamily(
+            "discopatch_stream_cusum_alarms", "CUSUM alarms since the stream began.", labels=["stream"]
+        )
+        for n, m in monitors.items():
+            cusum.add_metric([n], m.cusum)
+            h.add_metric([n], m.cusum_h)
+            alarms.add_metric([n], m.n_alarms)
+        yield from (cusum, h, alarms)
 
 
 class Metrics:
-    """Request, latency and image counters, rendered in the Prometheus text format (version 0.0.4)."""
+    """The app's Prometheus metrics in its own :class:`~prometheus_client.CollectorRegistry` (never the global one,
+    so several apps in one process keep separate counts)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, str, int], int] = {}
-        self.latency: dict[str, list[float]] = {}  # route -> bucket counts..., sum, count
-        self.images: dict[str, int] = {"id": 0, "ood": 0, "error": 0}
+    def __init__(self, recorder: StreamRecorder) -> None:
+        det = recorder.detector
+        self.registry = r = CollectorRegistry()
+        Info("discopatch", "Version and model of this server.", registry=r).info(
+            {
+                "version": __version__,
+                "preset": det.preset.name,
+                "n_patches": str(det.n_patches),
+                "model_id": det.detector_id or "",
+            }
+        )
+        self.requests = Counter(
+            "discopatch_http_requests", "HTTP requests by route, method and status.", ["route", "method", "status"],
+            registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "discopatch_http_request_duration_seconds", "HTTP request latency.", ["route"], buckets=BUCKETS, registry=r
+        )
+        self.in_flight = Gauge(
+            "discopatch_http_requests_in_flight", "HTTP requests being served (a scrape counts itself).", registry=r
+        )
+        self.images = Counter(
+            "discopatch_images", "Images scored, by outcome (id, ood, error).", ["outcome"], registry=r
+        )
+        for outcome in ("id", "ood", "error"):
+            self.images.labels(outcome)
+        self.scores = Histogram(
+            "discopatch_score",
+            "Scores of the scored images; bucket bounds are quantiles of the calibration scores and the threshold.",
+            buckets=score_buckets(det.calibration),
+            registry=r,
+        )
+        r.register(_StreamCollector(recorder))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        with self._lock:
-            key = (route, method, status)
-            self.requests[key] = self.requests.get(key, 0) + 1
-            h = self.latency.setdefault(route, [0.0] * (len(BUCKETS) + 2))
-            h[bisect.bisect_left(BUCKETS, seconds)] += 1
-            h[-2] += seconds
-            h[-1] += 1
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
 
     def count_images(self, results: list[dict[str, Any]]) -> None:
-        with self._lock:
-            for r in results:
-                self.images["error" if r["error"] else "ood" if r["is_ood"] else "id"] += 1
+        for res in results:
+            self.images.labels("error" if res["error"] else "ood" if res["is_ood"] else "id").inc()
+            if res["score"] is not None:
+                self.scores.observe(res["score"])
 
-    def render(self, recorder: StreamRecorder) -> str:
-        out: list[str] = []
-
-        def family(name: str, kind: str, help_: str, samples: list[tuple[str, dict[str, Any], Any]]) -> None:
-            out.append(f"# HELP {name} {help_}")
-            out.append(f"# TYPE {name} {kind}")
-            for suffix, labels, value in samples:
-                lab = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-                out.append(f"{name}{suffix}{{{lab}}} {_num(value)}" if lab else f"{name}{suffix} {_num(value)}")
-
-        det = recorder.detector
-        family(
-            "discopatch_info", "gauge", "Version and model of this server.",
-            [("", {"version": __version__, "preset": det.preset.name, "n_patches": det.n_patches}, 1)],
-        )  # fmt: skip
-        with self._lock:
-            reqs = sorted(self.requests.items())
-            lat = {k: list(v) for k, v in sorted(self.latency.items())}
-            imgs = dict(self.images)
-        family(
-            "discopatch_http_requests_total", "counter", "HTTP requests by route, method and status.",
-            [("", {"route": r, "method": m, "status": s}, n) for (r, m, s), n in reqs],
-        )  # fmt: skip
-        samples: list[tuple[str, dict[str, Any], Any]] = []
-        for route, h in lat.items():
-            cum = 0.0
-            for b, n in zip((*BUCKETS, "+Inf"), h[:-2]):
-                cum += n
-                samples.append(("_bucket", {"route": route, "le": b}, int(cum)))
-            samples += [("_sum", {"route": route}, h[-2]), ("_count", {"route": route}, int(h[-1]))]
-        family("discopatch_http_request_duration_seconds", "histogram", "HTTP request latency.", samples)
-        family(
-            "discopatch_images_total", "counter", "Images scored, by outcome (id, ood, error).",
-            [("", {"outcome": k}, v) for k, v in imgs.items()],
-        )  # fmt: skip
-        family(
-            "discopatch_inference_seconds_total", "counter", "Time spent in model inference.",
-            [("", {}, recorder.scorer.inference_seconds)],
-        )  # fmt: skip
-        monitors = recorder.monitors()
-        per_stream = {
-            "discopatch_stream_images": ("gauge", "Scored images seen by the stream's drift monitor.", "time"),
-            "discopatch_stream_window_images": ("gauge", "Images in the drift window.", "n_window"),
-            "discopatch_stream_window_flagged": ("gauge", "Flagged images in the drift window.", "n_flagged"),
-            "discopatch_stream_alarm_rate": ("gauge", "Share of flagged images in the window.", "alarm_rate"),
-            "discopatch_stream_drift": ("gauge", "1 while the stream is in drift.", "is_drift"),
-            "discopatch_stream_p_value": ("gauge", "Combined p-value of the window tests.", "p_val"),
-        }
-        now = time.time()
-        results = {name: mon.result(now=now) for name, mon in monitors.items()}
-        for metric, (kind, help_, key) in per_stream.items():
-            family(metric, kind, help_, [("", {"stream": n}, r[key]) for n, r in results.items()])
-        family(
-            "discopatch_stream_cusum", "gauge", "CUSUM statistic of -log p (alarm above the threshold).",
-            [("", {"stream": n}, m.cusum) for n, m in monitors.items()],
-        )  # fmt: skip
-        family(
-            "discopatch_stream_cusum_threshold", "gauge", "CUSUM alarm threshold for the configured ERT.",
-            [("", {"stream": n}, m.cusum_h) for n, m in monitors.items()],
-        )  # fmt: skip
-        family(
-            "discopatch_stream_cusum_alarms_total", "counter", "CUSUM alarms since the stream began.",
-            [("", {"stream": n}, m.n_alarms) for n, m in monitors.items()],
-        )  # fmt: skip
-        return "\n".join(out) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -326,9 +438,47 @@ def _b64(entry: str, sid: str, max_bytes: int) -> Item:
         return Item(sid, error=f"{sid}: not valid base64 ({e})")
 
 
-async def read_items(request: Request, max_images: int, max_image_bytes: int) -> list[Item]:
-    """The request's images as :class:`Item` s; whole-request problems raise HTTP 4xx, per-image ones become errors."""
+#: Raw ``image/*`` request bodies the server accepts, with the format Pillow reports for each.
+IMAGE_TYPES = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/gif": "GIF",
+    "image/webp": "WEBP",
+    "image/bmp": "BMP",
+    "image/tiff": "TIFF",
+}
+
+
+async def read_raw_image(request: Request, ctype: str, source_id: str | None, max_image_bytes: int) -> Item:
+    """A raw ``image/*`` body as one :class:`Item`: 415 for a type not in :data:`IMAGE_TYPES`, 413 over the per-image
+    limit; data that is another format than the declared type becomes the image's error."""
+    if ctype not in IMAGE_TYPES:
+        raise HTTPException(415, f"{ctype} is not accepted; raw image bodies may be {', '.join(IMAGE_TYPES)}")
+    sid = source_id or "image"
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > max_image_bytes:
+            raise HTTPException(413, f"image larger than the {max_image_bytes}-byte limit")
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            found = img.format
+    except (OSError, ValueError, Image.DecompressionBombError):
+        found = None  # undecodable: the scorer reports why
+    if found is not None and found != IMAGE_TYPES[ctype]:
+        return Item(sid, error=f"{sid}: sent as {ctype} but the data is {found}")
+    return Item(sid, data=bytes(data))
+
+
+async def read_items(
+    request: Request, max_images: int, max_image_bytes: int, source_id: str | None = None
+) -> list[Item]:
+    """The request's images as :class:`Item` s; whole-request problems raise HTTP 4xx, per-image ones become errors.
+
+    ``source_id`` names a raw ``image/*`` body (one image per request)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype.startswith("image/"):
+        return [await read_raw_image(request, ctype, source_id, max_image_bytes)]
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > max_images * max_image_bytes:
         raise HTTPException(413, f"request body larger than {max_images * max_image_bytes} bytes")
@@ -389,7 +539,9 @@ async def read_items(request: Request, max_images: int, max_image_bytes: int) ->
             else:
                 items.append(Item(sid, error=f"{sid}: expected a base64 string, got {type(e).__name__}"))
     else:
-        raise HTTPException(415, "send multipart/form-data with 'images' file fields, or application/json")
+        raise HTTPException(
+            415, "send multipart/form-data with 'images' file fields, application/json, or one raw image/* body"
+        )
     if not items:
         raise HTTPException(422, "no images in the request (multipart field or JSON key 'images')")
     return items
@@ -418,7 +570,7 @@ def create_app(
     """The service for a calibrated detector (a :class:`~discopatch.detector.Detector` or a model directory).
 
     ``token`` (a bearer token) guards the POST endpoints and the thumbnails, or with ``token_all`` every endpoint but
-    ``/healthz``;
+    the probes (``/healthz``, ``/livez``, ``/readyz``);
     ``timeout_s`` bounds decoding and scoring per request (``None``: no bound); ``max_decodes`` bounds the images
     decoded at once over all requests, and with it the memory decoding takes.
     """
@@ -429,7 +581,7 @@ def create_app(
 
         detector = Detector.load(detector)
     recorder = StreamRecorder(detector, Store(db_url), drift_config, alerts, thumbnails, max_decodes=max_decodes)
-    metrics = Metrics()
+    metrics = Metrics(recorder)
     dashboard_html = files("discopatch.monitoring").joinpath("dashboard.html").read_text(encoding="utf-8")
 
     @asynccontextmanager
@@ -453,11 +605,13 @@ def create_app(
     async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         t0 = time.perf_counter()
         status = 500
+        metrics.in_flight.inc()
         try:
             response = await call_next(request)
             status = response.status_code
             return response
         finally:
+            metrics.in_flight.dec()
             route = getattr(request.scope.get("route"), "path", None) or "unmatched"
             metrics.observe(route, request.method, status, time.perf_counter() - t0)
 
@@ -468,7 +622,8 @@ def create_app(
         async def _auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
             path = request.url.path
             # thumbnails are the images themselves, under guessable sequential ids: guarded whenever a token is set
-            guarded = request.method == "POST" or path.startswith("/v1/images/") or (token_all and path != "/healthz")
+            probe = path in PROBES
+            guarded = request.method == "POST" or path.startswith("/v1/images/") or (token_all and not probe)
             given = request.headers.get("authorization", "").encode()
             if guarded and not secrets.compare_digest(given, expected):
                 return JSONResponse(
@@ -496,9 +651,9 @@ def create_app(
             raise HTTPException(400, str(e)) from None
 
     @app.post("/v1/score", response_model=ScoreResponse, openapi_extra=IMAGES_BODY, tags=["scoring"])
-    async def score(request: Request) -> dict[str, Any]:
+    async def score(request: Request, source_id: str | None = SOURCE_ID) -> dict[str, Any]:
         """Score images without recording them: per image its score, p-value and decision, or its error."""
-        items = await read_items(request, max_images, max_image_bytes)
+        items = await read_items(request, max_images, max_image_bytes, source_id)
         results, _ = await _bounded(recorder.scorer.score, items)
         metrics.count_images(results)
         cal = detector.calibration
@@ -508,11 +663,14 @@ def create_app(
             "n_errors": sum(r["error"] is not None for r in results),
             "threshold": cal.threshold,
             "target_fpr": cal.target_fpr,
+            "model_id": detector.detector_id,
             "meta": detector.meta(),
         }
 
     @app.post("/v1/streams/{name}/images", response_model=StreamResponse, openapi_extra=IMAGES_BODY, tags=["streams"])
-    async def stream_images(name: str, request: Request, response: Response) -> dict[str, Any]:
+    async def stream_images(
+        name: str, request: Request, response: Response, source_id: str | None = SOURCE_ID
+    ) -> dict[str, Any]:
         """Score images, record them in stream ``name`` (created on first use) and return the drift verdict.
 
         Answers only after the rows are committed; 503 if scoring timed out or the database refused the rows (in
@@ -525,7 +683,7 @@ def create_app(
                 check_idempotency_key(key)
             except ValueError as e:
                 raise HTTPException(400, str(e)) from None
-        items = await read_items(request, max_images, max_image_bytes)
+        items = await read_items(request, max_images, max_image_bytes, source_id)
         try:
             done = fingerprint = None
             if key is not None:  # a retry is answered before scoring; record() checks again in its transaction
@@ -549,7 +707,7 @@ def create_app(
             metrics.count_images(out["results"])
         return out
 
-    @app.get("/v1/streams", tags=["streams"])
+    @app.get("/v1/streams", tags=["streams"], response_model=list[StreamListEntry])
     def streams() -> list[dict[str, Any]]:
         """Every recorded stream with its current verdict summary."""
         out = []
@@ -558,7 +716,7 @@ def create_app(
             out.append({k: st[k] for k in _SUMMARY} | {"updated": s["updated"]})
         return out
 
-    @app.get("/v1/streams/{name}/status", tags=["streams"])
+    @app.get("/v1/streams/{name}/status", tags=["streams"], response_model=StreamStatus)
     def stream_status(name: str) -> dict[str, Any]:
         """Window statistics and the drift verdict (alibi-detect keys plus counts and per-test results)."""
         _check_name(name)
@@ -567,7 +725,7 @@ def create_app(
         except StreamNotFound:
             raise HTTPException(404, f"no stream named {name!r}") from None
 
-    @app.get("/v1/streams/{name}/alerts", tags=["streams"])
+    @app.get("/v1/streams/{name}/alerts", tags=["streams"], response_model=list[Alert])
     def stream_alerts(name: str, limit: int = Query(100, ge=1, le=10_000)) -> list[dict[str, Any]]:
         """Drift alerts of the stream, newest first."""
         _check_name(name)
@@ -576,7 +734,7 @@ def create_app(
         except StreamNotFound:
             raise HTTPException(404, f"no stream named {name!r}") from None
 
-    @app.get("/v1/streams/{name}/images", tags=["streams"])
+    @app.get("/v1/streams/{name}/images", tags=["streams"], response_model=list[RecordedImage])
     def stream_images_list(
         name: str,
         limit: int = Query(200, ge=1, le=10_000),
@@ -601,24 +759,55 @@ def create_app(
             raise HTTPException(404, "no thumbnail for this image")
         return Response(png, media_type="image/png", headers={"cache-control": "max-age=86400"})
 
-    @app.get("/healthz", tags=["service"])
-    def healthz() -> dict[str, Any]:
-        """Liveness and database health: 503 when the database is unreachable or the last write to it failed."""
+    def _database_problem() -> str | None:
+        """Why the database cannot serve this app now (unreachable, or the last write failed), or None."""
         try:
             with recorder.store.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as e:
-            raise HTTPException(503, f"database unreachable: {type(e).__name__}") from None
+            return f"database unreachable: {type(e).__name__}"
         if recorder.last_write_error is not None:  # reads can succeed on a read-only or full database
-            raise HTTPException(503, f"database unhealthy: {recorder.last_write_error}")
+            return f"database unhealthy: {recorder.last_write_error}"
+        return None
+
+    @app.get("/healthz", tags=["service"], response_model=Health)
+    def healthz() -> dict[str, Any]:
+        """Health of the process and its database: 503 when the database is unreachable or the last write to it
+        failed."""
+        problem = _database_problem()
+        if problem is not None:
+            raise HTTPException(503, problem)
         # /healthz stays open under --token-all, so it then names only the kind of database, not where it is
         db = recorder.store.engine.dialect.name if token_all else recorder.store.url
-        return {"status": "ok", "version": __version__, "db": db, "model": detector.meta()}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "db": db,
+            "model_id": detector.detector_id,
+            "model": detector.meta(),
+        }
+
+    @app.get("/livez", tags=["service"], response_model=Live)
+    def livez() -> dict[str, str]:
+        """Liveness: the process answers (always 200; a failing database does not make it 503)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["service"], response_model=Ready, responses={503: {"model": Ready}})
+    def readyz() -> Any:
+        """Readiness: the model is loaded and calibrated and the database is reachable and its last write succeeded
+        (otherwise 503, with the failing check)."""
+        checks = {
+            "model": "ok" if detector.calibration is not None else "model is not calibrated",
+            "database": _database_problem() or "ok",
+        }
+        ready = all(v == "ok" for v in checks.values())
+        body = {"status": "ready" if ready else "not ready", "checks": checks, "model_id": detector.detector_id}
+        return body if ready else JSONResponse(body, status_code=503)
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
-    def prometheus() -> PlainTextResponse:
-        """Prometheus text exposition format."""
-        return PlainTextResponse(metrics.render(recorder), media_type="text/plain; version=0.0.4; charset=utf-8")
+    def prometheus() -> Response:
+        """Prometheus text exposition format (version 0.0.4)."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -284,6 +284,7 @@ class StreamRecorder:
             if done is not None:
                 return done | {"replayed": True}
         results, arrays = self.scorer.score(items) if scored is None else scored
+        model = {"model_id": self.detector.detector_id}
         for r in results:
             make_storable(r)
         thumbs = {}
@@ -312,7 +313,7 @@ class StreamRecorder:
                 alerts = [self._alert(name, verdict, now)] if verdict["transition"] else []
                 request = None
                 if key is not None:
-                    body = {"stream": name, "results": [dict(r) for r in results], "drift": verdict}
+                    body = {"stream": name, "results": [dict(r) for r in results], "drift": verdict, **model}
                     request = StoredRequest(key, fingerprint or "", body)
                 try:
                     ids = self.store.record(name, rows, mon.state(), alerts, expected_n=version, request=request)
@@ -336,7 +337,7 @@ class StreamRecorder:
         for a in alerts:
             a["seq"] = ids[-1][1] if ids else None
             self.alerts.send(a)
-        return {"stream": name, "results": results, "drift": verdict, "replayed": False}
+        return {"stream": name, "results": results, "drift": verdict, **model, "replayed": False}
 
     @staticmethod
     def _alert(name: str, verdict: dict[str, Any], now: float) -> dict[str, Any]:
