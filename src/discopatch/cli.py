@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .log import setup_logging
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
 
@@ -593,6 +594,7 @@ COMMAND_GROUPS: list[str] = ["discopatch.deploy_cli", "discopatch.monitoring.cli
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging(fmt=getattr(args, "log_format", "text"))
     try:
         func = getattr(args, "func", None) or COMMANDS[args.command]
         return func(args)

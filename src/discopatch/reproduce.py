@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .config import PreprocessConfig
 from .data.images import list_images, preprocess_many
 from .evaluation import EvaluationResult
+from .log import progress_bar
 from .metrics import ood_metrics
 
 OFFICIAL_LABEL = (
@@ -145,7 +145,7 @@ def score_files(
     scores: list[np.ndarray] = []
     kept: list[int] = []
     errors: list[tuple[str, str]] = []
-    bar = tqdm(total=len(files), desc=desc, unit="img", disable=not progress)
+    bar = progress_bar(total=len(files), desc=desc, unit="img", disable=not progress)
     for start in range(0, len(files), chunk_size):
         chunk = files[start : start + chunk_size]
         imgs = []

@@ -39,10 +39,10 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .distributed import any_across_ranks, is_main_process, rank_and_world
+from .log import progress_bar
 from .model import VAE, Discriminator, kl_divergence
 from .patches import extract_patches, patch_corners, to_tensor
 from .runtime import derive_seed
@@ -282,7 +282,7 @@ class Trainer:
         progress = progress and is_main_process()
         # With a time budget and an open-ended epoch count the step total means nothing: show a plain counter.
         bar_total = None if (budget is not None and self.cfg.epochs >= 1000) else total
-        bar = tqdm(total=bar_total, initial=st.step, disable=not progress, unit="step", desc="training")
+        bar = progress_bar(total=bar_total, initial=st.step, disable=not progress, unit="step", desc="training")
         # The time budget counts this call only; ``elapsed`` accumulates over resumed runs.
         t_call, elapsed_before = time.monotonic(), st.elapsed
         try:

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import sklearn
 import torch
-from tqdm.auto import tqdm
 
 from .. import __version__
 from ..config import Preset, get_preset
@@ -39,6 +38,7 @@ from ..data.corruptions import CORRUPTIONS, PARAM_SOURCES, resolve_params
 from ..data.corruptions import corrupt_batch as _corrupt_batch
 from ..data.images import stack_images
 from ..detector import Detector
+from ..log import progress_bar
 from ..metrics import ood_metrics
 from ..scoring import score_array
 from .ablations import layerwise_discriminator, mixed_batch_aurocs, patch_count_sweep
@@ -125,7 +125,7 @@ def build_sets(data: ProtocolData, preset: Preset, seed: int, progress: bool) ->
     controls = {"control/null": stack_images(target, cfg), "control/hflip": stack_images(target[:, :, ::-1], cfg)}
     covariate = {}
     grid = [(c, s) for c in CORRUPTIONS for s in SEVERITIES]
-    for c, s in tqdm(grid, desc="corrupting", disable=not progress, unit="set"):
+    for c, s in progress_bar(grid, desc="corrupting", disable=not progress, unit="set"):
         covariate[(c, s)] = stack_images(_corrupt_batch(target, c, s, seed=seed), cfg)
     near = {k: stack_images(v, cfg) for k, v in data.near_ood.items()}
     far = {k: stack_images(v, cfg) for k, v in data.far_ood.items()}
@@ -509,7 +509,7 @@ def drift_power(
         name: images_for_power(fn, ref, null, null, **kw, max_ref=cap)["type1_error"]
         for name, (fn, ref, null, _, cap) in tests.items()
     }
-    for shift, imgs in tqdm(shifts.items(), desc="drift power", disable=not progress, unit="shift"):
+    for shift, imgs in progress_bar(shifts.items(), desc="drift power", disable=not progress, unit="shift"):
         out["shifts"][shift] = {}
         for name, (fn, ref, _, transform, cap) in tests.items():
             r = images_for_power(fn, ref, None, transform(imgs), **kw, max_ref=cap)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..config import PreprocessConfig
+from ..log import progress_bar
 from .images import IMAGE_EXTENSIONS, ImageInput, list_images, preprocess_many
 
 
@@ -45,7 +45,7 @@ def load_images(
     good_names: list[str] = []
     errors: list[tuple[str, str]] = []
     it = preprocess_many(sources, cfg)
-    for i, img, err in tqdm(it, total=len(sources), desc=desc, disable=not progress, unit="img"):
+    for i, img, err in progress_bar(it, total=len(sources), desc=desc, disable=not progress, unit="img"):
         if img is None:
             errors.append((names[i], err or "unknown error"))
         else:

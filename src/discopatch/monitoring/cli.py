@@ -181,6 +181,7 @@ def add_commands(sub: Any) -> None:
         default=os.environ.get("DISCOPATCH_TOKEN"),
         help="bearer token required on POST endpoints (default: $DISCOPATCH_TOKEN; none: open)",
     )
+    g.add_argument("--log-format", choices=("text", "json"), default="text", help="format of the discopatch log lines")
     g.add_argument(
         "--token-all", action="store_true", help="require the token on every endpoint but /healthz, /livez and /readyz"
     )
@@ -212,4 +213,5 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--settle", type=float, default=1.0, help="take files unmodified for this long (default 1 s)")
     p.add_argument("--once", action="store_true", help="score what is in the folder now, then exit")
     p.add_argument("--quiet", action="store_true", help="no per-image JSON lines on standard output")
+    p.add_argument("--log-format", choices=("text", "json"), default="text", help="format of the discopatch log lines")
     p.set_defaults(func=cmd_monitor)
