@@ -517,6 +517,11 @@ def _rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> set[str]:
     else:
         rows, text = _complete_csv_records(text, out_path)
         if rows and rows[0] != fields:
+            if rows[0] == fields[: len(rows[0])]:  # an older discopatch wrote fewer columns (no threshold/model_id)
+                raise ValueError(
+                    f"{out_path}: written by an older discopatch without the columns {fields[len(rows[0]) :]}; "
+                    "--resume cannot mix the two layouts: write to a new file"
+                )
             raise ValueError(f"{out_path}: not a 'discopatch score' CSV (header {rows[0]}), cannot --resume into it")
         done = {r[0] for r in rows[1:] if r}
     keep = text.encode("utf-8")

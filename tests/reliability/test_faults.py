@@ -172,6 +172,13 @@ def test_score_resume_needs_out_and_a_score_file(model_dir, images, tmp_path, ca
     other.write_text("a,b\n1,2\n")
     assert _score(model_dir, folder, other, "--resume") == 2
     assert "cannot --resume" in capsys.readouterr().err
+    # A CSV from before the threshold/model_id columns is named as such, not as a foreign file.
+    older = tmp_path / "older.csv"
+    older.write_text("path,score,p_value,is_ood,error\n/x.png,0.1,0.5,False,\n")
+    assert _score(model_dir, folder, older, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "older discopatch" in err and "'threshold', 'model_id'" in err and "new file" in err
+    assert older.read_text() == "path,score,p_value,is_ood,error\n/x.png,0.1,0.5,False,\n"  # left untouched
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
