@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .artifact_schema import validate as validate_schema
 from .calibration import Calibration
-from .config import IMAGE_POOLED_NORMS, ModelConfig, PreprocessConfig, from_dict, to_dict
+from .config import ModelConfig, PreprocessConfig, from_dict, to_dict
 from .model import Discriminator
 
 FORMAT = "discopatch-detector"
@@ -219,13 +219,12 @@ def _legacy_model_fields(model: dict[str, Any], cfg_path: Path) -> dict[str, Any
     """Artefacts written before the 1x1 guard (discopatch 0.1.0's ``small`` preset) load as that named ablation."""
     if "ablation" in model:
         return model
+    candidate = {**model, "ablation": "1x1-last-map"}
     try:
-        n_layers = len(model["widths"])
-        one_by_one = int(model["patch_size"]) == 2**n_layers and model["norm"] in IMAGE_POOLED_NORMS
-    except (KeyError, TypeError, ValueError):
+        if not from_dict(ModelConfig, candidate).erases_image:  # the guard's own rule decides
+            return model
+    except (TypeError, ValueError):
         return model  # from_dict reports what is wrong
-    if not one_by_one:
-        return model
     warnings.warn(
         f"{cfg_path}: this detector's D ends at a 1x1 map (the small preset before 0.2); it is loaded as the "
         "named ablation '1x1-last-map'. Retrain with the current preset for a detector whose score improves "
@@ -233,7 +232,7 @@ def _legacy_model_fields(model: dict[str, Any], cfg_path: Path) -> dict[str, Any
         UserWarning,
         stacklevel=3,
     )
-    return {**model, "ablation": "1x1-last-map"}
+    return candidate
 
 
 def load_artifact(directory: str | os.PathLike) -> Artifact:

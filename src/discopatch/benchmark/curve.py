@@ -283,8 +283,10 @@ def end_point_summary(results: dict[str, Any]) -> dict[str, dict[str, list[float
 
 
 def selection_summary(results: dict[str, Any]) -> dict[str, Any]:
-    """Does the ID-only criterion track the benchmark? Spearman correlation over all points, and what it picks."""
-    # (points of every seed; a seed evaluated at its end point only contributes that point)
+    """Does the ID-only criterion track the benchmark? Spearman over every evaluated point, and what it picks.
+
+    A seed evaluated at its end point only (``all_points=False``) contributes that one point.
+    """
     from scipy.stats import spearmanr
 
     pts = [r for rows in results["runs"].values() for r in rows]

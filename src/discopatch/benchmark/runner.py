@@ -277,13 +277,12 @@ def run_benchmark(
         )
 
     # ---- DisCoPatch (faithful small configuration) ------------------------------------------------------------
-    if budget.main_steps:
-        log(f"[benchmark] training DisCoPatch for {budget.main_steps} steps")
-        t0 = time.monotonic()
-        det = _train(preset, data, None, seed, progress, max_steps=budget.main_steps)
+    steps = budget.main_steps
+    log(f"[benchmark] training DisCoPatch for {f'{steps} steps' if steps else f'{budget.main_train:.0f} s'}")
+    t0 = time.monotonic()
+    if steps:
+        det = _train(preset, data, None, seed, progress, max_steps=steps)
     else:
-        log(f"[benchmark] training DisCoPatch for {budget.main_train:.0f} s")
-        t0 = time.monotonic()
         det = _train(preset, data, budget.main_train, seed, progress)
     main_train_s = time.monotonic() - t0
     D, n = det.discriminator, det.n_patches
