@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import tiny_preset
-from discopatch.benchmark.curve import curve_steps, radial_power_spectrum, run_curve
+from discopatch.benchmark.curve import curve_steps, merge_curves, radial_power_spectrum, run_curve
 
 
 def test_curve_steps_are_log_spaced_and_end_at_the_total() -> None:
@@ -59,3 +59,24 @@ def test_quick_curve_writes_reports(tmp_path) -> None:
     md = (tmp_path / "curve.md").read_text()
     assert "| seed | step |" in md and "End point" in md
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_seeds_run_apart_merge_into_one_curve_with_per_step_spread() -> None:
+    kw = dict(preset=tiny_preset(), at_steps=(4, 2), quick=True, n_train=200, n_test=40, n_ood=16,
+              stats_images=100, diag_images=16, progress=False)  # fmt: skip
+    a = run_curve("fmnist", seeds=(0,), **kw)
+    b = run_curve("fmnist", seeds=(1,), **kw)
+    assert a["steps"] == [2, 4] and [r["step"] for r in a["runs"]["0"]] == [2, 4]
+    assert a["per_step"] == []  # one seed: no spread to report
+    m = merge_curves([a, b])
+    assert m["seeds"] == [0, 1] and m["steps"] == [2, 4]
+    assert [e["step"] for e in m["per_step"]] == [2, 4] and all(e["n_seeds"] == 2 for e in m["per_step"])
+    want = (a["runs"]["0"][-1]["d-only"]["null_auroc"] + b["runs"]["1"][-1]["d-only"]["null_auroc"]) / 2
+    assert m["per_step"][-1]["d-only"]["null_auroc"][0] == pytest.approx(want)
+    assert m["end_point"]["d-only"]["null_auroc"][0] == pytest.approx(want)
+    with pytest.raises(ValueError, match="seed 0"):
+        merge_curves([a, a])
+    other = {**b, "protocol": "photos"}
+    with pytest.raises(ValueError, match="protocol"):
+        merge_curves([a, other])

@@ -28,3 +28,25 @@ def test_quick_fmnist_benchmark_writes_reports(tmp_path) -> None:
     assert set(res["mixed_batches"]) and set(res["drift_power"]["shifts"])
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64" in html and "heatmap" in html
+
+
+@pytest.mark.slow
+def test_step_budgets_give_variants_a_main_row_trained_as_long(tmp_path) -> None:
+    import dataclasses
+
+    budget = dataclasses.replace(QUICK, main_steps=6, ablation_steps=3)
+    res = run_benchmark(
+        "fmnist",
+        None,
+        quick=True,
+        progress=False,
+        budget=budget,
+        preset=tiny_preset(),
+        stages=("variants", "ablations"),
+    )
+    methods = res["methods"]
+    assert res["main_training"]["steps"] == 6
+    early = methods["DisCoPatch at 3 steps (the variants' budget)"]
+    assert early["group"] == "variant" and "step 3" in early["notes"]
+    trained = [m for name, m in methods.items() if name.startswith(("variant: ", "norm ablation: "))]
+    assert trained and all(m["notes"].startswith("3 steps (step budget)") for m in trained)

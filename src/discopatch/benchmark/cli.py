@@ -31,6 +31,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="train DisCoPatch for this many steps instead of --train-time seconds (independent of machine load)",
     )
     p.add_argument(
+        "--ablation-steps",
+        type=int,
+        help="train variants and norm ablations this many steps instead of 180 s each, and score the main model "
+        "at the same step for comparison",
+    )
+    p.add_argument(
         "--stages",
         default="variants,ablations,baselines,drift,mixed,patches",
         help="comma-separated optional stages (default: all)",
@@ -40,7 +46,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--preset", default="small", choices=["small", "small-1x1", "paper"], help="(default: small)")
     g.add_argument("--max-steps", type=int, default=2000, help="training steps per seed (default: 2000)")
     g.add_argument("--points", type=int, default=7, help="log-spaced evaluation points (default: 7)")
+    g.add_argument(
+        "--at-steps",
+        help="evaluate at these steps instead of log-spaced points, e.g. 345,1380,4150 (trains to the last)",
+    )
     g.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    g.add_argument(
+        "--merge",
+        metavar="DIR,DIR,...",
+        help="combine curve.json files of one configuration run in separate processes (one seed each) into --out",
+    )
     g.add_argument(
         "--end-only", action="store_true", help="evaluate seeds after the first at the last step only (faster)"
     )
@@ -93,6 +108,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         budget = dataclasses.replace(budget, main_train=args.train_time)
     if args.train_steps is not None:
         budget = dataclasses.replace(budget, main_steps=args.train_steps)
+    if args.ablation_steps is not None:
+        budget = dataclasses.replace(budget, ablation_steps=args.ablation_steps)
     stages = tuple(s for s in args.stages.split(",") if s)
     results = run_benchmark(
         args.protocol, args.out, quick=args.quick, seed=args.seed, progress=not args.quiet, budget=budget, stages=stages
@@ -104,7 +121,19 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _cmd_curve(args: argparse.Namespace) -> int:
-    from .curve import curve_markdown, run_curve
+    import json
+    from pathlib import Path
+
+    from .curve import curve_markdown, merge_curves, run_curve, write_curve
+
+    if args.merge:
+        if not args.out:
+            raise SystemExit("--merge needs --out")
+        parts = [json.loads((Path(d) / "curve.json").read_text()) for d in args.merge.split(",") if d]
+        res = merge_curves(parts)
+        write_curve(res, Path(args.out))
+        print(curve_markdown(res))
+        return 0
 
     train: dict[str, object] = {}
     if args.betas:
@@ -117,9 +146,11 @@ def _cmd_curve(args: argparse.Namespace) -> int:
     pre = {k: v for k, v in (("image_size", args.image_size), ("resize", args.resize)) if v}
     seeds = tuple(int(s) for s in args.seeds.split(",") if s)
     quick = {"n_test": 40, "n_ood": 20} if args.quick else {}
+    at = tuple(int(v) for v in args.at_steps.split(",") if v) if args.at_steps else None
     res = run_curve(
         args.protocol, args.out, preset=args.preset, steps=args.max_steps, points=args.points, seeds=seeds,
-        quick=args.quick, n_train=args.n_train, all_points=not args.end_only, progress=not args.quiet, model=model,
+        quick=args.quick, n_train=args.n_train, all_points=not args.end_only, at_steps=at, progress=not args.quiet,
+        model=model,
         preprocess=pre, **quick, **train,
     )  # fmt: skip
     print(curve_markdown(res))

@@ -191,6 +191,7 @@ def run_curve(
     stats_images: int = 10_000,
     diag_images: int = 200,
     all_points: bool = True,
+    at_steps: Sequence[int] | None = None,
     progress: bool = True,
     model: dict[str, Any] | None = None,
     preprocess: dict[str, Any] | None = None,
@@ -199,7 +200,8 @@ def run_curve(
     """Train ``preset`` for ``steps`` steps per seed, snapshot at :func:`curve_steps`, evaluate every snapshot.
 
     With ``all_points=False`` only the first seed is evaluated at every point, the others at the last step (the
-    spread at the end point for a third of the evaluation time).
+    spread at the end point for a third of the evaluation time). ``at_steps`` replaces the log-spaced points with
+    these steps (training runs to the largest), e.g. the steps that one core makes in 5, 20 and 60 minutes.
 
     ``train``, ``model`` and ``preprocess`` override fields of the preset's configurations (a candidate geometry,
     ``betas``, ...); the resolved configuration is recorded with the results. Writes ``curve.json``, ``curve.md``
@@ -220,7 +222,10 @@ def run_curve(
     val_stack = stack_images(data.id_train[val_idx], base.preprocess)
     stats_stack = train_stack[np.random.default_rng(1).permutation(len(train_stack))[:stats_images]]
     diag = sets.reference[:diag_images]
-    at = curve_steps(steps, points)
+    at = sorted({int(s) for s in at_steps}) if at_steps else curve_steps(steps, points)
+    if at[0] < 1:
+        raise ValueError(f"evaluation steps must be positive: {at}")
+    steps = at[-1]
     log(f"[curve] {protocol}: preset {base.name}, {len(train_stack)} train images, steps {at}, seeds {list(seeds)}")
     results: dict[str, Any] = {
         "protocol": protocol,
@@ -262,11 +267,65 @@ def run_curve(
                 f"{row['game']['id_separation']:.3f}"
             )
         results["runs"][str(seed)] = rows
-        results["end_point"] = end_point_summary(results)
-        results["selection"] = selection_summary(results)
+        _summaries(results)
         if out is not None:  # after every seed, so a long run that is stopped keeps what it measured
             write_curve(results, Path(out))
     return results
+
+
+def _summaries(results: dict[str, Any]) -> None:
+    results["end_point"] = end_point_summary(results)
+    results["per_step"] = step_summary(results)
+    results["selection"] = selection_summary(results)
+
+
+def merge_curves(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One curve from runs of the same configuration made in separate processes (e.g. one seed per core).
+
+    Refuses parts that differ in protocol, configuration or data, or that repeat a seed.
+    """
+    if not parts:
+        raise ValueError("nothing to merge")
+    first = parts[0]
+    merged = copy.deepcopy(first)
+    merged["runs"] = {}
+    for part in parts:
+        for key in ("protocol", "preset_name", "preset", "data"):
+            if part[key] != first[key]:
+                raise ValueError(f"cannot merge curves that differ in {key!r}")
+        for seed, rows in part["runs"].items():
+            if seed in merged["runs"]:
+                raise ValueError(f"seed {seed} appears in more than one part")
+            merged["runs"][seed] = rows
+    merged["seeds"] = [int(s) for s in merged["runs"]]
+    merged["steps"] = sorted({r["step"] for rows in merged["runs"].values() for r in rows})
+    merged["command"] = " + ".join(str(p.get("command")) for p in parts)
+    merged["started"] = min(p["started"] for p in parts)
+    _summaries(merged)
+    return merged
+
+
+def step_summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Mean and sample sd over seeds at every step that more than one seed evaluated (the curve with its spread)."""
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    for rows in results["runs"].values():
+        for r in rows:
+            by_step.setdefault(r["step"], []).append(r)
+    out = []
+    for step in sorted(by_step):
+        rows = by_step[step]
+        if len(rows) < 2:
+            continue
+        entry: dict[str, Any] = {"step": step, "n_seeds": len(rows),
+                                 "cpu_minutes": float(np.mean([r["cpu_minutes"] for r in rows]))}  # fmt: skip
+        for kind in ("d-only", "fused"):
+            entry[kind] = {}
+            for k in SUMMARY_KEYS:
+                vals = [r[kind][k] for r in rows if r[kind][k] is not None]
+                if vals:
+                    entry[kind][k] = [float(np.mean(vals)), float(np.std(vals, ddof=1))]
+        out.append(entry)
+    return out
 
 
 def end_point_summary(results: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
@@ -348,6 +407,20 @@ def curve_markdown(results: dict[str, Any]) -> str:
     for kind, vals in results["end_point"].items():
         cells = [f"{100 * vals[k][0]:.1f} +/- {100 * vals[k][1]:.1f}" if k in vals else "-" for k in SUMMARY_KEYS]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    per_step = results.get("per_step") or []
+    if per_step:
+        lines += ["", "Every step that several seeds reached, mean +/- sd over those seeds:", "",
+                  "| step | seeds | CPU-min | score | " + " | ".join(SUMMARY_KEYS) + " |",
+                  "|---" * (len(SUMMARY_KEYS) + 4) + "|"]  # fmt: skip
+        for e in per_step:
+            for kind in ("d-only", "fused"):
+                vals = e[kind]
+                cells = [
+                    f"{100 * vals[k][0]:.1f} +/- {100 * vals[k][1]:.1f}" if k in vals else "-" for k in SUMMARY_KEYS
+                ]
+                lines.append(
+                    f"| {e['step']} | {e['n_seeds']} | {e['cpu_minutes']:.1f} | {kind} | " + " | ".join(cells) + " |"
+                )
     sel = results.get("selection", {})
     if sel:
         lines += ["", "ID-only criterion vs benchmark (Spearman over all points): " + ", ".join(
@@ -400,4 +473,13 @@ def write_curve(results: dict[str, Any], out: Path) -> None:
     plot_curve(results, out / "curve.png")
 
 
-__all__ = ["curve_markdown", "curve_steps", "game_diagnostics", "radial_power_spectrum", "run_curve", "write_curve"]
+__all__ = [
+    "curve_markdown",
+    "curve_steps",
+    "game_diagnostics",
+    "merge_curves",
+    "radial_power_spectrum",
+    "run_curve",
+    "step_summary",
+    "write_curve",
+]

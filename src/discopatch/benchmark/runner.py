@@ -17,6 +17,7 @@ and the patch-count sweep. :mod:`discopatch.benchmark.report` turns the results 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -40,6 +41,7 @@ from ..data.images import stack_images
 from ..detector import Detector
 from ..log import progress_bar
 from ..metrics import ood_metrics
+from ..model import Discriminator
 from ..scoring import score_array
 from .ablations import layerwise_discriminator, mixed_batch_aurocs, patch_count_sweep
 from .baselines import (
@@ -74,6 +76,9 @@ class Budget:
     n_ood: int | None = None  # images per near/far-OOD set
     n_train: int | None = None
     main_steps: int | None = None  # if set, DisCoPatch trains this many steps instead of for main_train seconds
+    # if set, variants and norm ablations train this many steps instead of ablation_train seconds, and the main
+    # model is also scored at this step (a snapshot), so every variant has a row trained exactly as long
+    ablation_steps: int | None = None
 
 
 #: Sized so one protocol finishes in about 45 minutes on one core of the 2-core dev machine (docs/BENCHMARKS.md).
@@ -198,14 +203,32 @@ def _hardware() -> dict[str, Any]:
 
 
 def _train(
-    preset: Preset, data: ProtocolData, seconds: float | None, seed: int, progress: bool, **train: Any
+    preset: Preset,
+    data: ProtocolData,
+    seconds: float | None,
+    seed: int,
+    progress: bool,
+    on_detector: Callable[[Detector], None] | None = None,
+    **train: Any,
 ) -> Detector:
-    """Train on the protocol's ID images for ``seconds`` (or until ``max_steps`` in ``train``)."""
+    """Train on the protocol's ID images for ``seconds`` (or until ``max_steps`` in ``train``).
+
+    ``on_detector`` sees the detector before training starts (so a step callback can read its trainer).
+    """
     if seconds is None:  # a step budget: the preset's own time limit must not cut it short
         preset = preset.replace(train=dataclasses.replace(preset.train, max_time=None))
     det = Detector(preset, device="cpu", seed=seed, engine="torch")
+    if on_detector is not None:
+        on_detector(det)
     det.fit(data.id_train, max_time=seconds, epochs=10_000, progress=progress, **train)
     return det
+
+
+def _ablation_budget(budget: Budget) -> tuple[float | None, dict[str, Any], str]:
+    """How long a variant or norm ablation trains: (seconds, fit keywords, label suffix)."""
+    if budget.ablation_steps:
+        return None, {"max_steps": budget.ablation_steps}, "step budget"
+    return budget.ablation_train, {}, f"{budget.ablation_train:.0f} s budget"
 
 
 def run_benchmark(
@@ -280,10 +303,19 @@ def run_benchmark(
     steps = budget.main_steps
     log(f"[benchmark] training DisCoPatch for {f'{steps} steps' if steps else f'{budget.main_train:.0f} s'}")
     t0 = time.monotonic()
+    early: dict[str, Any] = {}
+
+    def keep_early(st: Any, logs: dict[str, float]) -> None:
+        if st.step == budget.ablation_steps and det_ref:
+            early["D"] = copy.deepcopy(det_ref[0].trainer.detector_discriminator.state_dict())
+            early["seconds"] = time.monotonic() - t0
+
+    det_ref: list[Detector] = []
+    snap = {"callback": keep_early, "on_detector": det_ref.append} if budget.ablation_steps else {}
     if steps:
-        det = _train(preset, data, None, seed, progress, max_steps=steps)
+        det = _train(preset, data, None, seed, progress, max_steps=steps, **snap)
     else:
-        det = _train(preset, data, budget.main_train, seed, progress)
+        det = _train(preset, data, budget.main_train, seed, progress, **snap)
     main_train_s = time.monotonic() - t0
     D, n = det.discriminator, det.n_patches
     record(
@@ -294,6 +326,18 @@ def run_benchmark(
         f"{det.training_info['steps']} steps",
     )
     results["main_training"] = det.training_info
+    if "D" in early:  # the main model at the variants' step budget
+        ref = copy.copy(det)
+        D_early = Discriminator(preset.model)
+        D_early.load_state_dict(early["D"])
+        ref.discriminator = D_early.eval()
+        record(
+            f"DisCoPatch at {budget.ablation_steps} steps (the variants' budget)",
+            "variant",
+            ref.score_preprocessed,
+            early["seconds"],
+            f"snapshot of the main training at step {budget.ablation_steps}",
+        )
 
     if "variants" in stages:
         variant_stage(det, data, train_stack, preset, budget, seed, progress, record)
@@ -318,13 +362,14 @@ def run_benchmark(
         for norm in NORM_ABLATIONS:
             p_norm = preset.replace(model=dataclasses.replace(preset.model, norm=norm))
             t0 = time.monotonic()
-            d_norm = _train(p_norm, data, budget.ablation_train, seed, progress)
+            seconds, kw, how = _ablation_budget(budget)
+            d_norm = _train(p_norm, data, seconds, seed, progress, **kw)
             record(
                 f"norm ablation: {norm}",
                 "ablation-norm",
                 d_norm.score_preprocessed,
                 time.monotonic() - t0,
-                f"{d_norm.training_info['steps']} steps ({budget.ablation_train:.0f} s budget)",
+                f"{d_norm.training_info['steps']} steps ({how})",
             )
 
     if "baselines" in stages:
@@ -413,9 +458,10 @@ def variant_stage(
     for label, (model_kw, train_kw) in TRAINED_VARIANTS.items():
         p_var = preset.replace(model=dataclasses.replace(preset.model, **model_kw))
         t0 = time.monotonic()
-        d_var = _train(p_var, data, budget.ablation_train, seed, progress, **train_kw)
+        seconds, kw, how = _ablation_budget(budget)
+        d_var = _train(p_var, data, seconds, seed, progress, **train_kw, **kw)
         t_train = time.monotonic() - t0
-        steps = f"{d_var.training_info['steps']} steps ({budget.ablation_train:.0f} s budget)"
+        steps = f"{d_var.training_info['steps']} steps ({how})"
         record(f"variant: {label}", "variant", d_var.score_preprocessed, t_train, steps)
         record(
             f"variant: {label} + statistics (fused)",
