@@ -49,6 +49,7 @@ def test_quick_curve_writes_reports(tmp_path) -> None:
                 assert len(r[kind]["per_set_auroc"]) >= 75 + 2
             g = r["game"]
             assert set(g["spectra"]) == {"real", "recon", "gen"} and 0 <= g["id_separation"] <= 1
+            assert 0 <= g["overfit_auroc"] <= 1 and 0 <= g["d_train_per_image"] <= 1
             assert r["cpu_minutes"] > 0
     # Different seeds train different detectors.
     a, b = res["runs"]["0"][-1], res["runs"]["1"][-1]

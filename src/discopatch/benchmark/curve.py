@@ -84,8 +84,15 @@ def _high_share(spectrum: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def game_diagnostics(D: Discriminator, vae: VAE, images: np.ndarray, n: int, seed: int) -> dict[str, Any]:
-    """What D and the VAE do on held-out ID images, one normalisation group per image as at scoring time."""
+def game_diagnostics(
+    D: Discriminator, vae: VAE, images: np.ndarray, n: int, seed: int, train_images: np.ndarray | None = None
+) -> dict[str, Any]:
+    """What D and the VAE do on held-out ID images, one normalisation group per image as at scoring time.
+
+    With ``train_images`` (images D trained on) also ``overfit_auroc``: D's score separating the held-out images
+    from training images (held-out = positive). 0.5 = D treats both alike; above 0.5 = D finds its own training
+    images more "real" than new ID images, i.e. it memorised them.
+    """
     D.eval()
     vae.eval()
     p = D.cfg.patch_size
@@ -102,7 +109,12 @@ def game_diagnostics(D: Discriminator, vae: VAE, images: np.ndarray, n: int, see
     spectra = {k: radial_power_spectrum(v) for k, v in (("real", real), ("recon", recon), ("gen", gen))}
     sep_recon = ood_metrics(1 - d_real, 1 - d_recon)["auroc"]
     sep_gen = ood_metrics(1 - d_real, 1 - d_gen)["auroc"]
-    return {
+    extra: dict[str, float] = {}
+    if train_images is not None:
+        seen = extract_patches(to_tensor(train_images), content_corners(train_images, p, n, seed), p)
+        extra["d_train_per_image"] = float(per_image(seen).mean())
+        extra["overfit_auroc"] = ood_metrics(1 - per_image(seen), 1 - d_real)["auroc"]
+    return extra | {
         "d_real_per_image": float(d_real.mean()),
         "d_recon_per_image": float(d_recon.mean()),
         "d_gen_per_image": float(d_gen.mean()),
@@ -222,6 +234,7 @@ def run_curve(
     val_stack = stack_images(data.id_train[val_idx], base.preprocess)
     stats_stack = train_stack[np.random.default_rng(1).permutation(len(train_stack))[:stats_images]]
     diag = sets.reference[:diag_images]
+    diag_train = train_stack[np.random.default_rng(2).permutation(len(train_stack))[:diag_images]]
     at = sorted({int(s) for s in at_steps}) if at_steps else curve_steps(steps, points)
     if at[0] < 1:
         raise ValueError(f"evaluation steps must be positive: {at}")
@@ -257,7 +270,11 @@ def run_curve(
             vae.load_state_dict(snap.pop("vae"))
             det.discriminator = D.eval()
             det.fit_statistics(stats_stack, val_stack)
-            row = {**snap, **_score_sets(det, sets), "game": game_diagnostics(D, vae, diag, base.test_patches, seed)}
+            row = {
+                **snap,
+                **_score_sets(det, sets),
+                "game": game_diagnostics(D, vae, diag, base.test_patches, seed, diag_train),
+            }
             rows.append(row)
             log(
                 f"[curve] seed {seed} step {row['step']:6d} ({row['cpu_minutes']:.1f} CPU-min): D cov "
@@ -380,13 +397,14 @@ def curve_markdown(results: dict[str, Any]) -> str:
         "",
         "AUROC in %. cov = mean over 15 corruptions x 5 severities; near/far = mean over the sets; null = clean "
         "held-out ID control. ID-sep = the ID-only criterion (D separating held-out ID images from their "
-        "VAE reconstructions and prior samples). d(r/rec/gen) = D's mean output per image on real / "
+        "VAE reconstructions and prior samples). overfit = D's score separating held-out ID images from images it "
+        "trained on (50 = no memorisation). d(r/rec/gen) = D's mean output per image on real / "
         "reconstructed / generated patches of held-out ID images; HF = share of power in the upper frequency "
         "half (real / recon / gen).",
         "",
         "| seed | step | CPU-min | D cov | D sev3-5 | D near | D far | D null | fused cov | fused sev3-5 | fused near "
-        "| fused far | fused null | ID-sep | d(r/rec/gen) | mse | HF (r/rec/gen) |",
-        "|---" * 17 + "|",
+        "| fused far | fused null | ID-sep | overfit | d(r/rec/gen) | mse | HF (r/rec/gen) |",
+        "|---" * 18 + "|",
     ]
 
     def pct(v: float | None) -> str:
@@ -398,6 +416,7 @@ def curve_markdown(results: dict[str, Any]) -> str:
             aurocs = [pct(r[kind][k]) for kind in ("d-only", "fused") for k in SUMMARY_KEYS]
             cells = [
                 seed, r["step"], f"{r['cpu_minutes']:.1f}", *aurocs, pct(g["id_separation"]),
+                pct(g.get("overfit_auroc")),
                 f"{g['d_real_per_image']:.2f}/{g['d_recon_per_image']:.2f}/{g['d_gen_per_image']:.2f}",
                 f"{g['recon_mse']:.4f}", f"{hf['real']:.3f}/{hf['recon']:.3f}/{hf['gen']:.3f}",
             ]  # fmt: skip
