@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .log import setup_logging
+from .log import LOGGER, progress_bar, setup_logging
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
 
@@ -107,6 +108,22 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
 
 
+def add_verbosity(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` / ``--verbose``, added to every sub-command by :func:`build_parser` so that they mean the same
+    everywhere: they set the level of the ``discopatch`` logger (see :func:`log_level`), and ``--quiet`` also turns
+    off progress bars and progress lines. A command's results and its closing summary are printed either way."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quiet", action="store_true", help="warnings and errors only: no progress bars or info log lines")
+    g.add_argument("--verbose", action="store_true", help="also debug log lines")
+
+
+def log_level(args: argparse.Namespace) -> int:
+    """The ``discopatch`` logger's level: WARNING with ``--quiet``, DEBUG with ``--verbose``, else INFO."""
+    if getattr(args, "quiet", False):
+        return logging.WARNING
+    return logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="discopatch")
     parser.add_argument("--version", action="version", version=f"discopatch {__version__}")
@@ -184,7 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--compile", action="store_true", help="torch.compile the two update steps (slow first steps)")
     g.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="bf16 autocast (auto: on for CUDA)")
     _add_device(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser(
         "score",
@@ -261,12 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-time", type=float, default=210.0, help="training time budget in seconds (default 210)")
     p.add_argument("--seed", type=int, default=0, help="seed of training and the test patch positions")
     _add_device(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     import importlib
 
     for module in COMMAND_GROUPS:
         importlib.import_module(module).add_commands(sub)
+    for command in dict.fromkeys(sub.choices.values()):  # each parser once, even under several names
+        add_verbosity(command)
     parser.description = _command_overview(sub)
     parser.usage = "discopatch [-h] [--version] COMMAND ..."
     return parser
@@ -465,7 +482,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         if writer and not append:
             writer.writeheader()
         rows = det.iter_score_files(paths, explain=True) if heat_dir is not None else det.iter_score_files(paths)
-        for row in rows:
+        for row in progress_bar(rows, total=len(paths), desc="scoring", unit="img", disable=args.quiet):
             if heat_dir is not None:
                 row["heatmap"] = _write_heatmap(heat_dir, row["path"], row.pop("explanation"))
             row = {k: utf8_text(v) if isinstance(v, str) else v for k, v in row.items()}
@@ -570,7 +587,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return cmd_evaluate_sources(args)
     det = Detector.load(args.model, device=args.device, engine=args.engine)
     ood = dict(parse_named_dir(s) for s in args.ood)
-    res = evaluate(det, args.id_dir, ood, id_name=Path(args.id_dir).name or "id")
+    res = evaluate(det, args.id_dir, ood, id_name=Path(args.id_dir).name or "id", progress=not args.quiet)
     print(res.table())
     for name, errs in res.unreadable.items():
         if errs:
@@ -599,7 +616,9 @@ COMMAND_GROUPS: list[str] = ["discopatch.deploy_cli", "discopatch.monitoring.cli
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(fmt=getattr(args, "log_format", "text"))
+    setup_logging(level=log_level(args), fmt=getattr(args, "log_format", "text"))
+    shown = {k: v for k, v in vars(args).items() if k not in ("token", "func")}
+    LOGGER.debug("discopatch %s %s with %s", __version__, args.command, shown)
     try:
         func = getattr(args, "func", None) or COMMANDS[args.command]
         return func(args)
