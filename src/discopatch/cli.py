@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, cli_config
 from .log import LOGGER, progress_bar, setup_logging
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
             "discopatch fit id_images/ --out model/ --max-time 1800",
             "discopatch fit id_images/ --out model/ --resume            # continue after an interruption",
             "discopatch fit photos/ --out model/ --channels 3 --score d-only",
+            "discopatch fit --config fit.yaml --max-time 600    # options from a file, one of them overridden",
+            "discopatch fit id_images/ --out model/ --print-config > fit.yaml",
         ),
     )
     p.add_argument("images", help="folder of ID images (searched recursively)")
@@ -201,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--compile", action="store_true", help="torch.compile the two update steps (slow first steps)")
     g.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="bf16 autocast (auto: on for CUDA)")
     _add_device(p)
+    cli_config.add_config_options(p)
 
     p = sub.add_parser(
         "score",
@@ -397,6 +400,7 @@ def _fit_and_save(
     from .distributed import is_main_process, rank_and_world
 
     det = Detector(preset, device=device, seed=args.seed, test_patches=args.test_patches)
+    det.run_config = getattr(args, "run_config", None)
     main = is_main_process()
     if main:
         print(
@@ -614,11 +618,40 @@ COMMANDS = {"fit": cmd_fit, "score": cmd_score, "evaluate": cmd_evaluate, "demo"
 COMMAND_GROUPS: list[str] = ["discopatch.deploy_cli", "discopatch.monitoring.cli", "discopatch.benchmark.cli"]
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; a sub-command with ``--config FILE`` first takes that file's values as its defaults
+    (see :mod:`discopatch.cli_config`), and its resolved configuration is kept as ``args.run_config``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = sub.choices.get(argv[0]) if argv else None
+    if command is None or not cli_config.has_config_options(command):
+        return parser.parse_args(argv)
+    path = cli_config.config_path(argv[1:])
+    originals: dict[str, Any] = {}
+    if path is not None:
+        try:
+            originals = cli_config.apply_config(command, path)
+        except cli_config.ConfigError as e:
+            command.error(str(e))
+    args = parser.parse_args(argv)
+    cli_config.settle_exclusive(command, args, originals)
+    args.run_config = cli_config.resolved_config(command, args)
+    args.config_omitted = [k for k in cli_config.SECRETS if k in cli_config.config_keys(command)]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     setup_logging(level=log_level(args), fmt=getattr(args, "log_format", "text"))
-    shown = {k: v for k, v in vars(args).items() if k not in ("token", "func")}
+    shown = {
+        k: v for k, v in vars(args).items() if k not in (*cli_config.SECRETS, "func", "run_config", "config_omitted")
+    }
     LOGGER.debug("discopatch %s %s with %s", __version__, args.command, shown)
+    if getattr(args, "print_config", False):
+        fmt = cli_config.config_format(args.config) if args.config else "yaml"
+        sys.stdout.write(cli_config.dump_config(args.run_config, fmt, args.command, args.config_omitted))
+        return EXIT_OK
     try:
         func = getattr(args, "func", None) or COMMANDS[args.command]
         return func(args)

@@ -157,6 +157,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     """Register ``serve`` and ``monitor`` on the top-level sub-parsers."""
     from ..cli import examples
+    from ..cli_config import add_config_options
 
     p = sub.add_parser(
         "serve",
@@ -164,6 +165,7 @@ def add_commands(sub: Any) -> None:
         epilog=examples(
             "discopatch serve model/ --db sqlite:///monitor.db",
             "DISCOPATCH_TOKEN=secret discopatch serve model/ --host 0.0.0.0 --db postgresql://user@db/discopatch",
+            "discopatch serve --config serve.yaml --port 8080      # options from a file, one of them overridden",
         ),
     )
     _add_common(p)
@@ -194,6 +196,7 @@ def add_commands(sub: Any) -> None:
         choices=["critical", "error", "warning", "info", "debug"],
         help="uvicorn's log level (default: warning with --quiet, debug with --verbose, else info)",
     )
+    add_config_options(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
