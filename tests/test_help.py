@@ -54,3 +54,10 @@ def test_top_level_help_groups_evaluation_commands_apart(capsys) -> None:
     for name in EVALUATION_COMMANDS:
         assert f"\n  {name} " in evaluation and f"\n  {name} " not in everyday
     assert "usage: discopatch [-h] [--version] COMMAND" in out
+
+
+@pytest.mark.parametrize("name", sorted(SUB.choices))
+def test_every_command_has_quiet_and_verbose_with_one_meaning(name: str) -> None:
+    text = " ".join(SUB.choices[name].format_help().split())
+    assert "--quiet warnings and errors only: no progress bars or info log lines" in text
+    assert "--verbose also debug log lines" in text

@@ -35,6 +35,8 @@ SCHEMA: dict[str, Any] = {
         "torch_version": {"type": "string", "maxLength": 64},
         "preset": {"type": ["string", "null"], "maxLength": 64},
         "training": {"type": "object"},
+        # the resolved 'fit' options (fit --print-config); provenance, outside the digest (artifact.DIGEST_SECTIONS)
+        "run_config": {"type": "object"},
         "model": {
             "type": "object",
             "required": ["channels", "patch_size", "widths", "latent_dim", "norm"],

@@ -7,14 +7,15 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .log import setup_logging
+from . import __version__, cli_config
+from .log import LOGGER, progress_bar, setup_logging
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
 
@@ -107,6 +108,22 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
 
 
+def add_verbosity(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` / ``--verbose``, added to every sub-command by :func:`build_parser` so that they mean the same
+    everywhere: they set the level of the ``discopatch`` logger (see :func:`log_level`), and ``--quiet`` also turns
+    off progress bars and progress lines. A command's results and its closing summary are printed either way."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quiet", action="store_true", help="warnings and errors only: no progress bars or info log lines")
+    g.add_argument("--verbose", action="store_true", help="also debug log lines")
+
+
+def log_level(args: argparse.Namespace) -> int:
+    """The ``discopatch`` logger's level: WARNING with ``--quiet``, DEBUG with ``--verbose``, else INFO."""
+    if getattr(args, "quiet", False):
+        return logging.WARNING
+    return logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="discopatch")
     parser.add_argument("--version", action="version", version=f"discopatch {__version__}")
@@ -119,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
             "discopatch fit id_images/ --out model/ --max-time 1800",
             "discopatch fit id_images/ --out model/ --resume            # continue after an interruption",
             "discopatch fit photos/ --out model/ --channels 3 --score d-only",
+            "discopatch fit --config fit.yaml --max-time 600    # options from a file, one of them overridden",
+            "discopatch fit id_images/ --out model/ --print-config > fit.yaml",
         ),
     )
     p.add_argument("images", help="folder of ID images (searched recursively)")
@@ -184,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--compile", action="store_true", help="torch.compile the two update steps (slow first steps)")
     g.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="bf16 autocast (auto: on for CUDA)")
     _add_device(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli_config.add_config_options(p)
 
     p = sub.add_parser(
         "score",
@@ -261,12 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-time", type=float, default=210.0, help="training time budget in seconds (default 210)")
     p.add_argument("--seed", type=int, default=0, help="seed of training and the test patch positions")
     _add_device(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     import importlib
 
     for module in COMMAND_GROUPS:
         importlib.import_module(module).add_commands(sub)
+    for command in dict.fromkeys(sub.choices.values()):  # each parser once, even under several names
+        add_verbosity(command)
     parser.description = _command_overview(sub)
     parser.usage = "discopatch [-h] [--version] COMMAND ..."
     return parser
@@ -380,6 +400,7 @@ def _fit_and_save(
     from .distributed import is_main_process, rank_and_world
 
     det = Detector(preset, device=device, seed=args.seed, test_patches=args.test_patches)
+    det.run_config = getattr(args, "run_config", None)
     main = is_main_process()
     if main:
         print(
@@ -465,7 +486,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         if writer and not append:
             writer.writeheader()
         rows = det.iter_score_files(paths, explain=True) if heat_dir is not None else det.iter_score_files(paths)
-        for row in rows:
+        for row in progress_bar(rows, total=len(paths), desc="scoring", unit="img", disable=args.quiet):
             if heat_dir is not None:
                 row["heatmap"] = _write_heatmap(heat_dir, row["path"], row.pop("explanation"))
             row = {k: utf8_text(v) if isinstance(v, str) else v for k, v in row.items()}
@@ -570,7 +591,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return cmd_evaluate_sources(args)
     det = Detector.load(args.model, device=args.device, engine=args.engine)
     ood = dict(parse_named_dir(s) for s in args.ood)
-    res = evaluate(det, args.id_dir, ood, id_name=Path(args.id_dir).name or "id")
+    res = evaluate(det, args.id_dir, ood, id_name=Path(args.id_dir).name or "id", progress=not args.quiet)
     print(res.table())
     for name, errs in res.unreadable.items():
         if errs:
@@ -597,9 +618,40 @@ COMMANDS = {"fit": cmd_fit, "score": cmd_score, "evaluate": cmd_evaluate, "demo"
 COMMAND_GROUPS: list[str] = ["discopatch.deploy_cli", "discopatch.monitoring.cli", "discopatch.benchmark.cli"]
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; a sub-command with ``--config FILE`` first takes that file's values as its defaults
+    (see :mod:`discopatch.cli_config`), and its resolved configuration is kept as ``args.run_config``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = sub.choices.get(argv[0]) if argv else None
+    if command is None or not cli_config.has_config_options(command):
+        return parser.parse_args(argv)
+    path = cli_config.config_path(argv[1:])
+    originals: dict[str, Any] = {}
+    if path is not None:
+        try:
+            originals = cli_config.apply_config(command, path)
+        except cli_config.ConfigError as e:
+            command.error(str(e))
+    args = parser.parse_args(argv)
+    cli_config.settle_exclusive(command, args, originals)
+    args.run_config = cli_config.resolved_config(command, args)
+    args.config_omitted = [k for k in cli_config.SECRETS if k in cli_config.config_keys(command)]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(fmt=getattr(args, "log_format", "text"))
+    args = parse_args(argv)
+    setup_logging(level=log_level(args), fmt=getattr(args, "log_format", "text"))
+    shown = {
+        k: v for k, v in vars(args).items() if k not in (*cli_config.SECRETS, "func", "run_config", "config_omitted")
+    }
+    LOGGER.debug("discopatch %s %s with %s", __version__, args.command, shown)
+    if getattr(args, "print_config", False):
+        fmt = cli_config.config_format(args.config) if args.config else "yaml"
+        sys.stdout.write(cli_config.dump_config(args.run_config, fmt, args.command, args.config_omitted))
+        return EXIT_OK
     try:
         func = getattr(args, "func", None) or COMMANDS[args.command]
         return func(args)

@@ -89,6 +89,10 @@ class Detector:
         self.stats_model: StatsModel | None = None
         #: Hash of the saved files (:func:`~discopatch.artifact.detector_id`); ``None`` until saved or loaded.
         self.detector_id: str | None = None
+        #: The resolved ``discopatch fit`` options (``fit --print-config``) this detector was trained with, saved as
+        #: ``run_config`` in ``detector.json`` so the run can be repeated; provenance only, outside the digest of
+        #: score-deciding settings. ``None`` when trained through the API or loaded from an artefact without one.
+        self.run_config: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -435,7 +439,8 @@ class Detector:
             self.n_patches,
             self.seed,
             self.calibration,
-            extra={"preset": self.preset.name, "training": self.training_info},
+            extra={"preset": self.preset.name, "training": self.training_info}
+            | ({} if self.run_config is None else {"run_config": self.run_config}),
             score_mode=self.preset.score_mode,
             stats=None if self.stats_model is None else self.stats_model.to_tensors(),
         )
@@ -468,6 +473,7 @@ class Detector:
         det.discriminator = D.to(det.device)
         det.calibration = art.calibration
         det.training_info = art.meta.get("training", {})
+        det.run_config = art.meta.get("run_config")
         det.detector_id = detector_id(path)
         if art.stats is not None:
             try:

@@ -217,7 +217,9 @@ def cmd_evaluate_sources(args: Any) -> int:
     oods = [source_from_spec(spec, args.data_root, roots=roots) for spec in args.ood]
     if args.imagenet_c:
         oods += imagenet_c_sources(args.imagenet_c)
-    res = evaluate_sources(det, id_src, oods, official=args.official_pipeline, progress=sys.stderr.isatty())
+    res = evaluate_sources(
+        det, id_src, oods, official=args.official_pipeline, progress=not getattr(args, "quiet", False)
+    )
     print(f"pipeline: {res.meta['pipeline']}")
     print(res.table())
     for name, errs in res.unreadable.items():

@@ -66,7 +66,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--resize", choices=["resize_crop", "pad", "squash"], help="candidate geometry: resize mode")
     g.add_argument("--patch-size", type=int, help="candidate geometry: patch side")
     g.add_argument("--widths", help="candidate geometry: D/VAE widths, e.g. 32,64")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser(

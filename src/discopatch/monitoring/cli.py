@@ -121,7 +121,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     print(f"discopatch serve: {args.model} on http://{args.host}:{args.port} (db {app.state.recorder.store.url})",
           file=sys.stderr)  # fmt: skip
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
+    log_level = args.log_level or ("warning" if args.quiet else "debug" if args.verbose else "info")
+    uvicorn.run(app, host=args.host, port=args.port, log_level=log_level, workers=1)
     return 0
 
 
@@ -156,6 +157,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     """Register ``serve`` and ``monitor`` on the top-level sub-parsers."""
     from ..cli import examples
+    from ..cli_config import add_config_options
 
     p = sub.add_parser(
         "serve",
@@ -163,6 +165,7 @@ def add_commands(sub: Any) -> None:
         epilog=examples(
             "discopatch serve model/ --db sqlite:///monitor.db",
             "DISCOPATCH_TOKEN=secret discopatch serve model/ --host 0.0.0.0 --db postgresql://user@db/discopatch",
+            "discopatch serve --config serve.yaml --port 8080      # options from a file, one of them overridden",
         ),
     )
     _add_common(p)
@@ -190,15 +193,17 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument(
         "--log-level",
-        default="info",
         choices=["critical", "error", "warning", "info", "debug"],
-        help="uvicorn's log level",
+        help="uvicorn's log level (default: warning with --quiet, debug with --verbose, else info)",
     )
+    add_config_options(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
         "monitor",
         help="score new files in a folder (or paths on stdin) into a monitored stream",
+        description="Each scored image is printed as a JSON line on standard output; --quiet turns those lines off "
+        "as well as progress and info log lines.",
         epilog=examples(
             "discopatch monitor model/ --watch incoming/ --stream camera-1 --db sqlite:///monitor.db",
             "find batch/ -name '*.png' | discopatch monitor model/ --stdin --stream nightly",
@@ -212,6 +217,5 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--poll", type=float, default=2.0, help="seconds between folder scans (default 2)")
     p.add_argument("--settle", type=float, default=1.0, help="take files unmodified for this long (default 1 s)")
     p.add_argument("--once", action="store_true", help="score what is in the folder now, then exit")
-    p.add_argument("--quiet", action="store_true", help="no per-image JSON lines on standard output")
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="format of the discopatch log lines")
     p.set_defaults(func=cmd_monitor)
