@@ -47,12 +47,13 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import UploadFile
 
 from .. import __version__
+from ..explain import Explanation, overlay
 from .alerts import AlertDispatcher
 from .drift import DriftConfig
 from .store import DEFAULT_DB_URL, Store, StreamConflict, StreamNotFound
@@ -111,6 +112,32 @@ IMAGES_BODY: dict[str, Any] = {
 }
 
 
+#: What a heat map can and cannot say; every explanation in a response carries it.
+HEATMAP_NOTE = (
+    "The map explains the discriminator's share of the score only (its mean is d_score). The per-image statistics "
+    "of a fused score are global and have no position; source names the view that set the score."
+)
+
+
+class HeatMap(BaseModel):
+    """D's per-patch contributions behind one score, from the scoring pass itself (:mod:`discopatch.explain`)."""
+
+    score: float = Field(description="the detector's score (the same as the result's score)")
+    score_mode: str = Field(description="d-only, fused or stats-only")
+    source: str = Field(description="the view that set the score: discriminator or statistics")
+    d_score: float = Field(description="D's score: the mean of the contributions")
+    d_z: float | None = Field(description="fused detectors: D's score on the fused robust z-scale")
+    stats_z: float | None = Field(description="fused detectors: the statistics score on the fused z-scale")
+    stats_score: float | None = Field(description="the statistics (Mahalanobis) score, when the detector has one")
+    image_size: int = Field(description="side of the preprocessed square image the corners refer to")
+    patch_size: int = Field(description="side of each patch in pixels")
+    corners: list[tuple[int, int]] = Field(description="each patch's top-left (y, x) in the preprocessed image")
+    contributions: list[float] = Field(
+        description="per patch 1 - sigmoid(logit): near 1 D calls it fake-like, near 0 real-like"
+    )
+    note: str = Field(default=HEATMAP_NOTE, description="what the map explains")
+
+
 class ImageResult(BaseModel):
     index: int = Field(description="position of the image in the request")
     source_id: str | None = Field(description="file name, the given source id, or images[i]")
@@ -120,6 +147,19 @@ class ImageResult(BaseModel):
     error: str | None = Field(description="why this image could not be scored")
     id: int | None = Field(default=None, description="database id (stream endpoints)")
     seq: int | None = Field(default=None, description="position in the stream (stream endpoints)")
+    explanation: HeatMap | None = Field(
+        default=None, description="POST /v1/score?explain=true only (absent otherwise): the heat-map data"
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_explanation(self, handler: SerializerFunctionWrapHandler):
+        """Without ``explain=true`` the response keeps its earlier shape: no ``explanation`` key at all.
+
+        No return annotation on purpose: pydantic would publish it as the model's schema in the OpenAPI document."""
+        out = handler(self)
+        if out.get("explanation") is None:
+            out.pop("explanation", None)
+        return out
 
 
 #: Probe endpoints, open even under ``token_all``.
@@ -207,6 +247,10 @@ class RecordedImage(BaseModel):
     is_ood: bool | None
     error: str | None
     thumbnail: str | None = Field(description="URL of the thumbnail, when one was kept")
+    heatmap: str | None = Field(
+        description="URL of the heat-map overlay PNG, when the explanation was kept (with the thumbnail); its data "
+        "is at /v1/images/{id}/explanation"
+    )
 
 
 class Health(BaseModel):
@@ -241,6 +285,18 @@ def score_buckets(calibration: Any) -> tuple[float, ...]:
     ID traffic each bucket holds about its quantile's share, and the ``le=threshold`` bucket counts unflagged images."""
     bounds = {float(q) for q in np.quantile(calibration.scores, SCORE_QUANTILES)} | {float(calibration.threshold)}
     return tuple(sorted(b for b in bounds if np.isfinite(b)))
+
+
+def heatmap_png(explanation: dict[str, Any], thumbnail: bytes) -> bytes:
+    """A kept explanation's overlay (:func:`discopatch.explain.overlay`) over its thumbnail, which is first scaled
+    up (nearest neighbour) to the preprocessed size when it was stored smaller."""
+    size = int(explanation["image_size"])
+    with Image.open(io.BytesIO(thumbnail)) as im:
+        backdrop = im if im.size == (size, size) else im.resize((size, size), Image.Resampling.NEAREST)
+        picture = overlay(Explanation.from_dict(explanation, np.asarray(backdrop)))
+    buf = io.BytesIO()
+    Image.fromarray(picture).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 class _StreamCollector:
@@ -651,11 +707,24 @@ def create_app(
             raise HTTPException(400, str(e)) from None
 
     @app.post("/v1/score", response_model=ScoreResponse, openapi_extra=IMAGES_BODY, tags=["scoring"])
-    async def score(request: Request, source_id: str | None = SOURCE_ID) -> dict[str, Any]:
-        """Score images without recording them: per image its score, p-value and decision, or its error."""
+    async def score(
+        request: Request,
+        source_id: str | None = SOURCE_ID,
+        explain: bool = Query(False, description="add each scored image's heat-map data (`explanation`)"),
+    ) -> dict[str, Any]:
+        """Score images without recording them: per image its score, p-value and decision, or its error.
+
+        With ``explain=true`` each scored image also gets ``explanation``: its patch corners and D's per-patch
+        contributions, from the same forward pass as its score (which is therefore unchanged). The map explains
+        D's share of the score only; for a fused detector ``source`` says whether D or the per-image statistics
+        set the score."""
         items = await read_items(request, max_images, max_image_bytes, source_id)
-        results, _ = await _bounded(recorder.scorer.score, items)
+        results, explained = await _bounded(recorder.scorer.score, items)
         metrics.count_images(results)
+        if explain:
+            for r in results:
+                if r["index"] in explained:
+                    r["explanation"] = explained[r["index"]].to_dict()
         cal = detector.calibration
         return {
             "results": results,
@@ -677,6 +746,11 @@ def create_app(
         both cases nothing was recorded). With an ``Idempotency-Key`` header already recorded in the stream, the
         original response is returned and nothing is recorded (422 if the images differ)."""
         _check_name(name)
+        if "explain" in request.query_params:
+            raise HTTPException(
+                400, "explain is a parameter of POST /v1/score; a recorded image's heat map is at "
+                "GET /v1/images/{id}/explanation (kept with its thumbnail)",
+            )  # fmt: skip
         key = request.headers.get("idempotency-key")
         if key is not None:
             try:
@@ -749,7 +823,33 @@ def create_app(
             raise HTTPException(404, f"no stream named {name!r}") from None
         for r in rows:
             r["thumbnail"] = f"/v1/images/{r['id']}/thumbnail.png" if r.pop("has_thumbnail") else None
+            r["heatmap"] = f"/v1/images/{r['id']}/heatmap.png" if r.pop("has_explanation") else None
         return rows
+
+    def _explanation(image_id: int) -> dict[str, Any]:
+        data = recorder.store.explanation(image_id)
+        if data is None:
+            raise HTTPException(
+                404, "no heat map kept for this image: it is kept with the thumbnail (see --thumbnails), for images "
+                "recorded since heat maps were stored",
+            )  # fmt: skip
+        return data
+
+    @app.get("/v1/images/{image_id}/explanation", tags=["streams"], response_model=HeatMap)
+    def image_explanation(image_id: int = PathParam(ge=1, le=MAX_ID)) -> dict[str, Any]:
+        """The heat-map data of a recorded image, kept from the pass that scored it (on the full preprocessed
+        image, whatever the thumbnail's size)."""
+        return _explanation(image_id)
+
+    @app.get("/v1/images/{image_id}/heatmap.png", tags=["streams"], response_class=Response)
+    def image_heatmap(image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
+        """The kept heat map over the kept thumbnail (blue: real-like patches, red: fake-like). The map is exact;
+        the picture under it is the thumbnail, scaled up to the preprocessed size when it is smaller."""
+        data = _explanation(image_id)
+        png = recorder.store.thumbnail(image_id)
+        if png is None:
+            raise HTTPException(404, "no thumbnail for this image")
+        return Response(heatmap_png(data, png), media_type="image/png", headers={"cache-control": "max-age=86400"})
 
     @app.get("/v1/images/{image_id}/thumbnail.png", tags=["streams"], response_class=Response)
     def thumbnail(image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
