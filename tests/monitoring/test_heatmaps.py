@@ -1,4 +1,5 @@
-"""Issue 14, item 1: heat maps over HTTP (/v1/score?explain=true, and the kept ones of recorded images)."""
+"""Issue 14, items 1 and 8: heat maps over HTTP (/v1/score?explain=true, kept ones of recorded images), the model
+endpoint and the window-vs-calibration histogram."""
 
 from __future__ import annotations
 
@@ -96,6 +97,9 @@ def test_bad_values_are_clear_4xx(server, id_pngs) -> None:
     assert server.get("/v1/images/0/explanation").status_code == 422
     r = server.get(f"/v1/images/{2**62}/explanation")
     assert r.status_code == 404 and "--thumbnails" in r.json()["detail"]
+    assert server.get("/v1/streams/nope/histogram").status_code == 404
+    server.post("/v1/streams/hist-bins/images", files=_files(id_pngs[:2]))
+    assert server.get("/v1/streams/hist-bins/histogram", params={"bins": 1}).status_code == 422
 
 
 def test_a_flagged_image_keeps_its_heat_map(server, local_detector: Detector, fmnist, id_pngs, png) -> None:
@@ -148,3 +152,33 @@ def test_heatmap_over_a_smaller_thumbnail_keeps_the_map(local_detector: Detector
     # a grey backdrop adds the same to red and blue, so red minus blue is the map alone: equal up to rounding
     redness = [a[..., 0].astype(int) - a[..., 2].astype(int) for a in (scaled, full)]
     assert np.abs(redness[0] - redness[1]).max() <= 1 and np.ptp(redness[1]) > 20
+
+
+def test_model_and_histogram(server, local_detector: Detector, id_pngs, blank_png) -> None:
+    m = server.get("/v1/model").json()
+    cal = local_detector.calibration
+    assert m == {
+        "model_id": None,  # never saved
+        "preset": "tiny-explain",
+        "score_mode": "fused",
+        "threshold": cal.threshold,
+        "target_fpr": cal.target_fpr,
+        "n_calibration": cal.n,
+        "image_size": 32,
+        "patch_size": 8,
+        "n_patches": local_detector.n_patches,
+    }
+    server.post("/v1/streams/hist/images", files=_files(id_pngs[40:60]))
+    h = server.get("/v1/streams/hist/histogram", params={"bins": 12}).json()
+    assert len(h["edges"]) == 13 and h["edges"] == sorted(h["edges"])
+    assert sum(h["calibration"]) == h["n_calibration"] == cal.n
+    assert sum(h["window"]) == h["n_window"] == 20
+    assert h["edges"][0] <= h["threshold"] <= h["edges"][-1] and h["threshold"] == cal.threshold
+    blank = local_detector.score([np.zeros((28, 28), np.uint8)])[0]
+    server.post("/v1/streams/hist/images", files=_files([blank_png] * 30, "blank"))
+    h = server.get("/v1/streams/hist/histogram", params={"bins": 12}).json()
+    assert h["n_window"] == 40  # the window's length
+    b = min(np.searchsorted(h["edges"], blank, side="right") - 1, 11)
+    assert h["window"][b] == 30  # every blank image lands in the bin of its score
+    status = server.get("/v1/streams/hist/status").json()
+    assert status["n_window"] == h["n_window"]

@@ -261,6 +261,30 @@ class Health(BaseModel):
     model: dict[str, Any]
 
 
+class ModelInfo(BaseModel):
+    model_id: str | None = Field(description=MODEL_ID)
+    preset: str
+    score_mode: str = Field(description="d-only, fused or stats-only")
+    threshold: float | None = Field(description="score threshold (null: too few calibration images to flag any)")
+    target_fpr: float
+    n_calibration: int = Field(description="calibration (ID) scores behind the threshold and p-values")
+    image_size: int = Field(description="side of the preprocessed square image")
+    patch_size: int
+    n_patches: int = Field(description="patches scored per image")
+
+
+class ScoreHistogram(BaseModel):
+    """Counts of the stream's window scores and of the calibration scores over the same bins."""
+
+    stream: str
+    edges: list[float] = Field(description="bin edges, ascending (len = bins + 1); the last bin includes its edge")
+    window: list[int] = Field(description="window scores per bin")
+    calibration: list[int] = Field(description="calibration (ID) scores per bin")
+    n_window: int
+    n_calibration: int
+    threshold: float | None = Field(description="the score threshold (null: infinite)")
+
+
 class Live(BaseModel):
     status: str
 
@@ -287,6 +311,16 @@ def score_buckets(calibration: Any) -> tuple[float, ...]:
     return tuple(sorted(b for b in bounds if np.isfinite(b)))
 
 
+def score_histogram(
+    window: np.ndarray, calibration: np.ndarray, bins: int, threshold: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equal-width bin edges spanning both score sets (and a finite threshold, so it falls on the chart), and the
+    counts of each set per bin."""
+    both = np.concatenate([window, calibration, [threshold] if threshold is not None else []])
+    edges = np.histogram_bin_edges(both, bins=bins)
+    return edges, np.histogram(window, edges)[0], np.histogram(calibration, edges)[0]
+
+
 def heatmap_png(explanation: dict[str, Any], thumbnail: bytes) -> bytes:
     """A kept explanation's overlay (:func:`discopatch.explain.overlay`) over its thumbnail, which is first scaled
     up (nearest neighbour) to the preprocessed size when it was stored smaller."""
@@ -297,6 +331,11 @@ def heatmap_png(explanation: dict[str, Any], thumbnail: bytes) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(picture).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def finite(x: float) -> float | None:
+    """``x``, or None for an infinite threshold (JSON has no infinity)."""
+    return float(x) if math.isfinite(x) else None
 
 
 class _StreamCollector:
@@ -826,6 +865,26 @@ def create_app(
             r["heatmap"] = f"/v1/images/{r['id']}/heatmap.png" if r.pop("has_explanation") else None
         return rows
 
+    @app.get("/v1/streams/{name}/histogram", tags=["streams"], response_model=ScoreHistogram)
+    def stream_histogram(name: str, bins: int = Query(30, ge=2, le=200)) -> dict[str, Any]:
+        """The drift window's scores against the calibration scores, counted over the same ``bins`` bins."""
+        _check_name(name)
+        try:
+            window = recorder.window_scores(name)
+        except StreamNotFound:
+            raise HTTPException(404, f"no stream named {name!r}") from None
+        cal = detector.calibration
+        edges, w, c = score_histogram(window, cal.scores, bins, finite(cal.threshold))
+        return {
+            "stream": name,
+            "edges": edges.tolist(),
+            "window": w.tolist(),
+            "calibration": c.tolist(),
+            "n_window": len(window),
+            "n_calibration": cal.n,
+            "threshold": finite(cal.threshold),
+        }
+
     def _explanation(image_id: int) -> dict[str, Any]:
         data = recorder.store.explanation(image_id)
         if data is None:
@@ -903,6 +962,22 @@ def create_app(
         ready = all(v == "ok" for v in checks.values())
         body = {"status": "ready" if ready else "not ready", "checks": checks, "model_id": detector.detector_id}
         return body if ready else JSONResponse(body, status_code=503)
+
+    @app.get("/v1/model", tags=["service"], response_model=ModelInfo)
+    def model_info() -> dict[str, Any]:
+        """The served detector: model id, calibrated threshold and what a heat map's coordinates refer to."""
+        cal = detector.calibration
+        return {
+            "model_id": detector.detector_id,
+            "preset": detector.preset.name,
+            "score_mode": detector.preset.score_mode,
+            "threshold": finite(cal.threshold),
+            "target_fpr": cal.target_fpr,
+            "n_calibration": cal.n,
+            "image_size": detector.preprocess_config.image_size,
+            "patch_size": detector.model_config.patch_size,
+            "n_patches": detector.n_patches,
+        }
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
     def prometheus() -> Response:

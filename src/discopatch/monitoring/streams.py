@@ -384,6 +384,13 @@ class StreamRecorder:
             verdict = self._monitor(name).result(now=time.time())
         return {"stream": name, "n_recorded": info["n_images"], "n_alerts": self.store.count_alerts(name), **verdict}
 
+    def window_scores(self, name: str) -> np.ndarray:
+        """The scores in the stream's drift window now, oldest first; 404s as StreamNotFound."""
+        with self._lock(name):
+            info = self.store.stream_info(name)
+            self._check_version(name, info["n_images"])
+            return self._monitor(name).window_scores(now=time.time())
+
     def monitors(self) -> dict[str, DriftMonitor]:
         """Every stream in the database with its monitor (loading those not used since start-up)."""
         out = {}
