@@ -1,4 +1,4 @@
-"""The dashboard end to end in headless Debian chromium (Playwright): ID images, then shifted ones, then
+"""The dashboard and /docs end to end in headless Debian chromium (Playwright): ID images, then shifted ones, then
 the alert; the header, the chart axes, the histogram, the heat map of a flagged image and a screenshot."""
 
 from __future__ import annotations
@@ -114,5 +114,29 @@ def test_alert_appears_on_the_dashboard(model_dir, live_server, tmp_path, id_png
                 assert im.size[0] == 1280
             assert _red_pixels(card.screenshot()) > 50  # the drift badge, the flagged dots and the alert mark
             assert _red_pixels(page.locator('section.stream[data-stream="a-calm"] .badge').screenshot()) == 0
+        finally:
+            browser.close()
+
+
+def test_docs_page_renders_offline(model_dir, live_server, tmp_path) -> None:
+    """/docs is Swagger UI from the package's local files: every operation renders and nothing is fetched elsewhere."""
+    app = create_app(model_dir, f"sqlite:///{tmp_path / 'docs.db'}")
+    with live_server(app) as url, sync_api.sync_playwright() as pw:
+        try:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        except Exception as e:
+            pytest.skip(f"chromium could not be launched by Playwright: {e}")
+        try:
+            spec = httpx.get(f"{url}/openapi.json").json()
+            n_ops = sum(len(ops) for ops in spec["paths"].values())
+            page = browser.new_page()
+            foreign: list[str] = []
+            page.on("request", lambda req: None if req.url.startswith(url) else foreign.append(req.url))
+            page.goto(f"{url}/docs")
+            sync_api.expect(page.locator(".opblock")).to_have_count(n_ops, timeout=30_000)
+            sync_api.expect(page.locator(".info .title")).to_contain_text("discopatch")
+            sync_api.expect(page.locator(".info")).to_contain_text("OAS 3.1")
+            sync_api.expect(page.locator("#operations-scoring-score_v1_score_post")).to_be_visible()
+            assert foreign == [], f"/docs fetched from elsewhere: {foreign}"
         finally:
             browser.close()

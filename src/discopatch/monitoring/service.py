@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import importlib.util
 import io
 import json
 import math
@@ -29,12 +30,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from PIL import Image
 from prometheus_client import (
@@ -51,6 +54,7 @@ from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_seri
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import UploadFile
+from starlette.staticfiles import StaticFiles
 
 from .. import __version__
 from ..explain import Explanation, overlay
@@ -497,7 +501,34 @@ async def _send_json(send: Any, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-#: FastAPI's own /docs loads Swagger UI from a CDN; this page reads /openapi.json and needs nothing else.
+#: Where /docs finds Swagger UI's script and style: the copy of Swagger UI 5 (which renders OpenAPI 3.1, the version
+#: FastAPI writes) that the fastapi-offline package ships, served by this app; FastAPI's own /docs loads it from a CDN.
+SWAGGER_ASSETS = "/docs-assets"
+
+
+def swagger_ui_files() -> Path | None:
+    """The folder of fastapi-offline's Swagger UI files (``swagger-ui-bundle.js``, ``swagger-ui.css``,
+    ``favicon.png``), or None when the package is not installed (``/docs`` then falls back to :data:`API_PAGE`)."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() and (folder / "swagger-ui.css").is_file() else None
+
+
+def swagger_ui_page(openapi_url: str) -> HTMLResponse:
+    """Swagger UI on the local files; the online validator badge is off, so the page fetches nothing elsewhere."""
+    return get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title="discopatch API",
+        swagger_js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{SWAGGER_ASSETS}/favicon.png",
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+
+
+#: /docs without fastapi-offline: a list of the operations read from /openapi.json, needing nothing else.
 API_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>discopatch API</title>
 <style>body{font:14px sans-serif;margin:2em;max-width:60em}code{background:#eee;padding:0 .3em}
 li{margin:.4em 0}</style></head><body><h1>discopatch API</h1>
@@ -988,9 +1019,13 @@ def create_app(
     def root() -> RedirectResponse:
         return RedirectResponse("/dashboard")
 
+    swagger_files = swagger_ui_files()
+    if swagger_files is not None:
+        app.mount(SWAGGER_ASSETS, StaticFiles(directory=swagger_files), name="swagger-ui")
+
     @app.get("/docs", include_in_schema=False)
     def api_page() -> HTMLResponse:
-        return HTMLResponse(API_PAGE)
+        return HTMLResponse(API_PAGE) if swagger_files is None else swagger_ui_page(app.openapi_url or "/openapi.json")
 
     @app.get("/dashboard", response_class=HTMLResponse, tags=["dashboard"])
     def dashboard() -> HTMLResponse:
