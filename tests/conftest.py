@@ -39,6 +39,21 @@ def trained_detector(fmnist) -> Detector:
     return det
 
 
+@pytest.fixture(scope="session")
+def local_detector(fmnist) -> Detector:
+    """For heat maps: 8 px patches on 32 px images (a quadrant holds whole patches), fused scoring, 200 steps
+    (seconds); calibrated on its validation split."""
+    preset = Preset(
+        name="tiny-explain",
+        model=ModelConfig(channels=1, patch_size=8, widths=(8, 16), latent_dim=16),
+        preprocess=PreprocessConfig(image_size=32, channels=1, resize="pad"),
+        train=TrainConfig(epochs=1000, max_steps=200, batch_images=16, train_patches=8, lr=5e-4, val_fraction=0.1),
+        test_patches=64,
+        score_mode="fused",
+    )
+    return Detector(preset, device="cpu", seed=0, engine="torch").fit(fmnist.train_images[:400], progress=False)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

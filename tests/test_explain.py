@@ -7,26 +7,11 @@ import pytest
 from PIL import Image
 
 from discopatch.cli import main
-from discopatch.config import ModelConfig, PreprocessConfig, Preset, TrainConfig
 from discopatch.detector import Detector
 from discopatch.explain import overlay
 
 QUADRANTS = [(slice(0, 16), slice(0, 16)), (slice(0, 16), slice(16, 32)), (slice(16, 32), slice(0, 16)),
              (slice(16, 32), slice(16, 32))]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def local_detector(fmnist) -> Detector:
-    """8 px patches on 32 px images (a quadrant holds whole patches), fused scoring, 200 steps (seconds)."""
-    preset = Preset(
-        name="tiny-explain",
-        model=ModelConfig(channels=1, patch_size=8, widths=(8, 16), latent_dim=16),
-        preprocess=PreprocessConfig(image_size=32, channels=1, resize="pad"),
-        train=TrainConfig(epochs=1000, max_steps=200, batch_images=16, train_patches=8, lr=5e-4, val_fraction=0.1),
-        test_patches=64,
-        score_mode="fused",
-    )
-    return Detector(preset, device="cpu", seed=0, engine="torch").fit(fmnist.train_images[:400], progress=False)
 
 
 def _checker_quadrant(image: np.ndarray, q: int) -> np.ndarray:

@@ -247,6 +247,12 @@ class Detector:
         """
         return self._explain_stack(self._stack(images))
 
+    def explain_preprocessed(self, stack: np.ndarray) -> list[Explanation]:
+        """:meth:`explain` for images already passed through :func:`~discopatch.data.images.preprocess`; each
+        explanation's ``score`` is what :meth:`score_preprocessed` returns for its image (the service scores this
+        way, so a score and its heat map come from one forward pass)."""
+        return self._explain_stack(stack)
+
     def _explain_stack(self, stack: np.ndarray) -> list[Explanation]:
         engine = self.scoring_engine()
         mode = self.preset.score_mode

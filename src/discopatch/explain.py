@@ -21,6 +21,7 @@ What the map explains and what it cannot:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -64,9 +65,10 @@ class Explanation:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready form (the image itself left out)."""
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the image itself left out; ``image_size`` is its side)."""
         return {
+            "image_size": int(self.image.shape[0]),
             "score": self.score,
             "score_mode": self.score_mode,
             "source": self.source,
@@ -78,6 +80,15 @@ class Explanation:
             "corners": self.corners.tolist(),
             "contributions": self.contributions.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], image: np.ndarray) -> Explanation:
+        """Rebuild :meth:`to_dict`'s output around ``image`` (the preprocessed image, or a stand-in of its size)."""
+        fields = {k: data[k] for k in ("score", "score_mode", "source", "d_score", "d_z", "stats_z", "stats_score")}
+        corners = np.asarray(data["corners"], dtype=np.int64).reshape(-1, 2)
+        contributions = np.asarray(data["contributions"], dtype=np.float64)
+        return cls(image=image, corners=corners, patch_size=int(data["patch_size"]), contributions=contributions,
+                   **fields)  # fmt: skip
 
 
 def _colours(values: np.ndarray) -> np.ndarray:

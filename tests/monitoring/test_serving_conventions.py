@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sqlite3
 import threading
 
@@ -171,3 +172,23 @@ def test_raw_image_body(detector, tmp_path, id_pngs, fmnist) -> None:
         assert r.status_code == 413 and "4096-byte limit" in r.json()["detail"]
         rec = c.post("/v1/streams/raw/images", content=id_pngs[1], headers={"content-type": "image/png"})
         assert rec.status_code == 200 and rec.json()["results"][0]["seq"] == 1
+
+
+def test_docs_serve_swagger_ui_from_local_files(detector, tmp_path) -> None:
+    """/docs is Swagger UI 5 (it renders OpenAPI 3.1, which FastAPI writes) from fastapi-offline's files, served
+    here: the page names no other host and every asset it references is answered."""
+    with TestClient(create_app(detector, f"sqlite:///{tmp_path / 'm.db'}")) as c:
+        assert c.get("/openapi.json").json()["openapi"].startswith("3.1")
+        page = c.get("/docs")
+        assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+        assert re.search(r"https?://", page.text) is None, page.text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert {a.rsplit("/", 1)[-1] for a in assets} == {"swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"}
+        for a in assets:
+            r = c.get(a)
+            assert a.startswith("/") and r.status_code == 200, a
+        bundle = c.get(next(a for a in assets if a.endswith(".js")))
+        assert "javascript" in bundle.headers["content-type"]
+        version = re.search(r'PACKAGE_VERSION:"(\d+)\.', bundle.text)
+        assert version and int(version.group(1)) >= 5, "Swagger UI 4 cannot render OpenAPI 3.1"
+        assert "'/openapi.json'" in page.text and '"validatorUrl": null' in page.text

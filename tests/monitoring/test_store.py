@@ -52,6 +52,21 @@ def test_record_and_read_back(db_url: str, stream_name: str) -> None:
         store.close()
 
 
+def test_explanations_are_kept_with_their_images(db_url: str, stream_name: str) -> None:
+    """A row's explanation lands in dp_explanations in the same transaction, and reads back equal."""
+    store = Store(db_url)
+    data = {"score": 0.9, "corners": [[0, 8], [16, 4]], "contributions": [0.75, 0.125], "image_size": 32}
+    try:
+        (plain, kept) = store.record(
+            stream_name, [_row(1.0, 0.2), {**_row(1.0, 0.9, is_ood=True, thumbnail=b"png"), "explanation": data}], {}
+        )
+        assert store.explanation(kept[0]) == data and store.explanation(plain[0]) is None
+        rows = store.images(stream_name)
+        assert [r["has_explanation"] for r in rows] == [False, True]
+    finally:
+        store.close()
+
+
 def test_concurrent_writers_get_dense_sequence_numbers(db_url: str, stream_name: str) -> None:
     """Two Store objects (as two processes would) appending to one stream: no gaps, no duplicates."""
     stores = [Store(db_url), Store(db_url)]

@@ -373,6 +373,11 @@ class DriftMonitor:
         return [o for o in self._window if o.time >= cutoff]
 
     # ------------------------------------------------------------------ reporting
+    def window_scores(self, now: float | None = None) -> np.ndarray:
+        """The scores in the window (as :meth:`result` sees it at ``now``), oldest first."""
+        window = self._current(now)
+        return np.fromiter((o.score for o in window), np.float64, len(window))
+
     def result(self, now: float | None = None) -> dict[str, Any]:
         """The verdict for the current window; ``now`` (epoch seconds) ages a time window without new images."""
         cfg = self.config

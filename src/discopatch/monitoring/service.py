@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import importlib.util
 import io
 import json
 import math
@@ -29,12 +30,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from PIL import Image
 from prometheus_client import (
@@ -47,12 +50,14 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import UploadFile
+from starlette.staticfiles import StaticFiles
 
 from .. import __version__
+from ..explain import Explanation, overlay
 from .alerts import AlertDispatcher
 from .drift import DriftConfig
 from .store import DEFAULT_DB_URL, Store, StreamConflict, StreamNotFound
@@ -111,6 +116,32 @@ IMAGES_BODY: dict[str, Any] = {
 }
 
 
+#: What a heat map can and cannot say; every explanation in a response carries it.
+HEATMAP_NOTE = (
+    "The map explains the discriminator's share of the score only (its mean is d_score). The per-image statistics "
+    "of a fused score are global and have no position; source names the view that set the score."
+)
+
+
+class HeatMap(BaseModel):
+    """D's per-patch contributions behind one score, from the scoring pass itself (:mod:`discopatch.explain`)."""
+
+    score: float = Field(description="the detector's score (the same as the result's score)")
+    score_mode: str = Field(description="d-only, fused or stats-only")
+    source: str = Field(description="the view that set the score: discriminator or statistics")
+    d_score: float = Field(description="D's score: the mean of the contributions")
+    d_z: float | None = Field(description="fused detectors: D's score on the fused robust z-scale")
+    stats_z: float | None = Field(description="fused detectors: the statistics score on the fused z-scale")
+    stats_score: float | None = Field(description="the statistics (Mahalanobis) score, when the detector has one")
+    image_size: int = Field(description="side of the preprocessed square image the corners refer to")
+    patch_size: int = Field(description="side of each patch in pixels")
+    corners: list[tuple[int, int]] = Field(description="each patch's top-left (y, x) in the preprocessed image")
+    contributions: list[float] = Field(
+        description="per patch 1 - sigmoid(logit): near 1 D calls it fake-like, near 0 real-like"
+    )
+    note: str = Field(default=HEATMAP_NOTE, description="what the map explains")
+
+
 class ImageResult(BaseModel):
     index: int = Field(description="position of the image in the request")
     source_id: str | None = Field(description="file name, the given source id, or images[i]")
@@ -120,6 +151,19 @@ class ImageResult(BaseModel):
     error: str | None = Field(description="why this image could not be scored")
     id: int | None = Field(default=None, description="database id (stream endpoints)")
     seq: int | None = Field(default=None, description="position in the stream (stream endpoints)")
+    explanation: HeatMap | None = Field(
+        default=None, description="POST /v1/score?explain=true only (absent otherwise): the heat-map data"
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_explanation(self, handler: SerializerFunctionWrapHandler):
+        """Without ``explain=true`` the response keeps its earlier shape: no ``explanation`` key at all.
+
+        No return annotation on purpose: pydantic would publish it as the model's schema in the OpenAPI document."""
+        out = handler(self)
+        if out.get("explanation") is None:
+            out.pop("explanation", None)
+        return out
 
 
 #: Probe endpoints, open even under ``token_all``.
@@ -207,6 +251,10 @@ class RecordedImage(BaseModel):
     is_ood: bool | None
     error: str | None
     thumbnail: str | None = Field(description="URL of the thumbnail, when one was kept")
+    heatmap: str | None = Field(
+        description="URL of the heat-map overlay PNG, when the explanation was kept (with the thumbnail); its data "
+        "is at /v1/images/{id}/explanation"
+    )
 
 
 class Health(BaseModel):
@@ -215,6 +263,30 @@ class Health(BaseModel):
     db: str = Field(description="database URL, or only its kind under --token-all")
     model_id: str | None = Field(description=MODEL_ID)
     model: dict[str, Any]
+
+
+class ModelInfo(BaseModel):
+    model_id: str | None = Field(description=MODEL_ID)
+    preset: str
+    score_mode: str = Field(description="d-only, fused or stats-only")
+    threshold: float | None = Field(description="score threshold (null: too few calibration images to flag any)")
+    target_fpr: float
+    n_calibration: int = Field(description="calibration (ID) scores behind the threshold and p-values")
+    image_size: int = Field(description="side of the preprocessed square image")
+    patch_size: int
+    n_patches: int = Field(description="patches scored per image")
+
+
+class ScoreHistogram(BaseModel):
+    """Counts of the stream's window scores and of the calibration scores over the same bins."""
+
+    stream: str
+    edges: list[float] = Field(description="bin edges, ascending (len = bins + 1); the last bin includes its edge")
+    window: list[int] = Field(description="window scores per bin")
+    calibration: list[int] = Field(description="calibration (ID) scores per bin")
+    n_window: int
+    n_calibration: int
+    threshold: float | None = Field(description="the score threshold (null: infinite)")
 
 
 class Live(BaseModel):
@@ -241,6 +313,33 @@ def score_buckets(calibration: Any) -> tuple[float, ...]:
     ID traffic each bucket holds about its quantile's share, and the ``le=threshold`` bucket counts unflagged images."""
     bounds = {float(q) for q in np.quantile(calibration.scores, SCORE_QUANTILES)} | {float(calibration.threshold)}
     return tuple(sorted(b for b in bounds if np.isfinite(b)))
+
+
+def score_histogram(
+    window: np.ndarray, calibration: np.ndarray, bins: int, threshold: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equal-width bin edges spanning both score sets (and a finite threshold, so it falls on the chart), and the
+    counts of each set per bin."""
+    both = np.concatenate([window, calibration, [threshold] if threshold is not None else []])
+    edges = np.histogram_bin_edges(both, bins=bins)
+    return edges, np.histogram(window, edges)[0], np.histogram(calibration, edges)[0]
+
+
+def heatmap_png(explanation: dict[str, Any], thumbnail: bytes) -> bytes:
+    """A kept explanation's overlay (:func:`discopatch.explain.overlay`) over its thumbnail, which is first scaled
+    up (nearest neighbour) to the preprocessed size when it was stored smaller."""
+    size = int(explanation["image_size"])
+    with Image.open(io.BytesIO(thumbnail)) as im:
+        backdrop = im if im.size == (size, size) else im.resize((size, size), Image.Resampling.NEAREST)
+        picture = overlay(Explanation.from_dict(explanation, np.asarray(backdrop)))
+    buf = io.BytesIO()
+    Image.fromarray(picture).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def finite(x: float) -> float | None:
+    """``x``, or None for an infinite threshold (JSON has no infinity)."""
+    return float(x) if math.isfinite(x) else None
 
 
 class _StreamCollector:
@@ -402,7 +501,34 @@ async def _send_json(send: Any, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-#: FastAPI's own /docs loads Swagger UI from a CDN; this page reads /openapi.json and needs nothing else.
+#: Where /docs finds Swagger UI's script and style: the copy of Swagger UI 5 (which renders OpenAPI 3.1, the version
+#: FastAPI writes) that the fastapi-offline package ships, served by this app; FastAPI's own /docs loads it from a CDN.
+SWAGGER_ASSETS = "/docs-assets"
+
+
+def swagger_ui_files() -> Path | None:
+    """The folder of fastapi-offline's Swagger UI files (``swagger-ui-bundle.js``, ``swagger-ui.css``,
+    ``favicon.png``), or None when the package is not installed (``/docs`` then falls back to :data:`API_PAGE`)."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() and (folder / "swagger-ui.css").is_file() else None
+
+
+def swagger_ui_page(openapi_url: str) -> HTMLResponse:
+    """Swagger UI on the local files; the online validator badge is off, so the page fetches nothing elsewhere."""
+    return get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title="discopatch API",
+        swagger_js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{SWAGGER_ASSETS}/favicon.png",
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+
+
+#: /docs without fastapi-offline: a list of the operations read from /openapi.json, needing nothing else.
 API_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>discopatch API</title>
 <style>body{font:14px sans-serif;margin:2em;max-width:60em}code{background:#eee;padding:0 .3em}
 li{margin:.4em 0}</style></head><body><h1>discopatch API</h1>
@@ -651,11 +777,24 @@ def create_app(
             raise HTTPException(400, str(e)) from None
 
     @app.post("/v1/score", response_model=ScoreResponse, openapi_extra=IMAGES_BODY, tags=["scoring"])
-    async def score(request: Request, source_id: str | None = SOURCE_ID) -> dict[str, Any]:
-        """Score images without recording them: per image its score, p-value and decision, or its error."""
+    async def score(
+        request: Request,
+        source_id: str | None = SOURCE_ID,
+        explain: bool = Query(False, description="add each scored image's heat-map data (`explanation`)"),
+    ) -> dict[str, Any]:
+        """Score images without recording them: per image its score, p-value and decision, or its error.
+
+        With ``explain=true`` each scored image also gets ``explanation``: its patch corners and D's per-patch
+        contributions, from the same forward pass as its score (which is therefore unchanged). The map explains
+        D's share of the score only; for a fused detector ``source`` says whether D or the per-image statistics
+        set the score."""
         items = await read_items(request, max_images, max_image_bytes, source_id)
-        results, _ = await _bounded(recorder.scorer.score, items)
+        results, explained = await _bounded(recorder.scorer.score, items)
         metrics.count_images(results)
+        if explain:
+            for r in results:
+                if r["index"] in explained:
+                    r["explanation"] = explained[r["index"]].to_dict()
         cal = detector.calibration
         return {
             "results": results,
@@ -677,6 +816,11 @@ def create_app(
         both cases nothing was recorded). With an ``Idempotency-Key`` header already recorded in the stream, the
         original response is returned and nothing is recorded (422 if the images differ)."""
         _check_name(name)
+        if "explain" in request.query_params:
+            raise HTTPException(
+                400, "explain is a parameter of POST /v1/score; a recorded image's heat map is at "
+                "GET /v1/images/{id}/explanation (kept with its thumbnail)",
+            )  # fmt: skip
         key = request.headers.get("idempotency-key")
         if key is not None:
             try:
@@ -749,7 +893,53 @@ def create_app(
             raise HTTPException(404, f"no stream named {name!r}") from None
         for r in rows:
             r["thumbnail"] = f"/v1/images/{r['id']}/thumbnail.png" if r.pop("has_thumbnail") else None
+            r["heatmap"] = f"/v1/images/{r['id']}/heatmap.png" if r.pop("has_explanation") else None
         return rows
+
+    @app.get("/v1/streams/{name}/histogram", tags=["streams"], response_model=ScoreHistogram)
+    def stream_histogram(name: str, bins: int = Query(30, ge=2, le=200)) -> dict[str, Any]:
+        """The drift window's scores against the calibration scores, counted over the same ``bins`` bins."""
+        _check_name(name)
+        try:
+            window = recorder.window_scores(name)
+        except StreamNotFound:
+            raise HTTPException(404, f"no stream named {name!r}") from None
+        cal = detector.calibration
+        edges, w, c = score_histogram(window, cal.scores, bins, finite(cal.threshold))
+        return {
+            "stream": name,
+            "edges": edges.tolist(),
+            "window": w.tolist(),
+            "calibration": c.tolist(),
+            "n_window": len(window),
+            "n_calibration": cal.n,
+            "threshold": finite(cal.threshold),
+        }
+
+    def _explanation(image_id: int) -> dict[str, Any]:
+        data = recorder.store.explanation(image_id)
+        if data is None:
+            raise HTTPException(
+                404, "no heat map kept for this image: it is kept with the thumbnail (see --thumbnails), for images "
+                "recorded since heat maps were stored",
+            )  # fmt: skip
+        return data
+
+    @app.get("/v1/images/{image_id}/explanation", tags=["streams"], response_model=HeatMap)
+    def image_explanation(image_id: int = PathParam(ge=1, le=MAX_ID)) -> dict[str, Any]:
+        """The heat-map data of a recorded image, kept from the pass that scored it (on the full preprocessed
+        image, whatever the thumbnail's size)."""
+        return _explanation(image_id)
+
+    @app.get("/v1/images/{image_id}/heatmap.png", tags=["streams"], response_class=Response)
+    def image_heatmap(image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
+        """The kept heat map over the kept thumbnail (blue: real-like patches, red: fake-like). The map is exact;
+        the picture under it is the thumbnail, scaled up to the preprocessed size when it is smaller."""
+        data = _explanation(image_id)
+        png = recorder.store.thumbnail(image_id)
+        if png is None:
+            raise HTTPException(404, "no thumbnail for this image")
+        return Response(heatmap_png(data, png), media_type="image/png", headers={"cache-control": "max-age=86400"})
 
     @app.get("/v1/images/{image_id}/thumbnail.png", tags=["streams"], response_class=Response)
     def thumbnail(image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
@@ -804,6 +994,22 @@ def create_app(
         body = {"status": "ready" if ready else "not ready", "checks": checks, "model_id": detector.detector_id}
         return body if ready else JSONResponse(body, status_code=503)
 
+    @app.get("/v1/model", tags=["service"], response_model=ModelInfo)
+    def model_info() -> dict[str, Any]:
+        """The served detector: model id, calibrated threshold and what a heat map's coordinates refer to."""
+        cal = detector.calibration
+        return {
+            "model_id": detector.detector_id,
+            "preset": detector.preset.name,
+            "score_mode": detector.preset.score_mode,
+            "threshold": finite(cal.threshold),
+            "target_fpr": cal.target_fpr,
+            "n_calibration": cal.n,
+            "image_size": detector.preprocess_config.image_size,
+            "patch_size": detector.model_config.patch_size,
+            "n_patches": detector.n_patches,
+        }
+
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
     def prometheus() -> Response:
         """Prometheus text exposition format (version 0.0.4)."""
@@ -813,9 +1019,13 @@ def create_app(
     def root() -> RedirectResponse:
         return RedirectResponse("/dashboard")
 
+    swagger_files = swagger_ui_files()
+    if swagger_files is not None:
+        app.mount(SWAGGER_ASSETS, StaticFiles(directory=swagger_files), name="swagger-ui")
+
     @app.get("/docs", include_in_schema=False)
     def api_page() -> HTMLResponse:
-        return HTMLResponse(API_PAGE)
+        return HTMLResponse(API_PAGE) if swagger_files is None else swagger_ui_page(app.openapi_url or "/openapi.json")
 
     @app.get("/dashboard", response_class=HTMLResponse, tags=["dashboard"])
     def dashboard() -> HTMLResponse:

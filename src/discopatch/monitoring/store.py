@@ -1,7 +1,8 @@
 """Persistent history of monitored streams through SQLAlchemy 2: a SQLite file by default, PostgreSQL by URL.
 
-Four tables: ``dp_streams`` (one row per stream with its JSON drift state and image counter), ``dp_images`` (every
+Five tables: ``dp_streams`` (one row per stream with its JSON drift state and image counter), ``dp_images`` (every
 scored image: per-stream sequence number, time, source id, score, p-value, flag, error, optional PNG thumbnail),
+``dp_explanations`` (per image with a thumbnail: the patch contributions behind its score, for its heat map),
 ``dp_alerts`` and ``dp_requests`` (per stream and idempotency key: the payload's digest, the image ids and the
 response). :meth:`Store.record` writes a batch of images, the stream's new state, its alerts and its key in **one**
 transaction, so after a crash the state always matches the rows - which is what lets a restarted server resume a
@@ -107,6 +108,18 @@ class RequestRow(Base):
     response: Mapped[dict[str, Any]] = mapped_column(JSON)  # the response body without the image ids
 
 
+class ExplanationRow(Base):
+    """D's per-patch contributions behind a kept image's score (its heat map); a table of its own, so databases
+    written before it existed gain it on open (``create_all``) without a migration."""
+
+    __tablename__ = "dp_explanations"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("dp_images.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)  # Explanation.to_dict(): corners, contributions, views
+
+
 IMAGE_FIELDS = ("id", "seq", "time", "source_id", "score", "p_value", "is_ood", "error")
 ALERT_FIELDS = ("id", "time", "seq", "kind", "tests", "p_val", "alarm_rate", "detail")
 
@@ -188,7 +201,7 @@ def db_error_cause(e: BaseException) -> str:
 
 
 class Store:
-    """Repository over the four tables; thread-safe (one session per call)."""
+    """Repository over the five tables; thread-safe (one session per call)."""
 
     def __init__(self, url: str | os.PathLike = DEFAULT_DB_URL) -> None:
         try:
@@ -302,6 +315,9 @@ class Store:
             st.updated = time.time()
             s.flush()
             ids = [(o.id, o.seq) for o in objs]
+            s.add_all(
+                ExplanationRow(image_id=o.id, data=r["explanation"]) for o, r in zip(objs, rows) if r.get("explanation")
+            )
             if request is not None:
                 s.add(
                     RequestRow(
@@ -368,11 +384,15 @@ class Store:
     def images(
         self, name: str, limit: int = 100, *, flagged: bool | None = None, after_seq: int | None = None
     ) -> list[dict[str, Any]]:
-        """The latest ``limit`` images (oldest first); ``flagged`` filters on ``is_ood``; adds ``has_thumbnail``."""
+        """The latest ``limit`` images (oldest first); ``flagged`` filters on ``is_ood``; adds ``has_thumbnail`` and
+        ``has_explanation``."""
         with self._session() as s:
             st = self._stream(s, name)
+            explained = select(ExplanationRow.image_id).where(ExplanationRow.image_id == ImageRow.id).exists()
             q = select(
-                *(getattr(ImageRow, f) for f in IMAGE_FIELDS), ImageRow.thumbnail.is_not(None).label("has_thumbnail")
+                *(getattr(ImageRow, f) for f in IMAGE_FIELDS),
+                ImageRow.thumbnail.is_not(None).label("has_thumbnail"),
+                explained.label("has_explanation"),
             ).where(ImageRow.stream_id == st.id)
             if flagged is not None:
                 q = q.where(ImageRow.is_ood.is_(flagged))
@@ -389,6 +409,12 @@ class Store:
             except StreamNotFound:
                 return None
             return self._request(s, st.id, key)
+
+    def explanation(self, image_id: int) -> dict[str, Any] | None:
+        """The stored explanation of an image (``Explanation.to_dict()``), or None."""
+        with self._session() as s:
+            data = s.scalars(select(ExplanationRow.data).where(ExplanationRow.image_id == image_id)).first()
+            return None if data is None else dict(data)
 
     def thumbnail(self, image_id: int) -> bytes | None:
         with self._session() as s:

@@ -27,6 +27,7 @@ from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..data.images import preprocess_many, utf8_text
+from ..explain import Explanation
 from .alerts import AlertDispatcher
 from .drift import DriftConfig, DriftMonitor
 from .store import AlreadyRecorded, Store, StoredRequest, StreamConflict, db_error_cause
@@ -135,8 +136,13 @@ class Scorer:
         self.inference_seconds = 0.0
         self.inference_batches = 0
 
-    def score(self, items: list[Item]) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
-        """Per item ``{index, source_id, score, p_value, is_ood, error}``; also the decoded arrays by index."""
+    def score(self, items: list[Item]) -> tuple[list[dict[str, Any]], dict[int, Explanation]]:
+        """Per item ``{index, source_id, score, p_value, is_ood, error}``; also each scored item's explanation.
+
+        Scores come from :meth:`~discopatch.detector.Detector.explain_preprocessed`, which gives the score and D's
+        per-patch contributions in one forward pass (the score is the one ``score_preprocessed`` returns), so a
+        heat map never needs a second pass. The explanations (by item index) hold the preprocessed images.
+        """
         results: list[dict[str, Any]] = [
             {"index": i, "source_id": it.source_id, "score": None, "p_value": None, "is_ood": None, "error": it.error}
             for i, it in enumerate(items)
@@ -158,15 +164,16 @@ class Scorer:
             stack = np.stack([arrays[i] for i in idx])
             with self._lock:
                 t0 = time.perf_counter()
-                scores = self.detector.score_preprocessed(stack)
+                explained = self.detector.explain_preprocessed(stack)
                 self.inference_seconds += time.perf_counter() - t0
                 self.inference_batches += 1
-            out = self.detector.decide(scores)
+            out = self.detector.decide(np.array([e.score for e in explained], dtype=np.float64))
             for n, i in enumerate(idx):
                 results[i].update(
                     score=float(out["scores"][n]), p_value=float(out["p_values"][n]), is_ood=bool(out["is_ood"][n])
                 )
-        return results, arrays
+            return results, dict(zip(idx, explained))
+        return results, {}
 
     def close(self) -> None:
         """Stop the decoding threads (queued decodes still finish)."""
@@ -272,6 +279,7 @@ class StreamRecorder:
         """Score ``items``, add them to stream ``name`` and commit; returns results and the drift verdict.
 
         ``scored`` is ``self.scorer.score(items)`` when the caller already ran it (the server bounds its time).
+        Images that keep a thumbnail (``thumbnails``) keep their explanation as well, for their heat map.
         With an idempotency ``key`` already recorded in the stream, the stored response is returned (``replayed``
         true) and nothing is recorded or changed; :class:`KeyReused` if the images differ from that request's.
         ``fingerprint`` is ``payload_fingerprint(items)`` when the caller already computed it.
@@ -283,19 +291,23 @@ class StreamRecorder:
             done = self.replay(name, key, fingerprint)  # before scoring, which a replay does not need
             if done is not None:
                 return done | {"replayed": True}
-        results, arrays = self.scorer.score(items) if scored is None else scored
+        results, explained = self.scorer.score(items) if scored is None else scored
         model = {"model_id": self.detector.detector_id}
         for r in results:
             make_storable(r)
-        thumbs = {}
+        # a kept image keeps its explanation too (corners and contributions of the full-size preprocessed image), so
+        # its heat map is exact even where the thumbnail is smaller than what the detector saw
+        thumbs: dict[int, bytes] = {}
+        maps: dict[int, dict[str, Any]] = {}
         for r in results:
-            img = arrays.get(r["index"])
+            e = explained.get(r["index"])
             if (
-                img is not None
+                e is not None
                 and r["score"] is not None
                 and (self.thumbnails == "all" or (self.thumbnails == "flagged" and r["is_ood"]))
             ):
-                thumbs[r["index"]] = thumbnail_png(img, self.thumbnail_size)
+                thumbs[r["index"]] = thumbnail_png(e.image, self.thumbnail_size)
+                maps[r["index"]] = e.to_dict()
         with self._lock(name):
             for attempt in range(MAX_RESYNC + 1):
                 mon = self._monitor(name).copy()
@@ -307,6 +319,7 @@ class StreamRecorder:
                         "time": now,
                         **{k: r[k] for k in ("source_id", "score", "p_value", "is_ood", "error")},
                         "thumbnail": thumbs.get(r["index"]),
+                        "explanation": maps.get(r["index"]),
                     }
                     for r in results
                 ]
@@ -370,6 +383,13 @@ class StreamRecorder:
             self._check_version(name, info["n_images"])
             verdict = self._monitor(name).result(now=time.time())
         return {"stream": name, "n_recorded": info["n_images"], "n_alerts": self.store.count_alerts(name), **verdict}
+
+    def window_scores(self, name: str) -> np.ndarray:
+        """The scores in the stream's drift window now, oldest first; 404s as StreamNotFound."""
+        with self._lock(name):
+            info = self.store.stream_info(name)
+            self._check_version(name, info["n_images"])
+            return self._monitor(name).window_scores(now=time.time())
 
     def monitors(self) -> dict[str, DriftMonitor]:
         """Every stream in the database with its monitor (loading those not used since start-up)."""
