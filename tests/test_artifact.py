@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +209,23 @@ def test_non_finite_numbers_in_the_json_are_refused(saved: Path, constant: str) 
     assert constant in (saved / CONFIG_FILE).read_text()
     with pytest.raises(ArtifactError, match=f"non-finite number {constant}"):
         Detector.load(saved)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_every_saved_file_gets_the_ordinary_mode(trained_detector: Detector, tmp_path: Path, umask: int) -> None:
+    """Weights, calibration, detector.json and checkpoints alike: 0666 minus the umask, as any new file."""
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / WEIGHTS_FILE).write_bytes(b"left by an earlier save")
+    os.chmod(out / WEIGHTS_FILE, 0o600)  # a file being replaced does not pass its mode on
+    old = os.umask(umask)
+    try:
+        trained_detector.save(out)
+        assert trained_detector.trainer is not None
+        trained_detector.trainer.save_checkpoint(out / "checkpoints")
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert len(modes) == 5 and not [p for p in modes if p.endswith(".tmp")]
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask)
+    Detector.load(out, device="cpu")
