@@ -10,7 +10,10 @@
 The JSON records the SHA-256 of every weight file and a digest over everything in it that decides a score (the
 ``model``, ``preprocess``, ``scoring``, ``calibration`` and ``files`` sections, see :func:`config_digest`), so a
 truncated weight file or an edited setting is rejected with a message naming what changed instead of producing
-silently different scores; the JSON itself must match :data:`~discopatch.artifact_schema.SCHEMA`. The digest guards
+silently different scores; the JSON itself must match :data:`~discopatch.artifact_schema.SCHEMA`. Provenance sits
+outside the digest, since it does not decide a score: ``created`` (UTC ISO-8601, when ``fit`` trained the detector)
+and ``training_data`` (:func:`~discopatch.data.sources.fingerprint_inputs` of what it was given); artefacts saved
+before them load without them. The digest guards
 against accidents and hand edits, not against someone who rewrites it too: it is a checksum, not a signature.
 Weights are loaded strictly: every tensor name and shape must be exactly what the configuration builds (docs/METHOD.md,
 section 5).
@@ -47,6 +50,7 @@ STATS_FILE = "statistics.safetensors"
 SCORE_MODES = ("d-only", "fused", "stats-only")
 DIGEST_KEY = "digest"
 DIGEST_SECTIONS = ("model", "preprocess", "scoring", "calibration", "files")
+PROVENANCE_KEYS = ("created", "training_data")
 
 
 class ArtifactError(ValueError):

@@ -19,6 +19,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,11 @@ import numpy as np
 import torch
 
 from . import __version__
-from .artifact import ArtifactError, detector_id, load_artifact, save_artifact
+from .artifact import PROVENANCE_KEYS, ArtifactError, detector_id, load_artifact, save_artifact
 from .calibration import Calibration
 from .config import PRESETS, Preset, get_preset, to_dict
 from .data.images import ImageInput, preprocess, preprocess_many
-from .data.sources import ImageSet, load_folder, load_images, split_train_val
+from .data.sources import ImageSet, fingerprint_inputs, load_folder, load_images, split_train_val
 from .distributed import is_main_process
 from .engine import ScoringEngine, make_engine, resolve_engine_name
 from .explain import Explanation
@@ -42,6 +43,11 @@ from .stats_model import StatsModel
 from .training import Trainer, TrainState
 
 Images = str | os.PathLike | np.ndarray | Sequence[ImageInput]
+
+
+def utc_now() -> str:
+    """The current time as UTC ISO-8601 to the second, e.g. ``2026-12-01T09:30:00Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class NotFittedError(RuntimeError):
@@ -89,6 +95,9 @@ class Detector:
         self.stats_model: StatsModel | None = None
         #: Hash of the saved files (:func:`~discopatch.artifact.detector_id`); ``None`` until saved or loaded.
         self.detector_id: str | None = None
+        #: ``created`` (UTC ISO-8601) and ``training_data`` (:func:`~discopatch.data.sources.fingerprint_inputs`),
+        #: set by :meth:`fit`, saved outside the score digest and kept by load and re-save (so is the detector id).
+        self.provenance: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ properties
     @property
@@ -200,6 +209,7 @@ class Detector:
             "train_config": to_dict(tcfg),
             "last_losses": state.history[-1] if state.history else {},
         }
+        self.provenance = {"created": utc_now(), "training_data": fingerprint_inputs(images)}
         if self.preset.score_mode != "d-only" and is_main_process():
             self.fit_statistics(train, val)
         if len(val) and is_main_process():
@@ -427,7 +437,14 @@ class Detector:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
+        """Write the detector directory (:mod:`discopatch.artifact`); sets :attr:`detector_id`.
+
+        A detector built without :meth:`fit` and never saved before gets ``created`` now; one loaded from an
+        artefact older than provenance keeps having none rather than a made-up time.
+        """
         D = self._require_model()
+        if "created" not in self.provenance and self.detector_id is None:
+            self.provenance["created"] = utc_now()
         out = save_artifact(
             path,
             D,
@@ -435,7 +452,7 @@ class Detector:
             self.n_patches,
             self.seed,
             self.calibration,
-            extra={"preset": self.preset.name, "training": self.training_info},
+            extra={"preset": self.preset.name, "training": self.training_info, **self.provenance},
             score_mode=self.preset.score_mode,
             stats=None if self.stats_model is None else self.stats_model.to_tensors(),
         )
@@ -453,8 +470,10 @@ class Detector:
     ) -> Detector:
         """Rebuild a detector from :meth:`save` output; damaged or mismatched artefacts raise ``ArtifactError``."""
         art = load_artifact(path)
-        base = get_preset(art.meta.get("preset") if art.meta.get("preset") in PRESETS else "small")
+        name = art.meta.get("preset")
+        base = get_preset(name if name in PRESETS else "small")
         preset = base.replace(
+            name=name if isinstance(name, str) else base.name,  # a custom preset's name survives a re-save
             model=art.model,
             preprocess=art.preprocess,
             test_patches=art.test_patches,
@@ -468,6 +487,7 @@ class Detector:
         det.discriminator = D.to(det.device)
         det.calibration = art.calibration
         det.training_info = art.meta.get("training", {})
+        det.provenance = {k: art.meta[k] for k in PROVENANCE_KEYS if k in art.meta}
         det.detector_id = detector_id(path)
         if art.stats is not None:
             try:
