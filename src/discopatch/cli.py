@@ -24,6 +24,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxruntime"),
     "postgres": ("psycopg",),
     "bench": ("matplotlib", "skimage", "mlxtend"),
+    "pandas": ("pandas",),
 }
 
 
