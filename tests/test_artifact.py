@@ -285,3 +285,12 @@ def test_training_input_fingerprints(tmp_path: Path, fmnist) -> None:
     (folder / "c0" / "0.png").rename(folder / "c0" / "renamed.png")
     assert fingerprint_inputs(folder)["sha256"] != fp["sha256"]
     assert fingerprint_inputs([folder / "c1" / "1.png", imgs[0]])["scheme"] == "mixed"
+
+
+def test_weight_files_keep_the_bytes_save_file_writes(trained_detector: Detector, saved: Path, tmp_path: Path) -> None:
+    """Writing through open() instead of safetensors' save_file changes the mode only: same bytes, same digest."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().cpu().contiguous().float() for k, v in trained_detector.discriminator.state_dict().items()}
+    save_file(sd, str(tmp_path / "reference.safetensors"), metadata={"format": "discopatch-detector"})
+    assert (saved / WEIGHTS_FILE).read_bytes() == (tmp_path / "reference.safetensors").read_bytes()
