@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import stat
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from discopatch.artifact import CALIBRATION_FILE, CONFIG_FILE, WEIGHTS_FILE, ArtifactError, config_digest
+from discopatch.artifact import (
+    CALIBRATION_FILE,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    ArtifactError,
+    config_digest,
+    detector_id,
+)
+from discopatch.data.sources import fingerprint_inputs
 from discopatch.detector import Detector
 
 
@@ -207,3 +220,77 @@ def test_non_finite_numbers_in_the_json_are_refused(saved: Path, constant: str) 
     assert constant in (saved / CONFIG_FILE).read_text()
     with pytest.raises(ArtifactError, match=f"non-finite number {constant}"):
         Detector.load(saved)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_every_saved_file_gets_the_ordinary_mode(trained_detector: Detector, tmp_path: Path, umask: int) -> None:
+    """Weights, calibration, detector.json and checkpoints alike: 0666 minus the umask, as any new file."""
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / WEIGHTS_FILE).write_bytes(b"left by an earlier save")
+    os.chmod(out / WEIGHTS_FILE, 0o600)  # a file being replaced does not pass its mode on
+    old = os.umask(umask)
+    try:
+        trained_detector.save(out)
+        assert trained_detector.trainer is not None
+        trained_detector.trainer.save_checkpoint(out / "checkpoints")
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert len(modes) == 5 and not [p for p in modes if p.endswith(".tmp")]
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask)
+    Detector.load(out, device="cpu")
+
+
+def test_provenance_is_saved_outside_the_digest(trained_detector: Detector, saved: Path, fmnist) -> None:
+    meta = json.loads((saved / CONFIG_FILE).read_text())
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", meta["created"])
+    created = datetime.strptime(meta["created"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert abs((datetime.now(timezone.utc) - created).total_seconds()) < 24 * 3600
+    # the fixture was fitted on these 400 arrays: their bytes are what is fingerprinted
+    assert meta["training_data"] == fingerprint_inputs(fmnist.train_images[:400])
+    assert meta["training_data"]["scheme"] == "array-bytes" and meta["training_data"]["n"] == 400
+    assert not any(k.startswith(("created", "training_data")) for k in meta["digest"]["fields"])
+
+
+def test_a_re_saved_model_keeps_its_digest_and_id(saved: Path, tmp_path: Path) -> None:
+    loaded = Detector.load(saved, device="cpu")
+    again = loaded.save(tmp_path / "again")
+    first, second = (json.loads((d / CONFIG_FILE).read_text()) for d in (saved, again))
+    assert second["digest"] == first["digest"] and second["created"] == first["created"]
+    assert detector_id(again) == detector_id(saved) == loaded.detector_id
+
+
+def test_an_artefact_without_provenance_loads_and_is_not_given_one(saved: Path, tmp_path: Path) -> None:
+    meta = json.loads((saved / CONFIG_FILE).read_text())
+    del meta["created"], meta["training_data"]  # as saved before provenance existed; the digest still holds
+    _rewrite(saved, meta, reseal=False)
+    det = Detector.load(saved, device="cpu")
+    assert det.provenance == {}
+    resaved = json.loads((det.save(tmp_path / "resaved") / CONFIG_FILE).read_text())
+    assert "created" not in resaved and resaved["digest"] == meta["digest"]
+
+
+def test_training_input_fingerprints(tmp_path: Path, fmnist) -> None:
+    imgs = fmnist.train_images[:6]
+    assert fingerprint_inputs(imgs) == fingerprint_inputs(list(imgs[::-1]))  # stack or list, any order
+    assert fingerprint_inputs(imgs)["sha256"] != fingerprint_inputs(imgs[:5])["sha256"]
+    folder = tmp_path / "train"
+    for i, a in enumerate(imgs):
+        (folder / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(folder / f"c{i % 2}" / f"{i}.png")
+    fp = fingerprint_inputs(folder)
+    assert fp["scheme"] == "names+sizes" and fp["n"] == 6
+    assert fingerprint_inputs(str(folder)) == fp  # relative names: the folder's own path does not count
+    (folder / "c0" / "0.png").rename(folder / "c0" / "renamed.png")
+    assert fingerprint_inputs(folder)["sha256"] != fp["sha256"]
+    assert fingerprint_inputs([folder / "c1" / "1.png", imgs[0]])["scheme"] == "mixed"
+
+
+def test_weight_files_keep_the_bytes_save_file_writes(trained_detector: Detector, saved: Path, tmp_path: Path) -> None:
+    """Writing through open() instead of safetensors' save_file changes the mode only: same bytes, same digest."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().cpu().contiguous().float() for k, v in trained_detector.discriminator.state_dict().items()}
+    save_file(sd, str(tmp_path / "reference.safetensors"), metadata={"format": "discopatch-detector"})
+    assert (saved / WEIGHTS_FILE).read_bytes() == (tmp_path / "reference.safetensors").read_bytes()

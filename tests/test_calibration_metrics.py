@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from discopatch.calibration import Calibration
-from discopatch.metrics import format_table, ood_metrics
+from discopatch.metrics import auroc_ci, format_table, ood_metrics
 
 
 def test_threshold_and_p_values_agree() -> None:
@@ -72,3 +72,19 @@ def test_format_table_lists_every_set() -> None:
     }
     text = format_table(rows, title="T")
     assert "FPR95(OOD+)" in text and "\na " in text and "\nb " in text
+
+
+def test_auroc_bootstrap_interval() -> None:
+    rng = np.random.default_rng(0)
+    id_s, ood_s = rng.normal(size=300), rng.normal(0.8, 1.0, size=200)
+    point = ood_metrics(id_s, ood_s)["auroc"]
+    lo, hi = auroc_ci(id_s, ood_s, n_boot=400)
+    assert lo < point < hi and hi - lo < 0.15
+    assert auroc_ci(id_s, ood_s, n_boot=400) == (lo, hi)  # a fixed seed: the same interval every run
+    assert auroc_ci(id_s, ood_s, n_boot=400, seed=1) != (lo, hi)
+    # the analytic standard error of the AUROC (Hanley & McNeil) sets the expected width
+    a, n1, n0 = point, len(ood_s), len(id_s)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = np.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0))
+    assert (hi - lo) / (2 * 1.96 * se) == pytest.approx(1.0, abs=0.25)
+    assert auroc_ci(np.zeros(5), np.ones(5), n_boot=50) == (1.0, 1.0)  # perfectly separated: no spread

@@ -198,3 +198,29 @@ def test_score_rows_carry_the_model_id_and_threshold(workspace, tmp_path: Path) 
     assert det.detector_id == detector_id(tmp_path / "recal") != detector_id(model)
     row = next(iter(det.iter_score_files([next((root / "id").rglob("*.png"))])))
     assert row["model_id"] == det.detector_id and row["threshold"] == det.threshold
+
+
+def test_evaluate_report_and_json_name_the_model_and_give_auroc_intervals(workspace, tmp_path: Path, capsys) -> None:
+    from discopatch.artifact import detector_id
+    from discopatch.detector import Detector
+
+    root, model = workspace
+    js, report = tmp_path / "eval.json", tmp_path / "out" / "report.html"
+    argv = ["evaluate", str(model), "--id", str(root / "id"), "--ood", f"noise={root / 'noise'}", "--json", str(js)]
+    assert main([*argv, "--report", str(report)]) == 0
+    det = Detector.load(model, device="cpu")
+    assert f"model {det.detector_id}: threshold" in capsys.readouterr().out
+    res = json.loads(js.read_text())
+    assert res["meta"]["model_id"] == det.detector_id == detector_id(model)
+    assert res["meta"]["threshold"] == det.threshold
+    row = res["ood"]["noise"]
+    lo, hi = row["auroc_ci95"]
+    assert lo <= row["auroc"] <= hi and lo < hi  # a bootstrap interval around the point AUROC
+    id_scores, noise_scores = det.score(root / "id"), det.score(root / "noise")
+    assert row["flagged"] == float(np.mean(noise_scores > det.threshold))
+    assert res["id"]["flagged"] == float(np.mean(id_scores > det.threshold))
+    html = report.read_text()
+    assert html.count('src="data:image/png;base64,') == 2 and "ROC curves" in html and "Score histograms" in html
+    assert f"{100 * lo:.1f} - {100 * hi:.1f}" in html and f"{100 * row['auroc']:.1f}" in html
+    assert det.detector_id in html and f"{det.threshold:.6g}" in html
+    assert main(argv) == 0 and "auroc_ci95" not in json.loads(js.read_text())["ood"]["noise"]  # only with --report

@@ -16,6 +16,7 @@ CASES = [
     (["monitor", "MODEL", "--watch", "."], "sqlalchemy", "serve"),
     (["export", "MODEL", "--out", "m.onnx"], "onnxruntime", "onnx"),
     (["benchmark", "--protocol", "fmnist", "--quick", "--out", "OUT"], "matplotlib", "bench"),
+    (["evaluate", "MODEL", "--id", "MODEL", "--ood", "MODEL", "--report", "OUT"], "matplotlib", "bench"),
 ]
 
 

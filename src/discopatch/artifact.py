@@ -10,7 +10,10 @@
 The JSON records the SHA-256 of every weight file and a digest over everything in it that decides a score (the
 ``model``, ``preprocess``, ``scoring``, ``calibration`` and ``files`` sections, see :func:`config_digest`), so a
 truncated weight file or an edited setting is rejected with a message naming what changed instead of producing
-silently different scores; the JSON itself must match :data:`~discopatch.artifact_schema.SCHEMA`. The digest guards
+silently different scores; the JSON itself must match :data:`~discopatch.artifact_schema.SCHEMA`. Provenance sits
+outside the digest, since it does not decide a score: ``created`` (UTC ISO-8601, when ``fit`` trained the detector)
+and ``training_data`` (:func:`~discopatch.data.sources.fingerprint_inputs` of what it was given); artefacts saved
+before them load without them. The digest guards
 against accidents and hand edits, not against someone who rewrites it too: it is a checksum, not a signature.
 Weights are loaded strictly: every tensor name and shape must be exactly what the configuration builds (docs/METHOD.md,
 section 5).
@@ -29,7 +32,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
 from .artifact_schema import validate as validate_schema
@@ -46,6 +50,7 @@ STATS_FILE = "statistics.safetensors"
 SCORE_MODES = ("d-only", "fused", "stats-only")
 DIGEST_KEY = "digest"
 DIGEST_SECTIONS = ("model", "preprocess", "scoring", "calibration", "files")
+PROVENANCE_KEYS = ("created", "training_data")
 
 
 class ArtifactError(ValueError):
@@ -140,6 +145,30 @@ def _all_finite(tensors: dict[str, torch.Tensor], path: Path, skip: tuple[str, .
         _require(bool(torch.isfinite(v).all()), f"{path}: non-finite value (NaN or infinity) in {k}")
 
 
+def write_new_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a file created afresh by ``open``, so it gets the ordinary mode (0666 minus the umask).
+
+    safetensors' ``save_file`` creates 0600 files, which made the weights private while ``detector.json`` next to
+    them was not; and ``open`` on an existing file keeps that file's mode, hence the unlink first.
+    """
+    path.unlink(missing_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: a reader sees the old file or the new one,
+    never half of one; the mode is that of :func:`write_new_file`."""
+    tmp = path.with_name(path.name + ".tmp")
+    write_new_file(tmp, data)
+    os.replace(tmp, path)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """A safetensors file with the same bytes as ``save_file`` writes, through :func:`replace_file`."""
+    replace_file(path, safetensors_bytes(tensors, metadata=metadata))
+
+
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
@@ -161,16 +190,16 @@ def save_artifact(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous().float() for k, v in D.state_dict().items()}
-    save_file(sd, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT})
+    save_tensors(sd, directory / WEIGHTS_FILE, metadata={"format": FORMAT})
     files = {WEIGHTS_FILE: _sha256(directory / WEIGHTS_FILE)}
     if stats is not None:
-        save_file({k: v.contiguous() for k, v in stats.items()}, str(directory / STATS_FILE))
+        save_tensors({k: v.contiguous() for k, v in stats.items()}, directory / STATS_FILE)
         files[STATS_FILE] = _sha256(directory / STATS_FILE)
     elif (directory / STATS_FILE).exists():
         (directory / STATS_FILE).unlink()
     cal_meta = None
     if calibration is not None:
-        save_file({"scores": torch.from_numpy(calibration.scores.copy())}, str(directory / CALIBRATION_FILE))
+        save_tensors({"scores": torch.from_numpy(calibration.scores.copy())}, directory / CALIBRATION_FILE)
         files[CALIBRATION_FILE] = _sha256(directory / CALIBRATION_FILE)
         thr = calibration.threshold
         cal_meta = {
@@ -198,9 +227,7 @@ def save_artifact(
         **(extra or {}),
     }
     meta[DIGEST_KEY] = config_digest(meta)
-    tmp = directory / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, directory / CONFIG_FILE)
+    replace_file(directory / CONFIG_FILE, json.dumps(meta, indent=2).encode())
     return directory
 
 

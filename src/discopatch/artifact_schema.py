@@ -21,6 +21,7 @@ from .config import ABLATIONS
 _INT = {"type": "integer"}
 _SIZE = {"type": "integer", "minimum": 1, "maximum": 8192}
 _SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_ISO_UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$"
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -37,6 +38,18 @@ SCHEMA: dict[str, Any] = {
         "training": {"type": "object"},
         # the resolved 'fit' options (fit --print-config); provenance, outside the digest (artifact.DIGEST_SECTIONS)
         "run_config": {"type": "object"},
+        # provenance, outside the digest: when the detector was trained and a fingerprint of its training inputs
+        "created": {"type": "string", "maxLength": 40, "pattern": _ISO_UTC},
+        "training_data": {
+            "type": "object",
+            "required": ["sha256", "n", "scheme"],
+            "additionalProperties": False,
+            "properties": {
+                "sha256": _SHA256,
+                "n": {"type": "integer", "minimum": 0},
+                "scheme": {"enum": ["names+sizes", "array-bytes", "mixed"]},
+            },
+        },
         "model": {
             "type": "object",
             "required": ["channels", "patch_size", "widths", "latent_dim", "norm"],

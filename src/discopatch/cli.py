@@ -25,6 +25,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxruntime"),
     "postgres": ("psycopg",),
     "bench": ("matplotlib", "skimage", "mlxtend"),
+    "pandas": ("pandas",),
 }
 
 
@@ -269,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"], help="what runs D (see 'score')")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON")
+    p.add_argument(
+        "--report",
+        metavar="FILE.html",
+        help="also write a self-contained HTML report: ROC curves, score histograms with the threshold, the share "
+        "flagged, bootstrap 95 %% confidence intervals of each AUROC (needs discopatch[bench])",
+    )
     _add_device(p)
 
     p = sub.add_parser(
@@ -580,19 +587,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .detector import Detector
     from .evaluation import evaluate, parse_named_dir
 
+    if args.report:
+        require_extra("bench", "matplotlib")
     if not args.id_dir and not args.id_list:
         raise ValueError("give the ID set with --id DIR or --id-list FILE")
     if not args.ood and not args.imagenet_c:
         raise ValueError("give at least one --ood NAME=DIR|LIST or --imagenet-c DIR")
     all_folders = all(Path(parse_named_dir(s)[1]).is_dir() for s in args.ood)
-    if args.id_list or args.imagenet_c or args.official_pipeline or not all_folders:
-        from .reproduce import cmd_evaluate_sources
-
-        return cmd_evaluate_sources(args)
     det = Detector.load(args.model, device=args.device, engine=args.engine)
-    ood = dict(parse_named_dir(s) for s in args.ood)
-    res = evaluate(det, args.id_dir, ood, id_name=Path(args.id_dir).name or "id", progress=not args.quiet)
+    if args.id_list or args.imagenet_c or args.official_pipeline or not all_folders:
+        from .reproduce import evaluate_args
+
+        res = evaluate_args(det, args)
+        print(f"pipeline: {res.meta['pipeline']}")
+    else:
+        ood = dict(parse_named_dir(s) for s in args.ood)
+        res = evaluate(det, args.id_dir, ood, id_name=Path(args.id_dir).name or "id", progress=not args.quiet)
+    if args.report:
+        res.add_auroc_ci()
     print(res.table())
+    print(_judged_by(res))
     for name, errs in res.unreadable.items():
         if errs:
             print(
@@ -601,7 +615,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(res.to_dict(), indent=2))
+    if args.report:
+        from .benchmark.report import write_evaluation_report
+
+        write_evaluation_report(res, Path(args.report), model=str(args.model))
     return EXIT_OK
+
+
+def _judged_by(res: Any) -> str:
+    """The line under the table naming the detector and the threshold its ``flagged`` column is taken at."""
+    meta = res.meta
+    if meta.get("n_calibration") is None:
+        return f"model {meta.get('model_id')}: not calibrated, so nothing is flagged"
+    thr = "infinite (too few calibration images)" if meta["threshold"] is None else f"{meta['threshold']:.6g}"
+    return (
+        f"model {meta['model_id']}: threshold {thr} at {meta['target_fpr']:.1%} target FPR; "
+        f"flagged {res.id_flagged:.1%} of the ID set"
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

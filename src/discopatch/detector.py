@@ -19,6 +19,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +27,28 @@ import numpy as np
 import torch
 
 from . import __version__
-from .artifact import ArtifactError, detector_id, load_artifact, save_artifact
+from .artifact import PROVENANCE_KEYS, ArtifactError, detector_id, load_artifact, save_artifact
 from .calibration import Calibration
 from .config import PRESETS, Preset, get_preset, to_dict
-from .data.images import ImageInput, preprocess, preprocess_many
-from .data.sources import ImageSet, load_folder, load_images, split_train_val
+from .data.images import ImageInput, expand_paths, preprocess, preprocess_many
+from .data.sources import ImageSet, fingerprint_inputs, load_folder, load_images, split_train_val
 from .distributed import is_main_process
 from .engine import ScoringEngine, make_engine, resolve_engine_name
 from .explain import Explanation
 from .model import Discriminator
 from .patches import content_corners
+from .results import Prediction
 from .runtime import resolve_device
 from .scoring import score_array, scores_from_logits
 from .stats_model import StatsModel
 from .training import Trainer, TrainState
 
 Images = str | os.PathLike | np.ndarray | Sequence[ImageInput]
+
+
+def utc_now() -> str:
+    """The current time as UTC ISO-8601 to the second, e.g. ``2026-12-01T09:30:00Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class NotFittedError(RuntimeError):
@@ -93,6 +100,9 @@ class Detector:
         #: ``run_config`` in ``detector.json`` so the run can be repeated; provenance only, outside the digest of
         #: score-deciding settings. ``None`` when trained through the API or loaded from an artefact without one.
         self.run_config: dict[str, Any] | None = None
+        #: ``created`` (UTC ISO-8601) and ``training_data`` (:func:`~discopatch.data.sources.fingerprint_inputs`),
+        #: set by :meth:`fit`, saved outside the score digest and kept by load and re-save (so is the detector id).
+        self.provenance: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ properties
     @property
@@ -204,6 +214,7 @@ class Detector:
             "train_config": to_dict(tcfg),
             "last_losses": state.history[-1] if state.history else {},
         }
+        self.provenance = {"created": utc_now(), "training_data": fingerprint_inputs(images)}
         if self.preset.score_mode != "d-only" and is_main_process():
             self.fit_statistics(train, val)
         if len(val) and is_main_process():
@@ -226,14 +237,18 @@ class Detector:
 
     def score_with_engine(self, engine: ScoringEngine, stack: np.ndarray) -> np.ndarray:
         """The configured score of a preprocessed stack computed by ``engine``: D alone or fused with statistics."""
+        return self._score_parts(engine, stack)[0]
+
+    def _score_parts(self, engine: ScoringEngine, stack: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The configured score and, when that is not D's score alone, D's score from the same pass (else None)."""
         mode = self.preset.score_mode
         if mode == "d-only":
-            return engine.score(stack, self.batch_size)
+            return engine.score(stack, self.batch_size), None
         if self.stats_model is None:
             raise NotFittedError(f"score_mode {mode!r} needs the statistics model; call fit() or fit_statistics()")
         d, f = engine.score_with_statistics(stack, self.batch_size)
         s = self.stats_model.mahalanobis(f)
-        return s if mode == "stats-only" else self.stats_model.fuse(d, s)
+        return (s if mode == "stats-only" else self.stats_model.fuse(d, s)), d
 
     def _score_stack(self, stack: np.ndarray) -> np.ndarray:
         return self.score_with_engine(self.scoring_engine(), stack)
@@ -351,47 +366,42 @@ class Detector:
         """Score files in input order, ``chunk_size`` at a time; yields one row per file.
 
         Rows are ``{"path", "score", "p_value", "is_ood", "error", "threshold", "model_id"}``; the last two say
-        which calibrated threshold and which saved detector (:attr:`detector_id`) produced the row. A file that
+        which calibrated threshold and which saved detector (:attr:`detector_id`) produced the row. A fused or
+        statistics-only detector adds ``"d_score"`` after ``"score"``: D's own score from the same pass. A file that
         cannot be read yields a row with ``score=None`` and a specific ``error``; the others are unaffected (scores
-        are per image).
+        are per image). :func:`discopatch.results_frame` turns rows into a pandas DataFrame.
         ``explain=True`` adds ``"explanation"`` (an :class:`Explanation`, ``None`` for unreadable files) from the
         same forward pass as the score.
         """
         self._require_model()
         chunk_size = chunk_size or self.batch_size
         cfg = self.preset.preprocess
+        with_d = self.preset.score_mode != "d-only"
         for start in range(0, len(paths), chunk_size):
             chunk = paths[start : start + chunk_size]
             decoded = list(preprocess_many(chunk, cfg))
             ok = [img for _, img, _ in decoded if img is not None]
             explanations: list[Explanation] = self._explain_stack(np.stack(ok)) if ok and explain else []
+            scores: Any
             if explain:
-                scores: Any = [e.score for e in explanations]
+                scores, d_scores = [e.score for e in explanations], [e.d_score for e in explanations]
+            elif ok:
+                scores, d_scores = self._score_parts(self.scoring_engine(), np.stack(ok))
             else:
-                scores = self._score_stack(np.stack(ok)) if ok else []
-            it = iter(scores)
-            it_expl = iter(explanations)
+                scores, d_scores = [], None
+            it, it_d, it_expl = iter(scores), iter(d_scores if d_scores is not None else []), iter(explanations)
             for (_, img, err), path in zip(decoded, chunk):
-                if img is None:
-                    row = {"path": str(path), "score": None, "p_value": None, "is_ood": None, "error": err}
-                    row |= {"threshold": self._row_threshold(), "model_id": self.detector_id}
-                    yield {**row, "explanation": None} if explain else row
-                    continue
-                s = float(next(it))
-                row: dict[str, Any] = {
-                    "path": str(path),
-                    "score": s,
-                    "p_value": None,
-                    "is_ood": None,
-                    "error": None,
-                    "threshold": self._row_threshold(),
-                    "model_id": self.detector_id,
-                }
-                if self.calibration is not None:
+                s = None if img is None else float(next(it))
+                row: dict[str, Any] = {"path": str(path), "score": s}
+                if with_d:
+                    row["d_score"] = None if img is None else float(next(it_d))
+                row |= {"p_value": None, "is_ood": None, "error": err}
+                row |= {"threshold": self._row_threshold(), "model_id": self.detector_id}
+                if s is not None and self.calibration is not None:
                     row["p_value"] = float(self.calibration.p_values(np.array([s]))[0])
                     row["is_ood"] = bool(s > self.calibration.threshold)
                 if explain:
-                    row["explanation"] = next(it_expl)
+                    row["explanation"] = None if img is None else next(it_expl)
                 yield row
 
     def _row_threshold(self) -> float | None:
@@ -406,14 +416,63 @@ class Detector:
         self.calibration = Calibration.from_scores(self.score(images), fpr)
         return self
 
-    def predict(self, images: Images) -> dict[str, Any]:
-        """Scores, conformal p-values and decisions at the calibrated false-positive rate."""
-        if self.calibration is None:
+    def predict(self, images: Images | ImageSet) -> Prediction:
+        """Scores, conformal p-values and decisions at the calibrated false-positive rate, one entry per input.
+
+        ``images`` is a folder or file path, a uint8 stack, or a list of paths, arrays, bytes or Pillow images in
+        any mix. Each entry keeps its input's name in ``sources`` (the file path; ``#i`` for the i-th in-memory
+        input). An input that cannot be read becomes an error entry (NaN score, the reason in ``errors``) instead
+        of failing the call; the others are scored exactly as :meth:`score` scores them (scores are per image).
+        The result is a :class:`~discopatch.results.Prediction`, which still reads like the dict this method used
+        to return (``out["scores"]``) and adds ``to_frame()``.
+        """
+        cal = self.calibration
+        if cal is None:
             raise NotFittedError("the detector is not calibrated; call calibrate() with ID images")
-        scores = self.score(images)
-        return self.decide(scores)
+        sources, decoded = self._decode_named(images)
+        n = len(sources)
+        scores, p_values, is_ood = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
+        d_scores = None if self.preset.score_mode == "d-only" else np.full(n, np.nan)
+        ok = [i for i, (img, _) in enumerate(decoded) if img is not None]
+        if ok:
+            s, d = self._score_parts(self.scoring_engine(), np.stack([decoded[i][0] for i in ok]))
+            scores[ok], p_values[ok], is_ood[ok] = s, cal.p_values(s), cal.is_ood(s)
+            if d_scores is not None and d is not None:
+                d_scores[ok] = d
+        return Prediction(
+            sources=sources,
+            scores=scores,
+            p_values=p_values,
+            is_ood=is_ood,
+            errors=[err for _, err in decoded],
+            threshold=cal.threshold,
+            model_id=self.detector_id,
+            meta=self.meta(),
+            d_scores=d_scores,
+        )
+
+    def _decode_named(self, images: Images | ImageSet) -> tuple[list[str], list[tuple[np.ndarray | None, str | None]]]:
+        """Each input's name and ``(preprocessed image, None)`` or ``(None, error)``, in input order.
+
+        A path given alone is expanded like ``discopatch score`` does (a folder to its images, a file kept as given,
+        so a missing one is an error entry); inside a list every element is one input.
+        """
+        if isinstance(images, ImageSet):  # already preprocessed; its failed inputs follow the others
+            names = list(images.names) + [name for name, _ in images.errors]
+            return names, [(img, None) for img in images.images] + [(None, err) for _, err in images.errors]
+        if isinstance(images, (str, os.PathLike)):
+            items: list[ImageInput] = list(expand_paths([images]))
+        elif isinstance(images, np.ndarray):
+            if images.ndim not in (3, 4):
+                raise ValueError(f"an image stack must be (N, H, W) or (N, H, W, C); got shape {images.shape}")
+            items = list(images)
+        else:
+            items = list(images)
+        names = [str(x) if isinstance(x, (str, os.PathLike)) else f"#{i}" for i, x in enumerate(items)]
+        return names, [(img, err) for _, img, err in preprocess_many(items, self.preset.preprocess)]
 
     def decide(self, scores: np.ndarray) -> dict[str, Any]:
+        """p-values and decisions for scores already computed, with the threshold and detector they come from."""
         cal = self.calibration
         if cal is None:
             raise NotFittedError("the detector is not calibrated; call calibrate() with ID images")
@@ -422,22 +481,37 @@ class Detector:
             "p_values": cal.p_values(scores),
             "is_ood": cal.is_ood(scores),
             "threshold": cal.threshold,
+            "model_id": self.detector_id,
             "meta": self.meta(),
         }
 
     def meta(self) -> dict[str, Any]:
+        """What describes this detector in an output: it goes into ``evaluate``'s JSON and the service's answers.
+
+        ``threshold`` is ``None`` when uncalibrated or infinite; ``model_id`` is :attr:`detector_id`.
+        """
         return {
             "name": "DisCoPatch",
             "version": __version__,
             "preset": self.preset.name,
+            "score_mode": self.preset.score_mode,
             "n_patches": self.n_patches,
             "target_fpr": self.preset.target_fpr,
             "n_calibration": None if self.calibration is None else self.calibration.n,
+            "threshold": self._row_threshold(),
+            "model_id": self.detector_id,
         }
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
+        """Write the detector directory (:mod:`discopatch.artifact`); sets :attr:`detector_id`.
+
+        A detector built without :meth:`fit` and never saved before gets ``created`` now; one loaded from an
+        artefact older than provenance keeps having none rather than a made-up time.
+        """
         D = self._require_model()
+        if "created" not in self.provenance and self.detector_id is None:
+            self.provenance["created"] = utc_now()
         out = save_artifact(
             path,
             D,
@@ -445,7 +519,7 @@ class Detector:
             self.n_patches,
             self.seed,
             self.calibration,
-            extra={"preset": self.preset.name, "training": self.training_info}
+            extra={"preset": self.preset.name, "training": self.training_info, **self.provenance}
             | ({} if self.run_config is None else {"run_config": self.run_config}),
             score_mode=self.preset.score_mode,
             stats=None if self.stats_model is None else self.stats_model.to_tensors(),
@@ -464,8 +538,10 @@ class Detector:
     ) -> Detector:
         """Rebuild a detector from :meth:`save` output; damaged or mismatched artefacts raise ``ArtifactError``."""
         art = load_artifact(path)
-        base = get_preset(art.meta.get("preset") if art.meta.get("preset") in PRESETS else "small")
+        name = art.meta.get("preset")
+        base = get_preset(name if name in PRESETS else "small")
         preset = base.replace(
+            name=name if isinstance(name, str) else base.name,  # a custom preset's name survives a re-save
             model=art.model,
             preprocess=art.preprocess,
             test_patches=art.test_patches,
@@ -480,6 +556,7 @@ class Detector:
         det.calibration = art.calibration
         det.training_info = art.meta.get("training", {})
         det.run_config = art.meta.get("run_config")
+        det.provenance = {k: art.meta[k] for k in PROVENANCE_KEYS if k in art.meta}
         det.detector_id = detector_id(path)
         if art.stats is not None:
             try:

@@ -28,9 +28,8 @@ import numpy as np
 
 from .config import PreprocessConfig
 from .data.images import list_images, preprocess_many
-from .evaluation import EvaluationResult
+from .evaluation import EvaluationResult, with_id_scores
 from .log import progress_bar
-from .metrics import ood_metrics
 
 OFFICIAL_LABEL = (
     "official pipelines (ID: resize_crop Lanczos; OOD and ImageNet-C: bilinear squash) - NOT leak-free: ID and "
@@ -178,7 +177,7 @@ def evaluate_sources(
     )
     if len(id_scores) == 0:
         raise ValueError("the ID set has no readable images")
-    res = EvaluationResult(id_name=id_source.name, n_id=len(id_scores), meta=det.meta())
+    res = with_id_scores(det, id_source.name, id_scores)
     res.meta["pipeline"] = OFFICIAL_LABEL if official else MATCHED_LABEL
     res.unreadable[id_source.name] = id_err
     corr_rows: list[dict[str, float]] = []
@@ -188,7 +187,7 @@ def evaluate_sources(
         res.unreadable[src.name] = err
         if len(s) == 0:
             raise ValueError(f"OOD set {src.name!r} has no readable images")
-        res.rows[src.name] = ood_metrics(id_scores, s)
+        res.add_set(det, src.name, s)
         if src.kind == "imagenet-c":
             corr_rows.append(res.rows[src.name])
     if corr_rows:
@@ -200,15 +199,12 @@ def evaluate_sources(
     return res
 
 
-def cmd_evaluate_sources(args: Any) -> int:
-    """``discopatch evaluate`` with image lists, ImageNet-C or ``--official-pipeline`` (streamed scoring)."""
-    import json
-    import sys
+def evaluate_args(det: Any, args: Any) -> EvaluationResult:
+    """``discopatch evaluate`` with image lists, ImageNet-C or ``--official-pipeline`` (streamed scoring); the
+    command prints and writes the result."""
 
-    from .detector import Detector
     from .evaluation import parse_named_dir
 
-    det = Detector.load(args.model, device=args.device, engine=getattr(args, "engine", "auto"))
     roots = dict(parse_named_dir(s) for s in getattr(args, "list_root", []))
     if args.id_list:
         id_src = list_source(Path(args.id_list).stem, args.id_list, args.data_root, kind="id")
@@ -217,14 +213,6 @@ def cmd_evaluate_sources(args: Any) -> int:
     oods = [source_from_spec(spec, args.data_root, roots=roots) for spec in args.ood]
     if args.imagenet_c:
         oods += imagenet_c_sources(args.imagenet_c)
-    res = evaluate_sources(
+    return evaluate_sources(
         det, id_src, oods, official=args.official_pipeline, progress=not getattr(args, "quiet", False)
     )
-    print(f"pipeline: {res.meta['pipeline']}")
-    print(res.table())
-    for name, errs in res.unreadable.items():
-        if errs:
-            print(f"warning: {len(errs)} unreadable file(s) skipped in {name}, first: {errs[0][1]}", file=sys.stderr)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(res.to_dict(), indent=2))
-    return 0

@@ -37,9 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from .artifact import write_new_file
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .distributed import any_across_ranks, is_main_process, rank_and_world
 from .log import progress_bar
@@ -372,8 +374,8 @@ class Trainer:
         tmp_j = directory / (CHECKPOINT_STATE + ".tmp")
         # The weights file carries its own state too: the two renames are not one atomic step, and a kill between
         # them must not pair new weights with an old step count.
-        save_file(tensors, str(tmp_w), metadata={"checkpoint": json.dumps(meta)})
-        tmp_j.write_text(json.dumps(meta, indent=1))
+        write_new_file(tmp_w, safetensors_bytes(tensors, metadata={"checkpoint": json.dumps(meta)}))
+        write_new_file(tmp_j, json.dumps(meta, indent=1).encode())
         os.replace(tmp_w, directory / CHECKPOINT_WEIGHTS)
         os.replace(tmp_j, directory / CHECKPOINT_STATE)
         return directory

@@ -1,4 +1,5 @@
-"""Benchmark outputs: ``results.json``, a Markdown summary and a self-contained HTML report with figures.
+"""Benchmark outputs: ``results.json``, a Markdown summary and a self-contained HTML report with figures; and the
+same kind of report for ``discopatch evaluate --report`` (:func:`write_evaluation_report`).
 
 Figures are rendered with matplotlib (Agg) and embedded as base64 PNG, so the HTML file has no external fetches.
 """
@@ -8,13 +9,18 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..data.corruptions import CORRUPTIONS
 from .runner import SEVERITIES, save_json
+
+if TYPE_CHECKING:
+    from ..evaluation import EvaluationResult
 
 MAIN = "DisCoPatch (per-image statistics)"
 GROUP_TITLES = {
@@ -162,14 +168,58 @@ def _figure_png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def figures(results: dict[str, Any], raw: dict[str, dict[str, np.ndarray]]) -> dict[str, str]:
-    """Base64 PNGs: ROC curves, score histograms, the corruption x severity heat map, the N sweep."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def roc_figure(
+    reference: np.ndarray, sets: dict[str, np.ndarray], labels: dict[str, str], title: str = "DisCoPatch ROC curves"
+) -> str:
+    """Base64 PNG of one ROC curve per set against the ID ``reference`` scores (OOD = positive, higher = OOD)."""
     from sklearn.metrics import roc_curve
 
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for k, s in sets.items():
+        y = np.r_[np.zeros(len(reference)), np.ones(len(s))]
+        fpr, tpr, _ = roc_curve(y, np.r_[reference, s])
+        ax.plot(fpr, tpr, label=labels.get(k, k))
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(
+        xlabel="false-positive rate (ID flagged)",
+        ylabel="true-positive rate (OOD caught)",
+        title=f"{title} (AUROC %)",
+    )
+    ax.legend(fontsize=7)
+    png = _figure_png(fig)
+    plt.close(fig)
+    return png
+
+
+def score_histogram(
+    ax: Any, reference: np.ndarray, sets: dict[str, np.ndarray], threshold: float | None = None
+) -> None:
+    """The ID ``reference`` scores filled, each set's as an outline, on shared bins; the threshold as a dashed line."""
+    lo = min(float(np.min(v)) for v in [reference, *sets.values()])
+    hi = max(float(np.max(v)) for v in [reference, *sets.values()])
+    bins = np.linspace(lo, hi + 1e-12, 40)
+    ax.hist(reference, bins=bins, alpha=0.5, density=True, label="ID reference")
+    for k, v in sets.items():
+        ax.hist(v, bins=bins, histtype="step", density=True, label=k)
+    if threshold is not None and math.isfinite(threshold):
+        ax.axvline(threshold, color="k", ls="--", lw=1, label="threshold")
+    ax.set(xlabel="score (higher = more OOD)")
+    ax.legend(fontsize=7)
+
+
+def figures(results: dict[str, Any], raw: dict[str, dict[str, np.ndarray]]) -> dict[str, str]:
+    """Base64 PNGs: ROC curves, score histograms, the corruption x severity heat map, the N sweep."""
+    plt = _pyplot()
     out: dict[str, str] = {}
     main = results["methods"].get(MAIN)
     scores = raw.get(MAIN)
@@ -182,21 +232,8 @@ def figures(results: dict[str, Any], raw: dict[str, dict[str, np.ndarray]]) -> d
             "contrast/3",
             "jpeg_compression/3",
         ] + [k for k in scores if k.startswith(("near/", "far/"))]
-        fig, ax = plt.subplots(figsize=(6, 5))
-        for k in picks:
-            if k in scores:
-                y = np.r_[np.zeros(len(scores["reference"])), np.ones(len(scores[k]))]
-                fpr, tpr, _ = roc_curve(y, np.r_[scores["reference"], scores[k]])
-                ax.plot(fpr, tpr, label=f"{k} ({100 * main['sets'][k]['auroc']:.1f})")
-        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-        ax.set(
-            xlabel="false-positive rate (ID flagged)",
-            ylabel="true-positive rate (OOD caught)",
-            title="DisCoPatch ROC curves (AUROC %)",
-        )
-        ax.legend(fontsize=7)
-        out["roc"] = _figure_png(fig)
-        plt.close(fig)
+        labels = {k: f"{k} ({100 * main['sets'][k]['auroc']:.1f})" for k in picks if k in scores}
+        out["roc"] = roc_figure(scores["reference"], {k: scores[k] for k in labels}, labels)
 
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.5), sharey=False)
         for ax, group in zip(
@@ -207,15 +244,7 @@ def figures(results: dict[str, Any], raw: dict[str, dict[str, np.ndarray]]) -> d
                 [k for k in scores if k.startswith("far/")],
             ),
         ):
-            lo = min(float(np.min(scores[k])) for k in ["reference", *group] if k in scores)
-            hi = max(float(np.max(scores[k])) for k in ["reference", *group] if k in scores)
-            bins = np.linspace(lo, hi + 1e-12, 40)
-            ax.hist(scores["reference"], bins=bins, alpha=0.5, density=True, label="ID reference")
-            for k in group:
-                if k in scores:
-                    ax.hist(scores[k], bins=bins, histtype="step", density=True, label=k)
-            ax.set(xlabel="score (higher = more OOD)")
-            ax.legend(fontsize=7)
+            score_histogram(ax, scores["reference"], {k: scores[k] for k in group if k in scores})
         fig.suptitle("DisCoPatch score histograms")
         out["histograms"] = _figure_png(fig)
         plt.close(fig)
@@ -290,19 +319,114 @@ def _inline(text: str) -> str:
     return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts)).replace("`", "")
 
 
-def write_reports(results: dict[str, Any], raw: dict[str, dict[str, np.ndarray]], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    save_json(results, out / "results.json")
-    md = markdown_summary(results)
-    (out / "summary.md").write_text(md)
-    figs = figures(results, raw)
+def html_page(title: str, md: str, figs: dict[str, str]) -> str:
+    """A self-contained HTML page: the Markdown body, then each figure under its name."""
     body = _md_to_html(md)
     imgs = "".join(f'<h2>{html.escape(k)}</h2><img alt="{k}" src="data:image/png;base64,{v}">' for k, v in figs.items())
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:13px}"
         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child{text-align:left}"
     )
-    (out / "report.html").write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>discopatch benchmark</title>"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body>{body}{imgs}</body></html>"
     )
+
+
+def write_reports(results: dict[str, Any], raw: dict[str, dict[str, np.ndarray]], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(results, out / "results.json")
+    md = markdown_summary(results)
+    (out / "summary.md").write_text(md)
+    (out / "report.html").write_text(html_page("discopatch benchmark", md, figures(results, raw)))
+
+
+#: At most this many sets get a ROC curve and a histogram panel (the table lists all of them).
+MAX_PLOTTED_SETS = 12
+
+
+def evaluation_markdown(res: EvaluationResult, model: str) -> str:
+    """The report's text: which detector and threshold, then one table row per set with its AUROC interval."""
+    meta = res.meta
+    thr = meta.get("threshold")
+    lines = [
+        f"# discopatch evaluate: {model}",
+        "",
+        f"- model_id {meta.get('model_id')}, preset {meta.get('preset')}, score {meta.get('score_mode')}, "
+        f"{meta.get('n_patches')} patches per image, discopatch {meta.get('version')}",
+    ]
+    if meta.get("n_calibration") is None:
+        lines.append("- not calibrated: no threshold, nothing is flagged")
+    else:
+        lines.append(
+            f"- threshold {'infinite (too few calibration images)' if thr is None else f'{thr:.6g}'} at "
+            f"{meta['target_fpr']:.1%} target false-positive rate ({meta['n_calibration']} calibration images); "
+            f"flagged = share of a set above it"
+        )
+    flagged = "" if res.id_flagged is None else f", {_pct(res.id_flagged)} % flagged"
+    lines += [
+        f"- ID set {res.id_name}: {res.n_id} images{flagged}",
+        "- AUROC and the other metrics in %, OOD as the positive class; 95 % CI: percentile bootstrap of the AUROC "
+        "(ID and OOD scores resampled separately, 1000 times, seed 0)",
+        f"- evaluated {datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')} in {res.seconds:.1f} s"
+        + (f"; {meta['pipeline']}" if meta.get("pipeline") else ""),
+        "",
+        "## Results",
+        "",
+        "| set | AUROC | 95 % CI | FPR95(OOD+) | FPR95(ID+) | AUPR-In | AUPR-Out | flagged | n |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in res.rows.items():
+        ci = r.get("auroc_ci95")
+        lines.append(
+            f"| {name} | {_pct(r['auroc'])} | {'-' if ci is None else f'{_pct(ci[0])} - {_pct(ci[1])}'} | "
+            f"{_pct(r['fpr95_ood_positive'])} | {_pct(r['fpr95_id_positive'])} | {_pct(r['aupr_in'])} | "
+            f"{_pct(r['aupr_out'])} | {_pct(r.get('flagged'))} | {r.get('n_ood', '')} |"
+        )
+    skipped = {k: v for k, v in res.unreadable.items() if v}
+    if skipped:
+        lines += ["", "## Unreadable files (skipped)", ""]
+        lines += [f"- {k}: {len(v)}, first: {v[0][1]}" for k, v in skipped.items()]
+    return "\n".join(lines) + "\n"
+
+
+def evaluation_figures(res: EvaluationResult) -> dict[str, str]:
+    """ROC curves and one histogram panel per set (ID against it, with the threshold), for up to
+    :data:`MAX_PLOTTED_SETS` sets."""
+    if res.id_scores is None or not res.ood_scores:
+        return {}
+    names = list(res.ood_scores)[:MAX_PLOTTED_SETS]
+    more = f", first {len(names)} of {len(res.ood_scores)} sets" if len(res.ood_scores) > len(names) else ""
+    labels = {}
+    for k in names:
+        ci = res.rows[k].get("auroc_ci95")
+        labels[k] = (
+            f"{k} ({_pct(res.rows[k]['auroc'])}" + ("" if ci is None else f", CI {_pct(ci[0])}-{_pct(ci[1])}") + ")"
+        )
+    out = {"ROC curves": roc_figure(res.id_scores, {k: res.ood_scores[k] for k in names}, labels, "ROC" + more)}
+    plt = _pyplot()
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.2 * rows), squeeze=False)
+    thr = res.meta.get("threshold")
+    for ax, k in zip(axes.ravel(), names):
+        score_histogram(ax, res.id_scores, {k: res.ood_scores[k]}, thr)
+        flagged = res.rows[k].get("flagged")
+        ax.set_title(k + ("" if flagged is None else f": {_pct(flagged)} % flagged"), fontsize=9)
+    for ax in axes.ravel()[len(names) :]:
+        ax.axis("off")
+    fig.suptitle(f"Score histograms, ID: {res.id_name}{more}")
+    fig.tight_layout()
+    out["Score histograms"] = _figure_png(fig)
+    plt.close(fig)
+    return out
+
+
+def write_evaluation_report(res: EvaluationResult, path: Path, model: str) -> Path:
+    """``discopatch evaluate --report``: one self-contained HTML file (add ``auroc_ci95`` to the rows first with
+    :meth:`~discopatch.evaluation.EvaluationResult.add_auroc_ci`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        html_page(f"discopatch evaluate: {model}", evaluation_markdown(res, model), evaluation_figures(res))
+    )
+    return path

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..config import PreprocessConfig
 from ..log import progress_bar
@@ -81,3 +82,49 @@ def split_train_val(names: Sequence[str], val_fraction: float, seed: int = 0) ->
     val = np.sort(np.asarray(order[:n_val], dtype=np.int64))
     train = np.sort(np.asarray(order[n_val:], dtype=np.int64))
     return train, val
+
+
+def fingerprint_inputs(images: str | os.PathLike | np.ndarray | Sequence[ImageInput]) -> dict[str, object]:
+    """A SHA-256 that identifies a list of training inputs without storing it (``detector.json``'s
+    ``training_data``), so that a detector can be traced back to the images it learnt from.
+
+    Each input becomes one line and the hash is taken over the sorted lines, so the order of a list does not matter:
+
+    * a file: ``file<TAB>NAME<TAB>SIZE``, NAME its path relative to the folder given (its file name when a single
+      file is given, the path as given inside a list), SIZE in bytes. The files are not read, so fingerprinting a
+      folder is cheap; an edit that keeps a file's size is not seen.
+    * an array, a Pillow image or raw bytes: ``array<TAB>DTYPE<TAB>SHAPE<TAB>SHA256`` over the pixel bytes
+      (``image<TAB>MODE<TAB>WxH<TAB>SHA256`` for Pillow, ``bytes<TAB>SHA256``), so the same pixels given as a
+      stack or as a list give the same fingerprint.
+
+    ``scheme`` says which kind was hashed: ``names+sizes`` (files only), ``array-bytes`` (in-memory only) or
+    ``mixed``.
+    """
+    if isinstance(images, (str, os.PathLike)):
+        root = Path(images)
+        files = list_images(root)
+        lines = [
+            f"file\t{f.relative_to(root).as_posix() if root.is_dir() else f.name}\t{f.stat().st_size}" for f in files
+        ]
+        kinds = {"file"}
+    else:
+        items = list(images)
+        lines = [_input_line(x) for x in items]
+        kinds = {line.split("\t", 1)[0] for line in lines}
+    h = hashlib.sha256()
+    for line in sorted(lines):
+        h.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    scheme = "names+sizes" if kinds <= {"file"} else "array-bytes" if "file" not in kinds else "mixed"
+    return {"sha256": h.hexdigest(), "n": len(lines), "scheme": scheme}
+
+
+def _input_line(x: ImageInput) -> str:
+    if isinstance(x, (str, os.PathLike)):
+        p = Path(x)
+        return f"file\t{p.as_posix()}\t{p.stat().st_size if p.is_file() else -1}"
+    if isinstance(x, np.ndarray):
+        data = np.ascontiguousarray(x)
+        return f"array\t{data.dtype.str}\t{'x'.join(map(str, data.shape))}\t{hashlib.sha256(data).hexdigest()}"
+    if isinstance(x, Image.Image):
+        return f"image\t{x.mode}\t{x.width}x{x.height}\t{hashlib.sha256(x.tobytes()).hexdigest()}"
+    return f"bytes\t{hashlib.sha256(bytes(x)).hexdigest()}"
