@@ -22,7 +22,7 @@ def test_every_argument_has_help_and_shows_its_default(name: str) -> None:
     formatter = parser._get_formatter()
     for action in _options(name):
         assert action.help and action.help.strip(), f"{name} {action.option_strings or action.dest}: no help"
-        if action.option_strings and action.default not in (None, False):
+        if action.option_strings and action.default is not None and action.default is not False:
             shown = formatter._get_help_string(action) % {"default": action.default}
             assert "default" in shown.lower(), f"{name} {action.option_strings}: default not shown"
 
@@ -42,6 +42,10 @@ def test_defaults_appear_in_the_rendered_help(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert "images per forward pass (speed and memory only) (default: 256)" in text
     assert "(default: fp32)" in text
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    fit_text = " ".join(capsys.readouterr().out.split())
+    assert "the test patch positions (default: 0)" in fit_text  # --seed: a zero default is a default too
 
 
 def test_top_level_help_groups_evaluation_commands_apart(capsys) -> None:

@@ -81,7 +81,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if _STATES_DEFAULT.search(text) or action.default in (None, False, argparse.SUPPRESS):
+        # identity, not ==: 0 == False, and a default of 0 (e.g. --seed) must still be shown
+        off = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if _STATES_DEFAULT.search(text) or off:
             return text
         if not action.option_strings and action.nargs not in ("?", "*"):
             return text
