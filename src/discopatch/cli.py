@@ -159,8 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="1 = gray, 3 = RGB, auto = from the images",
     )
     p.add_argument("--epochs", type=int, help="epochs over the training split (default: the preset's)")
-    p.add_argument("--max-steps", type=int, help="stop after this many training steps in all")
-    p.add_argument("--max-time", type=float, help="stop training after this many seconds")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        help="stop after this many training steps in all (default: the preset's; small: 1380, where its learning "
+        "curve peaks - docs/BENCHMARKS.md)",
+    )
+    p.add_argument(
+        "--max-time", type=float, help="stop training after this many seconds (default: the preset's; small: 1200)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of training, the split and the test patch positions")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate of the threshold (default 0.05)")
