@@ -43,6 +43,17 @@ def test_presets_end_in_a_map_larger_than_1x1() -> None:
     assert get_preset("small-1x1", channels=1).model.channels == 1
 
 
+def test_small_trains_with_one_image_per_group_and_the_benchmark_keeps_the_other_as_a_variant() -> None:
+    from discopatch.benchmark.runner import trained_variants
+
+    assert small_preset().train.grouping == "image"  # as at scoring (docs/BENCHMARKS.md, "Longer training")
+    assert paper_preset().train.grouping == "domain"  # the paper's pooled batch
+    small_rows = trained_variants(small_preset())
+    paper_rows = trained_variants(paper_preset())
+    assert [kw for _, kw in small_rows.values() if "grouping" in kw] == [{"grouping": "domain"}]
+    assert [kw for _, kw in paper_rows.values() if "grouping" in kw] == [{"grouping": "image"}]
+
+
 def _distinct_images(preset, n: int = 12) -> np.ndarray:
     rng = np.random.default_rng(0)
     size = preset.preprocess.image_size

@@ -189,7 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, help="Adam learning rate of both networks")
     g.add_argument("--w-kl", type=float, help="weight of the VAE's KL term")
     g.add_argument("--w-adv", type=float, help="weight of the VAE's adversarial terms")
-    g.add_argument("--grouping", choices=["domain", "image"], help="training normalisation groups")
+    g.add_argument(
+        "--grouping",
+        choices=["domain", "image"],
+        help="training normalisation groups: the whole batch (domain, paper preset) or one image (image, small preset)",
+    )
     g.add_argument("--ema", type=float, help="EMA decay of D's weights kept as the detector (0 = off)")
     g.add_argument("--no-first-norm", action="store_true", help="no normalisation in D's first layer")
     g.add_argument("--betas", type=_betas, help="Adam betas of both optimisers, e.g. 0.5,0.999 (paper: 0.9,0.999)")
