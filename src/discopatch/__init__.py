@@ -5,8 +5,7 @@ per-image outputs: :class:`Prediction` (what ``predict`` returns) and :func:`res
 DataFrame, with the ``[pandas]`` extra).
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .config import Preset, get_preset, paper_preset, small_preset
 from .detector import Detector, NotFittedError
 from .results import Prediction, results_frame

@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from . import __version__
+from ._version import __version__
 from .artifact_schema import validate as validate_schema
 from .calibration import Calibration
 from .config import ModelConfig, PreprocessConfig, from_dict, to_dict

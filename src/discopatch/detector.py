@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
+from ._version import __version__
 from .artifact import PROVENANCE_KEYS, ArtifactError, detector_id, load_artifact, save_artifact
 from .calibration import Calibration
 from .config import PRESETS, Preset, get_preset, to_dict

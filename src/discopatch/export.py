@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from .config import to_dict
 from .model import Discriminator
 from .model.norm import PatchGroupNorm
