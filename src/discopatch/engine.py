@@ -21,6 +21,7 @@ import torch
 
 from .config import ModelConfig
 from .model import Discriminator
+from .onnx_graph import export_onnx_bytes
 from .patches import content_corners, extract_patches, to_tensor
 from .scoring import scores_from_logits
 
@@ -222,7 +223,7 @@ class TorchEngine(ScoringEngine):
 
 
 class OnnxEngine(ScoringEngine):
-    """D exported by :mod:`discopatch.export` and run by ONNX Runtime on the CPU.
+    """D as the ONNX graph of :mod:`discopatch.onnx_graph`, run by ONNX Runtime on the CPU.
 
     Built in memory from a loaded D (:meth:`from_discriminator`) or from an exported file. The session is a
     snapshot: weights changed later in PyTorch are not seen (the detector rebuilds its engine after ``fit``).
@@ -258,8 +259,6 @@ class OnnxEngine(ScoringEngine):
 
     @classmethod
     def from_discriminator(cls, D: Discriminator, n_patches: int, seed: int = 0, **kw: Any) -> OnnxEngine:
-        from .export import export_onnx_bytes
-
         return cls(export_onnx_bytes(D, n_patches), D.cfg, n_patches, seed, **kw)
 
     @classmethod
