@@ -7,8 +7,10 @@ Figures are rendered with matplotlib (Agg) and embedded as base64 PNG, so the HT
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
+import json
 import math
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..data.corruptions import CORRUPTIONS
-from .runner import SEVERITIES, save_json
+from ..data.corruptions import CORRUPTIONS, SEVERITIES
 
 if TYPE_CHECKING:
     from ..evaluation import EvaluationResult
@@ -331,6 +332,20 @@ def html_page(title: str, md: str, figs: dict[str, str]) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body>{body}{imgs}</body></html>"
     )
+
+
+def save_json(results: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(results, indent=1, default=_json_default))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    raise TypeError(type(o))
 
 
 def write_reports(results: dict[str, Any], raw: dict[str, dict[str, np.ndarray]], out: Path) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -35,7 +34,7 @@ import torch
 
 from .. import __version__
 from ..config import Preset, get_preset
-from ..data.corruptions import CORRUPTIONS, PARAM_SOURCES, resolve_params
+from ..data.corruptions import CORRUPTIONS, PARAM_SOURCES, SEVERITIES, resolve_params
 from ..data.corruptions import corrupt_batch as _corrupt_batch
 from ..data.images import stack_images
 from ..detector import Detector
@@ -54,8 +53,8 @@ from .baselines import (
 )
 from .datasets import ProtocolData, load_protocol
 from .drift import UntrainedAutoencoderFeatures, images_for_power, ks_test, mean_score_test, mmd_test
+from .report import save_json, write_reports
 
-SEVERITIES = (1, 2, 3, 4, 5)
 NORM_ABLATIONS = ("batchnorm", "groupnorm", "instancenorm")
 
 
@@ -408,8 +407,6 @@ def run_benchmark(
 
     results["wall_seconds"] = round(time.monotonic() - t_start, 1)
     if out is not None:
-        from .report import write_reports
-
         write_reports(results, raw_scores, Path(out))
     return results
 
@@ -570,20 +567,6 @@ def drift_power(
             r = images_for_power(fn, ref, None, transform(imgs), **kw, max_ref=cap)
             out["shifts"][shift][name] = {"n_for_power": r["n_for_power"], "power": r["power"]}
     return out
-
-
-def save_json(results: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(results, indent=1, default=_json_default))
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if dataclasses.is_dataclass(o):
-        return dataclasses.asdict(o)
-    raise TypeError(type(o))
 
 
 __all__ = ["FULL", "FULL_PHOTOS", "QUICK", "Budget", "run_benchmark", "save_json"]

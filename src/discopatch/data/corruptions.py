@@ -74,6 +74,7 @@ __all__ = [
     "PARAM_FIELDS",
     "PARAM_SOURCES",
     "REFERENCE_SIZE",
+    "SEVERITIES",
     "corrupt",
     "corrupt_batch",
     "resolve_params",
@@ -97,6 +98,9 @@ CORRUPTIONS: tuple[str, ...] = (
     "jpeg_compression",
 )
 """The 15 benchmark corruptions, in the order of Hendrycks & Dietterich (2019)."""
+
+SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+"""The severities every corruption has (1 = mildest); the benchmark's covariate grid is CORRUPTIONS x SEVERITIES."""
 
 CORRUPTION_FAMILIES: dict[str, str] = {
     "gaussian_noise": "noise",
