@@ -136,7 +136,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
         from .detector import Detector
 
         det = Detector.load(args.model, device="cpu", engine="torch")
-        D, pre, n, seed, name = det._require_model(), det.preprocess_config, det.n_patches, det.seed, args.model
+        D, pre, n, seed, name = det.require_model(), det.preprocess_config, det.n_patches, det.seed, args.model
     else:
         if args.check_precision:
             raise ValueError("--check-precision needs a trained MODEL (an untrained D has no meaningful AUROC)")

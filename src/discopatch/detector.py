@@ -309,7 +309,8 @@ class Detector:
         return out
 
     # ------------------------------------------------------------------ scoring
-    def _require_model(self) -> Discriminator:
+    def require_model(self) -> Discriminator:
+        """The trained discriminator; raises :class:`NotFittedError` if the detector was neither fitted nor loaded."""
         if self.discriminator is None:
             raise NotFittedError("the detector has not been trained or loaded; call fit() or Detector.load()")
         return self.discriminator
@@ -322,7 +323,7 @@ class Detector:
         """Scores for images already passed through :func:`~discopatch.data.images.preprocess`."""
         if pool_images == 1:
             return self._score_stack(stack)
-        D = self._require_model()  # the leaky pooled ablation exists in PyTorch only
+        D = self.require_model()  # the leaky pooled ablation exists in PyTorch only
         return score_array(D, stack, self.n_patches, self.seed, self.device, self.batch_size, pool_images)
 
     def scoring_engine(self) -> ScoringEngine:
@@ -331,7 +332,7 @@ class Detector:
         An ONNX engine is a snapshot of D's weights; it is rebuilt when ``discriminator`` is replaced or its
         parameters are modified in place (tracked through their version counters).
         """
-        D = self._require_model()
+        D = self.require_model()
         eng = self._engine
         key = (id(D), self.n_patches, tuple(p._version for p in D.parameters()))
         if eng is None or getattr(eng, "source_key", None) != key:
@@ -373,7 +374,7 @@ class Detector:
         ``explain=True`` adds ``"explanation"`` (an :class:`Explanation`, ``None`` for unreadable files) from the
         same forward pass as the score.
         """
-        self._require_model()
+        self.require_model()
         chunk_size = chunk_size or self.batch_size
         cfg = self.preset.preprocess
         with_d = self.preset.score_mode != "d-only"
@@ -509,7 +510,7 @@ class Detector:
         A detector built without :meth:`fit` and never saved before gets ``created`` now; one loaded from an
         artefact older than provenance keeps having none rather than a made-up time.
         """
-        D = self._require_model()
+        D = self.require_model()
         if "created" not in self.provenance and self.detector_id is None:
             self.provenance["created"] = utc_now()
         out = save_artifact(

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .detector import Detector
 from .engine import OnnxEngine, TorchEngine
 from .onnx_graph import (
     DEFAULT_OPSET,
@@ -41,10 +42,10 @@ __all__ = [
 ]
 
 
-def export_detector(det: Any, out: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
+def export_detector(det: Detector, out: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
     """Write a fitted/loaded :class:`~discopatch.detector.Detector` to ``out``: D, its statistics model when the
     detector uses one, and the metadata (preprocessing, sampling, threshold) a consumer needs."""
-    D = det._require_model()
+    D = det.require_model()
     mode = getattr(det.preset, "score_mode", "d-only")
     cal = det.calibration
     meta = onnx_metadata(
@@ -73,7 +74,7 @@ def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
     return {p.key: p.value for p in m.metadata_props}
 
 
-def check_export(det: Any, onnx_path: str | os.PathLike, images: Any = None, limit: int = 256) -> float:
+def check_export(det: Detector, onnx_path: str | os.PathLike, images: Any = None, limit: int = 256) -> float:
     """Largest |ONNX Runtime graph score - PyTorch float32/64 score| over real images (default: demo test images).
 
     ``images`` is anything :func:`~discopatch.data.images.preprocess` reads (arrays, paths, bytes). Compares the
@@ -88,7 +89,7 @@ def check_export(det: Any, onnx_path: str | os.PathLike, images: Any = None, lim
     if images is None:
         images = load_demo_fashion_mnist().test_images[:limit]
     stack = stack_images(list(images), det.preprocess_config)
-    D = det._require_model()
+    D = det.require_model()
     ref = det.score_with_engine(TorchEngine(D, det.n_patches, det.seed, "cpu"), stack)
     engine = OnnxEngine.from_file(onnx_path, det.n_patches, det.seed, D.cfg)
     got = engine.score(stack, batch_size=det.batch_size, in_graph=True)

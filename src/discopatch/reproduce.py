@@ -28,6 +28,7 @@ import numpy as np
 
 from .config import PreprocessConfig
 from .data.images import list_images, preprocess_many
+from .detector import Detector
 from .evaluation import EvaluationResult, with_id_scores
 from .log import progress_bar
 
@@ -132,7 +133,7 @@ def pipeline_config(base: PreprocessConfig, kind: str, official: bool) -> Prepro
 
 
 def score_files(
-    det: Any,
+    det: Detector,
     files: Sequence[str | os.PathLike],
     cfg: PreprocessConfig | None = None,
     chunk_size: int = 256,
@@ -162,7 +163,7 @@ def score_files(
 
 
 def evaluate_sources(
-    det: Any,
+    det: Detector,
     id_source: Source,
     ood_sources: Iterable[Source],
     official: bool = False,
@@ -199,7 +200,7 @@ def evaluate_sources(
     return res
 
 
-def evaluate_args(det: Any, args: Any) -> EvaluationResult:
+def evaluate_args(det: Detector, args: Any) -> EvaluationResult:
     """``discopatch evaluate`` with image lists, ImageNet-C or ``--official-pipeline`` (streamed scoring); the
     command prints and writes the result."""
 

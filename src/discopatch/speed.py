@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .config import ModelConfig, PreprocessConfig
+from .detector import Detector
 from .engine import ScoringEngine, make_engine
 from .model import Discriminator
 
@@ -300,7 +301,7 @@ class PrecisionCheck:
 
 
 def precision_check(
-    det: Any,
+    det: Detector,
     precisions: Sequence[str] = ("bf16", "int8"),
     tolerance: float = AUROC_TOLERANCE,
     seed: int = 0,
@@ -316,7 +317,7 @@ def precision_check(
     from .demo import build_demo_sets
     from .metrics import ood_metrics
 
-    D = det._require_model().cpu()
+    D = det.require_model().cpu()
     reference, sets = build_demo_sets(det, seed=seed)
     if limit is not None:
         reference = reference.subset(np.arange(min(limit, len(reference))))
