@@ -38,7 +38,7 @@ from safetensors.torch import save as safetensors_bytes
 from ._version import __version__
 from .artifact_schema import validate as validate_schema
 from .calibration import Calibration
-from .config import ModelConfig, PreprocessConfig, from_dict, to_dict
+from .config import SCORE_MODES, ModelConfig, PreprocessConfig, ScoreMode, from_dict, to_dict
 from .model import Discriminator
 
 FORMAT = "discopatch-detector"
@@ -47,7 +47,6 @@ CONFIG_FILE = "detector.json"
 WEIGHTS_FILE = "discriminator.safetensors"
 CALIBRATION_FILE = "calibration.safetensors"
 STATS_FILE = "statistics.safetensors"
-SCORE_MODES = ("d-only", "fused", "stats-only")
 DIGEST_KEY = "digest"
 DIGEST_SECTIONS = ("model", "preprocess", "scoring", "calibration", "files")
 PROVENANCE_KEYS = ("created", "training_data")
@@ -66,7 +65,7 @@ class Artifact:
     state_dict: dict[str, torch.Tensor]
     calibration: Calibration | None
     meta: dict[str, Any]
-    score_mode: str = "d-only"
+    score_mode: ScoreMode = "d-only"
     stats: dict[str, torch.Tensor] | None = None
 
 
@@ -184,7 +183,7 @@ def save_artifact(
     seed: int,
     calibration: Calibration | None,
     extra: dict[str, Any] | None = None,
-    score_mode: str = "d-only",
+    score_mode: ScoreMode = "d-only",
     stats: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     directory = Path(directory)

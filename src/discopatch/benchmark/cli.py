@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..config import RESIZE_MODES, TRAIN_GROUPINGS
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from ..cli import examples
@@ -60,10 +62,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--end-only", action="store_true", help="evaluate seeds after the first at the last step only (faster)"
     )
     g.add_argument("--betas", help="Adam betas for both networks, e.g. 0.5,0.999 (default: the preset's)")
-    g.add_argument("--grouping", choices=["domain", "image"], help="training normalisation groups")
+    g.add_argument("--grouping", choices=TRAIN_GROUPINGS, help="training normalisation groups")
     g.add_argument("--n-train", type=int, help="ID training images (default: the protocol's)")
     g.add_argument("--image-size", type=int, help="candidate geometry: image side (default: the preset's)")
-    g.add_argument("--resize", choices=["resize_crop", "pad", "squash"], help="candidate geometry: resize mode")
+    g.add_argument("--resize", choices=RESIZE_MODES, help="candidate geometry: resize mode")
     g.add_argument("--patch-size", type=int, help="candidate geometry: patch side")
     g.add_argument("--widths", help="candidate geometry: D/VAE widths, e.g. 32,64")
     p.set_defaults(func=cmd_benchmark)
