@@ -110,7 +110,7 @@ class OnnxScorer(nn.Module):
         if self.score_mode == "d-only":
             return logits, stats, d_score.float()
         z = (stats.double() - self.feat_mean) / self.feat_scale - self.location
-        s_score = ((z @ self.precision) * z).sum(dim=1)
+        s_score = ((z @ self.precision) * z).sum(dim=1)  # buffer "precision": the inverse covariance (saved key)
         if self.score_mode == "stats-only":
             return logits, stats, s_score.float()
         dm, ds, sm, ss = self.fusion[0], self.fusion[1], self.fusion[2], self.fusion[3]
