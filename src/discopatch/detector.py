@@ -342,10 +342,6 @@ class Detector:
         eng.seed = self.seed
         return eng
 
-    def reset_engine(self) -> None:
-        """Forget the cached engine (after editing D's weights in place)."""
-        self._engine = None
-
     def _stack(self, images: Images, progress: bool = False) -> np.ndarray:
         if isinstance(images, (str, os.PathLike)):
             data = load_folder(images, self.preset.preprocess, progress=progress)

@@ -688,10 +688,6 @@ class SmallCNNClassifier:
             return np.zeros((0, k)), np.zeros((0, 4 * self.width))
         return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
-    def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
-        logits, _ = self.logits_and_features(images)
-        return float((logits.argmax(1) == np.asarray(labels)).mean())
-
     def scorers(self, kinds: tuple[str, ...] = CLASSIFIER_SCORES, **kwargs: float) -> list[ClassifierScores]:
         """One :class:`ClassifierScores` per kind, all sharing this classifier."""
         return [ClassifierScores(self, kind, **kwargs) for kind in kinds]
