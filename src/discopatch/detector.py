@@ -59,8 +59,10 @@ class Detector:
     """DisCoPatch detector. Construct from a preset name or a :class:`~discopatch.config.Preset`.
 
     ``engine`` picks what runs D when scoring: ``torch``, ``onnx`` (ONNX Runtime, CPU, needs the ``[onnx]``
-    extra) or ``auto`` (:data:`discopatch.engine.DEFAULT_CPU_ENGINE` on CPU, torch on CUDA). Scores agree to 1e-6.
-    ``precision="bf16"`` (torch autocast) trades exactness for speed; see docs/BENCHMARKS.md for its AUROC check.
+    extra) or ``auto`` (:data:`discopatch.engine.DEFAULT_CPU_ENGINE` on CPU, torch on CUDA). Their scores agree
+    within 1e-4 (:mod:`discopatch.engine`). ``precision="bf16"`` (torch engine: a bfloat16 copy of D's
+    convolutions, not autocast) and ``precision="int8"`` (ONNX engine: dynamic quantisation) trade exactness for
+    speed; see docs/BENCHMARKS.md for their AUROC check.
     """
 
     def __init__(
@@ -84,7 +86,8 @@ class Detector:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, got {precision!r}")
         self.precision = precision
-        # bf16 exists in the torch engine only (autocast); int8 in the ONNX one (dynamic quantisation).
+        # bf16 exists in the torch engine only (a bfloat16 copy of D's convolutions); int8 in the ONNX one
+        # (dynamic quantisation).
         if engine == "auto" and precision != "fp32":
             engine = "torch" if precision in TORCH_PRECISIONS else "onnx"
         self.engine = resolve_engine_name(engine, self.device)
