@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..config import RESIZE_MODES, TRAIN_GROUPINGS
+from .datasets import PROTOCOLS
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
             "discopatch benchmark --protocol fmnist --curve --max-steps 2000 --seeds 0,1,2 --out curve/",
         ),
     )
-    p.add_argument("--protocol", required=True, choices=["fmnist", "photos"], help="data sets (docs/BENCHMARKS.md)")
+    p.add_argument("--protocol", required=True, choices=PROTOCOLS, help="data sets (docs/BENCHMARKS.md)")
     p.add_argument("--quick", action="store_true", help="CI-sized smoke run of the whole pipeline")
     p.add_argument("--out", help="write results.json, summary.md and report.html here")
     p.add_argument("--seed", type=int, default=0, help="seed of data selection and training")
@@ -78,7 +79,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
             "discopatch attack --model model/ --eps 1,2,4,8 --json attack.json",
         ),
     )
-    p.add_argument("--protocol", default="fmnist", choices=["fmnist", "photos"], help="data sets (as benchmark)")
+    p.add_argument("--protocol", default="fmnist", choices=PROTOCOLS, help="data sets (as benchmark)")
     p.add_argument("--model", help="attack this detector instead of training one (fused mode needs its statistics)")
     p.add_argument("--train-time", type=float, default=300.0, help="seconds of training when no --model is given")
     p.add_argument("--n", type=int, default=200, help="images per set")
