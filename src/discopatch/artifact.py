@@ -5,11 +5,14 @@
     MODEL/
       detector.json              format, package version, model / preprocessing / scoring config, calibration
       discriminator.safetensors  D's weights (no pickle: loading never executes code)
-      calibration.safetensors    the sorted ID calibration scores (float64), for conformal p-values
+      calibration.safetensors    the sorted ID calibration scores (float64), for conformal p-values (calibrated
+                                 detectors only)
+      statistics.safetensors     the statistics model (:mod:`discopatch.stats_model`; ``fused`` and ``stats-only``
+                                 detectors only)
 
-The JSON records the SHA-256 of every weight file and a digest over everything in it that decides a score (the
-``model``, ``preprocess``, ``scoring``, ``calibration`` and ``files`` sections, see :func:`config_digest`), so a
-truncated weight file or an edited setting is rejected with a message naming what changed instead of producing
+The JSON records the SHA-256 of every safetensors file and a digest over everything in it that decides a score
+(the ``model``, ``preprocess``, ``scoring``, ``calibration`` and ``files`` sections, see :func:`config_digest`), so
+a truncated file or an edited setting is rejected with a message naming what changed instead of producing
 silently different scores; the JSON itself must match :data:`~discopatch.artifact_schema.SCHEMA`. Provenance sits
 outside the digest, since it does not decide a score: ``created`` (UTC ISO-8601, when ``fit`` trained the detector)
 and ``training_data`` (:func:`~discopatch.data.sources.fingerprint_inputs` of what it was given); artefacts saved
@@ -38,7 +41,7 @@ from safetensors.torch import save as safetensors_bytes
 from ._version import __version__
 from .artifact_schema import validate as validate_schema
 from .calibration import Calibration
-from .config import ModelConfig, PreprocessConfig, from_dict, to_dict
+from .config import SCORE_MODES, ModelConfig, PreprocessConfig, ScoreMode, from_dict, to_dict
 from .model import Discriminator
 
 FORMAT = "discopatch-detector"
@@ -47,7 +50,6 @@ CONFIG_FILE = "detector.json"
 WEIGHTS_FILE = "discriminator.safetensors"
 CALIBRATION_FILE = "calibration.safetensors"
 STATS_FILE = "statistics.safetensors"
-SCORE_MODES = ("d-only", "fused", "stats-only")
 DIGEST_KEY = "digest"
 DIGEST_SECTIONS = ("model", "preprocess", "scoring", "calibration", "files")
 PROVENANCE_KEYS = ("created", "training_data")
@@ -66,7 +68,7 @@ class Artifact:
     state_dict: dict[str, torch.Tensor]
     calibration: Calibration | None
     meta: dict[str, Any]
-    score_mode: str = "d-only"
+    score_mode: ScoreMode = "d-only"
     stats: dict[str, torch.Tensor] | None = None
 
 
@@ -97,7 +99,7 @@ def _digest_fields(meta: dict[str, Any]) -> dict[str, Any]:
 
 def config_digest(meta: dict[str, Any]) -> dict[str, Any]:
     """The ``digest`` entry of ``detector.json``: a SHA-256 over every score-deciding setting, plus a short hash per
-    setting so that a refusal can name the settings that changed (the weight files are covered through their
+    setting so that a refusal can name the settings that changed (the safetensors files are covered through their
     checksums in ``files``)."""
     fields = _digest_fields(meta)
     return {
@@ -184,7 +186,7 @@ def save_artifact(
     seed: int,
     calibration: Calibration | None,
     extra: dict[str, Any] | None = None,
-    score_mode: str = "d-only",
+    score_mode: ScoreMode = "d-only",
     stats: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     directory = Path(directory)
@@ -219,6 +221,8 @@ def save_artifact(
         "scoring": {
             "test_patches": int(test_patches),
             "seed": int(seed),
+            # Always D's score, also for fused and stats-only detectors: ``score_mode`` says what the detector's
+            # score is. The text is part of the format (and of the digest), so it is not changed per mode.
             "score": "1 - mean_patches D(patch)",
             "score_mode": score_mode,
         },

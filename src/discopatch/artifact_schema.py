@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .config import ABLATIONS
+from .config import ABLATIONS, RESIZE_MODES
 
 _INT = {"type": "integer"}
 _SIZE = {"type": "integer", "minimum": 1, "maximum": 8192}
@@ -72,7 +72,7 @@ SCHEMA: dict[str, Any] = {
             "properties": {
                 "image_size": _SIZE,
                 "channels": {"enum": [1, 3]},
-                "resize": {"enum": ["resize_crop", "pad", "squash"]},
+                "resize": {"enum": list(RESIZE_MODES)},
             },
         },
         "scoring": {

@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, cli_config
+from .config import ABLATIONS, NORM_KINDS, RESIZE_MODES, SCORE_MODES, TRAIN_GROUPINGS
+from .engine import ENGINES, TORCH_PRECISIONS
 from .log import LOGGER, progress_bar, setup_logging
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
+#: ``fit --amp`` -> the trainer's ``amp`` (``None``: on for CUDA only).
+AMP_MODES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 
 #: Optional extras (pyproject.toml) and the top-level modules each provides; a missing one becomes a one-line hint.
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -174,13 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, help="share of images held out for calibration (default 0.1)")
     g = p.add_argument_group("overrides (default: the preset's)")
     g.add_argument("--image-size", type=int, help="side of the square every image is resized to, in pixels")
-    g.add_argument("--resize", choices=["resize_crop", "pad", "squash"], help="how a non-square image becomes square")
+    g.add_argument("--resize", choices=RESIZE_MODES, help="how a non-square image becomes square")
     g.add_argument("--patch-size", type=int, help="side of D's square patches, in pixels")
     g.add_argument("--widths", type=_widths, help="channels of D's (and the VAE's) conv blocks, e.g. 32,64,128,256")
     g.add_argument("--latent-dim", type=int, help="VAE latent size")
     g.add_argument(
         "--norm",
-        choices=["patch", "batchnorm", "groupnorm", "instancenorm", "none"],
+        choices=NORM_KINDS,
         help="D's normalisation; patch = per-image batch statistics (the method); others are ablations",
     )
     g.add_argument("--batch-images", type=int, help="images per training step")
@@ -191,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--w-adv", type=float, help="weight of the VAE's adversarial terms")
     g.add_argument(
         "--grouping",
-        choices=["domain", "image"],
+        choices=TRAIN_GROUPINGS,
         help="training normalisation groups: the whole batch (domain, paper preset) or one image (image, small preset)",
     )
     g.add_argument("--ema", type=float, help="EMA decay of D's weights kept as the detector (0 = off)")
@@ -199,12 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--betas", type=_betas, help="Adam betas of both optimisers, e.g. 0.5,0.999 (paper: 0.9,0.999)")
     g.add_argument(
         "--ablation",
-        choices=["1x1-last-map"],
+        choices=ABLATIONS,
         help="allow a configuration that is refused otherwise, recorded in the detector as a named ablation",
     )
     g.add_argument(
         "--score",
-        choices=["d-only", "fused", "stats-only"],
+        choices=SCORE_MODES,
         help="d-only: the paper's 1 - mean D; fused: also score the per-image statistics the normalisation removes",
     )
     g = p.add_argument_group("speed and scale (see docs/BENCHMARKS.md; torchrun runs DistributedDataParallel)")
@@ -215,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory layout of D and the VAE while training (default: channels_last, 1.3x faster on CPU)",
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the two update steps (slow first steps)")
-    g.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="bf16 autocast (auto: on for CUDA)")
+    g.add_argument("--amp", choices=list(AMP_MODES), default="auto", help="bf16 autocast (auto: on for CUDA)")
     _add_device(p)
     cli_config.add_config_options(p)
 
@@ -238,13 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--engine",
         default="auto",
-        choices=["auto", "torch", "onnx"],
+        choices=ENGINES,
         help="what runs D: PyTorch or ONNX Runtime (CPU, needs discopatch[onnx]); auto = the measured CPU default",
     )
     p.add_argument(
         "--precision",
         default="fp32",
-        choices=["fp32", "bf16"],
+        choices=TORCH_PRECISIONS,
         help="bf16: a bfloat16 copy of D's convolutions (statistics in float32), faster where the CPU/GPU has "
         "bf16 units (AUROC check: docs/BENCHMARKS.md)",
     )
@@ -281,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="mimic the official code's differing ID/OOD preprocessing (NOT leak-free; for reproducing the paper)",
     )
-    p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"], help="what runs D (see 'score')")
+    p.add_argument("--engine", default="auto", choices=ENGINES, help="what runs D (see 'score')")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON")
     p.add_argument(
         "--report",
@@ -448,7 +452,7 @@ def _fit_and_save(
         progress=not args.quiet,
         channels_last=args.channels_last,
         compile=args.compile,
-        amp={"auto": None, "on": True, "off": False}[args.amp],
+        amp=AMP_MODES[args.amp],
         **train_kw,
     )
     if not main:

@@ -15,22 +15,34 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+# Every closed set of choices is one Literal type plus the tuple of its values (the tuple is what validation,
+# argparse ``choices=`` and the artefact schema use; the Literal is what annotations use).
 
 NormKind = Literal["patch", "batchnorm", "groupnorm", "instancenorm", "none"]
-TrainGrouping = Literal["domain", "image"]
-ResizeMode = Literal["resize_crop", "pad", "squash"]
-
-NORM_KINDS: tuple[str, ...] = ("patch", "batchnorm", "groupnorm", "instancenorm", "none")
+NORM_KINDS: tuple[NormKind, ...] = get_args(NormKind)
 #: Norms whose statistics pool one image's patches (at inference): on a 1x1 last map they erase the image.
-IMAGE_POOLED_NORMS: tuple[str, ...] = ("patch", "batchnorm")
+IMAGE_POOLED_NORMS: tuple[NormKind, ...] = ("patch", "batchnorm")
 #: Named ablations that lift a guard; recorded in the artefact so a detector built on one is never mistaken for
 #: a recommended configuration.
-ABLATIONS: tuple[str, ...] = ("1x1-last-map",)
+Ablation = Literal["1x1-last-map"]
+ABLATIONS: tuple[Ablation, ...] = get_args(Ablation)
+#: How a non-square image becomes the model's square (see :class:`PreprocessConfig`).
+ResizeMode = Literal["resize_crop", "pad", "squash"]
+RESIZE_MODES: tuple[ResizeMode, ...] = get_args(ResizeMode)
+#: Training normalisation groups: the whole single-domain batch (the paper) or one image's patches.
+TrainGrouping = Literal["domain", "image"]
+TRAIN_GROUPINGS: tuple[TrainGrouping, ...] = get_args(TrainGrouping)
 #: How long one training "epoch" is. ``full``: every image about once. ``official-truncated``: the official code's
 #: BatchNorm commits (b2fcf79d, 5f48d551, 5793992b) break an ImageNet epoch once the patch counter passes
 #: 20 % of (loader length x patches per image), i.e. about 58 steps of 67 images (docs/METHOD.md).
-EPOCH_RULES: tuple[str, ...] = ("full", "official-truncated")
+EpochRule = Literal["full", "official-truncated"]
+EPOCH_RULES: tuple[EpochRule, ...] = get_args(EpochRule)
+#: What a detector's score is: ``d-only`` (the paper's 1 - mean D), ``fused`` (D + per-image statistics) or
+#: ``stats-only`` (:mod:`discopatch.stats_model`).
+ScoreMode = Literal["d-only", "fused", "stats-only"]
+SCORE_MODES: tuple[ScoreMode, ...] = get_args(ScoreMode)
 
 
 @dataclass(frozen=True)
@@ -46,7 +58,7 @@ class ModelConfig:
     eps: float = 1e-5
     negative_slope: float = 0.01
     groupnorm_groups: int = 32
-    ablation: str | None = None  # one of ABLATIONS: a configuration kept for comparison, guarded otherwise
+    ablation: Ablation | None = None  # one of ABLATIONS: a configuration kept for comparison, guarded otherwise
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -100,7 +112,7 @@ class PreprocessConfig:
     resize: ResizeMode = "resize_crop"
 
     def __post_init__(self) -> None:
-        if self.resize not in ("resize_crop", "pad", "squash"):
+        if self.resize not in RESIZE_MODES:
             raise ValueError(f"resize must be resize_crop, pad or squash, got {self.resize!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
@@ -114,7 +126,7 @@ class TrainConfig:
 
     epochs: int = 80
     steps_per_epoch: int | None = None
-    epoch_rule: str = "full"  # one of EPOCH_RULES
+    epoch_rule: EpochRule = "full"
     max_time: float | None = None
     max_steps: int | None = None  # stop after this many steps in all (a budget that does not depend on the machine)
     batch_images: int = 67
@@ -132,7 +144,7 @@ class TrainConfig:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.epoch_rule not in EPOCH_RULES:
             raise ValueError(f"epoch_rule must be one of {EPOCH_RULES}, got {self.epoch_rule!r}")
-        if self.grouping not in ("domain", "image"):
+        if self.grouping not in TRAIN_GROUPINGS:
             raise ValueError(f"grouping must be 'domain' or 'image', got {self.grouping!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 = off), got {self.ema}")
@@ -155,7 +167,7 @@ class Preset:
     test_patches: int = 64
     target_fpr: float = 0.05
     notes: str = ""
-    score_mode: str = "d-only"  # "d-only" (the paper), "fused" (D + per-image statistics) or "stats-only"
+    score_mode: ScoreMode = "d-only"  # one of SCORE_MODES
 
     def replace(self, **kwargs: Any) -> Preset:
         return dataclasses.replace(self, **kwargs)
@@ -271,12 +283,22 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 __all__ = [
     "ABLATIONS",
     "EPOCH_RULES",
+    "IMAGE_POOLED_NORMS",
     "NORM_KINDS",
     "PRESETS",
+    "RESIZE_MODES",
+    "SCORE_MODES",
+    "TRAIN_GROUPINGS",
+    "Ablation",
+    "EpochRule",
     "ModelConfig",
+    "NormKind",
     "PreprocessConfig",
     "Preset",
+    "ResizeMode",
+    "ScoreMode",
     "TrainConfig",
+    "TrainGrouping",
     "from_dict",
     "get_preset",
     "paper_preset",

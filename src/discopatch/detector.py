@@ -33,7 +33,7 @@ from .config import PRESETS, Preset, get_preset, to_dict
 from .data.images import ImageInput, expand_paths, preprocess, preprocess_many
 from .data.sources import ImageSet, fingerprint_inputs, load_folder, load_images, split_train_val
 from .distributed import is_main_process
-from .engine import ScoringEngine, make_engine, resolve_engine_name
+from .engine import PRECISIONS, TORCH_PRECISIONS, EngineName, Precision, ScoringEngine, make_engine, resolve_engine_name
 from .explain import Explanation
 from .model import Discriminator
 from .patches import content_corners
@@ -59,8 +59,10 @@ class Detector:
     """DisCoPatch detector. Construct from a preset name or a :class:`~discopatch.config.Preset`.
 
     ``engine`` picks what runs D when scoring: ``torch``, ``onnx`` (ONNX Runtime, CPU, needs the ``[onnx]``
-    extra) or ``auto`` (:data:`discopatch.engine.DEFAULT_CPU_ENGINE` on CPU, torch on CUDA). Scores agree to 1e-6.
-    ``precision="bf16"`` (torch autocast) trades exactness for speed; see docs/BENCHMARKS.md for its AUROC check.
+    extra) or ``auto`` (:data:`discopatch.engine.DEFAULT_CPU_ENGINE` on CPU, torch on CUDA). Their scores agree
+    within 1e-4 (:mod:`discopatch.engine`). ``precision="bf16"`` (torch engine: a bfloat16 copy of D's
+    convolutions, not autocast) and ``precision="int8"`` (ONNX engine: dynamic quantisation) trade exactness for
+    speed; see docs/BENCHMARKS.md for their AUROC check.
     """
 
     def __init__(
@@ -72,8 +74,8 @@ class Detector:
         seed: int | None = None,
         test_patches: int | None = None,
         batch_size: int = 256,
-        engine: str = "auto",
-        precision: str = "fp32",
+        engine: EngineName = "auto",
+        precision: Precision = "fp32",
     ) -> None:
         self.preset = get_preset(preset, channels) if isinstance(preset, str) else preset
         if test_patches is not None:
@@ -81,12 +83,13 @@ class Detector:
         self.seed = self.preset.train.seed if seed is None else int(seed)
         self.device = resolve_device(device)
         self.batch_size = batch_size
-        if precision not in ("fp32", "bf16", "int8"):
-            raise ValueError(f"precision must be fp32, bf16 or int8, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, got {precision!r}")
         self.precision = precision
-        # bf16 exists in the torch engine only (autocast); int8 in the ONNX one (dynamic quantisation).
+        # bf16 exists in the torch engine only (a bfloat16 copy of D's convolutions); int8 in the ONNX one
+        # (dynamic quantisation).
         if engine == "auto" and precision != "fp32":
-            engine = "torch" if precision == "bf16" else "onnx"
+            engine = "torch" if precision in TORCH_PRECISIONS else "onnx"
         self.engine = resolve_engine_name(engine, self.device)
         self._engine: ScoringEngine | None = None
         self.discriminator: Discriminator | None = None
@@ -342,10 +345,6 @@ class Detector:
         eng.seed = self.seed
         return eng
 
-    def reset_engine(self) -> None:
-        """Forget the cached engine (after editing D's weights in place)."""
-        self._engine = None
-
     def _stack(self, images: Images, progress: bool = False) -> np.ndarray:
         if isinstance(images, (str, os.PathLike)):
             data = load_folder(images, self.preset.preprocess, progress=progress)
@@ -534,8 +533,8 @@ class Detector:
         path: str | os.PathLike,
         device: str | torch.device = "auto",
         batch_size: int = 256,
-        engine: str = "auto",
-        precision: str = "fp32",
+        engine: EngineName = "auto",
+        precision: Precision = "fp32",
     ) -> Detector:
         """Rebuild a detector from :meth:`save` output; damaged or mismatched artefacts raise ``ArtifactError``."""
         art = load_artifact(path)

@@ -63,11 +63,6 @@ def any_across_ranks(*flags: bool, device: torch.device | str = "cpu") -> list[b
     return [bool(v) for v in t.tolist()]
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

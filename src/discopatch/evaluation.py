@@ -121,8 +121,3 @@ def parse_named_dir(spec: str) -> tuple[str, str]:
             raise ValueError(f"expected NAME=DIR, got {spec!r}")
         return name, path
     return os.path.basename(os.path.normpath(spec)) or spec, spec
-
-
-def mean_auroc(rows: Mapping[str, Mapping[str, float]], names: list[str] | None = None) -> float:
-    keys = names if names is not None else list(rows)
-    return float(np.mean([rows[k]["auroc"] for k in keys])) if keys else float("nan")

@@ -13,13 +13,15 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal, get_args
 
 from tqdm.auto import tqdm
 
 LOGGER = logging.getLogger("discopatch")
 LOG_INTERVAL_S = 5.0
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,9 +39,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
-def setup_logging(level: int = logging.INFO, fmt: str = "text") -> logging.Logger:
+def setup_logging(level: int = logging.INFO, fmt: LogFormat = "text") -> logging.Logger:
     """Give the ``discopatch`` logger one standard-error handler in ``fmt`` (``text`` or ``json``) at ``level``."""
-    if fmt not in ("text", "json"):
+    if fmt not in LOG_FORMATS:
         raise ValueError(f"unknown log format {fmt!r}; use text or json")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))

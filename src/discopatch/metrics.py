@@ -15,8 +15,6 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-METRIC_NAMES = ("auroc", "fpr95_ood_positive", "fpr95_id_positive", "aupr_in", "aupr_out")
-
 
 def _fpr_at_tpr(labels: np.ndarray, scores: np.ndarray, tpr_level: float) -> float:
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)

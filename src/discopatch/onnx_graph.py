@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._version import __version__
-from .config import PreprocessConfig, to_dict
+from .config import PreprocessConfig, ScoreMode, to_dict
 from .model import Discriminator
 from .model.norm import PatchGroupNorm
 
@@ -45,7 +45,7 @@ ONNX_FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
 INPUT_NAME = "patches"
 OUTPUT_NAMES = ("logits", "stats", "score")
-SCORE_TEXT = {
+SCORE_TEXT: dict[ScoreMode, str] = {
     "d-only": "1 - mean over the image's patches of sigmoid(logit); higher = more OOD",
     "stats-only": "squared Mahalanobis distance of the standardised stats under the ID Gaussian; higher = more OOD",
     "fused": "max of the robust z-scores of D's score and of the stats' Mahalanobis distance (medians and IQRs "
@@ -64,7 +64,7 @@ class OnnxScorer(nn.Module):
     """
 
     def __init__(
-        self, D: Discriminator, n_patches: int, stats_model: StatsModel | None = None, score_mode: str = "d-only"
+        self, D: Discriminator, n_patches: int, stats_model: StatsModel | None = None, score_mode: ScoreMode = "d-only"
     ) -> None:
         super().__init__()
         if D.cfg.norm != "patch":
@@ -110,7 +110,7 @@ class OnnxScorer(nn.Module):
         if self.score_mode == "d-only":
             return logits, stats, d_score.float()
         z = (stats.double() - self.feat_mean) / self.feat_scale - self.location
-        s_score = ((z @ self.precision) * z).sum(dim=1)
+        s_score = ((z @ self.precision) * z).sum(dim=1)  # buffer "precision": the inverse covariance (saved key)
         if self.score_mode == "stats-only":
             return logits, stats, s_score.float()
         dm, ds, sm, ss = self.fusion[0], self.fusion[1], self.fusion[2], self.fusion[3]
@@ -124,7 +124,7 @@ def onnx_metadata(
     preprocess: PreprocessConfig | None = None,
     threshold: float | None = None,
     target_fpr: float | None = None,
-    score_mode: str = "d-only",
+    score_mode: ScoreMode = "d-only",
 ) -> dict[str, str]:
     """The ``metadata_props`` a consumer needs to reproduce inputs and decisions without discopatch."""
     meta = {
@@ -164,7 +164,7 @@ def export_onnx_bytes(
     metadata: dict[str, str] | None = None,
     opset: int = DEFAULT_OPSET,
     stats_model: StatsModel | None = None,
-    score_mode: str = "d-only",
+    score_mode: ScoreMode = "d-only",
 ) -> bytes:
     """Serialise D as an ONNX model with a dynamic ``images`` axis; ``N`` is fixed by ``n_patches``.
 

@@ -24,7 +24,16 @@ from sklearn.covariance import LedoitWolf
 from .engine import TorchEngine
 from .model import Discriminator
 
-SCORE_MODES = ("d-only", "fused", "stats-only")
+#: :class:`StatsModel` field -> its key in statistics.safetensors and among the ONNX graph's buffers. The inverse
+#: covariance is saved as ``precision`` (the statistician's word, as sklearn's ``precision_``); the key is part of
+#: the artefact format, so only the Python name differs (``precision`` elsewhere means a number format).
+SAVED_KEYS = {
+    "feat_mean": "feat_mean",
+    "feat_scale": "feat_scale",
+    "location": "location",
+    "inv_cov": "precision",
+    "fusion": "fusion",
+}
 
 
 def image_statistics(
@@ -46,7 +55,7 @@ class StatsModel:
     feat_mean: np.ndarray
     feat_scale: np.ndarray
     location: np.ndarray
-    precision: np.ndarray
+    inv_cov: np.ndarray  # inverse of the Ledoit-Wolf shrunk covariance (saved as "precision", see SAVED_KEYS)
     fusion: np.ndarray  # [d_median, d_iqr, s_median, s_iqr] on ID validation images
 
     @classmethod
@@ -61,7 +70,7 @@ class StatsModel:
 
     def mahalanobis(self, features: np.ndarray) -> np.ndarray:
         z = (features - self.feat_mean) / self.feat_scale - self.location
-        return np.einsum("ij,jk,ik->i", z, self.precision, z)
+        return np.einsum("ij,jk,ik->i", z, self.inv_cov, z)
 
     def set_fusion(self, d_scores: np.ndarray, s_scores: np.ndarray) -> None:
         """Robust location and scale of both scores on held-out ID images (not the images the model was fitted on)."""
@@ -77,9 +86,10 @@ class StatsModel:
         return np.maximum((d_scores - dm) / ds, (s_scores - sm) / ss)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors to save, under their saved keys (:data:`SAVED_KEYS`)."""
         return {
-            k: torch.from_numpy(np.ascontiguousarray(getattr(self, k), dtype=np.float64))
-            for k in ("feat_mean", "feat_scale", "location", "precision", "fusion")
+            key: torch.from_numpy(np.ascontiguousarray(getattr(self, field), dtype=np.float64))
+            for field, key in SAVED_KEYS.items()
         }
 
     @classmethod
@@ -88,10 +98,11 @@ class StatsModel:
             "feat_mean": (dim,),
             "feat_scale": (dim,),
             "location": (dim,),
-            "precision": (dim, dim),
+            "inv_cov": (dim, dim),
             "fusion": (4,),
         }
-        for k, shape in shapes.items():
+        for field, shape in shapes.items():
+            k = SAVED_KEYS[field]
             if k not in tensors or tuple(tensors[k].shape) != shape:
                 raise ValueError(f"statistics model: tensor {k!r} missing or not of shape {shape}")
-        return cls(**{k: tensors[k].double().numpy() for k in shapes})
+        return cls(**{field: tensors[SAVED_KEYS[field]].double().numpy() for field in shapes})

@@ -342,7 +342,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: str | os.PathLike) -> Path:
-        """Weights and optimiser moments in safetensors, the rest in JSON; both written atomically.
+        """Weights and optimiser moments in one safetensors file, the state in JSON; each file replaced atomically.
+
+        The two replacements are not one atomic step, so the safetensors file also carries the JSON state in its
+        metadata, and :meth:`from_checkpoint` reads it from there.
 
         Under DDP only rank 0 writes (all ranks hold identical weights); the others return at once.
         """

@@ -54,7 +54,7 @@ def _fused_score(det: Detector, x: torch.Tensor, gen: torch.Generator) -> torch.
     d, f = _stats(det.discriminator, x, det.n_patches, gen)  # type: ignore[arg-type]
     t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in vars(sm).items()}
     z = (f - t["feat_mean"]) / t["feat_scale"] - t["location"]
-    s = torch.einsum("ij,jk,ik->i", z, t["precision"], z)
+    s = torch.einsum("ij,jk,ik->i", z, t["inv_cov"], z)
     dm, ds, sm_, ss = t["fusion"]
     return torch.maximum((d - dm) / ds, (s - sm_) / ss)
 

@@ -476,7 +476,7 @@ class NMDStatistics(Baseline):
         self.batch_size = int(batch_size)
         self.mean_: np.ndarray | None = None
         self.std_: np.ndarray | None = None
-        self.precision_: np.ndarray | None = None
+        self.inv_cov_: np.ndarray | None = None
         self.shrinkage_: float | None = None
 
     @torch.no_grad()
@@ -513,16 +513,16 @@ class NMDStatistics(Baseline):
         self.mean_ = f.mean(0)
         self.std_ = f.std(0) + 1e-12
         lw = LedoitWolf().fit((f - self.mean_) / self.std_)
-        self.precision_ = lw.precision_
+        self.inv_cov_ = lw.precision_
         self.shrinkage_ = float(lw.shrinkage_)
         self.fit_seconds = time.monotonic() - t0
         return self
 
     def score(self, images: np.ndarray) -> np.ndarray:
-        if self.precision_ is None:
+        if self.inv_cov_ is None:
             raise RuntimeError("NMDStatistics is not fitted")
         z = (self.features(images) - self.mean_) / self.std_
-        return np.einsum("ij,jk,ik->i", z, self.precision_, z)
+        return np.einsum("ij,jk,ik->i", z, self.inv_cov_, z)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -688,10 +688,6 @@ class SmallCNNClassifier:
             return np.zeros((0, k)), np.zeros((0, 4 * self.width))
         return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
-    def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
-        logits, _ = self.logits_and_features(images)
-        return float((logits.argmax(1) == np.asarray(labels)).mean())
-
     def scorers(self, kinds: tuple[str, ...] = CLASSIFIER_SCORES, **kwargs: float) -> list[ClassifierScores]:
         """One :class:`ClassifierScores` per kind, all sharing this classifier."""
         return [ClassifierScores(self, kind, **kwargs) for kind in kinds]
@@ -723,7 +719,7 @@ class ClassifierScores(Baseline):
         self.temperature = float(temperature)
         self.k = int(k)
         self.class_means_: np.ndarray | None = None
-        self.precision_: np.ndarray | None = None
+        self.inv_cov_: np.ndarray | None = None
         self.bank_: np.ndarray | None = None
 
     def fit(
@@ -737,7 +733,7 @@ class ClassifierScores(Baseline):
         if self.kind in ("mahalanobis", "knn"):
             _, feats = self.classifier.logits_and_features(images)
             if self.kind == "mahalanobis":
-                self.class_means_, self.precision_ = fit_tied_gaussians(feats, np.asarray(labels))
+                self.class_means_, self.inv_cov_ = fit_tied_gaussians(feats, np.asarray(labels))
             else:
                 self.bank_ = l2_normalise(feats)
         self.fit_seconds = time.monotonic() - t0
@@ -750,9 +746,9 @@ class ClassifierScores(Baseline):
         if self.kind == "energy":
             return energy_score(logits, self.temperature)
         if self.kind == "mahalanobis":
-            if self.precision_ is None or self.class_means_ is None:
+            if self.inv_cov_ is None or self.class_means_ is None:
                 raise RuntimeError(f"{self.name} is not fitted")
-            return mahalanobis_score(feats, self.class_means_, self.precision_)
+            return mahalanobis_score(feats, self.class_means_, self.inv_cov_)
         if self.bank_ is None:
             raise RuntimeError(f"{self.name} is not fitted")
         return knn_score(feats, self.bank_, self.k)
@@ -779,10 +775,10 @@ def fit_tied_gaussians(features: np.ndarray, labels: np.ndarray) -> tuple[np.nda
     return means, pinvh(centred.T @ centred / len(f))
 
 
-def mahalanobis_score(features: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+def mahalanobis_score(features: np.ndarray, means: np.ndarray, inv_cov: np.ndarray) -> np.ndarray:
     """Minimum over classes of the squared Mahalanobis distance to the class mean (Lee et al., NeurIPS 2018)."""
     d = np.asarray(features, dtype=np.float64)[:, None, :] - means[None]  # (N, K, d)
-    return np.einsum("nkd,de,nke->nk", d, precision, d).min(1)
+    return np.einsum("nkd,de,nke->nk", d, inv_cov, d).min(1)
 
 
 def l2_normalise(features: np.ndarray) -> np.ndarray:

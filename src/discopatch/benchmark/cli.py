@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..config import RESIZE_MODES, TRAIN_GROUPINGS
+from .datasets import PROTOCOLS
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from ..cli import examples
@@ -18,7 +21,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
             "discopatch benchmark --protocol fmnist --curve --max-steps 2000 --seeds 0,1,2 --out curve/",
         ),
     )
-    p.add_argument("--protocol", required=True, choices=["fmnist", "photos"], help="data sets (docs/BENCHMARKS.md)")
+    p.add_argument("--protocol", required=True, choices=PROTOCOLS, help="data sets (docs/BENCHMARKS.md)")
     p.add_argument("--quick", action="store_true", help="CI-sized smoke run of the whole pipeline")
     p.add_argument("--out", help="write results.json, summary.md and report.html here")
     p.add_argument("--seed", type=int, default=0, help="seed of data selection and training")
@@ -60,10 +63,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--end-only", action="store_true", help="evaluate seeds after the first at the last step only (faster)"
     )
     g.add_argument("--betas", help="Adam betas for both networks, e.g. 0.5,0.999 (default: the preset's)")
-    g.add_argument("--grouping", choices=["domain", "image"], help="training normalisation groups")
+    g.add_argument("--grouping", choices=TRAIN_GROUPINGS, help="training normalisation groups")
     g.add_argument("--n-train", type=int, help="ID training images (default: the protocol's)")
     g.add_argument("--image-size", type=int, help="candidate geometry: image side (default: the preset's)")
-    g.add_argument("--resize", choices=["resize_crop", "pad", "squash"], help="candidate geometry: resize mode")
+    g.add_argument("--resize", choices=RESIZE_MODES, help="candidate geometry: resize mode")
     g.add_argument("--patch-size", type=int, help="candidate geometry: patch side")
     g.add_argument("--widths", help="candidate geometry: D/VAE widths, e.g. 32,64")
     p.set_defaults(func=cmd_benchmark)
@@ -76,7 +79,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
             "discopatch attack --model model/ --eps 1,2,4,8 --json attack.json",
         ),
     )
-    p.add_argument("--protocol", default="fmnist", choices=["fmnist", "photos"], help="data sets (as benchmark)")
+    p.add_argument("--protocol", default="fmnist", choices=PROTOCOLS, help="data sets (as benchmark)")
     p.add_argument("--model", help="attack this detector instead of training one (fused mode needs its statistics)")
     p.add_argument("--train-time", type=float, default=300.0, help="seconds of training when no --model is given")
     p.add_argument("--n", type=int, default=200, help="images per set")

@@ -8,19 +8,19 @@ import json
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import DEFAULT_DB_URL
-
-if TYPE_CHECKING:
-    from .drift import DriftConfig
+from ..engine import ENGINES
+from ..log import LOG_FORMATS
+from . import DEFAULT_DB_URL, THUMBNAILS
+from .drift import BINOMIAL_METHODS, DriftConfig
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="detector directory written by 'discopatch fit'")
     p.add_argument("--db", default=DEFAULT_DB_URL, help=f"SQLAlchemy URL or SQLite file (default {DEFAULT_DB_URL})")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
-    p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"], help="what runs D (default: auto)")
+    p.add_argument("--engine", default="auto", choices=ENGINES, help="what runs D (default: auto)")
     p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's choice)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     g = p.add_argument_group("drift detection")
@@ -33,7 +33,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tests", default="binomial,ks,cusum", help="comma-separated subset of binomial,ks,cusum")
     g.add_argument(
         "--binomial-method",
-        choices=["beta-binomial", "binomial"],
+        choices=BINOMIAL_METHODS,
         default="beta-binomial",
         help="window test of the flagged count; beta-binomial allows for the finite calibration set",
     )
@@ -42,12 +42,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--webhook-timeout", type=float, default=5.0, help="seconds per webhook request")
     g.add_argument("--webhook-retries", type=int, default=3, help="retries of a failed webhook request")
     g.add_argument("--alerts-jsonl", metavar="FILE", help="append alerts to this JSON-lines file")
-    p.add_argument("--thumbnails", choices=["flagged", "all", "none"], default="flagged", help="which images keep one")
+    p.add_argument("--thumbnails", choices=THUMBNAILS, default="flagged", help="which images keep one")
 
 
 def drift_config(args: argparse.Namespace) -> DriftConfig:
-    from .drift import DriftConfig
-
     return DriftConfig(
         window_size=args.window or None,
         window_seconds=args.window_seconds,
@@ -184,7 +182,7 @@ def add_commands(sub: Any) -> None:
         default=os.environ.get("DISCOPATCH_TOKEN"),
         help="bearer token required on POST endpoints (default: $DISCOPATCH_TOKEN; none: open)",
     )
-    g.add_argument("--log-format", choices=("text", "json"), default="text", help="format of the discopatch log lines")
+    g.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="format of the discopatch log lines")
     g.add_argument(
         "--token-all", action="store_true", help="require the token on every endpoint but /healthz, /livez and /readyz"
     )
@@ -217,5 +215,5 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--poll", type=float, default=2.0, help="seconds between folder scans (default 2)")
     p.add_argument("--settle", type=float, default=1.0, help="take files unmodified for this long (default 1 s)")
     p.add_argument("--once", action="store_true", help="score what is in the folder now, then exit")
-    p.add_argument("--log-format", choices=("text", "json"), default="text", help="format of the discopatch log lines")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="format of the discopatch log lines")
     p.set_defaults(func=cmd_monitor)

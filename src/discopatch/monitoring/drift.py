@@ -40,7 +40,7 @@ import time as _time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from scipy import stats
@@ -49,6 +49,10 @@ from ..calibration import Calibration
 
 TESTS = ("binomial", "ks", "cusum")
 WINDOW_TESTS = ("binomial", "ks")
+#: The window test of the flagged count: ``beta-binomial`` allows for the finite calibration set, ``binomial``
+#: ignores its uncertainty.
+BinomialMethod = Literal["beta-binomial", "binomial"]
+BINOMIAL_METHODS: tuple[BinomialMethod, ...] = get_args(BinomialMethod)
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class DriftConfig:
     min_window: int = 30  #: the window tests report nothing below this many images
     p_val: float = 0.001  #: family-wise significance level of the window tests
     tests: tuple[str, ...] = TESTS
-    binomial_method: str = "beta-binomial"  #: or "binomial" (ignores calibration uncertainty)
+    binomial_method: BinomialMethod = "beta-binomial"  #: one of BINOMIAL_METHODS
     ks_alternative: str = "two-sided"  #: or "less" / "greater", as in scipy.stats.ks_2samp
     ert: float = 10_000.0  #: expected number of ID images between CUSUM false alarms
     cusum_theta: float = 0.5  #: the CUSUM is tuned to p-values ~ Beta(theta, 1)
@@ -77,7 +81,7 @@ class DriftConfig:
         unknown = set(self.tests) - set(TESTS)
         if unknown or not self.tests:
             raise ValueError(f"tests must be a non-empty subset of {TESTS}, got {self.tests}")
-        if self.binomial_method not in ("beta-binomial", "binomial"):
+        if self.binomial_method not in BINOMIAL_METHODS:
             raise ValueError(f"binomial_method must be 'beta-binomial' or 'binomial', got {self.binomial_method!r}")
         if self.ks_alternative not in ("two-sided", "less", "greater"):
             raise ValueError(f"ks_alternative must be two-sided, less or greater, got {self.ks_alternative!r}")

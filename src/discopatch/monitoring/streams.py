@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..data.images import preprocess_many, utf8_text
 from ..explain import Explanation
+from . import THUMBNAILS
 from .alerts import AlertDispatcher
 from .drift import DriftConfig, DriftMonitor
 from .store import AlreadyRecorded, Store, StoredRequest, StreamConflict, db_error_cause
@@ -35,7 +36,6 @@ from .store import AlreadyRecorded, Store, StoredRequest, StreamConflict, db_err
 log = logging.getLogger("discopatch.monitoring")
 
 STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-THUMBNAILS = ("flagged", "all", "none")
 #: Longest source id stored: ``dp_images.source_id`` is VARCHAR(1024), which PostgreSQL enforces and SQLite does not.
 MAX_SOURCE_ID = 1024
 #: Error messages are cut to this many characters before they are stored.
