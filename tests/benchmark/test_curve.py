@@ -81,3 +81,14 @@ def test_seeds_run_apart_merge_into_one_curve_with_per_step_spread() -> None:
     other = {**b, "protocol": "photos"}
     with pytest.raises(ValueError, match="protocol"):
         merge_curves([a, other])
+    # A stopping budget recorded with the preset is not configuration (older runs kept the preset's own); the
+    # model is.
+    import copy
+
+    budget = copy.deepcopy(b)
+    budget["preset"]["train"]["max_steps"] = 1380
+    assert merge_curves([a, budget])["seeds"] == [0, 1]
+    model = copy.deepcopy(b)
+    model["preset"]["train"]["grouping"] = "domain" if a["preset"]["train"]["grouping"] == "image" else "image"
+    with pytest.raises(ValueError, match="preset"):
+        merge_curves([a, model])

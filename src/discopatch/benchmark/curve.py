@@ -224,7 +224,7 @@ def run_curve(
     base = protocol_preset(protocol, data, preset).replace(score_mode="fused")
     # Steps are the budget: the preset's own time limit would cut a slow (shared) machine's curve short.
     base = base.replace(
-        train=dataclasses.replace(base.train, max_time=None, **train),
+        train=dataclasses.replace(base.train, max_time=None, max_steps=None, **train),
         model=dataclasses.replace(base.model, **(model or {})),
         preprocess=dataclasses.replace(base.preprocess, **(preprocess or {})),
     )
@@ -296,6 +296,16 @@ def _summaries(results: dict[str, Any]) -> None:
     results["selection"] = selection_summary(results)
 
 
+def _comparable(value: Any, key: str) -> Any:
+    """A part's field as far as merging cares: the preset's stopping budget is the curve's steps, not configuration."""
+    if key != "preset" or not isinstance(value, dict):
+        return value
+    out = copy.deepcopy(value)
+    out.get("train", {}).pop("max_steps", None)
+    out.get("train", {}).pop("max_time", None)
+    return out
+
+
 def merge_curves(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One curve from runs of the same configuration made in separate processes (e.g. one seed per core).
 
@@ -308,7 +318,7 @@ def merge_curves(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     merged["runs"] = {}
     for part in parts:
         for key in ("protocol", "preset_name", "preset", "data"):
-            if part[key] != first[key]:
+            if _comparable(part[key], key) != _comparable(first[key], key):
                 raise ValueError(f"cannot merge curves that differ in {key!r}")
         for seed, rows in part["runs"].items():
             if seed in merged["runs"]:
