@@ -1,30 +1,16 @@
-"""Shared fixtures: a tiny preset that trains in seconds and a session-wide trained detector."""
+"""Shared fixtures: the demo data and session-wide trained detectors (helpers to import live in ``helpers/``)."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
-from discopatch.config import ModelConfig, PreprocessConfig, Preset, TrainConfig
 from discopatch.data.builtin import load_demo_fashion_mnist
 from discopatch.detector import Detector
+from helpers.presets import tiny_explain_preset, tiny_preset
 
 torch.set_num_threads(2)
-
-
-def tiny_preset(channels: int = 1, norm: str = "patch", **train: object) -> Preset:
-    """32 px images, 16 px patches, widths 8-16-32 (2x2 last map): real structure, seconds to train on 2 cores."""
-    tcfg = TrainConfig(epochs=1, batch_images=16, train_patches=4, lr=2e-4, val_fraction=0.25, seed=0)
-    return Preset(
-        name="tiny",
-        model=ModelConfig(channels=channels, patch_size=16, widths=(8, 16, 32), latent_dim=16, norm=norm),
-        preprocess=PreprocessConfig(image_size=32, channels=channels, resize="pad"),
-        train=dataclasses.replace(tcfg, **train),
-        test_patches=8,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -43,14 +29,7 @@ def trained_detector(fmnist) -> Detector:
 def local_detector(fmnist) -> Detector:
     """For heat maps: 8 px patches on 32 px images (a quadrant holds whole patches), fused scoring, 200 steps
     (seconds); calibrated on its validation split."""
-    preset = Preset(
-        name="tiny-explain",
-        model=ModelConfig(channels=1, patch_size=8, widths=(8, 16), latent_dim=16),
-        preprocess=PreprocessConfig(image_size=32, channels=1, resize="pad"),
-        train=TrainConfig(epochs=1000, max_steps=200, batch_images=16, train_patches=8, lr=5e-4, val_fraction=0.1),
-        test_patches=64,
-        score_mode="fused",
-    )
+    preset = tiny_explain_preset()
     return Detector(preset, device="cpu", seed=0, engine="torch").fit(fmnist.train_images[:400], progress=False)
 
 

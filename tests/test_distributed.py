@@ -12,9 +12,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from conftest import tiny_preset
 from discopatch.data.images import stack_images
 from discopatch.training import Trainer
+from helpers.presets import tiny_preset
 
 
 def _worker(rank: int, world: int, init_file: str, out: str, images: np.ndarray) -> None:

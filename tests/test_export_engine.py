@@ -14,13 +14,13 @@ pytest.importorskip("onnxruntime")
 
 import onnx
 
-from conftest import tiny_preset
 from discopatch.cli import main
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector
 from discopatch.engine import OnnxEngine, TorchEngine, make_engine, resolve_engine_name
 from discopatch.export import check_export, export_detector, read_metadata
 from discopatch.scoring import score_array
+from helpers.presets import tiny_preset
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_preset
 from discopatch.config import ModelConfig, get_preset, paper_preset, small_1x1_preset, small_preset
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector
 from discopatch.model import Discriminator
 from discopatch.scoring import score_array
 from discopatch.training import Trainer, official_epoch_steps
+from helpers.presets import tiny_preset
 
 
 def test_1x1_last_map_is_refused_with_the_reason() -> None:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tiny_preset
 from discopatch import Detector, Prediction, results_frame
 from discopatch.data.images import stack_images
+from helpers.presets import tiny_preset
 
 
 @pytest.fixture(scope="module")

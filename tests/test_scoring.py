@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_preset
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector
 from discopatch.model import Discriminator
 from discopatch.patches import content_corners, extract_patches, image_seed, to_tensor
 from discopatch.scoring import score_array
+from helpers.presets import tiny_preset
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_preset
 from discopatch.cli import main
 from discopatch.config import get_preset
 from discopatch.model import Discriminator
 from discopatch.speed import bench_speed, discriminator_macs, flops_per_image, precision_check
+from helpers.presets import tiny_preset
 
 
 def test_mac_count_matches_the_paper_model() -> None:

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_preset
 from discopatch.artifact import STATS_FILE, ArtifactError
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector
 from discopatch.engine import onnx_available
 from discopatch.model import Discriminator
 from discopatch.stats_model import StatsModel, image_statistics
+from helpers.presets import tiny_preset
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from conftest import tiny_preset
 from discopatch.data.images import stack_images
 from discopatch.training import Trainer
+from helpers.presets import tiny_preset
 
 
 def _images(fmnist, n: int = 256) -> np.ndarray:

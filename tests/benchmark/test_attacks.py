@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from conftest import tiny_preset
 from discopatch.benchmark.attacks import _d_score, attack_suite, pgd
 from discopatch.data.images import stack_images
 from discopatch.model import Discriminator
 from discopatch.scoring import score_array
+from helpers.presets import tiny_preset
 
 
 def test_pgd_lowers_the_score_within_budget(fmnist) -> None:

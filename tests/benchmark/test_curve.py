@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_preset
 from discopatch.benchmark.curve import curve_steps, merge_curves, radial_power_spectrum, run_curve
+from helpers.presets import tiny_preset
 
 
 def test_curve_steps_are_log_spaced_and_end_at_the_total() -> None:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from conftest import tiny_preset
 from discopatch.benchmark.runner import QUICK, run_benchmark
+from helpers.presets import tiny_preset
 
 
 @pytest.mark.slow

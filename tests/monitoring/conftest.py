@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import threading
@@ -15,7 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
+
+from helpers.images import png_bytes
 
 pytest.importorskip("fastapi")
 pytest.importorskip("sqlalchemy")
@@ -23,12 +23,6 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
 PG_ENV = "DISCOPATCH_TEST_POSTGRES_URL"
-
-
-def png_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="session")
