@@ -1,4 +1,4 @@
-"""The demo's whole path (train, calibrate, corrupt, evaluate, save) on a tiny time budget."""
+"""The demo's whole path (train, calibrate, corrupt, evaluate, save) on a tiny step budget."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from discopatch.detector import Detector
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
-    result = run_demo(tmp_path, max_time=2.0, device="cpu", progress=False)
+    result = run_demo(tmp_path, max_steps=3, device="cpu", progress=False)
     out = capsys.readouterr().out
     assert "AUROC" in out and "ID control" in out and "Animal-MNIST" in out
     rows = result["ood"]
@@ -17,7 +17,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
     for m in rows.values():
         assert 0.0 <= m["auroc"] <= 1.0 and m["n_ood"] == 1000
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["training"]["steps"] >= 1
+    assert saved["training"]["steps"] == 3  # a step budget: the printed numbers do not depend on the load
     det = Detector.load(tmp_path / "model", device="cpu")
     assert det.calibration is not None and det.calibration.n == 400
 
