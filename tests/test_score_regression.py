@@ -1,10 +1,11 @@
-"""Scores recorded before the "one house" restructuring: a refactor must leave every score bit-identical.
+"""Scores must survive restructuring: a refactor leaves every score of a seeded detector bit-identical.
 
-A small-preset detector (gray, the demo's Fashion-MNIST subset, seed 0, 6 training steps, fused and D-only scores,
-p-values) is trained and scored, and the results are compared with ``tests/data/score_regression.json``, recorded
-with the code before the restructuring. On the CPU capability and torch build that recorded them the comparison
-is exact; elsewhere (another instruction set or torch build can round differently) it allows 1e-9 relative. Re-record only for a deliberate change of scores:
-``python tests/test_score_regression.py --record``.
+A small-preset detector (gray, the demo's Fashion-MNIST subset, seed 0, 6 training steps, fused score, D's score,
+p-values, threshold) is trained and scored and compared with ``tests/data/score_regression.json``. The values were
+recorded part-way through the "one house" restructuring; the code from before it (commit 6a43b22) reproduces
+them exactly. On the CPU capability and torch build that recorded them the comparison is exact; elsewhere
+(another instruction set or torch build can round differently) it allows 1e-9 relative. Re-record only for a
+deliberate change of scores: ``python tests/test_score_regression.py --record``.
 """
 
 from __future__ import annotations
