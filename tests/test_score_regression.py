@@ -28,10 +28,15 @@ def _platform() -> dict[str, str]:
 
 
 def _compute() -> dict[str, list[float]]:
+    # One thread for torch and for numpy's BLAS (threadpoolctl comes with scikit-learn): the statistics model's
+    # matrix products round differently with the BLAS thread count (about 1e-14 in the fused score).
+    from threadpoolctl import threadpool_limits
+
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: the reduction order does not depend on the machine's core count
+    torch.set_num_threads(1)
     try:
-        return _train_and_score()
+        with threadpool_limits(1):
+            return _train_and_score()
     finally:
         torch.set_num_threads(threads)
 
