@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, cli_config
-from .config import ABLATIONS, NORM_KINDS, RESIZE_MODES, SCORE_MODES, TRAIN_GROUPINGS
+from .config import ABLATIONS, DEMO_MAX_TIME, DEMO_STEPS, NORM_KINDS, RESIZE_MODES, SCORE_MODES, TRAIN_GROUPINGS
 from .engine import ENGINES, TORCH_PRECISIONS
 from .log import LOGGER, progress_bar, setup_logging
 
@@ -301,8 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=examples("discopatch demo --out demo-out", "discopatch demo --max-steps 100 --seed 1"),
     )
     p.add_argument("--out", default="demo-out", help="output directory (model under OUT/model)")
-    p.add_argument("--max-steps", type=int, default=400, help="training steps (default 400, about 3.5 min on 2 cores)")
-    p.add_argument("--max-time", type=float, default=900.0, help="cap on training time in seconds (default 900)")
+    p.add_argument("--max-steps", type=int, default=DEMO_STEPS, help="training steps")
+    p.add_argument("--max-time", type=float, default=DEMO_MAX_TIME, help="cap on training time in seconds")
     p.add_argument("--seed", type=int, default=0, help="seed of training and the test patch positions")
     _add_device(p)
 

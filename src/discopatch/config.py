@@ -189,6 +189,11 @@ def paper_preset() -> Preset:
 #: The ``small`` preset's training budget: the learning curve's best point (docs/BENCHMARKS.md, "Longer training").
 SMALL_STEPS = 1380
 
+#: The demo's training budget: a step count, so its printed table is the same on any machine and under any load;
+#: the time limit is only a cap for very slow machines.
+DEMO_STEPS = 400
+DEMO_MAX_TIME = 900.0
+
 
 def small_preset(channels: int = 3) -> Preset:
     """A CPU-sized scale model of the paper's geometry: 64 px images, 32 px patches, three layers to a 4x4 map.

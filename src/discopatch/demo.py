@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import get_preset
+from .config import DEMO_MAX_TIME, DEMO_STEPS, get_preset
 from .data.builtin import load_demo_animal_mnist, load_demo_fashion_mnist
 from .data.corruptions import corrupt_batch
 from .data.images import stack_images
@@ -37,10 +37,6 @@ DEMO_SEVERITY = 3
 
 def _named(images: np.ndarray, prefix: str) -> ImageSet:
     return ImageSet(images, [f"{prefix}#{i}" for i in range(len(images))])
-
-
-#: Training steps of the demo: about 3.5 minutes on 2 idle CPU cores.
-DEMO_STEPS = 400
 
 
 def build_demo_sets(det: Detector, seed: int = 0) -> tuple[ImageSet, dict[str, ImageSet]]:
@@ -59,7 +55,7 @@ def build_demo_sets(det: Detector, seed: int = 0) -> tuple[ImageSet, dict[str, I
 
 def run_demo(
     out: str | Path = "demo-out",
-    max_time: float | None = 900.0,
+    max_time: float | None = DEMO_MAX_TIME,
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
@@ -68,7 +64,7 @@ def run_demo(
     """Train, calibrate and evaluate on the bundled data; print the table and write ``results.json``.
 
     Training stops after ``max_steps`` (so the printed numbers are the same on any machine and under any load) or
-    at ``max_time`` seconds, whichever comes first; about 3.5 minutes on 2 idle CPU cores.
+    at ``max_time`` seconds, whichever comes first.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,8 +75,7 @@ def run_demo(
     print(
         f"discopatch {__version__} demo: training the 'small' preset on {len(data.train_images)} Fashion-MNIST "
         f"images for {max_steps or 'unlimited'} steps (at most {f'{max_time:g} s' if max_time else 'no time limit'}) "
-        f"on {det.device} "
-        f"({torch.get_num_threads()} threads)",
+        f"on {det.device} ({torch.get_num_threads()} threads)",
         file=sys.stderr,
     )
     det.fit(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -83,8 +84,6 @@ def test_seeds_run_apart_merge_into_one_curve_with_per_step_spread() -> None:
         merge_curves([a, other])
     # A stopping budget recorded with the preset is not configuration (older runs kept the preset's own); the
     # model is.
-    import copy
-
     budget = copy.deepcopy(b)
     budget["preset"]["train"]["max_steps"] = 1380
     assert merge_curves([a, budget])["seeds"] == [0, 1]

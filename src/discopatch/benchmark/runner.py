@@ -417,7 +417,7 @@ def trained_variants(preset: Preset) -> dict[str, tuple[dict[str, Any], dict[str
     Each maps a label to (model overrides, training overrides).
     """
     other = (
-        ("training groups = 64 images' patches (the paper's)", {"grouping": "domain"})
+        (f"training groups = {preset.train.batch_images} images' patches (the paper's)", {"grouping": "domain"})
         if preset.train.grouping == "image"
         else ("training groups = one image's patches", {"grouping": "image"})
     )
