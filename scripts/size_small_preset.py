@@ -18,8 +18,8 @@ import torch
 from discopatch.config import get_preset
 from discopatch.data.builtin import load_demo_fashion_mnist
 from discopatch.data.images import stack_images
+from discopatch.engine import score_array
 from discopatch.model import Discriminator
-from discopatch.scoring import score_array
 from discopatch.training import Trainer
 
 CANDIDATES = [(16, 32, 64, 128), (32, 64, 128, 256), (64, 128, 256, 512)]

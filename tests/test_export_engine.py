@@ -17,9 +17,8 @@ import onnx
 from discopatch.cli import main
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector
-from discopatch.engine import OnnxEngine, TorchEngine, make_engine, resolve_engine_name
+from discopatch.engine import OnnxEngine, TorchEngine, make_engine, resolve_engine_name, score_array
 from discopatch.export import check_export, export_detector, read_metadata
-from discopatch.scoring import score_array
 from helpers.presets import tiny_preset
 
 
@@ -83,7 +82,7 @@ def test_engines_agree(trained_detector: Detector, real_stack: np.ndarray) -> No
     strides = [p.stride() for p in D.parameters()]
     ref = score_array(D, real_stack, det.n_patches, det.seed)
     torch_eng = TorchEngine(D, det.n_patches, det.seed)
-    np.testing.assert_allclose(torch_eng.score(real_stack), ref, rtol=0, atol=1e-6)  # scoring.py's computation
+    np.testing.assert_allclose(torch_eng.score(real_stack), ref, rtol=0, atol=1e-6)  # score_array: the same engine
     assert TorchEngine(D, det.n_patches, det.seed, run_images=3).score(real_stack).shape == (40,)
     layouts = (TorchEngine(D, det.n_patches, det.seed, channels_last=c) for c in (True, False))
     for eng in (

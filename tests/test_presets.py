@@ -12,8 +12,8 @@ import torch
 from discopatch.config import ModelConfig, get_preset, paper_preset, small_1x1_preset, small_preset
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector
+from discopatch.engine import score_array
 from discopatch.model import Discriminator
-from discopatch.scoring import score_array
 from discopatch.training import Trainer, official_epoch_steps
 from helpers.presets import tiny_preset
 

@@ -5,6 +5,10 @@ held-out validation split; ``calibrate`` can be called again on any other ID ima
 per image (higher = more OOD); ``predict`` adds conformal p-values and the decision at the calibrated
 false-positive rate.
 
+Per-image outputs all come from one method, :meth:`Detector.score_decoded` (decoded images and decoding errors ->
+one :class:`~discopatch.results.ImageResult` each); :meth:`Detector.score_items` decodes inputs in chunks for it,
+and ``predict``, ``discopatch score``, ``evaluate``, the service and the folder watcher are built on these two.
+
 Example::
 
     det = Detector(preset="small").fit("train_images/", max_time=600)
@@ -18,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,21 +33,33 @@ import torch
 from ._version import __version__
 from .artifact import PROVENANCE_KEYS, ArtifactError, detector_id, load_artifact, save_artifact
 from .calibration import Calibration
-from .config import PRESETS, Preset, get_preset, to_dict
+from .config import PRESETS, PreprocessConfig, Preset, get_preset, to_dict
 from .data.images import ImageInput, expand_paths, preprocess, preprocess_many
 from .data.sources import ImageSet, fingerprint_inputs, load_folder, load_images, split_train_val
 from .distributed import is_main_process
-from .engine import PRECISIONS, TORCH_PRECISIONS, EngineName, Precision, ScoringEngine, make_engine, resolve_engine_name
+from .engine import (
+    PRECISIONS,
+    TORCH_PRECISIONS,
+    EngineName,
+    Precision,
+    ScoringEngine,
+    make_engine,
+    resolve_engine_name,
+    score_array,
+    scores_from_logits,
+)
 from .explain import Explanation
+from .log import progress_bar
 from .model import Discriminator
 from .patches import content_corners
-from .results import Prediction
+from .results import ImageResult, Prediction
 from .runtime import resolve_device
-from .scoring import score_array, scores_from_logits
 from .stats_model import StatsModel
 from .training import Trainer, TrainState
 
 Images = str | os.PathLike | np.ndarray | Sequence[ImageInput]
+#: A decoded input: ``(preprocessed image, None)`` or ``(None, why it could not be read)``.
+Decoded = tuple[np.ndarray | None, str | None]
 
 
 def utc_now() -> str:
@@ -265,12 +281,6 @@ class Detector:
         """
         return self._explain_stack(self._stack(images))
 
-    def explain_preprocessed(self, stack: np.ndarray) -> list[Explanation]:
-        """:meth:`explain` for images already passed through :func:`~discopatch.data.images.preprocess`; each
-        explanation's ``score`` is what :meth:`score_preprocessed` returns for its image (the service scores this
-        way, so a score and its heat map come from one forward pass)."""
-        return self._explain_stack(stack)
-
     def _explain_stack(self, stack: np.ndarray) -> list[Explanation]:
         engine = self.scoring_engine()
         mode = self.preset.score_mode
@@ -360,49 +370,120 @@ class Detector:
             return np.zeros((0, cfg.image_size, cfg.image_size) + ((3,) if cfg.channels == 3 else ()), np.uint8)
         return np.stack(out)
 
+    def score_decoded(
+        self, sources: Sequence[str], decoded: Sequence[Decoded], explain: bool = False
+    ) -> list[ImageResult]:
+        """The one per-image scoring step: decoded inputs -> one :class:`~discopatch.results.ImageResult` each.
+
+        ``decoded[i]`` is ``(image, None)`` for an image already passed through
+        :func:`~discopatch.data.images.preprocess` or ``(None, error)`` for an input that could not be read; its
+        result keeps that error and the others are scored together in one call of the engine (scores are per
+        image, so an unreadable neighbour changes nothing). p-values and ``is_ood`` come from the calibration when
+        there is one. ``explain=True`` attaches each image's :class:`Explanation`, computed in the same forward
+        pass as its score (the service and ``score --heatmaps`` use this, so a heat map never needs a second pass).
+        """
+        if len(sources) != len(decoded):
+            raise ValueError(f"{len(sources)} sources for {len(decoded)} decoded inputs")
+        self.require_model()
+        ok = [i for i, (img, _) in enumerate(decoded) if img is not None]
+        scores: Sequence[float] | np.ndarray = []
+        d_scores: Sequence[float] | np.ndarray | None = None
+        explanations: list[Explanation] = []
+        if ok:
+            stack = np.stack([decoded[i][0] for i in ok])  # type: ignore[misc]
+            if explain:
+                explanations = self._explain_stack(stack)
+                scores, d_scores = [e.score for e in explanations], [e.d_score for e in explanations]
+            else:
+                scores, d_scores = self._score_parts(self.scoring_engine(), stack)
+        cal = self.calibration
+        p_values = cal.p_values(np.asarray(scores, dtype=np.float64)) if cal is not None and ok else None
+        out = [ImageResult(str(src), error=err or "unreadable input") for src, (_, err) in zip(sources, decoded)]
+        for n, i in enumerate(ok):
+            score = float(scores[n])
+            out[i] = ImageResult(
+                source=str(sources[i]),
+                score=score,
+                d_score=score if d_scores is None else float(d_scores[n]),
+                p_value=None if p_values is None else float(p_values[n]),
+                is_ood=None if cal is None else bool(score > cal.threshold),
+                explanation=explanations[n] if explain else None,
+            )
+        return out
+
+    def score_items(
+        self,
+        items: Images | ImageSet,
+        *,
+        preprocess: PreprocessConfig | None = None,
+        chunk_size: int | None = None,
+        explain: bool = False,
+        progress: bool = False,
+        desc: str = "scoring",
+    ) -> Iterator[ImageResult]:
+        """Decode and score inputs ``chunk_size`` at a time, yielding one :class:`ImageResult` per input in order.
+
+        ``items`` is what :meth:`predict` takes: a folder or file path (expanded like ``discopatch score``), a
+        uint8 stack, a list of paths, arrays, bytes or Pillow images in any mix, or an :class:`ImageSet` (already
+        preprocessed; its failed inputs follow the others). A file is named by its path, an in-memory input
+        ``#i``. ``chunk_size`` (``None``: all at once) bounds memory for long lists; it never changes which
+        images are normalised together. ``preprocess`` replaces the detector's own preprocessing (only
+        ``evaluate --official-pipeline`` does this). Unreadable inputs yield error results and never stop the
+        others (:meth:`score_decoded`).
+        """
+        if isinstance(items, ImageSet):
+            names = list(items.names) + [name for name, _ in items.errors]
+            decoded: list[Decoded] = [(img, None) for img in items.images] + [(None, err) for _, err in items.errors]
+            step = chunk_size or max(1, len(names))
+            for start in range(0, len(names), step):
+                yield from self.score_decoded(names[start : start + step], decoded[start : start + step], explain)
+            return
+        inputs = self._inputs(items)
+        cfg = preprocess or self.preset.preprocess
+        step = chunk_size or max(1, len(inputs))
+        bar = progress_bar(total=len(inputs), desc=desc, unit="img", disable=not progress)
+        try:
+            for start in range(0, len(inputs), step):
+                chunk = inputs[start : start + step]
+                names = [str(x) if isinstance(x, (str, os.PathLike)) else f"#{start + i}" for i, x in enumerate(chunk)]
+                pairs = [(img, err) for _, img, err in preprocess_many(chunk, cfg)]
+                yield from self.score_decoded(names, pairs, explain)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+
+    @staticmethod
+    def _inputs(items: Images) -> list[ImageInput]:
+        """The inputs of ``items``: a path alone is expanded like ``discopatch score`` does (a folder to its
+        images, a file kept as given, so a missing one is an error entry); inside a list each element is one."""
+        if isinstance(items, (str, os.PathLike)):
+            return list(expand_paths([items]))
+        if isinstance(items, np.ndarray):
+            if items.ndim not in (3, 4):
+                raise ValueError(f"an image stack must be (N, H, W) or (N, H, W, C); got shape {items.shape}")
+            return list(items)
+        return list(items)
+
     def iter_score_files(
         self, paths: Sequence[str | os.PathLike], chunk_size: int | None = None, explain: bool = False
-    ) -> Iterable[dict[str, Any]]:
-        """Score files in input order, ``chunk_size`` at a time; yields one row per file.
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`score_items` over files, as ``discopatch score`` rows (``chunk_size`` default: the batch size).
 
-        Rows are ``{"path", "score", "p_value", "is_ood", "error", "threshold", "model_id"}``; the last two say
-        which calibrated threshold and which saved detector (:attr:`detector_id`) produced the row. A fused or
-        statistics-only detector adds ``"d_score"`` after ``"score"``: D's own score from the same pass. A file that
-        cannot be read yields a row with ``score=None`` and a specific ``error``; the others are unaffected (scores
-        are per image). :func:`discopatch.results_frame` turns rows into a pandas DataFrame.
-        ``explain=True`` adds ``"explanation"`` (an :class:`Explanation`, ``None`` for unreadable files) from the
-        same forward pass as the score.
+        Rows are ``{"path", "score", "p_value", "is_ood", "error", "threshold", "model_id"}``; a fused or
+        statistics-only detector adds ``"d_score"`` after ``"score"``. A file that cannot be read yields a row
+        with ``score=None`` and a specific ``error``. ``explain=True`` adds ``"explanation"`` (``None`` for
+        unreadable files). :func:`discopatch.results_frame` turns rows into a pandas DataFrame.
         """
-        self.require_model()
-        chunk_size = chunk_size or self.batch_size
-        cfg = self.preset.preprocess
         with_d = self.preset.score_mode != "d-only"
-        for start in range(0, len(paths), chunk_size):
-            chunk = paths[start : start + chunk_size]
-            decoded = list(preprocess_many(chunk, cfg))
-            ok = [img for _, img, _ in decoded if img is not None]
-            explanations: list[Explanation] = self._explain_stack(np.stack(ok)) if ok and explain else []
-            scores: Any
+        meta = {"threshold": self._row_threshold(), "model_id": self.detector_id}
+        for r in self.score_items(list(paths), chunk_size=chunk_size or self.batch_size, explain=explain):
+            row: dict[str, Any] = {"path": r.source, "score": r.score}
+            if with_d:
+                row["d_score"] = r.d_score
+            row |= {"p_value": r.p_value, "is_ood": r.is_ood, "error": r.error} | meta
             if explain:
-                scores, d_scores = [e.score for e in explanations], [e.d_score for e in explanations]
-            elif ok:
-                scores, d_scores = self._score_parts(self.scoring_engine(), np.stack(ok))
-            else:
-                scores, d_scores = [], None
-            it, it_d, it_expl = iter(scores), iter(d_scores if d_scores is not None else []), iter(explanations)
-            for (_, img, err), path in zip(decoded, chunk):
-                s = None if img is None else float(next(it))
-                row: dict[str, Any] = {"path": str(path), "score": s}
-                if with_d:
-                    row["d_score"] = None if img is None else float(next(it_d))
-                row |= {"p_value": None, "is_ood": None, "error": err}
-                row |= {"threshold": self._row_threshold(), "model_id": self.detector_id}
-                if s is not None and self.calibration is not None:
-                    row["p_value"] = float(self.calibration.p_values(np.array([s]))[0])
-                    row["is_ood"] = bool(s > self.calibration.threshold)
-                if explain:
-                    row["explanation"] = None if img is None else next(it_expl)
-                yield row
+                row["explanation"] = r.explanation
+            yield row
 
     def _row_threshold(self) -> float | None:
         """The threshold as an output value: ``None`` when uncalibrated or infinite (too few calibration images)."""
@@ -429,61 +510,13 @@ class Detector:
         cal = self.calibration
         if cal is None:
             raise NotFittedError("the detector is not calibrated; call calibrate() with ID images")
-        sources, decoded = self._decode_named(images)
-        n = len(sources)
-        scores, p_values, is_ood = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
-        d_scores = None if self.preset.score_mode == "d-only" else np.full(n, np.nan)
-        ok = [i for i, (img, _) in enumerate(decoded) if img is not None]
-        if ok:
-            s, d = self._score_parts(self.scoring_engine(), np.stack([decoded[i][0] for i in ok]))
-            scores[ok], p_values[ok], is_ood[ok] = s, cal.p_values(s), cal.is_ood(s)
-            if d_scores is not None and d is not None:
-                d_scores[ok] = d
-        return Prediction(
-            sources=sources,
-            scores=scores,
-            p_values=p_values,
-            is_ood=is_ood,
-            errors=[err for _, err in decoded],
+        return Prediction.from_results(
+            self.score_items(images),
             threshold=cal.threshold,
             model_id=self.detector_id,
             meta=self.meta(),
-            d_scores=d_scores,
+            with_d_scores=self.preset.score_mode != "d-only",
         )
-
-    def _decode_named(self, images: Images | ImageSet) -> tuple[list[str], list[tuple[np.ndarray | None, str | None]]]:
-        """Each input's name and ``(preprocessed image, None)`` or ``(None, error)``, in input order.
-
-        A path given alone is expanded like ``discopatch score`` does (a folder to its images, a file kept as given,
-        so a missing one is an error entry); inside a list every element is one input.
-        """
-        if isinstance(images, ImageSet):  # already preprocessed; its failed inputs follow the others
-            names = list(images.names) + [name for name, _ in images.errors]
-            return names, [(img, None) for img in images.images] + [(None, err) for _, err in images.errors]
-        if isinstance(images, (str, os.PathLike)):
-            items: list[ImageInput] = list(expand_paths([images]))
-        elif isinstance(images, np.ndarray):
-            if images.ndim not in (3, 4):
-                raise ValueError(f"an image stack must be (N, H, W) or (N, H, W, C); got shape {images.shape}")
-            items = list(images)
-        else:
-            items = list(images)
-        names = [str(x) if isinstance(x, (str, os.PathLike)) else f"#{i}" for i, x in enumerate(items)]
-        return names, [(img, err) for _, img, err in preprocess_many(items, self.preset.preprocess)]
-
-    def decide(self, scores: np.ndarray) -> dict[str, Any]:
-        """p-values and decisions for scores already computed, with the threshold and detector they come from."""
-        cal = self.calibration
-        if cal is None:
-            raise NotFittedError("the detector is not calibrated; call calibrate() with ID images")
-        return {
-            "scores": scores,
-            "p_values": cal.p_values(scores),
-            "is_ood": cal.is_ood(scores),
-            "threshold": cal.threshold,
-            "model_id": self.detector_id,
-            "meta": self.meta(),
-        }
 
     def meta(self) -> dict[str, Any]:
         """What describes this detector in an output: it goes into ``evaluate``'s JSON and the service's answers.

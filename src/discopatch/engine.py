@@ -1,5 +1,12 @@
 """Scoring engines: the same per-image patch scores computed by PyTorch or by ONNX Runtime.
 
+This is the only place where D scores images: :class:`TorchEngine` and :class:`OnnxEngine` behind
+``Detector.score``, and :func:`score_array` for a bare discriminator (training diagnostics, ablations, tests),
+which is a :class:`TorchEngine` too. Many images share one forward pass; the grouped normalisation still gives each
+image its own statistics because the group size is exactly one image's ``n_patches``. ``pool_images`` > 1 (torch
+only) deliberately pools statistics over several images - the leak the paper warns about - and exists only so the
+benchmark can show its effect.
+
 Both engines share everything except D's forward pass: content-seeded corners (:func:`patches.content_corners`),
 patch extraction and the float64 ``1 - mean sigmoid`` (:func:`scoring.scores_from_logits`). They therefore agree
 to float32 rounding: within 1e-4, the contract (``discopatch export --check`` fails above it, and the tests hold
@@ -24,7 +31,6 @@ from .config import ModelConfig
 from .model import Discriminator
 from .onnx_graph import export_onnx_bytes
 from .patches import content_corners, extract_patches, to_tensor
-from .scoring import scores_from_logits
 
 #: What runs D; ``auto`` is resolved to one of the others by :func:`resolve_engine_name`.
 EngineName = Literal["auto", "torch", "onnx"]
@@ -70,13 +76,21 @@ def cpu_run_images(cfg: ModelConfig, n_patches: int, budget: int = CPU_RUN_BYTES
     return max(1, budget // first)
 
 
+def scores_from_logits(logits: torch.Tensor) -> np.ndarray:
+    """1 - mean sigmoid over each image's patches, in float64 so that near-certain patches do not tie at 1.0."""
+    probs = torch.sigmoid(logits.double())
+    return (1.0 - probs.mean(dim=1)).numpy()
+
+
 class ScoringEngine(ABC):
     """Preprocessed uint8 images -> per-patch logits -> float64 scores; subclasses supply D's forward.
 
-    ``run_images`` caps the images per forward run (``None``: the whole call in one run).
+    ``run_images`` caps the images per forward run (``None``: the whole call in one run). ``pool_images`` is the
+    number of images per normalisation group: 1 (per image) except in the torch engine's leaky ablation.
     """
 
     name = "base"
+    pool_images = 1
 
     def __init__(
         self,
@@ -110,8 +124,14 @@ class ScoringEngine(ABC):
         produce them in the same pass as the logits.
         """
 
+    def _step(self, size: int) -> int:
+        """``size`` rounded down to whole normalisation groups (at least one group)."""
+        return max(self.pool_images, size - size % self.pool_images)
+
     def _runs(self, images: np.ndarray) -> list[np.ndarray]:
-        step = self.run_images or len(images)
+        if len(images) % self.pool_images:
+            raise ValueError(f"{len(images)} images cannot be pooled in groups of {self.pool_images}")
+        step = self._step(self.run_images or len(images))
         return [images[i : i + step] for i in range(0, len(images), step)]
 
     def patch_logits(self, images: np.ndarray) -> torch.Tensor:
@@ -124,8 +144,9 @@ class ScoringEngine(ABC):
     def score(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Float64 scores (higher = more OOD), ``batch_size`` images per forward pass."""
         out = np.empty(len(images), dtype=np.float64)
-        for i in range(0, len(images), max(1, batch_size)):
-            chunk = images[i : i + batch_size]
+        step = self._step(max(1, batch_size))
+        for i in range(0, len(images), step):
+            chunk = images[i : i + step]
             out[i : i + len(chunk)] = scores_from_logits(self.patch_logits(chunk))
         return out
 
@@ -166,7 +187,8 @@ class TorchEngine(ScoringEngine):
     ``precision="bf16"`` keeps a bfloat16 copy of D's convolutions (no per-call autocast weight casts); the
     normalisation statistics are accumulated in float32 and D's head and the sigmoid stay float32/float64.
     ``channels_last`` (default on) changes the memory layout only. Both work on a private copy of D, so the
-    detector's own module (which may be trained further) is never converted.
+    detector's own module (which may be trained further) is never converted. ``pool_images`` > 1 normalises
+    that many images together (the leaky ablation; never used by a detector's scores).
     """
 
     name = "torch"
@@ -180,6 +202,7 @@ class TorchEngine(ScoringEngine):
         precision: Precision = "fp32",
         channels_last: bool | None = None,
         run_images: int | None = None,
+        pool_images: int = 1,
     ) -> None:
         dev = next(D.parameters()).device if device is None else torch.device(device)
         if channels_last is None:  # measured faster for both presets and precisions (BENCHMARKS "Scoring speed")
@@ -189,6 +212,9 @@ class TorchEngine(ScoringEngine):
         super().__init__(D.cfg, n_patches, seed, dev, run_images)
         if precision not in TORCH_PRECISIONS:
             raise ValueError(f"the torch engine supports {' and '.join(TORCH_PRECISIONS)}, not {precision!r}")
+        if pool_images < 1:
+            raise ValueError(f"pool_images must be at least 1, got {pool_images}")
+        self.pool_images = int(pool_images)
         self.precision = precision
         self.channels_last = channels_last
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -218,10 +244,11 @@ class TorchEngine(ScoringEngine):
         try:
             with torch.inference_mode():
                 x = self._prepare(patches)
+                group = self.n_patches * self.pool_images
                 if statistics:
-                    logits, stats = self.D.forward_with_statistics(x, self.n_patches)
+                    logits, stats = self.D.forward_with_statistics(x, group)
                 else:
-                    logits, stats = self.D(x, self.n_patches), None
+                    logits, stats = self.D(x, group), None
         finally:
             self.D.train(was_training)
         return logits.float().reshape(-1, self.n_patches).cpu(), None if stats is None else stats.float().cpu()
@@ -347,3 +374,21 @@ def make_engine(
     if name == "onnx":
         return OnnxEngine.from_discriminator(D, n_patches, seed, precision=precision)
     return TorchEngine(D, n_patches, seed, device, precision=precision, channels_last=channels_last)
+
+
+def score_array(
+    D: Discriminator,
+    images: np.ndarray,
+    n_patches: int,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    batch_size: int = 256,
+    pool_images: int = 1,
+) -> np.ndarray:
+    """D's scores (float64, higher = more OOD) for a preprocessed stack, without a :class:`Detector`.
+
+    The same computation as a detector's torch engine (one :class:`TorchEngine` per call, on ``device`` or D's
+    own), ``batch_size`` images per call; ``pool_images`` > 1 is the leaky ablation.
+    """
+    engine = TorchEngine(D, n_patches, seed, device, pool_images=pool_images)
+    return engine.score(images, batch_size)

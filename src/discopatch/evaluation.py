@@ -1,5 +1,9 @@
 """Evaluate a detector: ID scores once, then every OOD set against them, through the same pipeline.
 
+Both ways in - images in memory or folders (:func:`evaluate`) and streamed file lists, ImageNet-C and the
+official pipelines (:func:`discopatch.reproduce.evaluate_sources`) - score through
+:meth:`~discopatch.detector.Detector.score_items` and meet in :func:`evaluate_results`.
+
 Every output names the detector it judged with: the result's ``meta`` carries its ``model_id`` and ``threshold``,
 and each set's ``flagged`` is the share of its images above that threshold (for the ID set, the false-positive rate
 actually met, to compare with the target).
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +22,7 @@ import numpy as np
 from .data.sources import ImageSet
 from .detector import Detector, Images
 from .metrics import auroc_ci, format_table, ood_metrics
+from .results import ImageResult
 
 
 @dataclass
@@ -79,10 +84,42 @@ def with_id_scores(det: Detector, id_name: str, id_scores: np.ndarray) -> Evalua
     )
 
 
-def _as_set(det: Detector, images: Images | ImageSet, progress: bool) -> ImageSet:
-    if isinstance(images, ImageSet):
-        return images
-    return det.read(images, progress=progress)
+def collect(results: Iterable[ImageResult]) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """The scores of the readable inputs (float64, in order) and ``(source, error)`` for the others."""
+    scores: list[float] = []
+    errors: list[tuple[str, str]] = []
+    for r in results:
+        if r.score is None:
+            errors.append((r.source, r.error or "unreadable input"))
+        else:
+            scores.append(r.score)
+    return np.array(scores, dtype=np.float64), errors
+
+
+def evaluate_results(
+    det: Detector,
+    id_name: str,
+    id_results: Iterable[ImageResult],
+    ood_results: Iterable[tuple[str, Iterable[ImageResult]]],
+) -> EvaluationResult:
+    """The metrics of each OOD set's per-image results against the ID set's, unreadable inputs listed apart.
+
+    ``ood_results`` is consumed lazily, so each set is scored only when its turn comes (progress stays in order).
+    """
+    t0 = time.monotonic()
+    id_scores, id_errors = collect(id_results)
+    if len(id_scores) == 0:
+        raise ValueError("the ID set has no readable images")
+    res = with_id_scores(det, id_name, id_scores)
+    res.unreadable[id_name] = id_errors
+    for name, results in ood_results:
+        scores, errors = collect(results)
+        res.unreadable[name] = errors
+        if len(scores) == 0:
+            raise ValueError(f"OOD set {name!r} has no readable images")
+        res.add_set(det, name, scores)
+    res.seconds = time.monotonic() - t0
+    return res
 
 
 def evaluate(
@@ -97,20 +134,11 @@ def evaluate(
 
     Unreadable files are skipped and listed in ``unreadable``; they never change the other images' scores.
     """
-    t0 = time.monotonic()
-    id_set = _as_set(det, id_images, progress)
-    if len(id_set) == 0:
-        raise ValueError("the ID set has no readable images")
-    res = with_id_scores(det, id_name, det.score_preprocessed(id_set.images))
-    res.unreadable[id_name] = id_set.errors
-    for name, images in ood_sets.items():
-        s = _as_set(det, images, progress)
-        res.unreadable[name] = s.errors
-        if len(s) == 0:
-            raise ValueError(f"OOD set {name!r} has no readable images")
-        res.add_set(det, name, det.score_preprocessed(s.images))
-    res.seconds = time.monotonic() - t0
-    return res
+
+    def scored(images: Images | ImageSet) -> Iterable[ImageResult]:
+        return det.score_items(images if isinstance(images, ImageSet) else det.read(images, progress=progress))
+
+    return evaluate_results(det, id_name, scored(id_images), ((name, scored(x)) for name, x in ood_sets.items()))
 
 
 def parse_named_dir(spec: str) -> tuple[str, str]:

@@ -4,8 +4,8 @@
   OpenOOD v1.5 ``benchmark_imglist`` files). Blank lines and ``#`` comments are skipped; labels are ignored.
 * **ImageNet-C** is ``ROOT/<corruption>/<severity 1-5>/<class>/<image>``; every corruption x severity folder
   becomes one OOD set, and the mean over all of them is reported as well.
-* Sets are scored in chunks straight from the files (:func:`score_files`), so 50,000-image sets never sit in
-  memory as one 10 GB array.
+* Sets are scored in chunks straight from the files (:meth:`~discopatch.detector.Detector.score_items`), so
+  50,000-image sets never sit in memory as one 10 GB array.
 
 By default every set goes through the detector's own preprocessing, identical for ID and OOD. With
 ``official=True`` the official code's pipelines are mimicked instead (docs/METHOD.md, section 5): ID images
@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from .config import PreprocessConfig
-from .data.images import list_images, preprocess_many
+from .data.images import list_images
 from .detector import Detector
-from .evaluation import EvaluationResult, with_id_scores
-from .log import progress_bar
+from .evaluation import EvaluationResult, evaluate_results
+from .results import ImageResult
 
 OFFICIAL_LABEL = (
     "official pipelines (ID: resize_crop Lanczos; OOD and ImageNet-C: bilinear squash) - NOT leak-free: ID and "
@@ -132,36 +132,6 @@ def pipeline_config(base: PreprocessConfig, kind: str, official: bool) -> Prepro
     return dataclasses.replace(base, resize="resize_crop" if kind == "id" else "squash")
 
 
-def score_files(
-    det: Detector,
-    files: Sequence[str | os.PathLike],
-    cfg: PreprocessConfig | None = None,
-    chunk_size: int = 256,
-    progress: bool = False,
-    desc: str = "scoring",
-) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """Scores of readable files (float64), their indices in ``files``, and ``(path, error)`` for the others."""
-    cfg = cfg or det.preprocess_config
-    scores: list[np.ndarray] = []
-    kept: list[int] = []
-    errors: list[tuple[str, str]] = []
-    bar = progress_bar(total=len(files), desc=desc, unit="img", disable=not progress)
-    for start in range(0, len(files), chunk_size):
-        chunk = files[start : start + chunk_size]
-        imgs = []
-        for i, img, err in preprocess_many(chunk, cfg):
-            if img is None:
-                errors.append((str(chunk[i]), err or "unknown error"))
-            else:
-                imgs.append(img)
-                kept.append(start + i)
-        if imgs:
-            scores.append(det.score_preprocessed(np.stack(imgs)))  # the detector's configured score and engine
-        bar.update(len(chunk))
-    bar.close()
-    return (np.concatenate(scores) if scores else np.zeros(0)), kept, errors
-
-
 def evaluate_sources(
     det: Detector,
     id_source: Source,
@@ -173,24 +143,17 @@ def evaluate_sources(
     """AUROC / FPR@95 / AUPR per OOD source, ID scored once; adds a ``mean over ImageNet-C`` row if present."""
     t0 = time.monotonic()
     base = det.preprocess_config
-    id_scores, _, id_err = score_files(
-        det, id_source.files, pipeline_config(base, "id", official), chunk_size, progress, f"ID {id_source.name}"
-    )
-    if len(id_scores) == 0:
-        raise ValueError("the ID set has no readable images")
-    res = with_id_scores(det, id_source.name, id_scores)
-    res.meta["pipeline"] = OFFICIAL_LABEL if official else MATCHED_LABEL
-    res.unreadable[id_source.name] = id_err
-    corr_rows: list[dict[str, float]] = []
-    for src in ood_sources:
+
+    def scored(src: Source, desc: str) -> Iterable[ImageResult]:
         cfg = pipeline_config(base, src.kind, official)
-        s, _, err = score_files(det, src.files, cfg, chunk_size, progress, src.name)
-        res.unreadable[src.name] = err
-        if len(s) == 0:
-            raise ValueError(f"OOD set {src.name!r} has no readable images")
-        res.add_set(det, src.name, s)
-        if src.kind == "imagenet-c":
-            corr_rows.append(res.rows[src.name])
+        return det.score_items(src.files, preprocess=cfg, chunk_size=chunk_size, progress=progress, desc=desc)
+
+    sources = list(ood_sources)
+    res = evaluate_results(
+        det, id_source.name, scored(id_source, f"ID {id_source.name}"), ((s.name, scored(s, s.name)) for s in sources)
+    )
+    res.meta["pipeline"] = OFFICIAL_LABEL if official else MATCHED_LABEL
+    corr_rows = [res.rows[s.name] for s in sources if s.kind == "imagenet-c"]
     if corr_rows:
         keys = [k for k, v in corr_rows[0].items() if isinstance(v, float)]
         mean: dict[str, float] = {k: float(np.mean([r[k] for r in corr_rows])) for k in keys}

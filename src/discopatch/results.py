@@ -1,4 +1,8 @@
-"""Per-image outputs in a form data tools take directly: :class:`Prediction` and :func:`results_frame`.
+"""Per-image outputs: :class:`ImageResult` (one input), :class:`Prediction` (a call) and :func:`results_frame`.
+
+:class:`ImageResult` is what :meth:`~discopatch.Detector.score_items` yields for every input, readable or not; the
+command line, the service, the folder watcher and evaluation are all built on it, and :class:`Prediction` gathers
+them for :meth:`~discopatch.Detector.predict`.
 
 Every row, whichever call produced it, names its input (``source``) and the detector that judged it (``threshold``,
 ``model_id``), so rows from several runs or models can be concatenated and still be told apart. pandas is optional
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,8 +21,45 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas
 
+    from .explain import Explanation
+
 #: Column order of :func:`results_frame`; other keys of the rows follow these.
 COLUMNS = ("source", "score", "d_score", "p_value", "is_ood", "threshold", "model_id", "error")
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One input's outcome, in input order: its score or why it could not be scored.
+
+    ``source`` names the input (a file path as given, ``#i`` for the i-th in-memory input, or the name the caller
+    chose). ``score`` is the detector's configured score and ``d_score`` D's own score from the same forward pass
+    (equal to ``score`` for a ``d-only`` detector); ``p_value`` and ``is_ood`` come from the calibration (``None``
+    when the detector is uncalibrated). An unreadable input has every number ``None`` and its reason in ``error``.
+    ``explanation`` is set when it was asked for (:meth:`~discopatch.Detector.score_items` with ``explain=True``).
+    """
+
+    source: str
+    score: float | None = None
+    d_score: float | None = None
+    p_value: float | None = None
+    is_ood: bool | None = None
+    error: str | None = None
+    explanation: Explanation | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the input was read and scored."""
+        return self.error is None
+
+    def to_row(self, threshold: float | None, model_id: str | None, with_d_score: bool = True) -> dict[str, Any]:
+        """A :data:`COLUMNS` row (``d_score`` only if ``with_d_score``); ``threshold`` ``None`` when infinite."""
+        row: dict[str, Any] = {"source": self.source, "score": self.score}
+        if with_d_score:
+            row["d_score"] = self.d_score
+        thr = None if threshold is None or not math.isfinite(threshold) else float(threshold)
+        row |= {"p_value": self.p_value, "is_ood": self.is_ood, "threshold": thr, "model_id": model_id}
+        row["error"] = self.error
+        return row
 
 
 @dataclass(eq=False)
@@ -43,6 +84,46 @@ class Prediction(Mapping[str, Any]):
     meta: dict[str, Any]
     d_scores: np.ndarray | None = None
 
+    @classmethod
+    def from_results(
+        cls,
+        results: Iterable[ImageResult],
+        threshold: float,
+        model_id: str | None,
+        meta: dict[str, Any],
+        with_d_scores: bool,
+    ) -> Prediction:
+        """Gather per-image results: unreadable inputs get NaN numbers and ``is_ood`` False."""
+        res = list(results)
+        nan = math.nan
+
+        def column(values: list[Any]) -> np.ndarray:
+            return np.array(values, dtype=np.float64) if values else np.zeros(0)
+
+        return cls(
+            sources=[r.source for r in res],
+            scores=column([nan if r.score is None else r.score for r in res]),
+            p_values=column([nan if r.p_value is None else r.p_value for r in res]),
+            is_ood=np.array([bool(r.is_ood) for r in res], dtype=bool),
+            errors=[r.error for r in res],
+            threshold=threshold,
+            model_id=model_id,
+            meta=meta,
+            d_scores=column([nan if r.d_score is None else r.d_score for r in res]) if with_d_scores else None,
+        )
+
+    def results(self) -> list[ImageResult]:
+        """One :class:`ImageResult` per input (without explanations)."""
+        out = []
+        for i, source in enumerate(self.sources):
+            if self.errors[i] is not None:
+                out.append(ImageResult(source, error=self.errors[i]))
+                continue
+            score = float(self.scores[i])
+            d = score if self.d_scores is None else float(self.d_scores[i])
+            out.append(ImageResult(source, score, d, float(self.p_values[i]), bool(self.is_ood[i])))
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (``d_scores`` only when present)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -62,22 +143,8 @@ class Prediction(Mapping[str, Any]):
     def rows(self) -> list[dict[str, Any]]:
         """One dict per input with the keys of :data:`COLUMNS` (``d_score`` only when present); missing values
         are ``None``, so the rows serialise to JSON as they are."""
-        thr = float(self.threshold) if math.isfinite(self.threshold) else None
-        out = []
-        for i, source in enumerate(self.sources):
-            ok = self.errors[i] is None
-            row: dict[str, Any] = {"source": source, "score": float(self.scores[i]) if ok else None}
-            if self.d_scores is not None:
-                row["d_score"] = float(self.d_scores[i]) if ok else None
-            row |= {
-                "p_value": float(self.p_values[i]) if ok else None,
-                "is_ood": bool(self.is_ood[i]) if ok else None,
-                "threshold": thr,
-                "model_id": self.model_id,
-                "error": self.errors[i],
-            }
-            out.append(row)
-        return out
+        with_d = self.d_scores is not None
+        return [r.to_row(self.threshold, self.model_id, with_d) for r in self.results()]
 
     def to_frame(self) -> pandas.DataFrame:
         """:meth:`rows` as a pandas DataFrame (see :func:`results_frame`)."""

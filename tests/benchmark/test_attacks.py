@@ -7,8 +7,8 @@ import torch
 
 from discopatch.benchmark.attacks import _d_score, attack_suite, pgd
 from discopatch.data.images import stack_images
+from discopatch.engine import score_array
 from discopatch.model import Discriminator
-from discopatch.scoring import score_array
 from helpers.presets import tiny_preset
 
 

@@ -154,7 +154,7 @@ def attack_suite(
 
 
 def _d_only(det: Detector, x: np.ndarray) -> np.ndarray:
-    from ..scoring import score_array
+    from ..engine import score_array
 
     return score_array(det.discriminator, x, det.n_patches, det.seed, "cpu")  # type: ignore[arg-type]
 

@@ -38,10 +38,10 @@ from ..data.corruptions import CORRUPTIONS, PARAM_SOURCES, SEVERITIES, resolve_p
 from ..data.corruptions import corrupt_batch as _corrupt_batch
 from ..data.images import stack_images
 from ..detector import Detector
+from ..engine import score_array
 from ..log import progress_bar
 from ..metrics import ood_metrics
 from ..model import Discriminator
-from ..scoring import score_array
 from .ablations import layerwise_discriminator, mixed_batch_aurocs, patch_count_sweep
 from .baselines import (
     DeepSVDD,

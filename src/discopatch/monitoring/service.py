@@ -25,13 +25,13 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
+from ..detector import Detector
 from .alerts import AlertDispatcher
 from .drift import DriftConfig
 from .limits import MAX_BODY_BYTES, MAX_ID, MAX_IMAGE_BYTES, MAX_IMAGES, REQUEST_TIMEOUT_S, BodyLimit
@@ -58,7 +58,7 @@ PROBES = frozenset({"/healthz", "/livez", "/readyz"})
 
 
 def create_app(
-    detector: Any,
+    detector: Detector | str | os.PathLike,
     db_url: str = DEFAULT_DB_URL,
     *,
     drift_config: DriftConfig | None = None,
@@ -82,8 +82,6 @@ def create_app(
     if token is not None and not token:
         raise ValueError("the bearer token must not be empty")
     if isinstance(detector, (str, os.PathLike)):
-        from ..detector import Detector
-
         detector = Detector.load(detector)
     recorder = StreamRecorder(detector, Store(db_url), drift_config, alerts, thumbnails, max_decodes=max_decodes)
     metrics = Metrics(recorder)

@@ -27,6 +27,7 @@ from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..data.images import preprocess_many, utf8_text
+from ..detector import Decoded, Detector
 from ..explain import Explanation
 from . import THUMBNAILS
 from .alerts import AlertDispatcher
@@ -124,7 +125,7 @@ class Scorer:
     keeps freed memory in a per-thread arena, so 4 request threads each decoding in turn kept 4 decodes' worth.
     """
 
-    def __init__(self, detector: Any, max_decodes: int = MAX_DECODES) -> None:
+    def __init__(self, detector: Detector, max_decodes: int = MAX_DECODES) -> None:
         if detector.calibration is None:
             raise ValueError("the detector is not calibrated: monitoring needs its threshold and p-values")
         if max_decodes < 1:
@@ -139,41 +140,41 @@ class Scorer:
     def score(self, items: list[Item]) -> tuple[list[dict[str, Any]], dict[int, Explanation]]:
         """Per item ``{index, source_id, score, p_value, is_ood, error}``; also each scored item's explanation.
 
-        Scores come from :meth:`~discopatch.detector.Detector.explain_preprocessed`, which gives the score and D's
-        per-patch contributions in one forward pass (the score is the one ``score_preprocessed`` returns), so a
-        heat map never needs a second pass. The explanations (by item index) hold the preprocessed images.
+        Decoding runs on the shared pool; scoring is :meth:`~discopatch.detector.Detector.score_decoded` with
+        explanations, which gives the score and D's per-patch contributions in one forward pass, so a heat map
+        never needs a second pass. The explanations (by item index) hold the preprocessed images.
         """
-        results: list[dict[str, Any]] = [
-            {"index": i, "source_id": it.source_id, "score": None, "p_value": None, "is_ood": None, "error": it.error}
-            for i, it in enumerate(items)
-        ]
-        pending = [i for i, it in enumerate(items) if it.error is None]
-        arrays: dict[int, np.ndarray] = {}
         cfg = self.detector.preprocess_config
         # one task per image, so a request of 256 images queues behind others instead of holding the pool
-        decoded = [self._decoder.submit(_decode_one, items[i].data, cfg) for i in pending]
-        for i, future in zip(pending, decoded):
-            img, err = future.result()
-            if img is None:
-                name = items[i].source_id or f"images[{i}]"
-                results[i]["error"] = err.replace("<bytes>", name, 1) if err else f"{name}: unreadable"
-            else:
-                arrays[i] = img
-        if arrays:
-            idx = list(arrays)
-            stack = np.stack([arrays[i] for i in idx])
-            with self._lock:
-                t0 = time.perf_counter()
-                explained = self.detector.explain_preprocessed(stack)
+        futures = {i: self._decoder.submit(_decode_one, it.data, cfg) for i, it in enumerate(items) if it.error is None}
+        names: list[str] = []
+        decoded: list[Decoded] = []
+        for i, it in enumerate(items):
+            name = it.source_id or f"images[{i}]"
+            img, err = futures[i].result() if i in futures else (None, it.error)
+            if img is None and i in futures:
+                err = err.replace("<bytes>", name, 1) if err else f"{name}: unreadable"
+            names.append(name)
+            decoded.append((img, err))
+        with self._lock:
+            t0 = time.perf_counter()
+            scored = self.detector.score_decoded(names, decoded, explain=True)
+            if any(img is not None for img, _ in decoded):
                 self.inference_seconds += time.perf_counter() - t0
                 self.inference_batches += 1
-            out = self.detector.decide(np.array([e.score for e in explained], dtype=np.float64))
-            for n, i in enumerate(idx):
-                results[i].update(
-                    score=float(out["scores"][n]), p_value=float(out["p_values"][n]), is_ood=bool(out["is_ood"][n])
-                )
-            return results, dict(zip(idx, explained))
-        return results, {}
+        results = [
+            {
+                "index": i,
+                "source_id": it.source_id,
+                "score": r.score,
+                "p_value": r.p_value,
+                "is_ood": r.is_ood,
+                "error": r.error,
+            }
+            for i, (it, r) in enumerate(zip(items, scored))
+        ]
+        explained = {i: r.explanation for i, r in enumerate(scored) if r.explanation is not None}
+        return results, explained
 
     def close(self) -> None:
         """Stop the decoding threads (queued decodes still finish)."""
@@ -200,7 +201,7 @@ class StreamRecorder:
 
     def __init__(
         self,
-        detector: Any,
+        detector: Detector,
         store: Store,
         config: DriftConfig | None = None,
         alerts: AlertDispatcher | None = None,
@@ -271,7 +272,7 @@ class StreamRecorder:
         self,
         name: str,
         items: list[Item],
-        scored: tuple[list[dict[str, Any]], dict[int, np.ndarray]] | None = None,
+        scored: tuple[list[dict[str, Any]], dict[int, Explanation]] | None = None,
         *,
         key: str | None = None,
         fingerprint: str | None = None,
