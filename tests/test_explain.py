@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -74,7 +76,7 @@ def test_heatmap_averages_overlaps_and_leaves_uncovered_pixels_empty(trained_det
 
 
 def test_score_cli_writes_one_overlay_per_readable_image(local_detector: Detector, fmnist, tmp_path) -> None:
-    model = local_detector.save(tmp_path / "model")
+    model = copy.deepcopy(local_detector).save(tmp_path / "model")  # the shared detector stays unsaved
     paths = []
     for i in range(3):
         p = tmp_path / f"img{i}.png"

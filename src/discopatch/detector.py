@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,8 @@ from ._version import __version__
 from .artifact import PROVENANCE_KEYS, ArtifactError, detector_id, load_artifact, save_artifact
 from .calibration import Calibration
 from .config import PRESETS, PreprocessConfig, Preset, get_preset, to_dict
-from .data.images import ImageInput, expand_paths, preprocess, preprocess_many
-from .data.sources import ImageSet, fingerprint_inputs, load_folder, load_images, split_train_val
+from .data.images import preprocess_many
+from .data.sources import Images, ImageSet, fingerprint_inputs, image_stack, input_list, read_images, split_train_val
 from .distributed import is_main_process
 from .engine import (
     PRECISIONS,
@@ -48,7 +48,7 @@ from .engine import (
     score_array,
     scores_from_logits,
 )
-from .explain import Explanation
+from .explain import Explanation, explanations
 from .log import progress_bar
 from .model import Discriminator
 from .patches import content_corners
@@ -57,7 +57,6 @@ from .runtime import resolve_device
 from .stats_model import StatsModel
 from .training import Trainer, TrainState
 
-Images = str | os.PathLike | np.ndarray | Sequence[ImageInput]
 #: A decoded input: ``(preprocessed image, None)`` or ``(None, why it could not be read)``.
 Decoded = tuple[np.ndarray | None, str | None]
 
@@ -143,14 +142,7 @@ class Detector:
     # ------------------------------------------------------------------ data
     def read(self, images: Images, progress: bool = False) -> ImageSet:
         """Inputs -> preprocessed :class:`ImageSet` (a folder, a list of paths/arrays, or a uint8 stack)."""
-        cfg = self.preset.preprocess
-        if isinstance(images, (str, os.PathLike)):
-            return load_folder(images, cfg, progress=progress)
-        if isinstance(images, np.ndarray):
-            if images.ndim not in (3, 4):
-                raise ValueError(f"an image stack must be (N, H, W) or (N, H, W, C); got shape {images.shape}")
-            images = list(images)
-        return load_images(list(images), cfg, progress=progress)
+        return read_images(images, self.preset.preprocess, progress)
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -179,16 +171,8 @@ class Detector:
         speed. Inside an initialised process group (``torchrun``) training is data-parallel and only rank 0
         calibrates.
         """
-        overrides = dict(train_overrides)
-        if epochs is not None:
-            overrides["epochs"] = epochs
-        if max_time is not None:
-            overrides["max_time"] = max_time
-        if max_steps is not None:
-            overrides["max_steps"] = max_steps
-        if val_fraction is not None:
-            overrides["val_fraction"] = val_fraction
-        overrides["seed"] = self.seed
+        given = {"epochs": epochs, "max_time": max_time, "max_steps": max_steps, "val_fraction": val_fraction}
+        overrides = dict(train_overrides) | {k: v for k, v in given.items() if v is not None} | {"seed": self.seed}
         self.preset = self.preset.replace(train=dataclasses.replace(self.preset.train, **overrides))
         if target_fpr is not None:
             self.preset = self.preset.replace(target_fpr=target_fpr)
@@ -201,21 +185,10 @@ class Detector:
             )
         train_idx, val_idx = split_train_val(data.names, tcfg.val_fraction, self.seed)
         train, val = data.images[train_idx], data.images[val_idx]
-
-        ckpt_exists = checkpoint_dir is not None and (Path(checkpoint_dir) / "checkpoint.json").exists()
-        if resume and ckpt_exists:
-            resume_overrides = {k: v for k, v in overrides.items() if k in ("epochs", "max_time", "max_steps")}
-            trainer = Trainer.from_checkpoint(
-                checkpoint_dir, self.device, resume_overrides, amp=amp, channels_last=channels_last, compile=compile
-            )
-            if trainer.model_cfg != self.preset.model:
-                raise ValueError("the checkpoint was trained with another model configuration than requested")
-        else:
-            if resume:
-                raise FileNotFoundError(f"--resume given but no checkpoint found in {checkpoint_dir}")
-            trainer = Trainer(
-                self.preset.model, tcfg, self.device, amp=amp, channels_last=channels_last, compile=compile
-            )
+        speed = {"amp": amp, "channels_last": channels_last, "compile": compile}
+        trainer = Trainer.start_or_resume(
+            self.preset.model, tcfg, self.device, checkpoint_dir, resume, overrides, **speed
+        )
         self.trainer = trainer
         self._engine = None
         t0 = time.monotonic()
@@ -291,35 +264,11 @@ class Detector:
                 raise NotFittedError(f"score_mode {mode!r} needs the statistics model; call fit() or fit_statistics()")
             logits, feats = engine.logits_with_statistics(stack, self.batch_size)
         contributions = 1.0 - torch.sigmoid(logits.double()).numpy()
-        d = scores_from_logits(logits)
-        corners = content_corners(stack, self.model_config.patch_size, self.n_patches, self.seed)
-        s = None if feats is None or self.stats_model is None else self.stats_model.mahalanobis(feats)
-        out = []
-        for i in range(len(stack)):
-            extra: dict[str, Any] = {"score": float(d[i]), "source": "discriminator"}
-            if s is not None and self.stats_model is not None:
-                dm, ds, sm, ss = self.stats_model.fusion
-                d_z, s_z = float((d[i] - dm) / ds), float((s[i] - sm) / ss)
-                fused = float(self.stats_model.fuse(d[i : i + 1], s[i : i + 1])[0])
-                extra = {
-                    "score": float(s[i]) if mode == "stats-only" else fused,
-                    "source": "statistics" if mode == "stats-only" or s_z > d_z else "discriminator",
-                    "d_z": d_z,
-                    "stats_z": s_z,
-                    "stats_score": float(s[i]),
-                }
-            out.append(
-                Explanation(
-                    image=stack[i],
-                    corners=corners[i],
-                    patch_size=self.model_config.patch_size,
-                    contributions=contributions[i],
-                    d_score=float(d[i]),
-                    score_mode=mode,
-                    **extra,
-                )
-            )
-        return out
+        p = self.model_config.patch_size
+        corners = content_corners(stack, p, self.n_patches, self.seed)
+        sm = self.stats_model if feats is not None else None
+        s = None if sm is None or feats is None else sm.mahalanobis(feats)
+        return explanations(stack, corners, p, contributions, scores_from_logits(logits), mode, sm, s)
 
     # ------------------------------------------------------------------ scoring
     def require_model(self) -> Discriminator:
@@ -355,20 +304,8 @@ class Detector:
         eng.seed = self.seed
         return eng
 
-    def _stack(self, images: Images, progress: bool = False) -> np.ndarray:
-        if isinstance(images, (str, os.PathLike)):
-            data = load_folder(images, self.preset.preprocess, progress=progress)
-            if data.errors:
-                raise ValueError(f"{len(data.errors)} unreadable image(s), first: {data.errors[0][1]}")
-            return data.images
-        if isinstance(images, ImageSet):
-            return images.images
-        cfg = self.preset.preprocess
-        items: Iterable[ImageInput] = list(images) if isinstance(images, np.ndarray) else images
-        out = [preprocess(x, cfg) for x in items]
-        if not out:
-            return np.zeros((0, cfg.image_size, cfg.image_size) + ((3,) if cfg.channels == 3 else ()), np.uint8)
-        return np.stack(out)
+    def _stack(self, images: Images | ImageSet, progress: bool = False) -> np.ndarray:
+        return image_stack(images, self.preset.preprocess, progress)
 
     def score_decoded(
         self, sources: Sequence[str], decoded: Sequence[Decoded], explain: bool = False
@@ -438,7 +375,7 @@ class Detector:
             for start in range(0, len(names), step):
                 yield from self.score_decoded(names[start : start + step], decoded[start : start + step], explain)
             return
-        inputs = self._inputs(items)
+        inputs = input_list(items)
         cfg = preprocess or self.preset.preprocess
         step = chunk_size or max(1, len(inputs))
         bar = progress_bar(total=len(inputs), desc=desc, unit="img", disable=not progress)
@@ -451,18 +388,6 @@ class Detector:
                 bar.update(len(chunk))
         finally:
             bar.close()
-
-    @staticmethod
-    def _inputs(items: Images) -> list[ImageInput]:
-        """The inputs of ``items``: a path alone is expanded like ``discopatch score`` does (a folder to its
-        images, a file kept as given, so a missing one is an error entry); inside a list each element is one."""
-        if isinstance(items, (str, os.PathLike)):
-            return list(expand_paths([items]))
-        if isinstance(items, np.ndarray):
-            if items.ndim not in (3, 4):
-                raise ValueError(f"an image stack must be (N, H, W) or (N, H, W, C); got shape {items.shape}")
-            return list(items)
-        return list(items)
 
     def iter_score_files(
         self, paths: Sequence[str | os.PathLike], chunk_size: int | None = None, explain: bool = False

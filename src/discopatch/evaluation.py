@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .data.sources import ImageSet
-from .detector import Detector, Images
+from .data.sources import Images, ImageSet
+from .detector import Detector
 from .metrics import auroc_ci, format_table, ood_metrics
 from .results import ImageResult
 

@@ -21,9 +21,12 @@ What the map explains and what it cannot:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .stats_model import StatsModel
 
 #: Which view set a fused score: the larger of the two z-scores wins (:meth:`discopatch.stats_model.StatsModel.fuse`).
 SOURCES = ("discriminator", "statistics")
@@ -122,3 +125,46 @@ def save_overlay(explanation: Explanation, path: str, alpha: float = 0.55) -> No
     from PIL import Image
 
     Image.fromarray(overlay(explanation, alpha)).save(path, format="PNG")
+
+
+def explanations(
+    stack: np.ndarray,
+    corners: np.ndarray,
+    patch_size: int,
+    contributions: np.ndarray,
+    d_scores: np.ndarray,
+    score_mode: str,
+    stats_model: StatsModel | None = None,
+    stats_scores: np.ndarray | None = None,
+) -> list[Explanation]:
+    """One :class:`Explanation` per image of a scoring pass: its patch ``corners`` ``(B, N, 2)``, per-patch
+    ``contributions`` ``(B, N)``, D's scores and, for fused / statistics-only detectors, the statistics model and
+    its Mahalanobis scores from the same pass (the fused value is computed as the detector's score is)."""
+    out = []
+    for i in range(len(stack)):
+        d = d_scores[i]
+        extra: dict[str, Any] = {"score": float(d), "source": "discriminator"}
+        if stats_model is not None and stats_scores is not None:
+            s = stats_scores[i]
+            dm, ds, sm, ss = stats_model.fusion
+            d_z, s_z = float((d - dm) / ds), float((s - sm) / ss)
+            fused = float(stats_model.fuse(d_scores[i : i + 1], stats_scores[i : i + 1])[0])
+            extra = {
+                "score": float(s) if score_mode == "stats-only" else fused,
+                "source": "statistics" if score_mode == "stats-only" or s_z > d_z else "discriminator",
+                "d_z": d_z,
+                "stats_z": s_z,
+                "stats_score": float(s),
+            }
+        out.append(
+            Explanation(
+                image=stack[i],
+                corners=corners[i],
+                patch_size=patch_size,
+                contributions=contributions[i],
+                d_score=float(d),
+                score_mode=score_mode,
+                **extra,
+            )
+        )
+    return out

@@ -439,3 +439,27 @@ class Trainer:
             stop_reason="",
         )
         return trainer
+
+    @classmethod
+    def start_or_resume(
+        cls,
+        model_cfg: ModelConfig,
+        cfg: TrainConfig,
+        device: torch.device | str,
+        checkpoint_dir: str | os.PathLike | None,
+        resume: bool,
+        given: dict[str, Any],
+        **trainer_kwargs: Any,
+    ) -> Trainer:
+        """A fresh trainer, or with ``resume`` the one saved in ``checkpoint_dir``: its schedule is extended by
+        the ``epochs`` / ``max_time`` / ``max_steps`` among the ``given`` overrides, other settings stay the
+        checkpoint's, and a different model configuration is refused."""
+        if not resume:
+            return cls(model_cfg, cfg, device, **trainer_kwargs)
+        if checkpoint_dir is None or not (Path(checkpoint_dir) / CHECKPOINT_STATE).exists():
+            raise FileNotFoundError(f"--resume given but no checkpoint found in {checkpoint_dir}")
+        schedule = {k: v for k, v in given.items() if k in ("epochs", "max_time", "max_steps")}
+        trainer = cls.from_checkpoint(checkpoint_dir, device, schedule, **trainer_kwargs)
+        if trainer.model_cfg != model_cfg:
+            raise ValueError("the checkpoint was trained with another model configuration than requested")
+        return trainer

@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..config import PreprocessConfig
 from ..log import progress_bar
-from .images import IMAGE_EXTENSIONS, ImageInput, list_images, preprocess_many
+from .images import IMAGE_EXTENSIONS, ImageInput, expand_paths, list_images, preprocess, preprocess_many
 
 
 @dataclass
@@ -128,3 +128,45 @@ def _input_line(x: ImageInput) -> str:
     if isinstance(x, Image.Image):
         return f"image\t{x.mode}\t{x.width}x{x.height}\t{hashlib.sha256(x.tobytes()).hexdigest()}"
     return f"bytes\t{hashlib.sha256(bytes(x)).hexdigest()}"
+
+
+#: What the detector accepts as images: a folder or file path, a uint8 stack, or a list of inputs in any mix.
+Images = str | os.PathLike | np.ndarray | Sequence[ImageInput]
+
+
+def _stack_items(images: np.ndarray) -> list[ImageInput]:
+    if images.ndim not in (3, 4):
+        raise ValueError(f"an image stack must be (N, H, W) or (N, H, W, C); got shape {images.shape}")
+    return list(images)
+
+
+def read_images(images: Images, cfg: PreprocessConfig, progress: bool = False) -> ImageSet:
+    """Inputs -> preprocessed :class:`ImageSet` (a folder, a list of paths/arrays, or a uint8 stack)."""
+    if isinstance(images, (str, os.PathLike)):
+        return load_folder(images, cfg, progress=progress)
+    items = _stack_items(images) if isinstance(images, np.ndarray) else list(images)
+    return load_images(items, cfg, progress=progress)
+
+
+def image_stack(images: Images | ImageSet, cfg: PreprocessConfig, progress: bool = False) -> np.ndarray:
+    """Inputs -> one preprocessed uint8 stack; any unreadable input raises (a folder: ``ValueError`` naming it)."""
+    if isinstance(images, (str, os.PathLike)):
+        data = load_folder(images, cfg, progress=progress)
+        if data.errors:
+            raise ValueError(f"{len(data.errors)} unreadable image(s), first: {data.errors[0][1]}")
+        return data.images
+    if isinstance(images, ImageSet):
+        return images.images
+    out = [preprocess(x, cfg) for x in (list(images) if isinstance(images, np.ndarray) else images)]
+    if not out:
+        return np.zeros((0, cfg.image_size, cfg.image_size) + ((3,) if cfg.channels == 3 else ()), np.uint8)
+    return np.stack(out)
+
+
+def input_list(images: Images) -> list[ImageInput]:
+    """One entry per input: a path alone is expanded like ``discopatch score`` does (a folder to its images, a
+    file kept as given, so a missing one stays an input and becomes an error entry); a stack is split into images;
+    inside a list each element is one input."""
+    if isinstance(images, (str, os.PathLike)):
+        return list(expand_paths([images]))
+    return _stack_items(images) if isinstance(images, np.ndarray) else list(images)
