@@ -7,11 +7,12 @@ The graph itself (D with the per-image normalisation as explicit operations, out
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from .data.images import ImageInput
 from .detector import Detector
 from .engine import OnnxEngine, TorchEngine
 from .onnx_graph import (
@@ -74,7 +75,12 @@ def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
     return {p.key: p.value for p in m.metadata_props}
 
 
-def check_export(det: Detector, onnx_path: str | os.PathLike, images: Any = None, limit: int = 256) -> float:
+def check_export(
+    det: Detector,
+    onnx_path: str | os.PathLike,
+    images: Sequence[ImageInput] | np.ndarray | None = None,
+    limit: int = 256,
+) -> float:
     """Largest |ONNX Runtime graph score - PyTorch float32/64 score| over real images (default: demo test images).
 
     ``images`` is anything :func:`~discopatch.data.images.preprocess` reads (arrays, paths, bytes). Compares the
