@@ -34,6 +34,7 @@ from .data.images import ImageInput, expand_paths, preprocess, preprocess_many
 from .data.sources import ImageSet, fingerprint_inputs, load_folder, load_images, split_train_val
 from .distributed import is_main_process
 from .engine import PRECISIONS, TORCH_PRECISIONS, EngineName, Precision, ScoringEngine, make_engine, resolve_engine_name
+from .errors import NotFittedError
 from .explain import Explanation
 from .model import Discriminator
 from .patches import content_corners
@@ -49,10 +50,6 @@ Images = str | os.PathLike | np.ndarray | Sequence[ImageInput]
 def utc_now() -> str:
     """The current time as UTC ISO-8601 to the second, e.g. ``2026-12-01T09:30:00Z``."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class NotFittedError(RuntimeError):
-    """The detector has no trained discriminator (or no calibration) yet."""
 
 
 class Detector:
