@@ -48,3 +48,10 @@ def test_benchmark_and_attack_lists_are_parsed_when_the_command_line_is() -> Non
     with pytest.raises(SystemExit) as exc:
         PARSER.parse_args(["attack", "--eps", "1,x"])
     assert exc.value.code == 2
+
+
+def test_curve_merge_without_out_is_a_usage_error(tmp_path, capsys) -> None:
+    from discopatch.cli import main
+
+    assert main(["benchmark", "--protocol", "fmnist", "--curve", "--merge", str(tmp_path)]) == 2
+    assert "discopatch benchmark: error: --merge needs --out" in capsys.readouterr().err
