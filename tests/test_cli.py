@@ -169,9 +169,9 @@ def test_resume_extends_training(workspace) -> None:
 
 def test_clear_errors(workspace, tmp_path: Path, capsys) -> None:
     _, _model = workspace
-    assert main(["score", str(tmp_path / "nope"), "x.png"]) == 2
+    assert main(["score", str(tmp_path / "nope"), "x.png"]) == 4  # BadArtifactError: no detector there
     assert "not a detector directory" in capsys.readouterr().err
-    assert main(["fit", str(tmp_path / "empty"), "--out", str(tmp_path / "m")]) == 2
+    assert main(["fit", str(tmp_path / "empty"), "--out", str(tmp_path / "m")]) == 3  # BadInputError
     assert "no such file or folder" in capsys.readouterr().err
 
 

@@ -11,12 +11,12 @@ imports B. The rules:
   ``from .. import y``) imports both count; a name that does not exist as a module is resolved to its longest
   module prefix (``import discopatch.x.y`` where ``y`` is an attribute imports ``discopatch.x``);
 * ``from P import x`` where ``P.x`` is a submodule imports that submodule; any other name imported from a package
-  (``from . import __version__``) imports the package's ``__init__.py``. ``discopatch/__init__.py`` is not lazy (no
-  module ``__getattr__``: it imports the detector at once), so a submodule that the detector reaches and that
-  imports a name from the package imports the package back - that is a cycle here, which is why the version
-  string lives in the leaf module ``discopatch._version``;
+  (``from . import __version__``) imports the package's ``__init__.py``. ``discopatch/__init__.py`` imports the
+  detector (on first use, in its module ``__getattr__``, which counts like any import), so a submodule that the
+  detector reaches and that imports a name from the package imports the package back - that is a cycle here, which
+  is why the version string lives in the leaf module ``discopatch._version``;
 * the parent packages Python initialises implicitly before a submodule (``discopatch/__init__.py`` before
-  ``discopatch.detector``) are not edges: counting them would make the eager ``__init__`` "depend" on every
+  ``discopatch.detector``) are not edges: counting them would make ``__init__`` "depend" on every
   module below it, and a real problem there still shows up through the explicit rule above;
 * dynamic imports (``importlib.import_module``, ``importlib.resources.files``) are not seen; a module importing
   itself is not a cycle.

@@ -1,3 +1,5 @@
+"""``python -m discopatch``, the same as the ``discopatch`` script."""
+
 import sys
 
 from .cli import main

@@ -42,6 +42,7 @@ from ._version import __version__
 from .artifact_schema import validate as validate_schema
 from .calibration import Calibration
 from .config import SCORE_MODES, ModelConfig, PreprocessConfig, ScoreMode, from_dict, to_dict
+from .errors import BadArtifactError
 from .model import Discriminator
 
 FORMAT = "discopatch-detector"
@@ -55,7 +56,7 @@ DIGEST_SECTIONS = ("model", "preprocess", "scoring", "calibration", "files")
 PROVENANCE_KEYS = ("created", "training_data")
 
 
-class ArtifactError(ValueError):
+class ArtifactError(BadArtifactError, ValueError):
     """A saved detector is missing, damaged or does not match its configuration."""
 
 

@@ -43,6 +43,15 @@ EPOCH_RULES: tuple[EpochRule, ...] = get_args(EpochRule)
 #: ``stats-only`` (:mod:`discopatch.stats_model`).
 ScoreMode = Literal["d-only", "fused", "stats-only"]
 SCORE_MODES: tuple[ScoreMode, ...] = get_args(ScoreMode)
+#: What runs D; ``auto`` is resolved to one of the others by :func:`discopatch.engine.resolve_engine_name`.
+EngineName = Literal["auto", "torch", "onnx"]
+ENGINES: tuple[EngineName, ...] = get_args(EngineName)
+#: The number format of D's forward pass (not to be confused with an inverse covariance, which the statistics
+#: model calls ``inv_cov``): bf16 exists in the torch engine only, int8 (dynamic quantisation) in the ONNX one.
+Precision = Literal["fp32", "bf16", "int8"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+TORCH_PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
+ONNX_PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from .engine import (
     score_array,
     scores_from_logits,
 )
+from .errors import NotFittedError
 from .explain import Explanation, explanations
 from .log import progress_bar
 from .model import Discriminator
@@ -64,10 +65,6 @@ Decoded = tuple[np.ndarray | None, str | None]
 def utc_now() -> str:
     """The current time as UTC ISO-8601 to the second, e.g. ``2026-12-01T09:30:00Z``."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class NotFittedError(RuntimeError):
-    """The detector has no trained discriminator (or no calibration) yet."""
 
 
 class Detector:

@@ -22,25 +22,18 @@ from __future__ import annotations
 import copy
 import os
 from abc import ABC, abstractmethod
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import torch
 
-from .config import ModelConfig
+# ENGINES and the precisions live in config (no torch), so that the CLI offers them as choices without importing
+# this module; they are re-exported here, where they have always been importable from.
+from .config import ENGINES, ONNX_PRECISIONS, PRECISIONS, TORCH_PRECISIONS, EngineName, ModelConfig, Precision  # noqa: F401
 from .model import Discriminator
 from .onnx_graph import export_onnx_bytes
 from .patches import content_corners, extract_patches, to_tensor
 
-#: What runs D; ``auto`` is resolved to one of the others by :func:`resolve_engine_name`.
-EngineName = Literal["auto", "torch", "onnx"]
-ENGINES: tuple[EngineName, ...] = get_args(EngineName)
-#: The number format of D's forward pass (not to be confused with an inverse covariance, which the statistics
-#: model calls ``inv_cov``): bf16 exists in the torch engine only, int8 (dynamic quantisation) in the ONNX one.
-Precision = Literal["fp32", "bf16", "int8"]
-PRECISIONS: tuple[Precision, ...] = get_args(Precision)
-TORCH_PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
-ONNX_PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
 #: What ``engine="auto"`` picks on CPU when onnxruntime is installed. Measured interleaved on the idle 2-core dev
 #: machine (docs/BENCHMARKS.md, "Scoring speed"): ONNX Runtime answers single-image calls 1.7x (1 thread) to 4x
 #: (2 threads) faster - the serving case - and degrades less when other processes occupy the cores; PyTorch is

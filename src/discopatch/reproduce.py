@@ -22,7 +22,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -161,22 +160,3 @@ def evaluate_sources(
         res.rows[f"ImageNet-C mean ({len(corr_rows)} corruption x severity sets)"] = mean
     res.seconds = time.monotonic() - t0
     return res
-
-
-def evaluate_args(det: Detector, args: Any) -> EvaluationResult:
-    """``discopatch evaluate`` with image lists, ImageNet-C or ``--official-pipeline`` (streamed scoring); the
-    command prints and writes the result."""
-
-    from .evaluation import parse_named_dir
-
-    roots = dict(parse_named_dir(s) for s in getattr(args, "list_root", []))
-    if args.id_list:
-        id_src = list_source(Path(args.id_list).stem, args.id_list, args.data_root, kind="id")
-    else:
-        id_src = folder_source(Path(args.id_dir).name or "id", args.id_dir, kind="id")
-    oods = [source_from_spec(spec, args.data_root, roots=roots) for spec in args.ood]
-    if args.imagenet_c:
-        oods += imagenet_c_sources(args.imagenet_c)
-    return evaluate_sources(
-        det, id_src, oods, official=args.official_pipeline, progress=not getattr(args, "quiet", False)
-    )

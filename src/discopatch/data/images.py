@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..config import PreprocessConfig
+from ..errors import BadInputError, InputNotFoundError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 
@@ -57,7 +58,7 @@ def decoded_bytes(mode: str, width: int, height: int) -> int:
     return width * height * per_pixel
 
 
-class ImageReadError(ValueError):
+class ImageReadError(BadInputError, ValueError):
     """An input could not be turned into an image; the message names the reason."""
 
 
@@ -78,7 +79,7 @@ def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
     if root.is_file():
         return [root]
     if not root.is_dir():
-        raise FileNotFoundError(f"no such file or folder: {root}")
+        raise InputNotFoundError(f"no such file or folder: {root}")
     it = root.rglob("*") if recursive else root.glob("*")
     return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 

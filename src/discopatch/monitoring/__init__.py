@@ -7,13 +7,9 @@ without the extra.
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any
 
-DEFAULT_DB_URL = "sqlite:///discopatch-monitor.db"
-#: Which recorded images keep a thumbnail (``serve``/``monitor --thumbnails``); defined here, not in the module that
-#: uses it, so that the CLI can offer the choices without the ``serve`` extra.
-Thumbnails = Literal["flagged", "all", "none"]
-THUMBNAILS: tuple[Thumbnails, ...] = get_args(Thumbnails)
+from .choices import DEFAULT_DB_URL, THUMBNAILS
 
 _DRIFT_EXPORTS = ("DriftConfig", "DriftMonitor", "cusum_threshold", "window_tests")
 __all__ = ["DEFAULT_DB_URL", "THUMBNAILS", *_DRIFT_EXPORTS]

@@ -40,19 +40,16 @@ import time as _time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from ..calibration import Calibration
+from .choices import BINOMIAL_METHODS, BinomialMethod
 
 TESTS = ("binomial", "ks", "cusum")
 WINDOW_TESTS = ("binomial", "ks")
-#: The window test of the flagged count: ``beta-binomial`` allows for the finite calibration set, ``binomial``
-#: ignores its uncertainty.
-BinomialMethod = Literal["beta-binomial", "binomial"]
-BINOMIAL_METHODS: tuple[BinomialMethod, ...] = get_args(BinomialMethod)
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import PIL
 
+from .. import PROTOCOLS
 from .sources import SourceDirs
 
 __all__ = ["CACHE_ENV_VAR", "FAR_OOD_SETS", "NEAR_OOD_SETS", "PROTOCOLS", "ProtocolData", "cache_dir"]
 
 
-PROTOCOLS: tuple[str, ...] = ("fmnist", "photos")
 #: The near- and far-OOD sets each protocol defines; a set whose source is missing is in ``ProtocolData.skipped``.
 NEAR_OOD_SETS: dict[str, tuple[str, ...]] = {
     "fmnist": ("mnist", "animal_mnist", "letters"),

@@ -1,4 +1,5 @@
-"""``discopatch serve`` and ``discopatch monitor``: registered through ``discopatch.cli.COMMAND_GROUPS``."""
+"""``discopatch serve`` and ``discopatch monitor``: the HTTP service and folder / stdin monitoring with drift
+detection. FastAPI, SQLAlchemy, numpy and the detector are imported only when these commands run."""
 
 from __future__ import annotations
 
@@ -8,21 +9,24 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..engine import ENGINES
-from ..log import LOG_FORMATS
-from . import DEFAULT_DB_URL, THUMBNAILS
-from .drift import BINOMIAL_METHODS, DriftConfig
+from ..errors import EXIT_OK, NotFittedError, UsageError
+from ..monitoring.choices import BINOMIAL_METHODS, DEFAULT_DB_URL, THUMBNAILS
+from .config_files import add_config_options
+from .options import add_batch_size, add_device, add_engine, add_log_format, add_model, examples, require_extra
+
+if TYPE_CHECKING:
+    from ..monitoring.drift import DriftConfig
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="detector directory written by 'discopatch fit'")
+    add_model(p)
     p.add_argument("--db", default=DEFAULT_DB_URL, help=f"SQLAlchemy URL or SQLite file (default {DEFAULT_DB_URL})")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
-    p.add_argument("--engine", default="auto", choices=ENGINES, help="what runs D (default: auto)")
+    add_device(p)
+    add_engine(p)
     p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's choice)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    add_batch_size(p)
     g = p.add_argument_group("drift detection")
     g.add_argument("--window", type=int, default=200, help="window length in images (0: no count limit)")
     g.add_argument("--window-seconds", type=float, help="window length in seconds (default: none)")
@@ -46,6 +50,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def drift_config(args: argparse.Namespace) -> DriftConfig:
+    from ..monitoring.drift import DriftConfig
+
     return DriftConfig(
         window_size=args.window or None,
         window_seconds=args.window_seconds,
@@ -60,8 +66,6 @@ def drift_config(args: argparse.Namespace) -> DriftConfig:
 
 def _require_store_extras(db: str) -> None:
     """The database layer's extras, checked before the model loads: SQLAlchemy, and psycopg for PostgreSQL."""
-    from ..cli import require_extra
-
     require_extra("serve", "sqlalchemy")
     if db.startswith(("postgresql", "postgres")):
         require_extra("postgres", "psycopg")
@@ -71,29 +75,27 @@ def _recorder_parts(args: argparse.Namespace) -> tuple[Any, DriftConfig, Any]:
     import torch
 
     from ..detector import Detector
-    from .alerts import make_sinks
+    from ..monitoring.alerts import make_sinks
 
     if args.threads:
         torch.set_num_threads(args.threads)
     config = drift_config(args)
     det = Detector.load(args.model, device=args.device, batch_size=args.batch_size, engine=args.engine)
     if det.calibration is None:
-        raise ValueError(f"{args.model}: the detector is not calibrated; monitoring needs its calibration scores")
+        raise NotFittedError(f"{args.model}: the detector is not calibrated; monitoring needs its calibration scores")
     sinks = make_sinks(args.webhook, args.alerts_jsonl, timeout=args.webhook_timeout, retries=args.webhook_retries)
     return det, config, sinks
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..cli import require_extra
-
     require_extra("serve", "fastapi", "uvicorn", "prometheus_client")
     _require_store_extras(args.db)
     import uvicorn
 
-    from .service import create_app
+    from ..monitoring.service import create_app
 
     if args.token_all and not args.token:
-        raise ValueError("--token-all needs a token (--token or DISCOPATCH_TOKEN)")
+        raise UsageError("--token-all needs a token (--token or DISCOPATCH_TOKEN)")
     det, config, sinks = _recorder_parts(args)
     app = create_app(
         det,
@@ -121,14 +123,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
           file=sys.stderr)  # fmt: skip
     log_level = args.log_level or ("warning" if args.quiet else "debug" if args.verbose else "info")
     uvicorn.run(app, host=args.host, port=args.port, log_level=log_level, workers=1)
-    return 0
+    return EXIT_OK
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     _require_store_extras(args.db)
-    from .store import Store, StreamNotFound
-    from .streams import StreamRecorder, check_stream_name
-    from .watch import Watcher
+    from ..monitoring.store import Store, StreamNotFound
+    from ..monitoring.streams import StreamRecorder, check_stream_name
+    from ..monitoring.watch import Watcher
 
     check_stream_name(args.stream)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -149,13 +151,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     finally:
         recorder.close()
     print(json.dumps(summary), file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 def add_commands(sub: Any) -> None:
     """Register ``serve`` and ``monitor`` on the top-level sub-parsers."""
-    from ..cli import examples
-    from ..cli_config import add_config_options
 
     p = sub.add_parser(
         "serve",
@@ -182,7 +182,7 @@ def add_commands(sub: Any) -> None:
         default=os.environ.get("DISCOPATCH_TOKEN"),
         help="bearer token required on POST endpoints (default: $DISCOPATCH_TOKEN; none: open)",
     )
-    g.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="format of the discopatch log lines")
+    add_log_format(g)
     g.add_argument(
         "--token-all", action="store_true", help="require the token on every endpoint but /healthz, /livez and /readyz"
     )
@@ -215,5 +215,5 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--poll", type=float, default=2.0, help="seconds between folder scans (default 2)")
     p.add_argument("--settle", type=float, default=1.0, help="take files unmodified for this long (default 1 s)")
     p.add_argument("--once", action="store_true", help="score what is in the folder now, then exit")
-    p.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="format of the discopatch log lines")
+    add_log_format(p)
     p.set_defaults(func=cmd_monitor)

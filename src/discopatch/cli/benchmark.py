@@ -1,17 +1,18 @@
-"""``discopatch benchmark --protocol fmnist|photos [--quick] [--out DIR]``."""
+"""``discopatch benchmark`` (the comparison, or the learning curve with ``--curve``) and ``discopatch attack``;
+torch and the benchmark code are imported only when these commands run."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from ..benchmark import PROTOCOLS
 from ..config import RESIZE_MODES, TRAIN_GROUPINGS
-from .datasets import PROTOCOLS
+from ..errors import EXIT_OK, UsageError
+from .options import add_preset, betas, examples, ints, names, positive_ints, require_extra
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from ..cli import examples
-
     p = sub.add_parser(
         "benchmark",
         help="DisCoPatch vs ablations and baselines on registry-installable data",
@@ -41,19 +42,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--stages",
+        type=names,
         default="variants,ablations,baselines,drift,mixed,patches",
         help="comma-separated optional stages (default: all)",
     )
     g = p.add_argument_group("learning curve (--curve): one configuration, evaluated at log-spaced steps")
     g.add_argument("--curve", action="store_true", help="run the learning curve instead of the comparison")
-    g.add_argument("--preset", default="small", choices=["small", "small-1x1", "paper"], help="(default: small)")
+    add_preset(g, "D's preset (default: small)")
     g.add_argument("--max-steps", type=int, default=2000, help="training steps per seed (default: 2000)")
     g.add_argument("--points", type=int, default=7, help="log-spaced evaluation points (default: 7)")
     g.add_argument(
         "--at-steps",
+        type=positive_ints,
         help="evaluate at these steps instead of log-spaced points, e.g. 345,1380,4150 (trains to the last)",
     )
-    g.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    g.add_argument("--seeds", type=ints, default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
     g.add_argument(
         "--merge",
         metavar="DIR,DIR,...",
@@ -62,13 +65,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--end-only", action="store_true", help="evaluate seeds after the first at the last step only (faster)"
     )
-    g.add_argument("--betas", help="Adam betas for both networks, e.g. 0.5,0.999 (default: the preset's)")
+    g.add_argument("--betas", type=betas, help="Adam betas for both networks, e.g. 0.5,0.999 (default: the preset's)")
     g.add_argument("--grouping", choices=TRAIN_GROUPINGS, help="training normalisation groups")
     g.add_argument("--n-train", type=int, help="ID training images (default: the protocol's)")
     g.add_argument("--image-size", type=int, help="candidate geometry: image side (default: the preset's)")
     g.add_argument("--resize", choices=RESIZE_MODES, help="candidate geometry: resize mode")
     g.add_argument("--patch-size", type=int, help="candidate geometry: patch side")
-    g.add_argument("--widths", help="candidate geometry: D/VAE widths, e.g. 32,64")
+    g.add_argument("--widths", type=positive_ints, help="candidate geometry: D/VAE widths, e.g. 32,64")
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser(
@@ -84,7 +87,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-time", type=float, default=300.0, help="seconds of training when no --model is given")
     p.add_argument("--n", type=int, default=200, help="images per set")
     p.add_argument("--steps", type=int, default=10, help="PGD steps")
-    p.add_argument("--eps", default="1,2,4,8", help="L-inf budgets in grey levels (/255)")
+    p.add_argument("--eps", type=ints, default="1,2,4,8", help="L-inf budgets in grey levels (/255)")
     p.add_argument("--quick", action="store_true", help="CI-sized smoke run")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON")
     p.set_defaults(func=cmd_attack)
@@ -95,15 +98,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .report import markdown_summary
-    from .runner import FULL, FULL_PHOTOS, QUICK, run_benchmark
+    from ..benchmark.report import markdown_summary
+    from ..benchmark.runner import FULL, FULL_PHOTOS, QUICK, run_benchmark
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.curve:
         return _cmd_curve(args)
     if args.out:  # the report's figures; checked now rather than after the whole run
-        from ..cli import require_extra
-
         require_extra("bench", "matplotlib")
     budget = QUICK if args.quick else FULL_PHOTOS if args.protocol == "photos" else FULL
     if args.train_time is not None:
@@ -112,43 +113,43 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         budget = dataclasses.replace(budget, main_steps=args.train_steps)
     if args.ablation_steps is not None:
         budget = dataclasses.replace(budget, ablation_steps=args.ablation_steps)
-    stages = tuple(s for s in args.stages.split(",") if s)
+    stages = tuple(args.stages)
     results = run_benchmark(
         args.protocol, args.out, quick=args.quick, seed=args.seed, progress=not args.quiet, budget=budget, stages=stages
     )
     print(markdown_summary(results))
     if args.out:
         print(f"wrote {args.out}/results.json, summary.md and report.html", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 def _cmd_curve(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .curve import curve_markdown, merge_curves, run_curve, write_curve
+    from ..benchmark.curve import curve_markdown, merge_curves, run_curve, write_curve
 
     if args.merge:
         if not args.out:
-            raise SystemExit("--merge needs --out")
+            raise UsageError("--merge needs --out")
         parts = [json.loads((Path(d) / "curve.json").read_text()) for d in args.merge.split(",") if d]
         res = merge_curves(parts)
         write_curve(res, Path(args.out))
         print(curve_markdown(res))
-        return 0
+        return EXIT_OK
 
     train: dict[str, object] = {}
     if args.betas:
-        train["betas"] = tuple(float(v) for v in args.betas.split(","))
+        train["betas"] = args.betas
     if args.grouping:
         train["grouping"] = args.grouping
     model = {"patch_size": args.patch_size} if args.patch_size else {}
     if args.widths:
-        model["widths"] = tuple(int(w) for w in args.widths.split(","))
+        model["widths"] = args.widths
     pre = {k: v for k, v in (("image_size", args.image_size), ("resize", args.resize)) if v}
-    seeds = tuple(int(s) for s in args.seeds.split(",") if s)
+    seeds = args.seeds
     quick = {"n_test": 40, "n_ood": 20} if args.quick else {}
-    at = tuple(int(v) for v in args.at_steps.split(",") if v) if args.at_steps else None
+    at = args.at_steps
     res = run_curve(
         args.protocol, args.out, preset=args.preset, steps=args.max_steps, points=args.points, seeds=seeds,
         quick=args.quick, n_train=args.n_train, all_points=not args.end_only, at_steps=at, progress=not args.quiet,
@@ -156,18 +157,18 @@ def _cmd_curve(args: argparse.Namespace) -> int:
         preprocess=pre, **quick, **train,
     )  # fmt: skip
     print(curve_markdown(res))
-    return 0
+    return EXIT_OK
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
     import json
 
-    from .attacks import format_attack_table, run_attack_benchmark
+    from ..benchmark.attacks import format_attack_table, run_attack_benchmark
 
-    eps = tuple(int(e) for e in args.eps.split(","))
+    eps = args.eps
     res = run_attack_benchmark(args.protocol, args.model, args.train_time, args.n, args.steps, eps, quick=args.quick)
     print(format_attack_table(res))
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(res, f, indent=1)
-    return 0
+    return EXIT_OK

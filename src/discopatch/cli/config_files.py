@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
+
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml"}
 #: Destinations that are about the config file itself, never read from or written to one.
 NOT_CONFIGURABLE = ("help", "version", "config", "print_config")
@@ -33,7 +35,7 @@ NOT_CONFIGURABLE = ("help", "version", "config", "print_config")
 SECRETS = ("token",)
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A config file that cannot be read, or a key or value the command does not accept."""
 
 

@@ -1,6 +1,6 @@
-"""``discopatch export`` and ``discopatch bench-speed``: deployment commands, registered through ``COMMAND_GROUPS``.
+"""``discopatch export`` and ``discopatch bench-speed``: deployment commands.
 
-Kept out of cli.py so that onnx / onnxruntime are imported only when these commands run.
+onnx / onnxruntime and torch are imported only when these commands run.
 """
 
 from __future__ import annotations
@@ -11,27 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED = 0, 1
+from ..errors import EXIT_FAILED_INPUTS, EXIT_OK, InputNotFoundError, UsageError
+from .options import add_model, add_preset, examples, names, positive_ints, require_extra
+
 CHECK_TOLERANCE = 1e-4
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
 def add_commands(sub: Any) -> None:
-    from .cli import examples
-
     p = sub.add_parser(
         "export",
         help="export the discriminator to ONNX (per-image normalisation as explicit ops)",
@@ -40,7 +26,7 @@ def add_commands(sub: Any) -> None:
             "discopatch export model/ --out model.onnx --check --check-images my_id_images/",
         ),
     )
-    p.add_argument("model", help="detector directory written by 'discopatch fit'")
+    add_model(p)
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
     p.add_argument("--out", required=True, help="FILE.onnx to write")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
@@ -63,14 +49,12 @@ def add_commands(sub: Any) -> None:
         ),
     )
     p.add_argument("model", nargs="?", help="detector directory (default: an untrained D of --preset)")
-    p.add_argument(
-        "--preset", default="small", choices=["small", "small-1x1", "paper"], help="D's preset when no MODEL is given"
-    )
+    add_preset(p, "D's preset when no MODEL is given")
     p.add_argument("--channels", type=int, choices=[1, 3], help="for --preset (default: the preset's)")
-    p.add_argument("--batch-sizes", type=_ints, help="images per call (default 1,4,16,64,256; paper: 1,4,16)")
-    p.add_argument("--threads", type=_ints, default=[1, 2], help="CPU thread counts to measure, e.g. 1,2")
-    p.add_argument("--engines", type=_names, default=["torch", "onnx"], help="torch and/or onnx")
-    p.add_argument("--precision", type=_names, default=["fp32"], help="fp32, bf16 (torch) and/or int8 (onnx)")
+    p.add_argument("--batch-sizes", type=positive_ints, help="images per call (default 1,4,16,64,256; paper: 1,4,16)")
+    p.add_argument("--threads", type=positive_ints, default=[1, 2], help="CPU thread counts to measure, e.g. 1,2")
+    p.add_argument("--engines", type=names, default=["torch", "onnx"], help="torch and/or onnx")
+    p.add_argument("--precision", type=names, default=["fp32"], help="fp32, bf16 (torch) and/or int8 (onnx)")
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
@@ -92,20 +76,18 @@ def add_commands(sub: Any) -> None:
 def _load_images(folder: str | None, limit: int) -> Any:
     if folder is None:
         return None
-    from .data.images import list_images
+    from ..data.images import list_images
 
     files = list_images(folder)[:limit]
     if not files:
-        raise FileNotFoundError(f"no images found under {folder}")
+        raise InputNotFoundError(f"no images found under {folder}")
     return files
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .cli import require_extra
-
     require_extra("onnx", "onnx", "onnxruntime")
-    from .detector import Detector
-    from .export import check_export, export_detector
+    from ..detector import Detector
+    from ..export import check_export, export_detector
 
     det = Detector.load(args.model, device="cpu", engine="torch")
     out = export_detector(det, args.out, opset=args.opset)
@@ -122,24 +104,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     diff = check_export(det, out, images, limit=args.check_limit)
     ok = diff <= CHECK_TOLERANCE
     print(f"check: largest |ONNX Runtime - PyTorch| score difference {diff:.3g} ({'ok' if ok else 'FAILED'})")
-    return EXIT_OK if ok else EXIT_FAILED
+    return EXIT_OK if ok else EXIT_FAILED_INPUTS
 
 
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     import torch
 
-    from .config import get_preset
-    from .model import Discriminator
-    from .speed import bench_speed, precision_check
+    from ..config import get_preset
+    from ..model import Discriminator
+    from ..speed import bench_speed, precision_check
 
     if args.model:
-        from .detector import Detector
+        from ..detector import Detector
 
         det = Detector.load(args.model, device="cpu", engine="torch")
         D, pre, n, seed, name = det.require_model(), det.preprocess_config, det.n_patches, det.seed, args.model
     else:
         if args.check_precision:
-            raise ValueError("--check-precision needs a trained MODEL (an untrained D has no meaningful AUROC)")
+            raise UsageError("--check-precision needs a trained MODEL (an untrained D has no meaningful AUROC)")
         preset = get_preset(args.preset, args.channels)
         torch.manual_seed(0)
         D, pre, n, seed, name = Discriminator(preset.model), preset.preprocess, preset.test_patches, 0, preset.name

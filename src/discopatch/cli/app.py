@@ -1,0 +1,112 @@
+"""The ``discopatch`` parser and entry point: every area module registers its sub-commands, ``main`` runs the
+chosen one and turns the errors it raises into exit codes (:mod:`discopatch.errors`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .._version import __version__
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DiscopatchError
+from ..log import LOGGER, setup_logging
+from . import benchmark, config_files, demo, deploy, evaluate, monitoring, score, train
+from .options import MissingExtra, Parser, add_verbosity, extra_of, log_level
+
+#: The areas in the order their commands are listed; each has ``add_commands(subparsers)``, whose parsers call
+#: ``set_defaults(func=...)``. Their modules import nothing heavy at the top, so building the parser stays cheap.
+AREAS = (train, score, evaluate, demo, deploy, monitoring, benchmark)
+#: The top-level help lists these apart from the everyday commands.
+EVALUATION_COMMANDS = ("benchmark", "attack", "bench-speed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="discopatch")
+    parser.add_argument("--version", action="version", version=f"discopatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    for area in AREAS:
+        area.add_commands(sub)
+    for command in dict.fromkeys(sub.choices.values()):  # each parser once, even under several names
+        add_verbosity(command)
+    parser.description = _command_overview(sub)
+    parser.usage = "discopatch [-h] [--version] COMMAND ..."
+    return parser
+
+
+def _command_overview(sub: argparse._SubParsersAction) -> str:
+    """The top-level description: everyday commands, then the evaluation commands, each with its one-line help.
+
+    argparse lists all sub-commands in one block; they are listed here in two instead and that block is hidden.
+    """
+    helps = {a.dest: a.help or "" for a in sub._choices_actions}
+    sub.help = argparse.SUPPRESS
+    sub._choices_actions = []  # the listing above replaces argparse's single block
+
+    def block(names: list[str]) -> str:
+        return "\n".join(f"  {n:<12} {helps[n]}" for n in names)
+
+    everyday = [n for n in sub.choices if n not in EVALUATION_COMMANDS]
+    evaluation = [n for n in sub.choices if n in EVALUATION_COMMANDS]
+    return (
+        "DisCoPatch: detect out-of-distribution and covariate-shifted images from ID images only.\n\n"
+        f"commands:\n{block(everyday)}\n\n"
+        f"evaluation and benchmarking:\n{block(evaluation)}\n\n"
+        "'discopatch COMMAND --help' shows a command's options, defaults and examples."
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; a sub-command with ``--config FILE`` first takes that file's values as its defaults
+    (see :mod:`discopatch.cli.config_files`), and its resolved configuration is kept as ``args.run_config``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = sub.choices.get(argv[0]) if argv else None
+    if command is None or not config_files.has_config_options(command):
+        return parser.parse_args(argv)
+    path = config_files.config_path(argv[1:])
+    originals: dict[str, Any] = {}
+    if path is not None:
+        try:
+            originals = config_files.apply_config(command, path)
+        except config_files.ConfigError as e:
+            command.error(str(e))
+    args = parser.parse_args(argv)
+    config_files.settle_exclusive(command, args, originals)
+    args.run_config = config_files.resolved_config(command, args)
+    args.config_omitted = [k for k in config_files.SECRETS if k in config_files.config_keys(command)]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command line; returns the exit code (the table in :mod:`discopatch.errors`)."""
+    args = parse_args(argv)
+    setup_logging(level=log_level(args), fmt=getattr(args, "log_format", "text"))
+    hidden = (*config_files.SECRETS, "func", "run_config", "config_omitted")
+    shown = {k: v for k, v in vars(args).items() if k not in hidden}
+    LOGGER.debug("discopatch %s %s with %s", __version__, args.command, shown)
+    if getattr(args, "print_config", False):
+        fmt = config_files.config_format(args.config) if args.config else "yaml"
+        sys.stdout.write(config_files.dump_config(args.run_config, fmt, args.command, args.config_omitted))
+        return EXIT_OK
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ModuleNotFoundError as e:
+        extra = extra_of(e.name or "")
+        if extra is None:
+            raise
+        return _failed(args.command, MissingExtra(e.name or "", extra))
+    except DiscopatchError as e:
+        return _failed(args.command, e)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # the library refused the request as given
+        return _failed(args.command, e, EXIT_USAGE)
+
+
+def _failed(command: str, error: Exception, code: int | None = None) -> int:
+    """Report ``error`` in one line and return its exit code (a :class:`DiscopatchError` carries its own)."""
+    print(f"discopatch {command}: error: {error}", file=sys.stderr)
+    return code if code is not None else getattr(error, "exit_code", EXIT_USAGE)

@@ -1,0 +1,65 @@
+"""The errors discopatch raises on purpose, each with the exit code the command line turns it into.
+
+A leaf module (it imports nothing of the package), so every layer can raise these and the CLI can map them without
+importing the layers. The concrete classes keep the builtin base they had before the hierarchy existed
+(``ArtifactError`` is still a ``ValueError``, ``NotFittedError`` a ``RuntimeError``), so ``except ValueError`` in
+existing code keeps catching them.
+
+=====  ==========================  ========================================================================
+code   class                       meaning
+=====  ==========================  ========================================================================
+0      -                           success
+1      -                           some inputs could not be scored (``score``: see the error column), or a
+                                   check failed (``export --check``)
+2      :class:`UsageError`         the command line asked for something impossible: argparse errors, bad
+                                   ``--config`` files (``ConfigError``), a missing optional extra
+                                   (``MissingExtra``), contradictory options; also any other ``ValueError``,
+                                   ``FileNotFoundError`` or ``RuntimeError`` the library raises
+3      :class:`BadInputError`      an input image or input folder is missing or unreadable
+                                   (``ImageReadError``, ``InputNotFoundError``)
+4      :class:`BadArtifactError`   a detector directory is missing, damaged, edited or mismatched
+                                   (``ArtifactError``)
+5      :class:`NotFittedError`     a detector was used before it was trained or calibrated
+130    -                           interrupted (Ctrl-C)
+=====  ==========================  ========================================================================
+"""
+
+from __future__ import annotations
+
+
+class DiscopatchError(Exception):
+    """Base of the errors discopatch raises on purpose; ``exit_code`` is what ``discopatch`` exits with."""
+
+    exit_code = 2
+
+
+class UsageError(DiscopatchError):
+    """The command line (or a config file) asks for something that cannot be done as given."""
+
+    exit_code = 2
+
+
+class BadInputError(DiscopatchError):
+    """An input image or folder is missing or cannot be read."""
+
+    exit_code = 3
+
+
+class InputNotFoundError(BadInputError, FileNotFoundError):
+    """An input file or folder does not exist."""
+
+
+class BadArtifactError(DiscopatchError):
+    """A saved detector is missing, damaged or does not match its configuration."""
+
+    exit_code = 4
+
+
+class NotFittedError(DiscopatchError, RuntimeError):
+    """The detector has no trained discriminator (or no calibration) yet."""
+
+    exit_code = 5
+
+
+#: Every exit code the command line uses, by name (README, "Exit codes").
+EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, UsageError.exit_code, 130

@@ -1,0 +1,100 @@
+"""Exit codes come from one exception hierarchy (:mod:`discopatch.errors`), and ``--help`` loads nothing heavy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from discopatch.artifact import WEIGHTS_FILE, ArtifactError
+from discopatch.cli import MissingExtra, main
+from discopatch.cli.config_files import ConfigError
+from discopatch.data.images import ImageReadError, InputNotFoundError
+from discopatch.detector import Detector
+from discopatch.errors import BadArtifactError, BadInputError, DiscopatchError, NotFittedError, UsageError
+
+HEAVY = ("torch", "numpy", "fastapi", "sqlalchemy")
+
+
+def test_the_hierarchy_keeps_the_old_builtin_bases() -> None:
+    assert issubclass(ArtifactError, BadArtifactError) and issubclass(ArtifactError, ValueError)
+    assert issubclass(NotFittedError, DiscopatchError) and issubclass(NotFittedError, RuntimeError)
+    assert issubclass(ImageReadError, BadInputError) and issubclass(ImageReadError, ValueError)
+    assert issubclass(InputNotFoundError, BadInputError) and issubclass(InputNotFoundError, FileNotFoundError)
+    assert issubclass(ConfigError, UsageError) and issubclass(ConfigError, ValueError)
+    assert issubclass(MissingExtra, UsageError) and issubclass(MissingExtra, RuntimeError)
+    import discopatch
+    import discopatch.detector
+
+    assert discopatch.NotFittedError is discopatch.detector.NotFittedError is NotFittedError
+    codes = [UsageError.exit_code, BadInputError.exit_code, BadArtifactError.exit_code, NotFittedError.exit_code]
+    assert codes == [2, 3, 4, 5]
+
+
+def _image(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (28, 28), 128).save(folder / "x.png")
+    return folder / "x.png"
+
+
+def test_a_tampered_model_directory_is_a_bad_artefact_not_a_usage_error(trained_detector, tmp_path, capsys) -> None:
+    saved = trained_detector.save(tmp_path / "model")
+    weights = saved / WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert main(["score", str(saved), str(_image(tmp_path / "in"))]) == BadArtifactError.exit_code == 4
+    err = capsys.readouterr().err
+    assert err.startswith("discopatch score: error: ") and err.count("\n") == 1
+    assert WEIGHTS_FILE in err and "checksum mismatch" in err
+
+
+def test_a_missing_input_folder_is_bad_input(tmp_path, capsys) -> None:
+    assert main(["fit", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m")]) == BadInputError.exit_code == 3
+    assert "discopatch fit: error: no such file or folder" in capsys.readouterr().err
+
+
+def test_an_uncalibrated_detector_cannot_be_monitored(trained_detector, tmp_path, capsys) -> None:
+    det = Detector.load(trained_detector.save(tmp_path / "calibrated"), device="cpu", engine="torch")
+    det.calibration = None
+    saved = det.save(tmp_path / "model")
+    argv = ["monitor", str(saved), "--watch", str(tmp_path), "--once", "--db", str(tmp_path / "m.db")]
+    assert main(argv) == NotFittedError.exit_code == 5
+    assert "discopatch monitor: error:" in capsys.readouterr().err
+
+
+def test_contradictory_options_are_usage_errors(tmp_path, capsys) -> None:
+    assert main(["evaluate", str(tmp_path), "--ood", f"x={tmp_path}"]) == UsageError.exit_code == 2
+    assert "discopatch evaluate: error: give the ID set" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # argparse's own usage errors exit with the same code
+        main(["score"])
+    assert exc.value.code == 2
+
+
+def test_help_imports_no_heavy_module() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "discopatch", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "evaluation and benchmarking:" in proc.stdout
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert imported and not imported & set(HEAVY), sorted(imported & set(HEAVY))
+
+
+def test_no_sub_command_help_imports_a_heavy_module() -> None:
+    code = (
+        "import sys\n"
+        "from discopatch.cli import build_parser, main\n"
+        "names = sorted(build_parser()._subparsers._group_actions[0].choices)\n"
+        "for name in names:\n"
+        "    try:\n"
+        "        main([name, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print('LOADED', len(names), sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "LOADED 10 []"
