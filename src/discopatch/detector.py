@@ -33,15 +33,22 @@ import torch
 from ._version import __version__
 from .artifact import PROVENANCE_KEYS, ArtifactError, detector_id, load_artifact, save_artifact
 from .calibration import Calibration
-from .config import PRESETS, PreprocessConfig, Preset, get_preset, to_dict
+from .config import (
+    PRECISIONS,
+    PRESETS,
+    TORCH_PRECISIONS,
+    EngineName,
+    ModelConfig,
+    Precision,
+    PreprocessConfig,
+    Preset,
+    get_preset,
+    to_dict,
+)
 from .data.images import preprocess_many
 from .data.sources import Images, ImageSet, fingerprint_inputs, image_stack, input_list, read_images, split_train_val
 from .distributed import is_main_process
 from .engine import (
-    PRECISIONS,
-    TORCH_PRECISIONS,
-    EngineName,
-    Precision,
     ScoringEngine,
     make_engine,
     resolve_engine_name,
@@ -121,11 +128,11 @@ class Detector:
 
     # ------------------------------------------------------------------ properties
     @property
-    def model_config(self):
+    def model_config(self) -> ModelConfig:
         return self.preset.model
 
     @property
-    def preprocess_config(self):
+    def preprocess_config(self) -> PreprocessConfig:
         return self.preset.preprocess
 
     @property
@@ -151,7 +158,7 @@ class Detector:
         max_steps: int | None = None,
         val_fraction: float | None = None,
         target_fpr: float | None = None,
-        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
         resume: bool = False,
         progress: bool = True,
         channels_last: bool | None = None,
@@ -387,7 +394,7 @@ class Detector:
             bar.close()
 
     def iter_score_files(
-        self, paths: Sequence[str | os.PathLike], chunk_size: int | None = None, explain: bool = False
+        self, paths: Sequence[str | os.PathLike[str]], chunk_size: int | None = None, explain: bool = False
     ) -> Iterator[dict[str, Any]]:
         """:meth:`score_items` over files, as ``discopatch score`` rows (``chunk_size`` default: the batch size).
 
@@ -458,7 +465,7 @@ class Detector:
         }
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the detector directory (:mod:`discopatch.artifact`); sets :attr:`detector_id`.
 
         A detector built without :meth:`fit` and never saved before gets ``created`` now; one loaded from an
@@ -485,7 +492,7 @@ class Detector:
     @classmethod
     def load(
         cls,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         device: str | torch.device = "auto",
         batch_size: int = 256,
         engine: EngineName = "auto",

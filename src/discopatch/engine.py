@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import os
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -216,7 +216,7 @@ class TorchEngine(ScoringEngine):
             for block in D.blocks:
                 block.conv.to(self.dtype)
             if channels_last:
-                D = D.to(memory_format=torch.channels_last)
+                D = D.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from the stubs
         self.D = D
 
     def _prepare(self, patches: torch.Tensor) -> torch.Tensor:
@@ -290,14 +290,17 @@ class OnnxEngine(ScoringEngine):
         return cls(export_onnx_bytes(D, n_patches), D.cfg, n_patches, seed, **kw)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, n_patches: int, seed: int, cfg: ModelConfig, **kw: Any) -> OnnxEngine:
+    def from_file(
+        cls, path: str | os.PathLike[str], n_patches: int, seed: int, cfg: ModelConfig, **kw: Any
+    ) -> OnnxEngine:
         with open(path, "rb") as f:
             return cls(f.read(), cfg, n_patches, seed, **kw)
 
     def _run(self, patches: torch.Tensor, *outputs: str) -> list[np.ndarray]:
         p, c = self.cfg.patch_size, self.cfg.channels
         x = patches.detach().cpu().float().numpy().reshape(-1, self.n_patches, c, p, p)
-        return self.session.run(list(outputs), {"patches": x})
+        out: list[np.ndarray] = self.session.run(list(outputs), {"patches": x})
+        return out
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self._run(patches, "logits")[0])
@@ -336,7 +339,11 @@ def quantize_dynamic_bytes(model: bytes) -> bytes:
             return f.read()
 
 
-def resolve_engine_name(engine: EngineName, device: torch.device) -> str:
+#: An engine name after ``auto`` is resolved.
+ResolvedEngine = Literal["torch", "onnx"]
+
+
+def resolve_engine_name(engine: EngineName, device: torch.device) -> ResolvedEngine:
     """``auto`` -> the measured CPU default (ONNX only where installed) or torch on CUDA."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -358,7 +365,7 @@ def make_engine(
     n_patches: int,
     seed: int,
     device: torch.device | str = "cpu",
-    precision: str = "fp32",
+    precision: Precision = "fp32",
     channels_last: bool | None = None,
 ) -> ScoringEngine:
     """Build the named engine (``auto`` resolved as :func:`resolve_engine_name`) around D."""

@@ -59,7 +59,7 @@ def parse_list_line(line: str) -> str | None:
     return text
 
 
-def read_image_list(list_file: str | os.PathLike) -> list[str]:
+def read_image_list(list_file: str | os.PathLike[str]) -> list[str]:
     """The paths of an OpenOOD-style list, as written (relative to whatever data root the caller uses)."""
     list_file = Path(list_file)
     if not list_file.is_file():
@@ -71,14 +71,14 @@ def read_image_list(list_file: str | os.PathLike) -> list[str]:
 
 
 def list_source(
-    name: str, list_file: str | os.PathLike, data_root: str | os.PathLike | None, kind: str = "ood"
+    name: str, list_file: str | os.PathLike[str], data_root: str | os.PathLike[str] | None, kind: str = "ood"
 ) -> Source:
     root = Path(data_root) if data_root is not None else Path(list_file).parent
     rel = read_image_list(list_file)
     return Source(name, [root / p for p in rel], rel, kind)
 
 
-def folder_source(name: str, folder: str | os.PathLike, kind: str = "ood") -> Source:
+def folder_source(name: str, folder: str | os.PathLike[str], kind: str = "ood") -> Source:
     folder = Path(folder)
     files = list_images(folder)
     if not files:
@@ -87,7 +87,7 @@ def folder_source(name: str, folder: str | os.PathLike, kind: str = "ood") -> So
 
 
 def source_from_spec(
-    spec: str, data_root: str | os.PathLike | None, kind: str = "ood", roots: dict[str, str] | None = None
+    spec: str, data_root: str | os.PathLike[str] | None, kind: str = "ood", roots: dict[str, str] | None = None
 ) -> Source:
     """``NAME=PATH`` (or a bare PATH): a folder of images, or a list file resolved against ``data_root``.
 
@@ -106,7 +106,7 @@ def source_from_spec(
     raise FileNotFoundError(f"no such folder or image list: {path}")
 
 
-def imagenet_c_sources(root: str | os.PathLike) -> list[Source]:
+def imagenet_c_sources(root: str | os.PathLike[str]) -> list[Source]:
     """One source per ``corruption/severity`` folder under ``root``, sorted by corruption then severity."""
     root = Path(root)
     if not root.is_dir():

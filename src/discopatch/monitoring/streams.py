@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..calibration import Calibration
 from ..data.images import preprocess_many, utf8_text
 from ..detector import Decoded, Detector
 from ..explain import Explanation
@@ -74,6 +75,7 @@ def payload_fingerprint(items: list[Item]) -> str:
     """SHA-256 (hex) over each item's source id and image bytes, or its early error: what a retry must repeat."""
     h = hashlib.sha256()
     for it in items:
+        data: str | None
         if isinstance(it.data, bytes):
             data = hashlib.sha256(it.data).hexdigest()
         else:
@@ -131,6 +133,7 @@ class Scorer:
         if max_decodes < 1:
             raise ValueError(f"max_decodes must be at least 1, got {max_decodes}")
         self.detector = detector
+        self.calibration: Calibration = detector.calibration
         self.max_decodes = max_decodes
         self._decoder = ThreadPoolExecutor(max_decodes, thread_name_prefix="discopatch-decode")
         self._lock = threading.Lock()
@@ -213,6 +216,7 @@ class StreamRecorder:
             raise ValueError(f"thumbnails must be one of {THUMBNAILS}, got {thumbnails!r}")
         self.scorer = Scorer(detector, max_decodes)
         self.detector = detector
+        self.calibration = self.scorer.calibration
         self.store = store
         self.config = config or DriftConfig()
         self.alerts = alerts or AlertDispatcher()
@@ -225,7 +229,7 @@ class StreamRecorder:
         self._guard = threading.Lock()
         #: Why the last write failed, until a write succeeds again; ``/healthz`` reports it (503).
         self.last_write_error: str | None = None
-        DriftMonitor(detector.calibration, self.config)  # validate and warm the CUSUM threshold cache now
+        DriftMonitor(self.calibration, self.config)  # validate and warm the CUSUM threshold cache now
 
     def _lock(self, name: str) -> threading.Lock:
         with self._guard:
@@ -235,7 +239,7 @@ class StreamRecorder:
         """The stream's monitor, resumed from the database on first use (call with the stream lock held)."""
         mon = self._monitors.get(name)
         if mon is None:
-            mon = DriftMonitor(self.detector.calibration, self.config)
+            mon = DriftMonitor(self.calibration, self.config)
             cfg = self.config
             state, window, n = self.store.load_stream_version(name, cfg.window_size, cfg.window_seconds)
             if not mon.restore(state, window):
