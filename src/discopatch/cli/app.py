@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command_overview(sub: argparse._SubParsersAction) -> str:
+def _command_overview(sub: argparse._SubParsersAction[Parser]) -> str:
     """The top-level description: everyday commands, then the evaluation commands, each with its one-line help.
 
     argparse lists all sub-commands in one block; they are listed here in two instead and that block is hidden.
@@ -91,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(config_files.dump_config(args.run_config, fmt, args.command, args.config_omitted))
         return EXIT_OK
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from ..benchmark import PROTOCOLS
 from ..config import RESIZE_MODES, TRAIN_GROUPINGS
 from ..errors import EXIT_OK, UsageError
-from .options import add_preset, betas, examples, ints, names, positive_ints, require_extra
+from .options import Subcommands, add_preset, betas, examples, ints, names, positive_ints, require_extra
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: Subcommands) -> None:
     p = sub.add_parser(
         "benchmark",
         help="DisCoPatch vs ablations and baselines on registry-installable data",
@@ -138,7 +139,7 @@ def _cmd_curve(args: argparse.Namespace) -> int:
         print(curve_markdown(res))
         return EXIT_OK
 
-    train: dict[str, object] = {}
+    train: dict[str, Any] = {}
     if args.betas:
         train["betas"] = args.betas
     if args.grouping:

@@ -67,7 +67,8 @@ def config_path(args: Sequence[str]) -> str | None:
         known, _ = pre.parse_known_args(list(args))
     except argparse.ArgumentError:
         return None
-    return known.config
+    config: str | None = known.config
+    return config
 
 
 def config_format(path: str | Path) -> str:

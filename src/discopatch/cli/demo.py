@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from ..config import DEMO_MAX_TIME, DEMO_STEPS
 from ..errors import EXIT_OK
-from .options import add_device, examples
+from .options import Subcommands, add_device, examples
 
 
-def add_commands(sub: Any) -> None:
+def add_commands(sub: Subcommands) -> None:
     p = sub.add_parser(
         "demo",
         help="train, calibrate and evaluate on the bundled Fashion-MNIST data",

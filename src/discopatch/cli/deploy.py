@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_FAILED_INPUTS, EXIT_OK, InputNotFoundError, UsageError
-from .options import add_model, add_preset, examples, names, positive_ints, require_extra
+from .options import Subcommands, add_model, add_preset, examples, names, positive_ints, require_extra
 
 CHECK_TOLERANCE = 1e-4
 
 
-def add_commands(sub: Any) -> None:
+def add_commands(sub: Subcommands) -> None:
     p = sub.add_parser(
         "export",
         help="export the discriminator to ONNX (per-image normalisation as explicit ops)",

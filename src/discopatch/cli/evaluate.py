@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_OK, UsageError
-from .options import add_device, add_engine, add_model, examples, require_extra
+from .options import Subcommands, add_device, add_engine, add_model, examples, require_extra
 
 
-def add_commands(sub: Any) -> None:
+def add_commands(sub: Subcommands) -> None:
     p = sub.add_parser(
         "evaluate",
         help="AUROC / FPR@95 / AUPR of ID vs OOD folders",

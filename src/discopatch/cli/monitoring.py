@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any
 from ..errors import EXIT_OK, NotFittedError, UsageError
 from ..monitoring.choices import BINOMIAL_METHODS, DEFAULT_DB_URL, THUMBNAILS
 from .config_files import add_config_options
-from .options import add_batch_size, add_device, add_engine, add_log_format, add_model, examples, require_extra
+from .options import (
+    Subcommands,
+    add_batch_size,
+    add_device,
+    add_engine,
+    add_log_format,
+    add_model,
+    examples,
+    require_extra,
+)
 
 if TYPE_CHECKING:
     from ..monitoring.drift import DriftConfig
@@ -154,7 +163,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_commands(sub: Any) -> None:
+def add_commands(sub: Subcommands) -> None:
     """Register ``serve`` and ``monitor`` on the top-level sub-parsers."""
 
     p = sub.add_parser(

@@ -122,6 +122,10 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+#: What every area module's ``add_commands(sub)`` receives: the top-level parser's sub-commands.
+Subcommands = argparse._SubParsersAction[Parser]
+
+
 def examples(*lines: str) -> str:
     """An epilog of example command lines."""
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)

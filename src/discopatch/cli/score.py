@@ -13,10 +13,10 @@ from typing import Any
 
 from ..errors import EXIT_FAILED_INPUTS, EXIT_OK
 from ..log import progress_bar
-from .options import add_batch_size, add_device, add_engine, add_model, add_precision, examples
+from .options import Subcommands, add_batch_size, add_device, add_engine, add_model, add_precision, examples
 
 
-def add_commands(sub: Any) -> None:
+def add_commands(sub: Subcommands) -> None:
     p = sub.add_parser(
         "score",
         help="score image files or folders",

@@ -12,13 +12,13 @@ from .._version import __version__
 from ..config import ABLATIONS, NORM_KINDS, RESIZE_MODES, SCORE_MODES, TRAIN_GROUPINGS
 from ..errors import EXIT_OK, UsageError
 from .config_files import add_config_options
-from .options import add_device, add_preset, betas, examples, positive_ints
+from .options import Subcommands, add_device, add_preset, betas, examples, positive_ints
 
 #: ``fit --amp`` -> the trainer's ``amp`` (``None``: on for CUDA only).
 AMP_MODES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 
 
-def add_commands(sub: Any) -> None:
+def add_commands(sub: Subcommands) -> None:
     p = sub.add_parser(
         "fit",
         help="train a detector on a folder of in-distribution images",
@@ -129,7 +129,7 @@ def _detect_channels(folder: str, limit: int = 64) -> int:
 def _palette_has_colour(im: Any) -> bool:
     rgb = im.convert("RGB")
     r, g, b = rgb.split()
-    return r.tobytes() != g.tobytes() or g.tobytes() != b.tobytes()
+    return bool(r.tobytes() != g.tobytes() or g.tobytes() != b.tobytes())
 
 
 def cmd_fit(args: argparse.Namespace) -> int:

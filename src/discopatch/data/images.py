@@ -48,7 +48,7 @@ MAX_RESIZE_FACTOR = 16
 #: Leading bytes of the formats we expect; an undecodable file that starts with one is reported as damaged.
 _SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"RIFF": "WebP"}
 
-ImageInput = str | os.PathLike | bytes | np.ndarray | Image.Image
+ImageInput = str | os.PathLike[str] | bytes | np.ndarray | Image.Image
 
 
 def decoded_bytes(mode: str, width: int, height: int) -> int:
@@ -73,7 +73,7 @@ def utf8_text(text: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
+def list_images(root: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
     """Image files under ``root`` (by extension, case-insensitive), sorted so every run sees the same order."""
     root = Path(root)
     if root.is_file():
@@ -84,7 +84,7 @@ def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
     return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Files stay as given (whatever their extension, so a bad one yields an error row); folders are expanded."""
     out: list[Path] = []
     for p in paths:
@@ -93,7 +93,7 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def open_image(source: str | os.PathLike | bytes) -> Image.Image:
+def open_image(source: str | os.PathLike[str] | bytes) -> Image.Image:
     """Decode a file or bytes with Pillow, fully, with specific errors for the usual failures."""
     name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
     if not isinstance(source, (bytes, bytearray)):
