@@ -13,7 +13,7 @@ import argparse
 import importlib
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import ENGINES, PRESETS, TORCH_PRECISIONS
 from ..errors import UsageError
@@ -122,8 +122,12 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-#: What every area module's ``add_commands(sub)`` receives: the top-level parser's sub-commands.
-Subcommands = argparse._SubParsersAction[Parser]
+#: What every area module's ``add_commands(sub)`` receives: the top-level parser's sub-commands (the class is
+#: generic only to the type checker).
+if TYPE_CHECKING:
+    Subcommands = argparse._SubParsersAction[Parser]
+else:
+    Subcommands = argparse._SubParsersAction
 
 
 def examples(*lines: str) -> str:
