@@ -57,6 +57,13 @@ def test_a_missing_input_folder_is_bad_input(tmp_path, capsys) -> None:
     assert "discopatch fit: error: no such file or folder" in capsys.readouterr().err
 
 
+def test_a_folder_without_readable_images_is_bad_input(tmp_path, capsys) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    assert main(["fit", str(tmp_path / "in"), "--out", str(tmp_path / "m")]) == BadInputError.exit_code
+    assert "discopatch fit: error: no readable training images" in capsys.readouterr().err
+
+
 def test_an_uncalibrated_detector_cannot_be_monitored(trained_detector, tmp_path, capsys) -> None:
     det = Detector.load(trained_detector.save(tmp_path / "calibrated"), device="cpu", engine="torch")
     det.calibration = None

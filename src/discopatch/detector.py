@@ -55,7 +55,7 @@ from .engine import (
     score_array,
     scores_from_logits,
 )
-from .errors import NotFittedError
+from .errors import NoReadableImagesError, NotFittedError
 from .explain import Explanation, explanations
 from .log import progress_bar
 from .model import Discriminator
@@ -184,7 +184,7 @@ class Detector:
 
         data = self.read(images, progress=progress)
         if len(data) == 0:
-            raise ValueError(
+            raise NoReadableImagesError(
                 "no readable training images" + (f"; first error: {data.errors[0][1]}" if data.errors else "")
             )
         train_idx, val_idx = split_train_val(data.names, tcfg.val_fraction, self.seed)

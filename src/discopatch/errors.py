@@ -16,7 +16,8 @@ code   class                       meaning
                                    (``MissingExtra``), contradictory options; also any other ``ValueError``,
                                    ``FileNotFoundError`` or ``RuntimeError`` the library raises
 3      :class:`BadInputError`      an input image or input folder is missing or unreadable
-                                   (``ImageReadError``, ``InputNotFoundError``)
+                                   (``ImageReadError``, ``InputNotFoundError``,
+                                   ``NoReadableImagesError``)
 4      :class:`BadArtifactError`   a detector directory is missing, damaged, edited or mismatched
                                    (``ArtifactError``)
 5      :class:`NotFittedError`     a detector was used before it was trained or calibrated
@@ -47,6 +48,10 @@ class BadInputError(DiscopatchError):
 
 class InputNotFoundError(BadInputError, FileNotFoundError):
     """An input file or folder does not exist."""
+
+
+class NoReadableImagesError(BadInputError, ValueError):
+    """A set of inputs (training folder, ID or OOD set) has no image that could be read."""
 
 
 class BadArtifactError(DiscopatchError):

@@ -21,6 +21,7 @@ import numpy as np
 
 from .data.sources import Images, ImageSet
 from .detector import Detector
+from .errors import NoReadableImagesError
 from .metrics import auroc_ci, format_table, ood_metrics
 from .results import ImageResult
 
@@ -109,14 +110,14 @@ def evaluate_results(
     t0 = time.monotonic()
     id_scores, id_errors = collect(id_results)
     if len(id_scores) == 0:
-        raise ValueError("the ID set has no readable images")
+        raise NoReadableImagesError("the ID set has no readable images")
     res = with_id_scores(det, id_name, id_scores)
     res.unreadable[id_name] = id_errors
     for name, results in ood_results:
         scores, errors = collect(results)
         res.unreadable[name] = errors
         if len(scores) == 0:
-            raise ValueError(f"OOD set {name!r} has no readable images")
+            raise NoReadableImagesError(f"OOD set {name!r} has no readable images")
         res.add_set(det, name, scores)
     res.seconds = time.monotonic() - t0
     return res

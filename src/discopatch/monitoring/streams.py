@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..calibration import Calibration
 from ..data.images import preprocess_many, utf8_text
 from ..detector import Decoded, Detector
+from ..errors import NotFittedError
 from ..explain import Explanation
 from . import THUMBNAILS
 from .alerts import AlertDispatcher
@@ -129,7 +130,7 @@ class Scorer:
 
     def __init__(self, detector: Detector, max_decodes: int = MAX_DECODES) -> None:
         if detector.calibration is None:
-            raise ValueError("the detector is not calibrated: monitoring needs its threshold and p-values")
+            raise NotFittedError("the detector is not calibrated: monitoring needs its threshold and p-values")
         if max_decodes < 1:
             raise ValueError(f"max_decodes must be at least 1, got {max_decodes}")
         self.detector = detector
