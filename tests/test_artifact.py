@@ -105,7 +105,11 @@ def test_norm_kind_swap_with_same_shapes_is_rejected(saved: Path) -> None:
         (lambda m: m["model"].update(bogus=1), "unknown ModelConfig fields"),
         (lambda m: m["scoring"].update(test_patches=0), "test_patches"),
         (lambda m: m["calibration"].update(threshold=0.123), "threshold does not match"),
-        (lambda m: m.pop("model"), "'model' section"),
+        (
+            lambda m: m.pop("model"),
+            r"detector\.json: does not match the detector\.json schema \(\$: missing required key 'model'",
+        ),
+        (lambda m: m.pop("format"), "not a discopatch detector"),
     ],
 )
 def test_invalid_json_fields_are_rejected(saved: Path, edit, message: str) -> None:

@@ -7,7 +7,6 @@ import itertools
 import numpy as np
 import pytest
 
-from discopatch.data import corruptions as cmod
 from discopatch.data.corruptions import (
     CORRUPTION_FAMILIES,
     CORRUPTIONS,
@@ -17,6 +16,7 @@ from discopatch.data.corruptions import (
     corrupt_batch,
     resolve_params,
 )
+from discopatch.data.corruptions import kernels as cmod
 
 STOCHASTIC = {
     "gaussian_noise",

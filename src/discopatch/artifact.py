@@ -20,6 +20,13 @@ before them load without them. The digest guards
 against accidents and hand edits, not against someone who rewrites it too: it is a checksum, not a signature.
 Weights are loaded strictly: every tensor name and shape must be exactly what the configuration builds (docs/METHOD.md,
 section 5).
+
+Each rule lives in one place: what a single field of ``detector.json`` may hold (types, bounds, required keys, the
+closed sets of values, the allowed file names) is the schema's; :func:`load_artifact` checks what the schema cannot
+express - JSON without NaN/infinity, a supported format version, the digest, the files' checksums, settings that
+must agree with each other (channels, image vs patch size, calibration and statistics files present when the
+configuration needs them) and the tensors against the configuration (names, shapes, finite values, the stored
+calibration threshold).
 """
 
 from __future__ import annotations
@@ -39,9 +46,10 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from ._version import __version__
+from .artifact_schema import SCHEMA
 from .artifact_schema import validate as validate_schema
 from .calibration import Calibration
-from .config import SCORE_MODES, ModelConfig, PreprocessConfig, ScoreMode, from_dict, to_dict
+from .config import ModelConfig, PreprocessConfig, ScoreMode, from_dict, to_dict
 from .errors import BadArtifactError
 from .model import Discriminator
 
@@ -278,17 +286,22 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
         raise ArtifactError(f"{cfg_path}: not valid JSON ({e})") from None
     except ArtifactError as e:
         raise ArtifactError(f"{cfg_path}: {e}") from None
-    _require(isinstance(meta, dict), f"{cfg_path}: expected a JSON object")
-    _require(meta.get("format") == FORMAT, f"{cfg_path}: not a discopatch detector (format={meta.get('format')!r})")
-    version = meta.get("format_version")
-    _require(
-        version == FORMAT_VERSION,
-        f"{cfg_path}: artefact format version {version} is not supported by discopatch {__version__} "
-        f"(expects {FORMAT_VERSION})",
-    )
-    for key in ("model", "preprocess", "scoring", "files"):
-        _require(isinstance(meta.get(key), dict), f"{cfg_path}: missing or invalid '{key}' section")
+    # Types, bounds, required keys and enums are the schema's (artifact_schema.SCHEMA), checked only there. Two
+    # questions come first because a newer or foreign file need not match this schema at all: is it a detector
+    # (the schema's own rule for "format", asked on its own), and is its format version one this reader supports.
     problems = validate_schema(meta)
+    if isinstance(meta, dict):
+        fmt = meta.get("format")
+        _require(
+            not validate_schema(fmt, SCHEMA["properties"]["format"]),
+            f"{cfg_path}: not a discopatch detector (format={fmt!r})",
+        )
+        version = meta.get("format_version")
+        _require(
+            version == FORMAT_VERSION,
+            f"{cfg_path}: artefact format version {version} is not supported by discopatch {__version__} "
+            f"(expects {FORMAT_VERSION})",
+        )
     _require(
         not problems,
         f"{cfg_path}: does not match the detector.json schema ({'; '.join(problems[:5])}"
@@ -304,14 +317,10 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
     _require(pre.channels == model.channels, f"{cfg_path}: preprocess channels != model channels")
     _require(pre.image_size >= model.patch_size, f"{cfg_path}: image_size is smaller than patch_size")
     scoring = meta["scoring"]
-    n_patches, seed = scoring.get("test_patches"), scoring.get("seed")
-    _require(isinstance(n_patches, int) and n_patches >= 1, f"{cfg_path}: scoring.test_patches must be >= 1")
-    _require(isinstance(seed, int), f"{cfg_path}: scoring.seed must be an integer")
+    n_patches, seed = scoring["test_patches"], scoring["seed"]
 
-    files = meta["files"]
-    _require(WEIGHTS_FILE in files, f"{cfg_path}: no checksum recorded for {WEIGHTS_FILE}")
+    files = meta["files"]  # the schema names the only files allowed and requires the weights' checksum
     for name, digest in files.items():
-        _require(name in (WEIGHTS_FILE, CALIBRATION_FILE, STATS_FILE), f"{cfg_path}: unexpected file entry {name!r}")
         path = directory / name
         _require(path.is_file(), f"{directory}: missing {name}")
         _require(
@@ -342,13 +351,12 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
             f"{directory / CALIBRATION_FILE}: no 1-D floating-point 'scores'",
         )
         _all_finite(cal_tensors, directory / CALIBRATION_FILE)
-        _require(scores.numel() == cal_meta.get("n"), f"{cfg_path}: calibration.n does not match the stored scores")
+        _require(scores.numel() == cal_meta["n"], f"{cfg_path}: calibration.n does not match the stored scores")
         calibration = Calibration.from_scores(scores.double().numpy(), float(cal_meta["target_fpr"]))
         stored = cal_meta.get("threshold")
         recomputed = None if math.isinf(calibration.threshold) else calibration.threshold
         _require(stored == recomputed, f"{cfg_path}: calibration threshold does not match the stored scores")
-    score_mode = scoring.get("score_mode", "d-only")
-    _require(score_mode in SCORE_MODES, f"{cfg_path}: scoring.score_mode must be one of {SCORE_MODES}")
+    score_mode = scoring.get("score_mode", "d-only")  # absent in artefacts saved before the statistics model
     stats = None
     if score_mode != "d-only":
         _require(STATS_FILE in files, f"{cfg_path}: score_mode {score_mode!r} needs {STATS_FILE}")

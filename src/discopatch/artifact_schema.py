@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .config import ABLATIONS, RESIZE_MODES
+from .config import ABLATIONS, RESIZE_MODES, SCORE_MODES
 
 _INT = {"type": "integer"}
 _SIZE = {"type": "integer", "minimum": 1, "maximum": 8192}
@@ -82,7 +82,7 @@ SCHEMA: dict[str, Any] = {
                 "test_patches": {"type": "integer", "minimum": 1, "maximum": 100_000},
                 "seed": _INT,
                 "score": {"type": "string", "maxLength": 200},
-                "score_mode": {"type": "string", "maxLength": 32},
+                "score_mode": {"enum": list(SCORE_MODES)},
             },
         },
         "calibration": {

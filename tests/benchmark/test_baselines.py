@@ -43,6 +43,7 @@ from discopatch.data.images import stack_images
 from discopatch.metrics import ood_metrics
 from discopatch.model import VAE, Discriminator
 from discopatch.patches import content_corners
+from discopatch.stats_model import StatsModel, image_statistics
 
 N_PATCHES = 4
 TINY = ModelConfig(channels=1, patch_size=16, widths=(8, 16, 32), latent_dim=16)
@@ -141,7 +142,10 @@ def test_nmd_statistics(nets, data) -> None:
     check_scores(s, len(data["test"]))
     np.testing.assert_array_equal(s, b.score(data["test"]))
     np.testing.assert_allclose(b.score(data["test"][7:8]), s[7:8], rtol=1e-9)
-    assert 0.0 <= b.shrinkage_ <= 1.0
+    # the Gaussian is the detector's own statistics model, fitted on the means columns of the engine's statistics
+    assert isinstance(b.model_, StatsModel) and b.model_.inv_cov.shape == (sum(TINY.widths),) * 2
+    _, stats = image_statistics(D, data["test"][:3], N_PATCHES)
+    np.testing.assert_array_equal(f, stats[:, [0, 1, 2, 3, 4, 5, 6, 7, *range(16, 32), *range(48, 80)]])
     assert auroc(b, data["test"], data["noise"]) > 0.8
 
 

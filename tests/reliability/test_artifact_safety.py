@@ -54,6 +54,11 @@ BAD_EDITS = {
     "bad digest": (lambda m: m["files"].update({WEIGHTS_FILE: "abc"}), "does not match"),
     "fpr": (lambda m: m["calibration"].update(target_fpr=1.5), "target_fpr: 1.5 violates"),
     "channels": (lambda m: m["model"].update(channels=2), "channels: must be one of"),
+    "score mode": (lambda m: m["scoring"].update(score_mode="fused-ish"), "$.scoring.score_mode: must be one of"),
+    "seed type": (lambda m: m["scoring"].update(seed=1.5), "$.scoring.seed: expected integer"),
+    "no patches": (lambda m: m["scoring"].update(test_patches=0), "$.scoring.test_patches: 0 violates minimum 1"),
+    "section type": (lambda m: m.update(preprocess=[]), "$.preprocess: expected object"),
+    "no weights": (lambda m: m["files"].pop(WEIGHTS_FILE), f"$.files: missing required key {WEIGHTS_FILE!r}"),
 }
 
 
@@ -75,7 +80,9 @@ def test_truncated_and_empty_json_are_refused(saved: Path) -> None:
     with pytest.raises(ArtifactError, match="not valid JSON"):
         Detector.load(saved)
     (saved / CONFIG_FILE).write_text("[]")
-    with pytest.raises(ArtifactError, match="expected a JSON object"):
+    with pytest.raises(
+        ArtifactError, match=r"detector\.json: does not match the detector\.json schema \(\$: expected object"
+    ):
         Detector.load(saved)
 
 

@@ -176,7 +176,7 @@ def run_attack_benchmark(
     from ..data.images import stack_images
     from .baselines import DeepSVDD
     from .datasets import load_protocol
-    from .runner import protocol_preset
+    from .sets import protocol_preset
 
     t0 = time.monotonic()
     data = load_protocol(protocol, quick=quick, seed=seed, n_test=2 * n_images, n_ood=n_images)

@@ -31,26 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..config import Preset
 from ..data.images import stack_images
 from ..detector import Detector
-from ..metrics import ood_metrics
 from ..model import VAE, Discriminator
-from ..patches import content_corners, extract_patches, to_tensor
 from ..training import Trainer, TrainState
+from .curve_diagnostics import SUMMARY_KEYS, _score_sets, game_diagnostics, radial_power_spectrum
 from .datasets import load_protocol
-from .runner import Sets, _hardware, _versions, build_sets, protocol_preset, summarise
-
-#: What each curve point reports per score kind (keys of :func:`runner.summarise`).
-SUMMARY_KEYS = (
-    "covariate_mean_auroc",
-    "covariate_mean_auroc_sev345",
-    "near_mean_auroc",
-    "far_mean_auroc",
-    "null_auroc",
-)
+from .runner import _hardware, _versions
+from .sets import build_sets, protocol_preset
 
 
 def curve_steps(total: int, points: int, first: int = 25) -> list[int]:
@@ -60,99 +50,6 @@ def curve_steps(total: int, points: int, first: int = 25) -> list[int]:
     first = max(1, min(first, total // 2 ** (points - 1)))
     steps = np.unique(np.round(np.geomspace(first, total, points)).astype(int))
     return [int(s) for s in steps]
-
-
-def radial_power_spectrum(patches: torch.Tensor, bins: int = 8) -> np.ndarray:
-    """Mean power per radial frequency band (DC excluded) of ``(N, C, p, p)`` patches in [-1, 1]."""
-    x = patches.float() - patches.float().mean(dim=(2, 3), keepdim=True)
-    power = torch.fft.fft2(x).abs().pow(2).mean(dim=(0, 1)).cpu().numpy()
-    p = power.shape[-1]
-    f = np.fft.fftfreq(p)
-    radius = np.sqrt(f[:, None] ** 2 + f[None, :] ** 2) / 0.5  # 1.0 = Nyquist along an axis
-    edges = np.linspace(0.0, np.sqrt(2.0), bins + 1)
-    out = np.zeros(bins)
-    for b in range(bins):
-        mask = (radius > edges[b]) & (radius <= edges[b + 1])
-        out[b] = power[mask].mean() if mask.any() else 0.0
-    return out
-
-
-def _high_share(spectrum: np.ndarray) -> float:
-    """Share of the (AC) power above half the band range: how much high frequency a set of patches carries."""
-    total = float(spectrum.sum())
-    return float(spectrum[len(spectrum) // 2 :].sum() / total) if total > 0 else 0.0
-
-
-@torch.no_grad()
-def game_diagnostics(
-    D: Discriminator, vae: VAE, images: np.ndarray, n: int, seed: int, train_images: np.ndarray | None = None
-) -> dict[str, Any]:
-    """What D and the VAE do on held-out ID images, one normalisation group per image as at scoring time.
-
-    With ``train_images`` (images D trained on) also ``overfit_auroc``: D's score separating the held-out images
-    from training images (held-out = positive). 0.5 = D treats both alike; above 0.5 = D finds its own training
-    images more "real" than new ID images, i.e. it memorised them.
-    """
-    D.eval()
-    vae.eval()
-    p = D.cfg.patch_size
-    corners = content_corners(images, p, n, seed)
-    real = extract_patches(to_tensor(images), corners, p)
-    recon = vae(real)[0].float()
-    gen_generator = torch.Generator().manual_seed(seed)
-    gen = vae.sample(len(real), generator=gen_generator).float()
-
-    def per_image(x: torch.Tensor) -> np.ndarray:
-        return torch.sigmoid(D(x, group_size=n).double()).reshape(-1, n).mean(1).numpy()
-
-    d_real, d_recon, d_gen = per_image(real), per_image(recon), per_image(gen)
-    spectra = {k: radial_power_spectrum(v) for k, v in (("real", real), ("recon", recon), ("gen", gen))}
-    sep_recon = ood_metrics(1 - d_real, 1 - d_recon)["auroc"]
-    sep_gen = ood_metrics(1 - d_real, 1 - d_gen)["auroc"]
-    extra: dict[str, float] = {}
-    if train_images is not None:
-        seen = extract_patches(to_tensor(train_images), content_corners(train_images, p, n, seed), p)
-        extra["d_train_per_image"] = float(per_image(seen).mean())
-        extra["overfit_auroc"] = ood_metrics(1 - per_image(seen), 1 - d_real)["auroc"]
-    return extra | {
-        "d_real_per_image": float(d_real.mean()),
-        "d_recon_per_image": float(d_recon.mean()),
-        "d_gen_per_image": float(d_gen.mean()),
-        "recon_mse": float(torch.mean((recon - real.float()) ** 2)),
-        "id_separation_recon": sep_recon,
-        "id_separation_gen": sep_gen,
-        "id_separation": (sep_recon + sep_gen) / 2,
-        "spectra": {k: v.tolist() for k, v in spectra.items()},
-        "high_freq_share": {k: _high_share(v) for k, v in spectra.items()},
-    }
-
-
-def _score_sets(det: Detector, sets: Sets) -> dict[str, dict[str, Any]]:
-    """D's own score and the fused score of every set, from one pass per set."""
-    engine = det.scoring_engine()
-    sm = det.stats_model
-    assert sm is not None
-    named = {"reference": sets.reference, **sets.named()}
-    out: dict[str, dict[str, np.ndarray]] = {"d-only": {}, "fused": {}}
-    feats_ref = None
-    for name, stack in named.items():
-        d, f = engine.score_with_statistics(stack, det.batch_size)
-        out["d-only"][name] = d
-        out["fused"][name] = sm.fuse(d, sm.mahalanobis(f))
-        if name == "reference":
-            feats_ref = f
-    res: dict[str, dict[str, Any]] = {}
-    for kind, scores in out.items():
-        ref = scores.pop("reference")
-        rows = {name: ood_metrics(ref, s) for name, s in scores.items()}
-        summary = summarise(rows, sets)
-        res[kind] = {k: summary[k] for k in SUMMARY_KEYS} | {
-            "per_set_auroc": {k: round(v["auroc"], 4) for k, v in rows.items()},
-            "covariate_mean_by_severity": summary["covariate_mean_by_severity"],
-        }
-    assert feats_ref is not None
-    res["stats_spread"] = float(np.median(np.std(feats_ref, axis=0)))
-    return res
 
 
 def _split(n: int, seed: int, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:

@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 import torch
-from sklearn.covariance import LedoitWolf
 
 from ...model import Discriminator
-from .base import Baseline, _check_stack, _chunks, _device_of, _eval_mode, _image_patches
+from ...stats_model import StatsModel, image_statistics
+from .base import Baseline, _check_stack, _device_of
 
 
 class NMDStatistics(Baseline):
@@ -23,8 +23,18 @@ class NMDStatistics(Baseline):
     statistics that the per-image normalisation removes before D's head. We chose patches, not the whole image,
     because D's filters and statistics are those of patches. Instead of NMD's small trained classifier (which needs
     OOD examples) the vectors get a label-free Gaussian: standardised per feature with ID mean/std (subtracting the
-    ID mean is NMD's "discrepancy"), Ledoit-Wolf shrunk covariance (sklearn), squared Mahalanobis distance as score.
+    ID mean is NMD's "discrepancy"), Ledoit-Wolf shrunk covariance, squared Mahalanobis distance as score.
     Fitted on ID training images only.
+
+    What is shared with the detector's statistics score (:mod:`discopatch.stats_model`), and what is not:
+
+    * the features come from the same pass: :func:`~discopatch.stats_model.image_statistics` (the scoring engine's
+      per-image layer statistics, the channel means taken from the normalisation itself, float32); this baseline
+      keeps only the means, because NMD is a *mean* discrepancy - the detector's model also uses each channel's
+      log-variance, so the benchmark's "per-image statistics only" row is this baseline plus variances (and fitted
+      on the training split rather than on every ID training image);
+    * the Gaussian is :class:`~discopatch.stats_model.StatsModel` itself (standardise, Ledoit-Wolf, squared
+      Mahalanobis distance); its fusion with D's score is not used here - the baseline scores the statistics alone.
     """
 
     name = "nmd"
@@ -34,33 +44,17 @@ class NMDStatistics(Baseline):
         self.n_patches = int(n_patches)
         self.seed = int(seed)
         self.batch_size = int(batch_size)
-        self.mean_: np.ndarray | None = None
-        self.std_: np.ndarray | None = None
-        self.inv_cov_: np.ndarray | None = None
-        self.shrinkage_: float | None = None
+        self.model_: StatsModel | None = None
+        widths = D.cfg.widths
+        starts = np.cumsum([0, *widths[:-1]]) * 2  # each layer's [means | log-variances] block in the statistics
+        self._mean_columns = np.concatenate([np.arange(s, s + w) for s, w in zip(starts, widths, strict=True)])
 
     @torch.no_grad()
     def features(self, images: np.ndarray) -> np.ndarray:
         """Per-image channel means of every conv output, concatenated over layers: ``(N, sum(widths))`` float64."""
         images = _check_stack(images)
-        n = self.n_patches
-        device = _device_of(self.D)
-        out = np.empty((len(images), sum(self.D.cfg.widths)), np.float64)
-        captured: list[torch.Tensor] = []
-        hooks = [blk.conv.register_forward_hook(lambda _m, _i, o: captured.append(o)) for blk in self.D.blocks]
-        try:
-            with _eval_mode(self.D):
-                for sl in _chunks(len(images), self.batch_size):
-                    captured.clear()
-                    x, _ = _image_patches(images[sl], self.D.cfg.patch_size, n, self.seed, device)
-                    self.D.features(x, n)
-                    b = sl.stop - sl.start
-                    means = [o.double().reshape(b, n, o.shape[1], -1).mean(dim=(1, 3)) for o in captured]
-                    out[sl] = torch.cat(means, 1).cpu().numpy()
-        finally:
-            for h in hooks:
-                h.remove()
-        return out
+        _, stats = image_statistics(self.D, images, self.n_patches, self.seed, _device_of(self.D), self.batch_size)
+        return stats[:, self._mean_columns]
 
     def fit(
         self, images: np.ndarray, labels: np.ndarray | None = None, *, max_time: float | None = None, seed: int = 0
@@ -70,16 +64,11 @@ class NMDStatistics(Baseline):
         f = self.features(images)
         if len(f) < 2:
             raise ValueError("NMDStatistics needs at least 2 ID images")
-        self.mean_ = f.mean(0)
-        self.std_ = f.std(0) + 1e-12
-        lw = LedoitWolf().fit((f - self.mean_) / self.std_)
-        self.inv_cov_ = lw.precision_
-        self.shrinkage_ = float(lw.shrinkage_)
+        self.model_ = StatsModel.fit(f)
         self.fit_seconds = time.monotonic() - t0
         return self
 
     def score(self, images: np.ndarray) -> np.ndarray:
-        if self.inv_cov_ is None:
+        if self.model_ is None:
             raise RuntimeError("NMDStatistics is not fitted")
-        z = (self.features(images) - self.mean_) / self.std_
-        return np.einsum("ij,jk,ik->i", z, self.inv_cov_, z)
+        return self.model_.mahalanobis(self.features(images))
