@@ -42,11 +42,11 @@ __all__ = [
 ]
 
 
-def export_detector(det: Detector, out: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
+def export_detector(det: Detector, out: str | os.PathLike[str], opset: int = DEFAULT_OPSET) -> Path:
     """Write a fitted/loaded :class:`~discopatch.detector.Detector` to ``out``: D, its statistics model when the
     detector uses one, and the metadata (preprocessing, sampling, threshold) a consumer needs."""
     D = det.require_model()
-    mode = getattr(det.preset, "score_mode", "d-only")
+    mode = det.preset.score_mode
     cal = det.calibration
     meta = onnx_metadata(
         D,
@@ -66,7 +66,7 @@ def export_detector(det: Detector, out: str | os.PathLike, opset: int = DEFAULT_
     return out
 
 
-def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
+def read_metadata(model: str | os.PathLike[str] | bytes) -> dict[str, str]:
     """``metadata_props`` of an exported model as a dict."""
     import onnx
 
@@ -74,7 +74,7 @@ def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
     return {p.key: p.value for p in m.metadata_props}
 
 
-def check_export(det: Detector, onnx_path: str | os.PathLike, images: Any = None, limit: int = 256) -> float:
+def check_export(det: Detector, onnx_path: str | os.PathLike[str], images: Any = None, limit: int = 256) -> float:
     """Largest |ONNX Runtime graph score - PyTorch float32/64 score| over real images (default: demo test images).
 
     ``images`` is anything :func:`~discopatch.data.images.preprocess` reads (arrays, paths, bytes). Compares the
