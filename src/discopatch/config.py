@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_T = TypeVar("_T", bound="DataclassInstance")
 
 # Every closed set of choices is one Literal type plus the tuple of its values (the tuple is what validation,
 # argparse ``choices=`` and the artefact schema use; the Literal is what annotations use).
@@ -102,7 +107,7 @@ class ModelConfig:
 
     @property
     def final_spatial(self) -> int:
-        return self.patch_size // 2 ** len(self.widths)
+        return self.patch_size // (1 << len(self.widths))
 
 
 @dataclass(frozen=True)
@@ -272,9 +277,9 @@ def get_preset(name: str, channels: int | None = None) -> Preset:
     return preset
 
 
-def to_dict(obj: Any) -> dict[str, Any]:
+def to_dict(obj: DataclassInstance) -> dict[str, Any]:
     """Dataclass -> JSON-ready dict (tuples become lists)."""
-    return json_ready(dataclasses.asdict(obj))
+    return {k: json_ready(v) for k, v in dataclasses.asdict(obj).items()}
 
 
 def json_ready(value: Any) -> Any:
@@ -285,7 +290,7 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def from_dict(cls: type, data: dict[str, Any]) -> Any:
+def from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
     """Build ``cls`` from a dict, rejecting unknown keys so a corrupted artefact cannot pass silently."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names

@@ -85,12 +85,14 @@ def run_demo(
     reference, sets = build_demo_sets(det, seed=seed)
     res = evaluate(det, reference, sets, id_name="Fashion-MNIST test (reference)")  # rows carry "flagged"
     info = det.training_info
+    cal = det.calibration
+    assert cal is not None, "fit() calibrates the detector"
     wall = time.monotonic() - t0
     print()
     print(res.table())
     print(
-        f"\nflagged at the calibrated threshold ({det.calibration.target_fpr:.0%} target FPR, "
-        f"{det.calibration.n} calibration images): "
+        f"\nflagged at the calibrated threshold ({cal.target_fpr:.0%} target FPR, "
+        f"{cal.n} calibration images): "
         + ", ".join(f"{k.split(' (')[0]} {100 * v['flagged']:.1f}%" for k, v in res.rows.items())
     )
     print(

@@ -100,7 +100,8 @@ def _colours(values: np.ndarray) -> np.ndarray:
     blue, white, red = np.array([40.0, 90.0, 230.0]), np.array([255.0, 255.0, 255.0]), np.array([220.0, 30.0, 30.0])
     low = blue + (white - blue) * (v / 0.5)
     high = white + (red - white) * ((v - 0.5) / 0.5)
-    return np.where(v < 0.5, low, high).round().astype(np.uint8)
+    rgb: np.ndarray = np.where(v < 0.5, low, high).round().astype(np.uint8)
+    return rgb
 
 
 def overlay(explanation: Explanation, alpha: float = 0.55, min_side: int = 256) -> np.ndarray:

@@ -43,11 +43,11 @@ __all__ = [
 ]
 
 
-def export_detector(det: Detector, out: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
+def export_detector(det: Detector, out: str | os.PathLike[str], opset: int = DEFAULT_OPSET) -> Path:
     """Write a fitted/loaded :class:`~discopatch.detector.Detector` to ``out``: D, its statistics model when the
     detector uses one, and the metadata (preprocessing, sampling, threshold) a consumer needs."""
     D = det.require_model()
-    mode = getattr(det.preset, "score_mode", "d-only")
+    mode = det.preset.score_mode
     cal = det.calibration
     meta = onnx_metadata(
         D,
@@ -67,7 +67,7 @@ def export_detector(det: Detector, out: str | os.PathLike, opset: int = DEFAULT_
     return out
 
 
-def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
+def read_metadata(model: str | os.PathLike[str] | bytes) -> dict[str, str]:
     """``metadata_props`` of an exported model as a dict."""
     import onnx
 
@@ -77,7 +77,7 @@ def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
 
 def check_export(
     det: Detector,
-    onnx_path: str | os.PathLike,
+    onnx_path: str | os.PathLike[str],
     images: Sequence[ImageInput] | np.ndarray | None = None,
     limit: int = 256,
 ) -> float:

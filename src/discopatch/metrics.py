@@ -91,7 +91,10 @@ def format_table(rows: dict[str, dict[str, float]], title: str = "") -> str:
             row.append(f"{100 * m['flagged']:.1f}" if "flagged" in m else "")
         body.append([*row, str(m.get("n_ood", ""))])
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+    def fmt(r: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
     lines = [title] if title else []
     lines += [fmt(head), "  ".join("-" * w for w in widths), *(fmt(r) for r in body)]
     return "\n".join(lines)

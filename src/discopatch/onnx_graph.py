@@ -63,6 +63,13 @@ class OnnxScorer(nn.Module):
     its Mahalanobis distance (``stats-only``) or the fusion of both (``fused``, :mod:`discopatch.stats_model`).
     """
 
+    # buffers registered from ``StatsModel.to_tensors()`` (its saved keys), except with ``score_mode="d-only"``
+    feat_mean: torch.Tensor
+    feat_scale: torch.Tensor
+    location: torch.Tensor
+    precision: torch.Tensor
+    fusion: torch.Tensor
+
     def __init__(
         self, D: Discriminator, n_patches: int, stats_model: StatsModel | None = None, score_mode: ScoreMode = "d-only"
     ) -> None:
@@ -84,7 +91,7 @@ class OnnxScorer(nn.Module):
         self.norms = nn.ModuleList(n if n is not None else nn.Identity() for n in norms)
         self.head = D.head
         self.slope = float(D.cfg.negative_slope)
-        if score_mode != "d-only":
+        if score_mode != "d-only" and stats_model is not None:  # a stats model is required above
             for k, v in stats_model.to_tensors().items():
                 self.register_buffer(k, v.double())
 
@@ -182,7 +189,7 @@ def export_onnx_bytes(
         torch.onnx.export(
             scorer,
             (example,),
-            buf,
+            buf,  # type: ignore[arg-type]  # the TorchScript exporter (dynamo=False) also writes to a file object
             dynamo=False,
             input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES),
@@ -204,4 +211,5 @@ def export_onnx_bytes(
     model.producer_name = "discopatch"
     model.producer_version = __version__
     onnx.checker.check_model(model)
-    return model.SerializeToString()
+    data: bytes = model.SerializeToString()
+    return data

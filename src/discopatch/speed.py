@@ -28,7 +28,7 @@ import torch
 
 from .config import ModelConfig, PreprocessConfig
 from .detector import Detector
-from .engine import ScoringEngine, make_engine
+from .engine import EngineName, ScoringEngine, make_engine
 from .model import Discriminator
 
 AUROC_TOLERANCE = 1e-3
@@ -203,7 +203,7 @@ def bench_speed(
     seed: int = 0,
     batch_sizes: Sequence[int] = (1, 4, 16, 64, 256),
     threads: Sequence[int] = (1, 2),
-    engines: Sequence[str] = ("torch", "onnx"),
+    engines: Sequence[EngineName] = ("torch", "onnx"),
     precisions: Sequence[str] = ("fp32",),
     channels_last: bool | None = None,
     min_time: float = 1.0,
@@ -240,10 +240,7 @@ def bench_speed(
                 # Engines are timed in turns (A, B, C, A, B, C, ...): on a shared machine the neighbours' load
                 # then hits every engine alike and the ratios between rows stay meaningful.
                 times = _interleaved_times(
-                    {
-                        c: (lambda eng=eng, batch=batch: eng.score(decode(batch), batch_size=len(batch)))
-                        for c, eng in built.items()
-                    },
+                    {c: _scoring_call(eng, decode, batch) for c, eng in built.items()},
                     min_time * len(built),
                     max_reps,
                 )
@@ -279,8 +276,21 @@ def bench_speed(
     return rep
 
 
+def _scoring_call(
+    eng: ScoringEngine, decode: Callable[[list[bytes]], np.ndarray], batch: list[bytes]
+) -> Callable[[], np.ndarray]:
+    """One timed call: decode ``batch`` and score it with ``eng`` in one forward pass."""
+    return lambda: eng.score(decode(batch), batch_size=len(batch))
+
+
 def _build_engine(
-    name: str, D: Discriminator, n_patches: int, seed: int, precision: str, threads: int, channels_last: bool | None
+    name: EngineName,
+    D: Discriminator,
+    n_patches: int,
+    seed: int,
+    precision: str,
+    threads: int,
+    channels_last: bool | None,
 ) -> ScoringEngine:
     if name == "onnx":
         from .engine import OnnxEngine
@@ -335,7 +345,7 @@ def precision_check(
     base, base_scores = aurocs(make_engine("torch", D, det.n_patches, det.seed, "cpu"))
     results = []
     for prec in precisions:
-        eng_name = "onnx" if prec == "int8" else "torch"
+        eng_name: EngineName = "onnx" if prec == "int8" else "torch"
         got, scores = aurocs(make_engine(eng_name, D, det.n_patches, det.seed, "cpu", precision=prec))
         delta = max(abs(got[k] - base[k]) for k in base)
         sdelta = max(float(np.max(np.abs(scores[k] - base_scores[k]))) for k in base_scores)

@@ -70,7 +70,8 @@ class StatsModel:
 
     def mahalanobis(self, features: np.ndarray) -> np.ndarray:
         z = (features - self.feat_mean) / self.feat_scale - self.location
-        return np.einsum("ij,jk,ik->i", z, self.inv_cov, z)
+        distances: np.ndarray = np.einsum("ij,jk,ik->i", z, self.inv_cov, z)
+        return distances
 
     def set_fusion(self, d_scores: np.ndarray, s_scores: np.ndarray) -> None:
         """Robust location and scale of both scores on held-out ID images (not the images the model was fitted on)."""
@@ -83,7 +84,8 @@ class StatsModel:
 
     def fuse(self, d_scores: np.ndarray, s_scores: np.ndarray) -> np.ndarray:
         dm, ds, sm, ss = self.fusion
-        return np.maximum((d_scores - dm) / ds, (s_scores - sm) / ss)
+        fused: np.ndarray = np.maximum((d_scores - dm) / ds, (s_scores - sm) / ss)
+        return fused
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """The tensors to save, under their saved keys (:data:`SAVED_KEYS`)."""

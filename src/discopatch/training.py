@@ -66,7 +66,7 @@ class _GeneratorStep(nn.Module):
     step, and a DDP wrapper that owned them would wait for gradients that never come.
     """
 
-    def __init__(self, vae: nn.Module, D: nn.Module) -> None:
+    def __init__(self, vae: VAE, D: Discriminator) -> None:
         super().__init__()
         self.vae = vae
         self.__dict__["D"] = D  # not a submodule: DDP must only synchronise the VAE's gradients here
@@ -74,14 +74,14 @@ class _GeneratorStep(nn.Module):
     def forward(self, real: torch.Tensor, group: int | None) -> tuple[torch.Tensor, ...]:
         recon, mu, logvar = self.vae(real)
         gen = self.vae.sample(real.shape[0])
-        D = self.__dict__["D"]
+        D: Discriminator = self.__dict__["D"]
         return recon, mu, logvar, gen, D(recon, group), D(gen, group)
 
 
 class _DiscriminatorStep(nn.Module):
     """D's three single-domain calls (real / generated / reconstructed) as one forward, for the same reason."""
 
-    def __init__(self, D: nn.Module) -> None:
+    def __init__(self, D: Discriminator) -> None:
         super().__init__()
         self.D = D
 
@@ -141,8 +141,9 @@ class Trainer:
         self.vae = VAE(model_cfg).to(self.device)
         self.channels_last = TRAIN_CHANNELS_LAST_DEFAULT if channels_last is None else bool(channels_last)
         if self.channels_last:
-            self.D.to(memory_format=torch.channels_last)
-            self.vae.to(memory_format=torch.channels_last)
+            # Module.to's overloads leave out memory_format, which it accepts (and documents)
+            self.D.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.vae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         # Optional exponential moving average of D's weights: the adversarial game oscillates, the average less so.
         self.D_ema = copy.deepcopy(self.D).requires_grad_(False) if train_cfg.ema > 0 else None
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=train_cfg.lr, betas=train_cfg.betas)
@@ -150,8 +151,11 @@ class Trainer:
         self.amp = (self.device.type == "cuda") if amp is None else amp
         self.compile = compile
         self.rank, self.world_size = rank_and_world()
-        self._g_step: nn.Module = _GeneratorStep(self.vae, self.D)
-        self._d_step: nn.Module = _DiscriminatorStep(self.D)
+        # the step modules, possibly wrapped in DDP and / or compiled: only ever called
+        self._g_step: Callable[[torch.Tensor, int | None], tuple[torch.Tensor, ...]] = _GeneratorStep(self.vae, self.D)
+        self._d_step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int | None], tuple[torch.Tensor, ...]] = (
+            _DiscriminatorStep(self.D)
+        )
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -261,7 +265,7 @@ class Trainer:
     def fit(
         self,
         images: np.ndarray,
-        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
         progress: bool = True,
         log_every: int = 10,
         callback: Callable[[TrainState, dict[str, float]], None] | None = None,
@@ -341,7 +345,7 @@ class Trainer:
         return st
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, directory: str | os.PathLike) -> Path:
+    def save_checkpoint(self, directory: str | os.PathLike[str]) -> Path:
         """Weights and optimiser moments in one safetensors file, the state in JSON; each file replaced atomically.
 
         The two replacements are not one atomic step, so the safetensors file also carries the JSON state in its
@@ -386,7 +390,7 @@ class Trainer:
     @classmethod
     def from_checkpoint(
         cls,
-        directory: str | os.PathLike,
+        directory: str | os.PathLike[str],
         device: torch.device | str = "cpu",
         train_overrides: dict[str, Any] | None = None,
         **trainer_kwargs: Any,

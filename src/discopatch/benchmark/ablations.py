@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypedDict, cast
 
 import numpy as np
 import torch
@@ -27,11 +28,15 @@ from ..patches import content_corners, extract_patches, to_tensor
 class FixedStatsNorm(nn.Module):
     """Normalise with constant per-channel statistics and the trained affine: a layer without per-image statistics."""
 
+    mean: torch.Tensor  # buffers
+    var: torch.Tensor
+
     def __init__(self, trained: nn.Module, mean: torch.Tensor, var: torch.Tensor) -> None:
         super().__init__()
-        self.weight = trained.weight
-        self.bias = trained.bias
-        self.eps = trained.eps
+        # the trained norm layer's affine parameters and epsilon (nn.Module types its attributes as Tensor | Module)
+        self.weight = cast(torch.Tensor, trained.weight)
+        self.bias = cast(torch.Tensor, trained.bias)
+        self.eps = cast(float, trained.eps)
         self.register_buffer("mean", mean.view(1, -1, 1, 1))
         self.register_buffer("var", var.view(1, -1, 1, 1))
 
@@ -63,6 +68,15 @@ def layerwise_discriminator(
     return Dk
 
 
+class PatchCountRow(TypedDict):
+    """One row of :func:`patch_count_sweep`."""
+
+    n_patches: int
+    mean_auroc: float
+    latency_ms: float
+    aurocs: dict[str, float]  # per set
+
+
 def patch_count_sweep(
     D: Discriminator,
     reference: np.ndarray,
@@ -70,9 +84,9 @@ def patch_count_sweep(
     counts: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
     seed: int = 0,
     latency_images: int = 256,
-) -> list[dict[str, float]]:
+) -> list[PatchCountRow]:
     """For each N: mean AUROC over ``sets`` against ``reference`` and the median latency per image (ms)."""
-    rows = []
+    rows: list[PatchCountRow] = []
     for n in counts:
         ref = score_array(D, reference, n, seed)
         aurocs = {k: ood_metrics(ref, score_array(D, v, n, seed))["auroc"] for k, v in sets.items()}

@@ -16,7 +16,7 @@ reported AUROC is what a deployment would see. Mitigation measured: more patches
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,11 @@ from ..patches import extract_patches, to_tensor
 from ..stats_model import StatsModel
 
 EPSILONS = (1, 2, 4, 8)
+
+#: A detector's score on a uint8 image stack (higher = more OOD).
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+#: A differentiable per-image score of ``x`` (in [-1, 1], ``(B, C, S, S)``), drawing its randomness from the generator.
+LossFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 def _random_corners(b: int, n: int, size: int, patch: int, gen: torch.Generator) -> torch.Tensor:
@@ -49,9 +54,8 @@ def _stats(D: Discriminator, x: torch.Tensor, n: int, gen: torch.Generator) -> t
     return 1 - torch.sigmoid(logits.reshape(len(x), n)).mean(1), feats
 
 
-def _fused_score(det: Detector, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    sm: StatsModel = det.stats_model  # type: ignore[assignment]
-    d, f = _stats(det.discriminator, x, det.n_patches, gen)  # type: ignore[arg-type]
+def _fused_score(det: Detector, sm: StatsModel, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    d, f = _stats(det.require_model(), x, det.n_patches, gen)
     t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in vars(sm).items()}
     z = (f - t["feat_mean"]) / t["feat_scale"] - t["location"]
     s = torch.einsum("ij,jk,ik->i", z, t["inv_cov"], z)
@@ -60,7 +64,7 @@ def _fused_score(det: Detector, x: torch.Tensor, gen: torch.Generator) -> torch.
 
 
 def pgd(
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    loss_fn: LossFn,
     images: np.ndarray,
     eps: int,
     steps: int = 10,
@@ -76,7 +80,7 @@ def pgd(
     for _ in range(steps):
         delta.requires_grad_(True)
         x = (x0 + delta).clamp(-1, 1)
-        loss = sum(loss_fn(x, gen).sum() for _ in range(eot)) / eot
+        loss = sum((loss_fn(x, gen).sum() for _ in range(eot)), x.new_zeros(())) / eot
         (grad,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():
             delta = (delta - step * grad.sign()).clamp(-e, e)
@@ -93,7 +97,7 @@ def attack_suite(
     eps_values: tuple[int, ...] = EPSILONS,
     steps: int = 10,
     seed: int = 0,
-    extra: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[..., torch.Tensor]]] | None = None,
+    extra: Mapping[str, tuple[ScoreFn, LossFn]] | None = None,
 ) -> dict[str, Any]:
     """AUROC of reference vs each target set, clean and under each attack and budget.
 
@@ -109,14 +113,15 @@ def attack_suite(
         _, f_id = _stats(D, to_tensor(id_train), n, torch.Generator().manual_seed(seed))
         target_stats = f_id.mean(0)
 
-    detectors: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[..., torch.Tensor]]] = {
+    detectors: dict[str, tuple[ScoreFn, LossFn]] = {
         "DisCoPatch (D score)": (
             lambda x: _d_only(det, x),
             lambda x, g: _d_score(D, x, n, g),
         ),
     }
-    if det.stats_model is not None:
-        detectors["DisCoPatch fused"] = (det.score_preprocessed, lambda x, g: _fused_score(det, x, g))
+    sm = det.stats_model
+    if sm is not None:
+        detectors["DisCoPatch fused"] = (det.score_preprocessed, lambda x, g: _fused_score(det, sm, x, g))
     detectors.update(extra or {})
 
     def stats_loss(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -156,7 +161,7 @@ def attack_suite(
 def _d_only(det: Detector, x: np.ndarray) -> np.ndarray:
     from ..engine import score_array
 
-    return score_array(det.discriminator, x, det.n_patches, det.seed, "cpu")  # type: ignore[arg-type]
+    return score_array(det.require_model(), x, det.n_patches, det.seed, "cpu")
 
 
 def run_attack_benchmark(

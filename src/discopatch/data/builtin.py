@@ -125,7 +125,7 @@ def _load_asset(name: str) -> dict[str, np.ndarray]:
     found however the package is installed (wheel, editable install, zip). ``allow_pickle=False`` keeps
     ``np.load`` from ever unpickling anything, even if an asset were replaced.
     """
-    resource = files(__package__ or "discopatch.data").joinpath("assets", name)
+    resource = files(__package__ or "discopatch.data").joinpath("assets").joinpath(name)
     if not resource.is_file():
         raise FileNotFoundError(
             f"discopatch demo asset {name!r} is missing from the installed package; reinstall "

@@ -57,7 +57,7 @@ def load_images(
     return ImageSet(images, good_names, errors)
 
 
-def load_folder(root: str | os.PathLike, cfg: PreprocessConfig, progress: bool = False) -> ImageSet:
+def load_folder(root: str | os.PathLike[str], cfg: PreprocessConfig, progress: bool = False) -> ImageSet:
     """All images under ``root`` (recursive), named by their path relative to ``root``."""
     root = Path(root)
     files = list_images(root)
@@ -84,7 +84,7 @@ def split_train_val(names: Sequence[str], val_fraction: float, seed: int = 0) ->
     return train, val
 
 
-def fingerprint_inputs(images: str | os.PathLike | np.ndarray | Sequence[ImageInput]) -> dict[str, object]:
+def fingerprint_inputs(images: str | os.PathLike[str] | np.ndarray | Sequence[ImageInput]) -> dict[str, object]:
     """A SHA-256 that identifies a list of training inputs without storing it (``detector.json``'s
     ``training_data``), so that a detector can be traced back to the images it learnt from.
 
@@ -124,7 +124,9 @@ def _input_line(x: ImageInput) -> str:
         return f"file\t{p.as_posix()}\t{p.stat().st_size if p.is_file() else -1}"
     if isinstance(x, np.ndarray):
         data = np.ascontiguousarray(x)
-        return f"array\t{data.dtype.str}\t{'x'.join(map(str, data.shape))}\t{hashlib.sha256(data).hexdigest()}"
+        # an ndarray has the buffer protocol; numpy's stubs declare it (__buffer__) only for Python >= 3.12
+        digest = hashlib.sha256(data).hexdigest()  # type: ignore[arg-type]
+        return f"array\t{data.dtype.str}\t{'x'.join(map(str, data.shape))}\t{digest}"
     if isinstance(x, Image.Image):
         return f"image\t{x.mode}\t{x.width}x{x.height}\t{hashlib.sha256(x.tobytes()).hexdigest()}"
     return f"bytes\t{hashlib.sha256(bytes(x)).hexdigest()}"

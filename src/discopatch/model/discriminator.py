@@ -10,6 +10,9 @@ whole single-domain batch (the paper) or one image's patches; scoring always pas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -29,19 +32,26 @@ class DiscriminatorBlock(nn.Module):
         self.act = nn.LeakyReLU(cfg.negative_slope)
 
     def forward(self, x: torch.Tensor, group_size: int | None = None) -> torch.Tensor:
-        return self.act(self.norm(self.conv(x), group_size))
+        out: torch.Tensor = self.act(self.norm(self.conv(x), group_size))
+        return out
 
 
 class Discriminator(nn.Module):
     """Patch discriminator returning one logit per patch (real ID patch -> high)."""
 
+    #: an ``nn.ModuleList`` at run time, typed by its items (the ModuleList stubs cannot say what it holds)
+    blocks: Sequence[DiscriminatorBlock]
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         chans = (cfg.channels, *cfg.widths)
-        self.blocks = nn.ModuleList(
-            DiscriminatorBlock(a, b, cfg, cfg.patch_size // 2 ** (i + 1), first=i == 0)
-            for i, (a, b) in enumerate(zip(chans[:-1], chans[1:]))
+        self.blocks = cast(
+            "Sequence[DiscriminatorBlock]",
+            nn.ModuleList(
+                DiscriminatorBlock(a, b, cfg, cfg.patch_size // 2 ** (i + 1), first=i == 0)
+                for i, (a, b) in enumerate(zip(chans[:-1], chans[1:]))
+            ),
         )
         self.head = nn.Linear(cfg.widths[-1] * cfg.final_spatial**2, 1)
 
@@ -78,7 +88,8 @@ class Discriminator(nn.Module):
         h = self.features(x, group_size).flatten(1)
         # The head runs in float32 even under autocast: a bf16 logit/sigmoid saturates (docs/METHOD.md, section 5).
         with torch.autocast(device_type=h.device.type, enabled=False):
-            return self.head(h.float()).squeeze(1)
+            logits: torch.Tensor = self.head(h.float()).squeeze(1)
+            return logits
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -75,6 +75,8 @@ class PatchGroupNorm(nn.Module):
         in which each group is contiguous; a batch-norm call per group costs more in dispatch than in arithmetic.
         """
         n, c, h, w = x.shape
+        dims: tuple[int, ...]
+        pshape: tuple[int, ...]
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             v, dims, pshape = x.permute(0, 2, 3, 1).reshape(n // g, g * h * w, c), (1,), (1, 1, c)
         else:
@@ -112,7 +114,8 @@ class _Ignoring(nn.Module):
         self.inner = inner
 
     def forward(self, x: torch.Tensor, group_size: int | None = None) -> torch.Tensor:
-        return self.inner(x)
+        out: torch.Tensor = self.inner(x)
+        return out
 
 
 def make_norm(kind: str, num_features: int, eps: float = 1e-5, groupnorm_groups: int = 32) -> nn.Module:

@@ -54,7 +54,8 @@ class VAE(nn.Module):
         w = self.cfg.widths[-1]
         s = self.cfg.final_spatial
         h = self.decoder_input(z).view(-1, w, s, s)
-        return self.final(self.decoder(h))
+        out: torch.Tensor = self.final(self.decoder(h))
+        return out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encode(x)

@@ -40,7 +40,7 @@ import time as _time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from scipy import stats
@@ -50,6 +50,9 @@ from .choices import BINOMIAL_METHODS, BinomialMethod
 
 TESTS = ("binomial", "ks", "cusum")
 WINDOW_TESTS = ("binomial", "ks")
+#: The alternative hypothesis of the KS window test, as in ``scipy.stats.ks_2samp``.
+KsAlternative = Literal["two-sided", "less", "greater"]
+KS_ALTERNATIVES: tuple[KsAlternative, ...] = get_args(KsAlternative)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class DriftConfig:
     p_val: float = 0.001  #: family-wise significance level of the window tests
     tests: tuple[str, ...] = TESTS
     binomial_method: BinomialMethod = "beta-binomial"  #: one of BINOMIAL_METHODS
-    ks_alternative: str = "two-sided"  #: or "less" / "greater", as in scipy.stats.ks_2samp
+    ks_alternative: KsAlternative = "two-sided"  #: or "less" / "greater", as in scipy.stats.ks_2samp
     ert: float = 10_000.0  #: expected number of ID images between CUSUM false alarms
     cusum_theta: float = 0.5  #: the CUSUM is tuned to p-values ~ Beta(theta, 1)
 
@@ -80,7 +83,7 @@ class DriftConfig:
             raise ValueError(f"tests must be a non-empty subset of {TESTS}, got {self.tests}")
         if self.binomial_method not in BINOMIAL_METHODS:
             raise ValueError(f"binomial_method must be 'beta-binomial' or 'binomial', got {self.binomial_method!r}")
-        if self.ks_alternative not in ("two-sided", "less", "greater"):
+        if self.ks_alternative not in KS_ALTERNATIVES:
             raise ValueError(f"ks_alternative must be two-sided, less or greater, got {self.ks_alternative!r}")
         if not 0.0 < self.cusum_theta < 1.0:
             raise ValueError(f"cusum_theta must be in (0, 1), got {self.cusum_theta}")
@@ -118,10 +121,13 @@ def _null_cdf(x: np.ndarray, n_calibration: int | None) -> np.ndarray:
     A conformal p-value of an ID image is ``j / (n + 1)`` with ``j`` uniform on ``1..n+1``.
     """
     x = np.asarray(x, dtype=np.float64)
+    cdf: np.ndarray
     if n_calibration is None:
-        return np.where(x < 0, 0.0, -np.expm1(-np.maximum(x, 0.0)))
-    m = n_calibration + 1.0
-    return np.clip((m + 1.0 - np.ceil(m * np.exp(-np.maximum(x, -50.0)) - 1e-9)) / m, 0.0, 1.0)
+        cdf = np.where(x < 0, 0.0, -np.expm1(-np.maximum(x, 0.0)))
+    else:
+        m = n_calibration + 1.0
+        cdf = np.clip((m + 1.0 - np.ceil(m * np.exp(-np.maximum(x, -50.0)) - 1e-9)) / m, 0.0, 1.0)
+    return cdf
 
 
 def cusum_arl(h: float, k: float, n_calibration: int | None = None, n_states: int = 400) -> float:

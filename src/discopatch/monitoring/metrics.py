@@ -80,7 +80,7 @@ class _StreamCollector:
         )
         for n, m in monitors.items():
             cusum.add_metric([n], m.cusum)
-            h.add_metric([n], m.cusum_h)
+            h.add_metric([n], math.nan if m.cusum_h is None else m.cusum_h)  # None: the CUSUM test is off
             alarms.add_metric([n], m.n_alarms)
         yield from (cusum, h, alarms)
 

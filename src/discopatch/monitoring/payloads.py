@@ -84,7 +84,8 @@ async def read_items(
             if len(entries) > max_images:
                 raise HTTPException(413, f"{len(entries)} images in one request; the limit is {max_images}")
             for i, f in enumerate(entries):
-                given = ids[i] if i < len(ids) and isinstance(ids[i], str) else None
+                part_id = ids[i] if i < len(ids) else None
+                given = part_id if isinstance(part_id, str) else None
                 if not isinstance(f, UploadFile):  # no filename parameter: Starlette reads the part as text
                     sid = given or f"images[{i}]"
                     items.append(
@@ -118,14 +119,14 @@ async def read_items(
             raise HTTPException(422, "source_ids must be a list of strings")
         if len(entries) > max_images:
             raise HTTPException(413, f"{len(entries)} images in one request; the limit is {max_images}")
-        for i, e in enumerate(entries):
+        for i, entry in enumerate(entries):
             sid = str(ids[i]) if i < len(ids) and ids[i] is not None else f"images[{i}]"
-            if isinstance(e, dict) and isinstance(e.get("data"), str):
-                items.append(_b64(e["data"], str(e.get("source_id") or sid), max_image_bytes))
-            elif isinstance(e, str):
-                items.append(_b64(e, sid, max_image_bytes))
+            if isinstance(entry, dict) and isinstance(entry.get("data"), str):
+                items.append(_b64(entry["data"], str(entry.get("source_id") or sid), max_image_bytes))
+            elif isinstance(entry, str):
+                items.append(_b64(entry, sid, max_image_bytes))
             else:
-                items.append(Item(sid, error=f"{sid}: expected a base64 string, got {type(e).__name__}"))
+                items.append(Item(sid, error=f"{sid}: expected a base64 string, got {type(entry).__name__}"))
     else:
         raise HTTPException(
             415, "send multipart/form-data with 'images' file fields, application/json, or one raw image/* body"

@@ -82,7 +82,7 @@ class ImageResult(BaseModel):
     )
 
     @model_serializer(mode="wrap")
-    def _omit_absent_explanation(self, handler: SerializerFunctionWrapHandler):
+    def _omit_absent_explanation(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
         """Without ``explain=true`` the response keeps its earlier shape: no ``explanation`` key at all.
 
         No return annotation on purpose: pydantic would publish it as the model's schema in the OpenAPI document."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
@@ -33,12 +33,13 @@ from starlette.staticfiles import StaticFiles
 from .. import __version__
 from ..detector import Detector
 from .alerts import AlertDispatcher
+from .choices import DEFAULT_DB_URL
 from .drift import DriftConfig
 from .limits import MAX_BODY_BYTES, MAX_ID, MAX_IMAGE_BYTES, MAX_IMAGES, REQUEST_TIMEOUT_S, BodyLimit
 from .metrics import Metrics
 from .pages import SWAGGER_ASSETS, pages_router, swagger_ui_files
 from .routes import api_router, heatmap_png, score_histogram
-from .store import DEFAULT_DB_URL, Store
+from .store import Store
 from .streams import MAX_DECODES, StreamRecorder
 
 __all__ = [
@@ -87,7 +88,7 @@ def create_app(
     metrics = Metrics(recorder)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         recorder.close()
 

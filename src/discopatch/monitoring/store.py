@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from . import DEFAULT_DB_URL
+from .choices import DEFAULT_DB_URL
 
 #: BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
 _Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -144,7 +144,7 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("dp_write") else "BEGIN")
 
 
-def make_db_engine(url: str | os.PathLike) -> Engine:
+def make_db_engine(url: str | os.PathLike[str]) -> Engine:
     """An engine for ``url``; a bare file path means a SQLite file. psycopg 3 is used for ``postgresql://``."""
     url = os.fspath(url)
     if "://" not in url:
@@ -203,7 +203,7 @@ def db_error_cause(e: BaseException) -> str:
 class Store:
     """Repository over the five tables; thread-safe (one session per call)."""
 
-    def __init__(self, url: str | os.PathLike = DEFAULT_DB_URL) -> None:
+    def __init__(self, url: str | os.PathLike[str] = DEFAULT_DB_URL) -> None:
         try:
             self.engine = make_db_engine(url)
         except (SQLAlchemyError, ValueError, ImportError) as e:
@@ -378,7 +378,7 @@ class Store:
                 q = q.where(ImageRow.time >= float(last_time) - window_seconds)
             if window_size is not None:
                 q = q.limit(window_size)
-            rows = [(float(t), float(sc)) for t, sc in s.execute(q).all()]
+            rows = [(float(t), float(sc)) for t, sc in s.execute(q).all() if sc is not None]  # NULLs excluded above
             return dict(st.state or {}), rows[::-1], int(st.n_images)
 
     def images(
@@ -440,4 +440,4 @@ class Store:
             except StreamNotFound:
                 return set()
             q = select(ImageRow.source_id).where(ImageRow.stream_id == st.id, ImageRow.source_id.is_not(None))
-            return set(s.scalars(q).all())
+            return {sid for sid in s.scalars(q).all() if sid is not None}  # NULLs excluded above

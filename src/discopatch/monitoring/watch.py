@@ -73,7 +73,7 @@ class Watcher:
 
     def watch(
         self,
-        folder: str | os.PathLike,
+        folder: str | os.PathLike[str],
         *,
         poll: float = 2.0,
         settle: float = 1.0,

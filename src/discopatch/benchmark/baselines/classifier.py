@@ -55,10 +55,12 @@ class _SmallResNet(nn.Module):
         self.head = nn.Linear(prev, n_classes)
 
     def penultimate(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x)).mean(dim=(2, 3))
+        h: torch.Tensor = self.stages(self.stem(x))
+        return h.mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.penultimate(x))
+        out: torch.Tensor = self.head(self.penultimate(x))
+        return out
 
 
 class SmallCNNClassifier:
@@ -176,9 +178,11 @@ class SmallCNNClassifier:
             return np.zeros((0, k)), np.zeros((0, 4 * self.width))
         return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
-    def scorers(self, kinds: tuple[str, ...] = CLASSIFIER_SCORES, **kwargs: float) -> list[ClassifierScores]:
+    def scorers(
+        self, kinds: tuple[str, ...] = CLASSIFIER_SCORES, *, temperature: float = 1.0, k: int = 50
+    ) -> list[ClassifierScores]:
         """One :class:`ClassifierScores` per kind, all sharing this classifier."""
-        return [ClassifierScores(self, kind, **kwargs) for kind in kinds]
+        return [ClassifierScores(self, kind, temperature=temperature, k=k) for kind in kinds]
 
 
 class ClassifierScores(Baseline):
@@ -266,12 +270,14 @@ def fit_tied_gaussians(features: np.ndarray, labels: np.ndarray) -> tuple[np.nda
 def mahalanobis_score(features: np.ndarray, means: np.ndarray, inv_cov: np.ndarray) -> np.ndarray:
     """Minimum over classes of the squared Mahalanobis distance to the class mean (Lee et al., NeurIPS 2018)."""
     d = np.asarray(features, dtype=np.float64)[:, None, :] - means[None]  # (N, K, d)
-    return np.einsum("nkd,de,nke->nk", d, inv_cov, d).min(1)
+    distances: np.ndarray = np.einsum("nkd,de,nke->nk", d, inv_cov, d).min(1)
+    return distances
 
 
 def l2_normalise(features: np.ndarray) -> np.ndarray:
     f = np.asarray(features, dtype=np.float64)
-    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    unit: np.ndarray = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    return unit
 
 
 def knn_score(features: np.ndarray, bank: np.ndarray, k: int = 50, chunk: int = 1024) -> np.ndarray:

@@ -85,7 +85,8 @@ class VAEReconstruction(_VAEPatchBaseline):
 
     def score(self, images: np.ndarray) -> np.ndarray:
         mse, _, _ = self.patch_terms(images)
-        return mse.mean(1)
+        scores: np.ndarray = mse.mean(1)
+        return scores
 
 
 class VAEElbo(_VAEPatchBaseline):
@@ -123,7 +124,8 @@ class VAEElbo(_VAEPatchBaseline):
         return nll / self.dims, corners
 
     def score(self, images: np.ndarray) -> np.ndarray:
-        return self.patch_nll(images)[0].mean(1)
+        scores: np.ndarray = self.patch_nll(images)[0].mean(1)
+        return scores
 
 
 def png_bits(image: np.ndarray, compress_level: int = 9) -> int:
@@ -174,4 +176,5 @@ class InputComplexityElbo(VAEElbo):
         for i in range(len(images)):
             for j, (y, x) in enumerate(corners[i]):
                 comp[i, j] = png_bits(images[i, y : y + p, x : x + p], self.compress_level) / self.dims
-        return (model_bits - comp).mean(1)
+        scores: np.ndarray = (model_bits - comp).mean(1)
+        return scores

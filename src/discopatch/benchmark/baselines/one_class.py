@@ -38,7 +38,8 @@ class _SVDDNet(nn.Module):
         self.fc = nn.Linear(widths[-1] * side * side, rep_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).flatten(1))
+        out: torch.Tensor = self.fc(self.features(x).flatten(1))
+        return out
 
 
 class DeepSVDD(Baseline):

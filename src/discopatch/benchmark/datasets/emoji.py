@@ -69,7 +69,7 @@ def _emoji_images(
     random fraction of the canvas and jittered; returns the images and how many code points rendered."""
     font = ImageFont.truetype(str(path), _EMOJI_SIZE)
     cands = _emoji_candidates(path)
-    out = []
+    out: list[np.ndarray] = []
     for cp in rng.permutation(np.asarray(cands, np.int64)).tolist():
         if len(out) >= n:
             break

@@ -41,7 +41,7 @@ def _stamp_cached(path: str, digest: str) -> Image.Image | None:
     stamps are shrunk to 256 px, twice the largest size they are pasted at, so the memo stays small."""
     try:
         with Image.open(path) as img:
-            rgba = img.convert("RGBA")
+            rgba: Image.Image = img.convert("RGBA")
     except OSError:
         return None
     a = np.asarray(rgba)
