@@ -188,7 +188,7 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def save_artifact(
-    directory: str | os.PathLike,
+    directory: str | os.PathLike[str],
     D: Discriminator,
     preprocess: PreprocessConfig,
     test_patches: int,
@@ -244,7 +244,7 @@ def save_artifact(
     return directory
 
 
-def detector_id(directory: str | os.PathLike) -> str:
+def detector_id(directory: str | os.PathLike[str]) -> str:
     """A detector's identity: SHA-256 (first 16 hex digits) of its ``detector.json``, which records the checksum of
     every other file, so any change to weights, calibration, statistics or settings gives a new id."""
     return hashlib.sha256((Path(directory) / CONFIG_FILE).read_bytes()).hexdigest()[:16]
@@ -275,7 +275,7 @@ def _legacy_model_fields(model: dict[str, Any], cfg_path: Path) -> dict[str, Any
     return candidate
 
 
-def load_artifact(directory: str | os.PathLike) -> Artifact:
+def load_artifact(directory: str | os.PathLike[str]) -> Artifact:
     directory = Path(directory)
     _require(directory.is_dir(), f"{directory}: not a detector directory (expected a folder with {CONFIG_FILE})")
     cfg_path = directory / CONFIG_FILE
@@ -346,10 +346,8 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
         _require(CALIBRATION_FILE in files, f"{cfg_path}: calibration present but {CALIBRATION_FILE} not listed")
         cal_tensors = _load_safetensors(directory / CALIBRATION_FILE)
         scores = cal_tensors.get("scores")
-        _require(
-            scores is not None and scores.ndim == 1 and scores.is_floating_point(),
-            f"{directory / CALIBRATION_FILE}: no 1-D floating-point 'scores'",
-        )
+        if scores is None or scores.ndim != 1 or not scores.is_floating_point():
+            raise ArtifactError(f"{directory / CALIBRATION_FILE}: no 1-D floating-point 'scores'")
         _all_finite(cal_tensors, directory / CALIBRATION_FILE)
         _require(scores.numel() == cal_meta["n"], f"{cfg_path}: calibration.n does not match the stored scores")
         calibration = Calibration.from_scores(scores.double().numpy(), float(cal_meta["target_fpr"]))

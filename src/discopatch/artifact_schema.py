@@ -13,7 +13,9 @@ current dataclass fields; ``files`` and ``calibration`` are closed.
 
 from __future__ import annotations
 
+import operator
 import re
+from collections.abc import Callable
 from typing import Any
 
 from .config import ABLATIONS, RESIZE_MODES, SCORE_MODES
@@ -129,6 +131,15 @@ _TYPES: dict[str, Any] = {
 }
 
 
+#: The numeric bound keywords: ``ok(instance, bound)``.
+BOUNDS: dict[str, Callable[[Any, Any], bool]] = {
+    "minimum": operator.ge,
+    "maximum": operator.le,
+    "exclusiveMinimum": operator.gt,
+    "exclusiveMaximum": operator.lt,
+}
+
+
 def validate(instance: Any, schema: dict[str, Any] = SCHEMA, path: str = "$") -> list[str]:
     """Every violation of ``schema`` as ``"<json path>: <what is wrong>"`` (empty when valid).
 
@@ -147,13 +158,8 @@ def validate(instance: Any, schema: dict[str, Any] = SCHEMA, path: str = "$") ->
     if "enum" in schema and not any(_same(instance, e) for e in schema["enum"]):
         errors.append(f"{path}: must be one of {schema['enum']}, got {instance!r}")
     if _TYPES["number"](instance):
-        for key, ok in (
-            ("minimum", lambda b: instance >= b),
-            ("maximum", lambda b: instance <= b),
-            ("exclusiveMinimum", lambda b: instance > b),
-            ("exclusiveMaximum", lambda b: instance < b),
-        ):
-            if key in schema and not ok(schema[key]):
+        for key, ok in BOUNDS.items():
+            if key in schema and not ok(instance, schema[key]):
                 errors.append(f"{path}: {instance!r} violates {key} {schema[key]}")
     if isinstance(instance, str):
         if len(instance) > schema.get("maxLength", len(instance)) or len(instance) < schema.get("minLength", 0):

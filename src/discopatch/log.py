@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, get_args
 
 from tqdm.auto import tqdm
@@ -123,3 +123,14 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, disable: bool = False
     if sys.stderr.isatty():
         return tqdm(iterable, **kw)
     return LogProgress(iterable, **kw)
+
+
+def stderr_lines(enabled: bool = True) -> Callable[[str], None]:
+    """A function printing one progress line to standard error (flushed), or doing nothing when not ``enabled``:
+    the benchmark's and the learning curve's ``[stage] ...`` lines, which are output rather than log records."""
+
+    def write(message: str) -> None:
+        if enabled:
+            print(message, file=sys.stderr, flush=True)
+
+    return write

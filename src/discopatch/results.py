@@ -169,7 +169,7 @@ def results_frame(rows: Iterable[Mapping[str, Any]]) -> pandas.DataFrame:
     if not records:
         keys = [c for c in COLUMNS if c != "d_score"]
     columns = [c for c in COLUMNS if c in keys] + [k for k in keys if k not in COLUMNS]
-    frame = pd.DataFrame.from_records(records, columns=columns)
+    frame: pandas.DataFrame = pd.DataFrame.from_records(records, columns=columns)
     for col in ("score", "d_score", "p_value", "threshold"):
         if col in frame:
             frame[col] = frame[col].astype("float64")

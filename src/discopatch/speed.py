@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ModelConfig, PreprocessConfig
+from .config import EngineName, ModelConfig, Precision, PreprocessConfig
 from .detector import Detector
-from .engine import EngineName, ScoringEngine, make_engine
+from .engine import ScoringEngine, make_engine
 from .model import Discriminator
 
 AUROC_TOLERANCE = 1e-3
@@ -204,7 +204,7 @@ def bench_speed(
     batch_sizes: Sequence[int] = (1, 4, 16, 64, 256),
     threads: Sequence[int] = (1, 2),
     engines: Sequence[EngineName] = ("torch", "onnx"),
-    precisions: Sequence[str] = ("fp32",),
+    precisions: Sequence[Precision] = ("fp32",),
     channels_last: bool | None = None,
     min_time: float = 1.0,
     max_reps: int = 20,
@@ -288,7 +288,7 @@ def _build_engine(
     D: Discriminator,
     n_patches: int,
     seed: int,
-    precision: str,
+    precision: Precision,
     threads: int,
     channels_last: bool | None,
 ) -> ScoringEngine:
@@ -312,7 +312,7 @@ class PrecisionCheck:
 
 def precision_check(
     det: Detector,
-    precisions: Sequence[str] = ("bf16", "int8"),
+    precisions: Sequence[Precision] = ("bf16", "int8"),
     tolerance: float = AUROC_TOLERANCE,
     seed: int = 0,
     limit: int | None = None,

@@ -450,7 +450,7 @@ class Trainer:
         model_cfg: ModelConfig,
         cfg: TrainConfig,
         device: torch.device | str,
-        checkpoint_dir: str | os.PathLike | None,
+        checkpoint_dir: str | os.PathLike[str] | None,
         resume: bool,
         given: dict[str, Any],
         **trainer_kwargs: Any,

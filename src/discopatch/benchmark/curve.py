@@ -35,6 +35,7 @@ import numpy as np
 from ..config import Preset
 from ..data.images import stack_images
 from ..detector import Detector
+from ..log import stderr_lines
 from ..model import VAE, Discriminator
 from ..training import Trainer, TrainState
 from .curve_diagnostics import SUMMARY_KEYS, _score_sets, game_diagnostics, radial_power_spectrum
@@ -87,7 +88,7 @@ def _train_with_snapshots(
 
 def run_curve(
     protocol: str,
-    out: str | os.PathLike | None = None,
+    out: str | os.PathLike[str] | None = None,
     *,
     preset: str | Preset = "small",
     steps: int = 2000,
@@ -116,7 +117,7 @@ def run_curve(
     ``betas``, ...); the resolved configuration is recorded with the results. Writes ``curve.json``, ``curve.md``
     and (with matplotlib) ``curve.png`` into ``out``.
     """
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    log = stderr_lines(progress)
     data = load_protocol(protocol, quick=quick, seed=0, n_test=n_test, n_ood=n_ood, n_train=n_train)
     base = protocol_preset(protocol, data, preset).replace(score_mode="fused")
     # Steps are the budget: the preset's own time limit would cut a slow (shared) machine's curve short.

@@ -94,7 +94,11 @@ def game_diagnostics(
     }
 
 
-def _score_sets(det: Detector, sets: Sets) -> dict[str, dict[str, Any]]:
+#: Per score kind (``d``, ``fused``) its summary, plus ``stats_spread``: what one snapshot's scores show.
+SnapshotScores = dict[str, Any]
+
+
+def _score_sets(det: Detector, sets: Sets) -> SnapshotScores:
     """D's own score and the fused score of every set, from one pass per set."""
     engine = det.scoring_engine()
     sm = det.stats_model
@@ -108,7 +112,7 @@ def _score_sets(det: Detector, sets: Sets) -> dict[str, dict[str, Any]]:
         out["fused"][name] = sm.fuse(d, sm.mahalanobis(f))
         if name == "reference":
             feats_ref = f
-    res: dict[str, dict[str, Any]] = {}
+    res: SnapshotScores = {}
     for kind, scores in out.items():
         ref = scores.pop("reference")
         rows = {name: ood_metrics(ref, s) for name, s in scores.items()}

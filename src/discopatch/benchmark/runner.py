@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 import platform
 import sys
@@ -35,12 +36,14 @@ import sklearn
 import torch
 
 from .. import __version__
-from ..config import Preset
+from ..config import NormKind, Preset
 from ..data.corruptions import CORRUPTIONS, PARAM_SOURCES, resolve_params
 from ..data.images import stack_images
 from ..detector import Detector
 from ..engine import score_array
+from ..log import stderr_lines
 from ..model import Discriminator
+from ..training import TrainState
 from .ablations import layerwise_discriminator, patch_count_sweep
 from .baselines import (
     DeepSVDD,
@@ -55,7 +58,7 @@ from .report import save_json, write_reports
 from .sets import FULL, FULL_PHOTOS, QUICK, Budget, Sets, build_sets, evaluate_scores, protocol_preset, summarise
 from .stages import _ablation_budget, _pooled, _train, drift_power, mixed_stage, trained_variants, variant_stage
 
-NORM_ABLATIONS = ("batchnorm", "groupnorm", "instancenorm")
+NORM_ABLATIONS: tuple[NormKind, ...] = ("batchnorm", "groupnorm", "instancenorm")
 
 
 def _versions() -> dict[str, str]:
@@ -87,7 +90,7 @@ def _hardware() -> dict[str, Any]:
 
 def run_benchmark(
     protocol: str,
-    out: str | os.PathLike | None = None,
+    out: str | os.PathLike[str] | None = None,
     quick: bool = False,
     seed: int = 0,
     progress: bool = True,
@@ -101,7 +104,7 @@ def run_benchmark(
     """
     t_start = time.monotonic()
     budget = budget or (QUICK if quick else FULL_PHOTOS if protocol == "photos" else FULL)
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    log = stderr_lines(progress)
     data = load_protocol(
         protocol, quick=quick, seed=seed, n_test=budget.n_test, n_ood=budget.n_ood, n_train=budget.n_train
     )
@@ -159,19 +162,20 @@ def run_benchmark(
     t0 = time.monotonic()
     early: dict[str, Any] = {}
 
-    def keep_early(st: Any, logs: dict[str, float]) -> None:
-        if st.step == budget.ablation_steps and det_ref:
-            early["D"] = copy.deepcopy(det_ref[0].trainer.detector_discriminator.state_dict())
+    def keep_early(st: TrainState, logs: dict[str, float]) -> None:
+        trainer = det_ref[0].trainer if det_ref else None
+        if st.step == budget.ablation_steps and trainer is not None:
+            early["D"] = copy.deepcopy(trainer.detector_discriminator.state_dict())
             early["seconds"] = time.monotonic() - t0
 
     det_ref: list[Detector] = []
-    snap = {"callback": keep_early, "on_detector": det_ref.append} if budget.ablation_steps else {}
+    snap: dict[str, Any] = {"callback": keep_early, "on_detector": det_ref.append} if budget.ablation_steps else {}
     if steps:
         det = _train(preset, data, None, seed, progress, max_steps=steps, **snap)
     else:
         det = _train(preset, data, budget.main_train, seed, progress, **snap)
     main_train_s = time.monotonic() - t0
-    D, n = det.discriminator, det.n_patches
+    D, n = det.require_model(), det.n_patches
     record(
         "DisCoPatch (per-image statistics)",
         "discopatch",
@@ -209,7 +213,7 @@ def run_benchmark(
             record(
                 f"per-image statistics in layer {k + 1} only",
                 "ablation-layer",
-                lambda x, Dk=Dk: score_array(Dk, x, n, seed),
+                functools.partial(score_array, Dk, n_patches=n, seed=seed),
                 0.0,
                 "other layers: fixed ID population statistics",
             )

@@ -124,7 +124,9 @@ def summarise(rows: dict[str, dict[str, float]], sets: Sets) -> dict[str, Any]:
     return out
 
 
-def evaluate_scores(score_fn: Callable[[np.ndarray], np.ndarray], sets: Sets) -> tuple[dict[str, Any], dict]:
+def evaluate_scores(
+    score_fn: Callable[[np.ndarray], np.ndarray], sets: Sets
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Score every set with ``score_fn``; returns (per-set metrics + summary, raw scores for plots)."""
     ref = score_fn(sets.reference)
     t0 = time.perf_counter()

@@ -158,6 +158,10 @@ def mixed_stage(det: Detector, sets: Sets, budget: Budget, seed: int) -> dict[st
     }
 
 
+#: A two-sample batch test: (reference, batch) -> p-value.
+BatchTest = Callable[[np.ndarray, np.ndarray], float]
+
+
 def drift_power(
     det: Detector, data: ProtocolData, sets: Sets, preset: Preset, budget: Budget, seed: int, progress: bool
 ) -> dict[str, Any]:
@@ -180,8 +184,9 @@ def drift_power(
         "trials": budget.power_trials,
         "shifts": {},
     }
-    kw = dict(ns=budget.power_ns, n_trials=budget.power_trials, seed=seed)
-    tests = {
+    kw: dict[str, Any] = dict(ns=budget.power_ns, n_trials=budget.power_trials, seed=seed)
+    #: name -> (batch test, ID reference, ID null pool, what turns images into the test's inputs, reference cap)
+    tests: dict[str, tuple[BatchTest, np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray], int | None]] = {
         "MMD (UAE features)": (
             lambda r, b: mmd_test(r, b, n_permutations=100, seed=seed),
             feats_ref,

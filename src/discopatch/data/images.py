@@ -289,8 +289,8 @@ def preprocess_many(
             )
 
 
-def stack_images(images: Iterable[np.ndarray], cfg: PreprocessConfig) -> np.ndarray:
-    """Preprocess already-decoded arrays into one ``(N, S, S[, 3])`` uint8 stack (errors raise)."""
+def stack_images(images: Iterable[ImageInput], cfg: PreprocessConfig) -> np.ndarray:
+    """Preprocess inputs (typically already-decoded arrays) into one ``(N, S, S[, 3])`` uint8 stack (errors raise)."""
     out = [preprocess(a, cfg) for a in images]
     if not out:
         shape = (0, cfg.image_size, cfg.image_size) + ((3,) if cfg.channels == 3 else ())

@@ -133,7 +133,7 @@ def _input_line(x: ImageInput) -> str:
 
 
 #: What the detector accepts as images: a folder or file path, a uint8 stack, or a list of inputs in any mix.
-Images = str | os.PathLike | np.ndarray | Sequence[ImageInput]
+Images = str | os.PathLike[str] | np.ndarray | Sequence[ImageInput]
 
 
 def _stack_items(images: np.ndarray) -> list[ImageInput]:

@@ -139,7 +139,7 @@ def api_router(
             for r in results:
                 if r["index"] in explained:
                     r["explanation"] = explained[r["index"]].to_dict()
-        cal = detector.calibration
+        cal = recorder.calibration
         return {
             "results": results,
             "n_images": len(results),
@@ -242,7 +242,7 @@ def api_router(
         _check_name(name)
         with known_stream(name):
             window = recorder.window_scores(name)
-        cal = detector.calibration
+        cal = recorder.calibration
         edges, w, c = score_histogram(window, cal.scores, bins, finite(cal.threshold))
         return {
             "stream": name,
@@ -335,7 +335,7 @@ def api_router(
     @router.get("/v1/model", tags=["service"], response_model=ModelInfo)
     def model_info() -> dict[str, Any]:
         """The served detector: model id, calibrated threshold and what a heat map's coordinates refer to."""
-        cal = detector.calibration
+        cal = recorder.calibration
         return {
             "model_id": detector.detector_id,
             "preset": detector.preset.name,

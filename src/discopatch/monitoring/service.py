@@ -59,7 +59,7 @@ PROBES = frozenset({"/healthz", "/livez", "/readyz"})
 
 
 def create_app(
-    detector: Detector | str | os.PathLike,
+    detector: Detector | str | os.PathLike[str],
     db_url: str = DEFAULT_DB_URL,
     *,
     drift_config: DriftConfig | None = None,

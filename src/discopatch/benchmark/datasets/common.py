@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import PIL
 
+from ...config import ResizeMode
 from .. import PROTOCOLS
 from .sources import SourceDirs
 
@@ -63,7 +64,7 @@ class ProtocolData:
     name: str
     channels: int
     image_size: int
-    resize: str
+    resize: ResizeMode
     id_train: np.ndarray
     id_train_labels: np.ndarray | None
     id_test: np.ndarray

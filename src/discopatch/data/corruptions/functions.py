@@ -46,7 +46,7 @@ def _impulse_noise(x: np.ndarray, c: float, rng: np.random.Generator, s: float) 
     # Salt-and-pepper per element (each channel independently), half salt and half pepper.
     hit = rng.random(x.shape) < c
     salt = rng.random(x.shape) < 0.5
-    out = x.copy()
+    out: np.ndarray = x.copy()
     out[hit & salt] = 1.0
     out[hit & ~salt] = 0.0
     return out
@@ -100,7 +100,8 @@ def _zoom_blur(x: np.ndarray, c: tuple[float, float], rng: np.random.Generator, 
     n_zoom = rmats.shape[0]
     tmp = np.matmul(rmats, x.reshape(h, w * ch)).reshape(n_zoom, h, w, ch)
     zoomed = np.matmul(cmats[:, None], tmp)  # (Z, H, W, C)
-    return (x + zoomed.sum(axis=0)) / (n_zoom + 1)
+    result: np.ndarray = (x + zoomed.sum(axis=0)) / (n_zoom + 1)
+    return result
 
 
 def _snow(x: np.ndarray, c: tuple[float, ...], rng: np.random.Generator, s: float) -> np.ndarray:
@@ -136,18 +137,21 @@ def _brightness(x: np.ndarray, c: float, rng: np.random.Generator, s: float) -> 
     v = x.max(axis=2, keepdims=True)
     v_new = np.minimum(v + c, 1.0)
     ratio = np.divide(v_new, v, out=np.zeros_like(v), where=v > 0)
-    return np.where(v > 0, x * ratio, v_new)
+    result: np.ndarray = np.where(v > 0, x * ratio, v_new)
+    return result
 
 
 def _contrast(x: np.ndarray, c: float, rng: np.random.Generator, s: float) -> np.ndarray:
     means = x.mean(axis=(0, 1), keepdims=True)
-    return (x - means) * c + means
+    result: np.ndarray = (x - means) * c + means
+    return result
 
 
 def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """2x3 matrix ``A`` with ``A @ [p, 1] = q`` for three (row, col) point pairs."""
     design = np.hstack([src, np.ones((3, 1))])
-    return np.linalg.solve(design, dst).T
+    result: np.ndarray = np.linalg.solve(design, dst).T
+    return result
 
 
 def _elastic_transform(x: np.ndarray, c: tuple[float, float, float], rng: np.random.Generator, s: float) -> np.ndarray:

@@ -7,12 +7,16 @@ Every function works on float images (H, W) or (H, W, C) in [0, 1] and takes its
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
 
+#: Border handling of :func:`_gaussian` (scipy's names).
+BorderMode = Literal["nearest", "reflect", "mirror", "constant", "wrap"]
 
-def _gaussian(x: np.ndarray, sigma: float, *, mode: str = "nearest", truncate: float = 4.0) -> np.ndarray:
+
+def _gaussian(x: np.ndarray, sigma: float, *, mode: BorderMode = "nearest", truncate: float = 4.0) -> np.ndarray:
     """Spatial Gaussian filter that leaves a trailing channel axis alone."""
     if sigma <= 0:
         return x
@@ -169,7 +173,8 @@ def _frost_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     grain = _gaussian(rng.random((h, w)), 0.6, mode="wrap")
     tex = np.clip(0.22 + 0.3 * haze + 0.6 * crystals + 0.3 * (grain - 0.5), 0.0, 1.0)
     tint = np.array([0.82, 0.91, 1.0])  # pale blue-white ice
-    return np.clip(tex[..., None] * tint + 0.08, 0.0, 1.0)
+    out: np.ndarray = np.clip(tex[..., None] * tint + 0.08, 0.0, 1.0)
+    return out
 
 
 def _glass_permutation(h: int, w: int, delta: int, iterations: int, rng: np.random.Generator) -> np.ndarray:
