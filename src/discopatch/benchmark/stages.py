@@ -132,7 +132,7 @@ def _pooled(det: Detector, images: np.ndarray, pool: int) -> np.ndarray:
     return out
 
 
-def mixed_stage(det: Detector, sets: Sets, budget: Budget, seed: int) -> dict[str, Any]:
+def mixed_stage(det: Detector, sets: Sets, budget: Budget, seed: int) -> dict[str, list[dict[str, float]]]:
     """Mixed batches against three kinds of OOD: a mid-severity corruption, a near and a far set."""
     choices = {
         "gaussian_noise/3": sets.covariate[("gaussian_noise", 3)],

@@ -7,10 +7,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_OK, UsageError
 from .options import Subcommands, add_device, add_engine, add_model, examples, require_extra
+
+if TYPE_CHECKING:  # the library loads inside the command, so --help stays light
+    from ..detector import Detector
+    from ..evaluation import EvaluationResult
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -99,7 +103,7 @@ def _judged_by(res: Any) -> str:
     )
 
 
-def evaluate_args(det: Any, args: argparse.Namespace) -> Any:
+def evaluate_args(det: Detector, args: argparse.Namespace) -> EvaluationResult:
     """``discopatch evaluate`` with image lists, ImageNet-C or ``--official-pipeline`` (streamed scoring, see
     :mod:`discopatch.reproduce`); returns the :class:`~discopatch.evaluation.EvaluationResult`, which the command
     prints and writes."""
