@@ -37,6 +37,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from ._version import __version__
 from .artifact_schema import SCHEMA
 from .artifact_schema import validate as validate_schema
 from .calibration import Calibration
-from .config import ModelConfig, PreprocessConfig, ScoreMode, from_dict, to_dict
+from .config import PRESETS, ModelConfig, PreprocessConfig, Preset, ScoreMode, from_dict, get_preset, to_dict
 from .errors import BadArtifactError
 from .model import Discriminator
 
@@ -68,6 +69,11 @@ class ArtifactError(BadArtifactError, ValueError):
     """A saved detector is missing, damaged or does not match its configuration."""
 
 
+def utc_now() -> str:
+    """The current time as UTC ISO-8601 to the second (``created``), e.g. ``2026-12-01T09:30:00Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass
 class Artifact:
     model: ModelConfig
@@ -79,6 +85,21 @@ class Artifact:
     meta: dict[str, Any]
     score_mode: ScoreMode = "d-only"
     stats: dict[str, torch.Tensor] | None = None
+
+    def preset(self) -> Preset:
+        """The saved preset's settings with everything the artefact decides (model, preprocessing, patches, target
+        FPR, score mode); a preset name this version does not know keeps its name on the ``small`` preset's
+        training defaults, so a custom preset's name survives a re-save."""
+        name = self.meta.get("preset")
+        base = get_preset(name if name in PRESETS else "small")
+        return base.replace(
+            name=name if isinstance(name, str) else base.name,
+            model=self.model,
+            preprocess=self.preprocess,
+            test_patches=self.test_patches,
+            target_fpr=self.calibration.target_fpr if self.calibration else base.target_fpr,
+            score_mode=self.score_mode,
+        )
 
 
 def _sha256(path: Path) -> str:

@@ -23,7 +23,6 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,10 @@ import numpy as np
 import torch
 
 from ._version import __version__
-from .artifact import PROVENANCE_KEYS, ArtifactError, detector_id, load_artifact, save_artifact
+from .artifact import PROVENANCE_KEYS, ArtifactError, detector_id, load_artifact, save_artifact, utc_now
 from .calibration import Calibration
 from .config import (
     PRECISIONS,
-    PRESETS,
     TORCH_PRECISIONS,
     EngineName,
     ModelConfig,
@@ -43,7 +41,6 @@ from .config import (
     PreprocessConfig,
     Preset,
     get_preset,
-    to_dict,
 )
 from .data.images import preprocess_many
 from .data.sources import Images, ImageSet, fingerprint_inputs, image_stack, input_list, read_images, split_train_val
@@ -67,11 +64,6 @@ from .training import Trainer, TrainState
 
 #: A decoded input: ``(preprocessed image, None)`` or ``(None, why it could not be read)``.
 Decoded = tuple[np.ndarray | None, str | None]
-
-
-def utc_now() -> str:
-    """The current time as UTC ISO-8601 to the second, e.g. ``2026-12-01T09:30:00Z``."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Detector:
@@ -198,18 +190,8 @@ class Detector:
         t0 = time.monotonic()
         state = trainer.fit(train, checkpoint_dir=checkpoint_dir, progress=progress, callback=callback)
         self.discriminator = trainer.detector_discriminator
-        self.training_info = {
-            "steps": state.step,
-            "epochs_completed": state.epoch,
-            "train_seconds": round(state.elapsed, 2),
-            "this_run_seconds": round(time.monotonic() - t0, 2),
-            "stop_reason": state.stop_reason,
-            "n_train_images": len(train),
-            "n_val_images": len(val),
-            "n_unreadable": len(data.errors),
-            "train_config": to_dict(tcfg),
-            "last_losses": state.history[-1] if state.history else {},
-        }
+        counts = {"n_train_images": len(train), "n_val_images": len(val), "n_unreadable": len(data.errors)}
+        self.training_info = state.summary(tcfg, time.monotonic() - t0, **counts)
         self.provenance = {"created": utc_now(), "training_data": fingerprint_inputs(images)}
         if self.preset.score_mode != "d-only" and is_main_process():
             self.fit_statistics(train, val)
@@ -403,16 +385,10 @@ class Detector:
         with ``score=None`` and a specific ``error``. ``explain=True`` adds ``"explanation"`` (``None`` for
         unreadable files). :func:`discopatch.results_frame` turns rows into a pandas DataFrame.
         """
+        results = self.score_items(list(paths), chunk_size=chunk_size or self.batch_size, explain=explain)
         with_d = self.preset.score_mode != "d-only"
-        meta = {"threshold": self._row_threshold(), "model_id": self.detector_id}
-        for r in self.score_items(list(paths), chunk_size=chunk_size or self.batch_size, explain=explain):
-            row: dict[str, Any] = {"path": r.source, "score": r.score}
-            if with_d:
-                row["d_score"] = r.d_score
-            row |= {"p_value": r.p_value, "is_ood": r.is_ood, "error": r.error} | meta
-            if explain:
-                row["explanation"] = r.explanation
-            yield row
+        for r in results:
+            yield r.file_row(self._row_threshold(), self.detector_id, with_d, explain)
 
     def _row_threshold(self) -> float | None:
         """The threshold as an output value: ``None`` when uncalibrated or infinite (too few calibration images)."""
@@ -500,17 +476,7 @@ class Detector:
     ) -> Detector:
         """Rebuild a detector from :meth:`save` output; damaged or mismatched artefacts raise ``ArtifactError``."""
         art = load_artifact(path)
-        name = art.meta.get("preset")
-        base = get_preset(name if name in PRESETS else "small")
-        preset = base.replace(
-            name=name if isinstance(name, str) else base.name,  # a custom preset's name survives a re-save
-            model=art.model,
-            preprocess=art.preprocess,
-            test_patches=art.test_patches,
-            target_fpr=art.calibration.target_fpr if art.calibration else base.target_fpr,
-            score_mode=art.score_mode,
-        )
-        det = cls(preset, device=device, seed=art.seed, batch_size=batch_size, engine=engine, precision=precision)
+        det = cls(art.preset(), device=device, seed=art.seed, batch_size=batch_size, engine=engine, precision=precision)
         D = Discriminator(art.model)
         D.load_state_dict(art.state_dict, strict=True)
         D.eval()

@@ -61,6 +61,20 @@ class ImageResult:
         row["error"] = self.error
         return row
 
+    def file_row(
+        self, threshold: float | None, model_id: str | None, with_d_score: bool, explanation: bool = False
+    ) -> dict[str, Any]:
+        """The ``discopatch score`` row: ``path, score, [d_score,] p_value, is_ood, error, threshold, model_id``
+        (``threshold`` already ``None`` when infinite), then ``explanation`` when asked for."""
+        row: dict[str, Any] = {"path": self.source, "score": self.score}
+        if with_d_score:
+            row["d_score"] = self.d_score
+        row |= {"p_value": self.p_value, "is_ood": self.is_ood, "error": self.error}
+        row |= {"threshold": threshold, "model_id": model_id}
+        if explanation:
+            row["explanation"] = self.explanation
+        return row
+
 
 @dataclass(eq=False)
 class Prediction(Mapping[str, Any]):

@@ -103,6 +103,20 @@ class TrainState:
     finished: bool = False
     stop_reason: str = ""
 
+    def summary(self, cfg: TrainConfig, this_run_seconds: float, **counts: int) -> dict[str, Any]:
+        """What a saved detector records of its training (``training`` in ``detector.json``); ``counts`` are the
+        image counts (``n_train_images``, ``n_val_images``, ``n_unreadable``)."""
+        return {
+            "steps": self.step,
+            "epochs_completed": self.epoch,
+            "train_seconds": round(self.elapsed, 2),
+            "this_run_seconds": round(this_run_seconds, 2),
+            "stop_reason": self.stop_reason,
+            **counts,
+            "train_config": to_dict(cfg),
+            "last_losses": self.history[-1] if self.history else {},
+        }
+
 
 #: Training layout when not given. channels_last was 1.33-1.40x faster per step (small preset, gray and RGB,
 #: scripts/train_layout_ab.py on the idle dev machine; 1.34x in an earlier loaded run); it changes rounding, not
