@@ -57,7 +57,7 @@ from .explain import Explanation, explanations
 from .log import progress_bar
 from .model import Discriminator
 from .patches import content_corners
-from .results import ImageResult, Prediction
+from .results import ImageResult, Prediction, finite_or_none
 from .runtime import resolve_device
 from .stats_model import StatsModel
 from .training import Trainer, TrainState
@@ -388,12 +388,7 @@ class Detector:
         results = self.score_items(list(paths), chunk_size=chunk_size or self.batch_size, explain=explain)
         with_d = self.preset.score_mode != "d-only"
         for r in results:
-            yield r.file_row(self._row_threshold(), self.detector_id, with_d, explain)
-
-    def _row_threshold(self) -> float | None:
-        """The threshold as an output value: ``None`` when uncalibrated or infinite (too few calibration images)."""
-        thr = self.threshold
-        return None if thr is None or not np.isfinite(thr) else float(thr)
+            yield r.file_row(self.threshold, self.detector_id, with_d, explain)
 
     def calibrate(self, images: Images, target_fpr: float | None = None) -> Detector:
         """Set the threshold and p-value reference from ID images only. Returns ``self``."""
@@ -436,7 +431,7 @@ class Detector:
             "n_patches": self.n_patches,
             "target_fpr": self.preset.target_fpr,
             "n_calibration": None if self.calibration is None else self.calibration.n,
-            "threshold": self._row_threshold(),
+            "threshold": finite_or_none(self.threshold),
             "model_id": self.detector_id,
         }
 

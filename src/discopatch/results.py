@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 COLUMNS = ("source", "score", "d_score", "p_value", "is_ood", "threshold", "model_id", "error")
 
 
+def finite_or_none(value: float | None) -> float | None:
+    """A threshold as an output value: ``None`` when missing or infinite (too few calibration images)."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
 @dataclass(frozen=True)
 class ImageResult:
     """One input's outcome, in input order: its score or why it could not be scored.
@@ -56,8 +61,8 @@ class ImageResult:
         row: dict[str, Any] = {"source": self.source, "score": self.score}
         if with_d_score:
             row["d_score"] = self.d_score
-        thr = None if threshold is None or not math.isfinite(threshold) else float(threshold)
-        row |= {"p_value": self.p_value, "is_ood": self.is_ood, "threshold": thr, "model_id": model_id}
+        row |= {"p_value": self.p_value, "is_ood": self.is_ood, "threshold": finite_or_none(threshold)}
+        row["model_id"] = model_id
         row["error"] = self.error
         return row
 
@@ -65,12 +70,12 @@ class ImageResult:
         self, threshold: float | None, model_id: str | None, with_d_score: bool, explanation: bool = False
     ) -> dict[str, Any]:
         """The ``discopatch score`` row: ``path, score, [d_score,] p_value, is_ood, error, threshold, model_id``
-        (``threshold`` already ``None`` when infinite), then ``explanation`` when asked for."""
+        (``threshold`` ``None`` when infinite), then ``explanation`` when asked for."""
         row: dict[str, Any] = {"path": self.source, "score": self.score}
         if with_d_score:
             row["d_score"] = self.d_score
         row |= {"p_value": self.p_value, "is_ood": self.is_ood, "error": self.error}
-        row |= {"threshold": threshold, "model_id": model_id}
+        row |= {"threshold": finite_or_none(threshold), "model_id": model_id}
         if explanation:
             row["explanation"] = self.explanation
         return row
