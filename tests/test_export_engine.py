@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from discopatch.cli import main
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector
 from discopatch.engine import OnnxEngine, TorchEngine, make_engine, resolve_engine_name, score_array
-from discopatch.export import check_export, export_detector, read_metadata
+from discopatch.export import PARITY_RELATIVE_TOLERANCE, check_export, export_detector, read_metadata
+from discopatch.model.norm import PatchGroupNorm
 from helpers.presets import tiny_preset
 
 
@@ -56,7 +58,82 @@ def test_graph_has_explicit_per_image_statistics_and_metadata(saved, trained_det
 
 def test_onnx_matches_pytorch_on_real_images(saved, trained_detector: Detector, fmnist) -> None:
     _, path = saved
-    assert check_export(trained_detector, path, fmnist.test_images[:64]) <= 1e-4
+    check = check_export(trained_detector, path, fmnist.test_images[:64])
+    assert check.ok and check.scale_source == "calibration" and check.n_images == 64, check.summary()
+    # Rounding, not a broken graph: far inside the allowed share of the calibration spread (see docs/RELIABILITY.md)
+    assert check.relative_diff < PARITY_RELATIVE_TOLERANCE / 10, check.summary()
+    assert check.decisions_compared > 0
+
+
+def _tinted(images: np.ndarray, seed: int) -> np.ndarray:
+    """Fashion-MNIST as RGB: each image in its own colour, so the three channels differ."""
+    tint = np.random.default_rng(seed).uniform(0.3, 1.0, (len(images), 1, 1, 3))
+    return (images[..., None].astype(np.float64) * tint).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def parity_detectors(trained_detector: Detector, fmnist) -> dict[tuple[int, str], Detector]:
+    """Gray and RGB, D-only and fused: the four kinds of graph an export can write."""
+    rgb = Detector(tiny_preset(channels=3), device="cpu", seed=0, engine="torch")
+    rgb.fit(_tinted(fmnist.train_images[:400], 0), epochs=2, progress=False)
+    out: dict[tuple[int, str], Detector] = {}
+    for channels, det in ((1, trained_detector), (3, rgb)):
+        out[channels, "d-only"] = det
+        fused = Detector(tiny_preset(channels).replace(score_mode="fused"), device="cpu", seed=0, engine="torch")
+        fused.discriminator = det.discriminator
+        train = fmnist.train_images[:300] if channels == 1 else _tinted(fmnist.train_images[:300], 1)
+        stack = stack_images(train, fused.preprocess_config)
+        fused.fit_statistics(stack[:200], stack[200:])
+        out[channels, "fused"] = fused.calibrate(stack[200:])
+    return out
+
+
+def _check_images(fmnist, channels: int) -> np.ndarray:
+    return fmnist.test_images[:64] if channels == 1 else _tinted(fmnist.test_images[:64], 2)
+
+
+@pytest.mark.parametrize("mode", ["d-only", "fused"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_export_parity_on_the_scores_own_scale(parity_detectors, fmnist, tmp_path: Path, channels: int, mode: str):
+    det = parity_detectors[channels, mode]
+    path = export_detector(det, tmp_path / "m.onnx")
+    check = check_export(det, path, _check_images(fmnist, channels))
+    assert check.ok and check.scale_source == "calibration" and check.decisions_differ == 0, check.summary()
+    assert check.relative_diff < PARITY_RELATIVE_TOLERANCE / 10, check.summary()
+    assert check.tolerance == pytest.approx(PARITY_RELATIVE_TOLERANCE * check.scale)
+
+
+def _with_norm_eps(det: Detector, eps: float) -> Detector:
+    """A copy of ``det`` whose D normalises with a different epsilon: what a wrong normalisation in a graph does."""
+    D = copy.deepcopy(det.require_model())
+    for module in D.modules():
+        if isinstance(module, PatchGroupNorm):
+            module.eps = eps
+    broken = copy.copy(det)  # shares everything else (statistics model, calibration, settings)
+    broken.discriminator = D
+    return broken
+
+
+@pytest.mark.parametrize("mode", ["d-only", "fused"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_broken_export_fails_the_check(parity_detectors, fmnist, tmp_path: Path, channels: int, mode: str) -> None:
+    det = parity_detectors[channels, mode]
+    path = export_detector(_with_norm_eps(det, 0.05), tmp_path / "broken.onnx")
+    check = check_export(det, path, _check_images(fmnist, channels))
+    assert not check.ok and check.relative_diff > 3 * PARITY_RELATIVE_TOLERANCE, check.summary()
+    assert "FAILED" in check.summary()
+
+
+def test_cli_export_check_fails_on_a_broken_graph(saved, tmp_path: Path, capsys, monkeypatch) -> None:
+    """``export --check`` exits 1 when the graph it wrote does not match PyTorch (a wrong normalisation)."""
+    import discopatch.export as export_module
+
+    model, _ = saved
+    real = export_module.export_detector
+    monkeypatch.setattr(export_module, "export_detector", lambda det, out, **kw: real(_with_norm_eps(det, 0.05), out))
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(model), "--out", str(out), "--check", "--check-limit", "32"]) == 1
+    assert "(FAILED)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("count", [1, 5])
@@ -170,7 +247,7 @@ def test_fused_detector_exports_with_parity(fused_from_trained: Detector, fmnist
     meta = read_metadata(path)
     assert meta["score_mode"] == "fused" and "robust z-scores" in meta["score"]
     assert float(meta["threshold"]) == pytest.approx(det.threshold)
-    assert check_export(det, path, fmnist.test_images[:64]) <= 1e-4
+    assert check_export(det, path, fmnist.test_images[:64]).ok
     # The graph's score is the detector's fused score, per image, whatever else is in the request.
     stack = stack_images(fmnist.test_images[:6], det.preprocess_config)
     eng = OnnxEngine.from_file(path, det.n_patches, det.seed, det.model_config)

@@ -2,12 +2,22 @@
 
 The graph itself (D with the per-image normalisation as explicit operations, outputs ``logits``, ``stats`` and
 ``score``, and the ``metadata_props``) is built by :mod:`discopatch.onnx_graph`; its names are re-exported here.
+
+The parity check (:func:`check_export`, ``discopatch export --check``) judges the difference between ONNX Runtime
+and PyTorch on the score's own scale: the spread (interquartile range) of the detector's calibration scores, so a
+fused score (robust z-units, spread about 1) and D's own score (in [0, 1], spread about 0.01) get the same rule.
+It passes when the largest difference is at most :data:`PARITY_RELATIVE_TOLERANCE` of that spread and every image
+whose score lies outside that rounding band around the threshold gets the same decision from both. Rounding between
+CPU instruction sets (AVX2, AVX512, the unvectorised kernels) and between float32 (the graph) and float64 moves
+scores by at most about 3e-4 of the spread (docs/RELIABILITY.md, "ONNX export parity"); a broken graph (a wrong
+normalisation, wrong weights) moves them by a sizeable fraction of it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +43,10 @@ __all__ = [
     "ONNX_FORMAT",
     "ONNX_FORMAT_VERSION",
     "OUTPUT_NAMES",
+    "PARITY_RELATIVE_TOLERANCE",
     "SCORE_TEXT",
     "OnnxScorer",
+    "ParityCheck",
     "check_export",
     "export_detector",
     "export_onnx_bytes",
@@ -75,19 +87,68 @@ def read_metadata(model: str | os.PathLike[str] | bytes) -> dict[str, str]:
     return {p.key: p.value for p in m.metadata_props}
 
 
+PARITY_RELATIVE_TOLERANCE = 5e-3
+"""Largest allowed |ONNX Runtime - PyTorch| score difference, as a fraction of the calibration scores' spread."""
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    """What :func:`check_export` found: the largest score difference on the score's own scale, and decisions."""
+
+    n_images: int
+    max_abs_diff: float
+    scale: float  # the calibration scores' interquartile range (the check images' when not calibrated)
+    scale_source: str  # "calibration" or "check images"
+    threshold: float | None
+    decisions_compared: int  # images whose PyTorch score lies outside the rounding band around the threshold
+    decisions_differ: int
+    relative_tolerance: float = PARITY_RELATIVE_TOLERANCE
+
+    @property
+    def tolerance(self) -> float:
+        """The allowed difference in the score's own units (also the half-width of the band around the threshold)."""
+        return self.relative_tolerance * self.scale
+
+    @property
+    def relative_diff(self) -> float:
+        return self.max_abs_diff / self.scale
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= self.tolerance and self.decisions_differ == 0
+
+    def summary(self) -> str:
+        verdict = "ok" if self.ok else "FAILED"
+        text = (
+            f"largest |ONNX Runtime - PyTorch| score difference {self.max_abs_diff:.3g} over {self.n_images} images "
+            f"= {self.relative_diff:.2g} of the {self.scale_source} scores' spread {self.scale:.3g} "
+            f"(allowed {self.relative_tolerance:g})"
+        )
+        if self.threshold is not None:
+            text += (
+                f"; decisions at threshold {self.threshold:.4g}: {self.decisions_differ} of "
+                f"{self.decisions_compared} differ outside the rounding band"
+            )
+        return f"{text} ({verdict})"
+
+
+def _spread(scores: np.ndarray) -> float:
+    q1, q3 = np.percentile(scores, [25, 75]) if len(scores) else (0.0, 0.0)
+    return float(q3 - q1)
+
+
 def check_export(
     det: Detector,
     onnx_path: str | os.PathLike[str],
     images: Sequence[ImageInput] | np.ndarray | None = None,
     limit: int = 256,
-) -> float:
-    """Largest |ONNX Runtime graph score - PyTorch float32/64 score| over real images (default: demo test images).
+) -> ParityCheck:
+    """Compare the exported graph's own ``score`` output (ONNX Runtime, float32) with the detector's configured
+    score from the PyTorch engine (float32 network, float64 scores) on real images (default: demo test images).
 
-    ``images`` is anything :func:`~discopatch.data.images.preprocess` reads (arrays, paths, bytes). Compares the
-    graph's own ``score`` output with the detector's configured score computed by the PyTorch engine in fp32.
-
-    Images go through the detector's own preprocessing and content-seeded patch sampling; both sides see the
-    same patches, so the difference measures the graph, not the sampling.
+    ``images`` is anything :func:`~discopatch.data.images.preprocess` reads (arrays, paths, bytes). Images go
+    through the detector's own preprocessing and content-seeded patch sampling; both sides see the same patches, so
+    the difference measures the graph, not the sampling. See the module docstring for the rule.
     """
     from .data.builtin import load_demo_fashion_mnist
     from .data.images import stack_images
@@ -99,4 +160,24 @@ def check_export(
     ref = det.score_with_engine(TorchEngine(D, det.n_patches, det.seed, "cpu"), stack)
     engine = OnnxEngine.from_file(onnx_path, det.n_patches, det.seed, D.cfg)
     got = engine.score(stack, batch_size=det.batch_size, in_graph=True)
-    return float(np.max(np.abs(got - ref))) if len(ref) else 0.0
+    cal = det.calibration
+    scale, source = (_spread(cal.scores), "calibration") if cal is not None else (0.0, "")
+    if not scale > 0:
+        scale, source = _spread(ref), "check images"
+    if not scale > 0:  # every score equal: judge the difference in absolute terms
+        scale, source = 1.0, "unit"
+    diff = np.abs(got - ref)
+    result = ParityCheck(
+        n_images=len(ref),
+        max_abs_diff=float(np.max(diff)) if len(ref) else 0.0,
+        scale=scale,
+        scale_source=source,
+        threshold=None if cal is None or not np.isfinite(cal.threshold) else float(cal.threshold),
+        decisions_compared=0,
+        decisions_differ=0,
+    )
+    if result.threshold is None:
+        return result
+    outside = np.abs(ref - result.threshold) > result.tolerance
+    differ = (ref > result.threshold) != (got > result.threshold)
+    return replace(result, decisions_compared=int(outside.sum()), decisions_differ=int((differ & outside).sum()))
