@@ -54,7 +54,9 @@ def test_a_fifo_as_config_is_refused_without_blocking(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=SRC)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr == f"discopatch fit: error: {fifo}: not a regular file (a config file must be a .yaml, .yml or .toml file)\n"
+    assert proc.stderr == (
+        f"discopatch fit: error: {fifo}: not a regular file (a config file must be a .yaml, .yml or .toml file)\n"
+    )
 
 
 def test_a_folder_as_config_is_refused(tmp_path: Path, capsys) -> None:

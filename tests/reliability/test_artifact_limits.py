@@ -75,7 +75,7 @@ def test_an_edit_with_the_digest_removed_is_refused(saved: Path, tmp_path: Path,
     del meta["digest"]
     edit(meta)
     _write(saved, meta, reseal=False)
-    with pytest.raises(ArtifactError, match="no configuration digest.*--allow-legacy-artifact"):
+    with pytest.raises(ArtifactError, match=r"no configuration digest.*--allow-legacy-artifact"):
         Detector.load(saved)
     code, err = _score_exit(saved, tmp_path, capsys)
     assert code == 4
