@@ -174,13 +174,15 @@ def test_edited_digest_record_is_refused(saved: Path) -> None:
         Detector.load(saved)
 
 
-def test_artefact_without_a_digest_still_loads_with_a_warning(trained_detector: Detector, saved: Path, fmnist) -> None:
-    """Artefacts saved before the digest existed keep working; only a present, mismatching digest is refused."""
+def test_artefact_without_a_digest_loads_only_when_allowed(trained_detector: Detector, saved: Path, fmnist) -> None:
+    """Artefacts saved before the digest existed load with ``allow_legacy=True``; without it they are refused, since
+    removing the digest would otherwise let any setting be edited (issue 25, item 5)."""
     meta = json.loads((saved / CONFIG_FILE).read_text())
     del meta["digest"]
     _rewrite(saved, meta, reseal=False)
-    with pytest.warns(UserWarning, match="no configuration digest"):
-        loaded = Detector.load(saved, device="cpu")
+    with pytest.raises(ArtifactError, match="no configuration digest"):
+        Detector.load(saved, device="cpu")
+    loaded = Detector.load(saved, device="cpu", allow_legacy=True)
     x = fmnist.test_images[:6]
     np.testing.assert_array_equal(loaded.score(x), trained_detector.score(x))
 

@@ -4,6 +4,7 @@ configuration stored with the detector."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,8 @@ def test_printed_config_repeats_the_run(tmp_path: Path, capsys, suffix: str) -> 
     again = parse_args(["fit", "--config", str(printed)])
     assert again.run_config == original
     assert again.widths == (8, 16, 32) and again.betas == (0.5, 0.999) and again.no_first_norm is True
-    assert again.channels_last is False and again.epochs == 3 and again.images == "imgs/"
+    assert again.channels_last is False and again.epochs == 3
+    assert again.images == os.path.abspath("imgs/")  # printed absolute: the file means the same wherever it is
     if suffix == ".yaml":
         assert "widths: [8, 16, 32]\n" in printed.read_text()
     else:
@@ -54,7 +56,8 @@ def test_flags_override_the_file_and_both_key_spellings_work(tmp_path: Path) -> 
     cfg = tmp_path / "fit.yaml"
     cfg.write_text("images: a/\nout: m/\nmax_steps: 10\nmax-time: 60\nlr: 2e-4\nchannels: 3\nresume: true\n")
     args = parse_args(["fit", "b/", "--config", str(cfg), "--max-steps", "20"])
-    assert args.images == "b/" and args.out == "m/"  # the positional and the required --out may come from the file
+    assert args.images == "b/"  # the positional and the required --out may come from the file
+    assert args.out == f"{tmp_path}/m/"  # a relative path in the file is relative to the file's folder
     assert args.max_steps == 20 and args.max_time == 60.0 and args.resume is True
     assert args.lr == 2e-4 and args.channels == "3"  # YAML reads 2e-4 as text and 3 as a number: both as on the CLI
 
@@ -119,7 +122,7 @@ def test_serve_config_and_secrets_are_never_printed(tmp_path: Path, capsys) -> N
     cfg = tmp_path / "serve.yaml"
     cfg.write_text("model: m/\nport: 8080\nwebhook: [http://a]\ntoken: s3cret\nmax_images: 4\nwindow-seconds: 30\n")
     args = parse_args(["serve", "--config", str(cfg), "--webhook", "http://b", "--port", "9000"])
-    assert args.model == "m/" and args.port == 9000 and args.max_images == 4 and args.window_seconds == 30.0
+    assert args.model == f"{tmp_path}/m/" and args.port == 9000 and args.max_images == 4 and args.window_seconds == 30.0
     assert args.token == "s3cret" and args.webhook == ["http://a", "http://b"]  # a repeatable flag adds to the file's
     text = _printed(["serve", "--config", str(cfg), "--print-config"], capsys)
     assert "s3cret" not in text and "# token: never written here" in text

@@ -105,3 +105,36 @@ def test_no_sub_command_help_imports_a_heavy_module() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "LOADED 10 []"
+
+
+def test_an_unexpected_runtime_error_is_exit_1_in_one_line(trained_detector, tmp_path, capsys, monkeypatch) -> None:
+    """Every RuntimeError used to be reported as a usage error (exit 2): only the hierarchy decides a code now, and a
+    failure while running (here a stand-in for an out-of-memory error) is exit 1, one line, traceback with --verbose."""
+    saved = trained_detector.save(tmp_path / "model")
+    image = str(_image(tmp_path / "in"))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Detector, "iter_score_files", fail)
+    assert main(["score", str(saved), image]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "discopatch score: unexpected error: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB "
+        "(--verbose shows the traceback)\n"
+    )
+    assert main(["score", str(saved), image, "--verbose"]) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_a_device_that_is_not_there_is_a_usage_error(trained_detector, tmp_path, capsys) -> None:
+    import torch
+
+    from discopatch.errors import UnavailableError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert issubclass(UnavailableError, UsageError) and issubclass(UnavailableError, RuntimeError)
+    saved = trained_detector.save(tmp_path / "model")
+    assert main(["score", str(saved), str(_image(tmp_path / "in")), "--device", "cuda"]) == UsageError.exit_code
+    assert "no CUDA device is available" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from PIL import Image
 
 from discopatch.cli import main
 from discopatch.detector import Detector
-from discopatch.explain import overlay
+from discopatch.explain import Explanation, caption, overlay, save_overlay
 
 QUADRANTS = [(slice(0, 16), slice(0, 16)), (slice(0, 16), slice(16, 32)), (slice(16, 32), slice(0, 16)),
              (slice(16, 32), slice(16, 32))]  # fmt: skip
@@ -97,3 +97,55 @@ def test_score_cli_writes_one_overlay_per_readable_image(local_detector: Detecto
     for r in rows[:3]:
         with Image.open(r["heatmap"]) as im:
             assert im.mode == "RGB" and im.size[0] >= 256
+
+
+def _explanation(source: str, score_mode: str = "fused") -> Explanation:
+    rng = np.random.default_rng(0)
+    fused = score_mode == "fused"
+    return Explanation(
+        image=rng.integers(0, 256, (32, 32), dtype=np.uint8),
+        corners=rng.integers(0, 25, (16, 2)),
+        patch_size=8,
+        contributions=np.full(16, 0.05),  # uniformly real-like: the blue map of a statistics-flagged image
+        d_score=0.05,
+        score=6.25 if fused else 0.05,
+        score_mode=score_mode,
+        source=source,
+        d_z=-0.4 if fused else None,
+        stats_z=6.25 if fused else None,
+        stats_score=40.0 if fused else None,
+    )
+
+
+def test_a_saved_heat_map_has_a_legend_with_the_score_and_the_view(tmp_path) -> None:
+    """A heat-map PNG used to be the bare map: no colour legend, no score, and nothing saying that the statistics view
+    set a fused score (so its map was uniformly blue without explanation) (issue 25, item 7)."""
+    e = _explanation("statistics")
+    save_overlay(e, str(tmp_path / "map.png"))
+    bare = overlay(e)
+    with Image.open(tmp_path / "map.png") as im:
+        pic, description = np.asarray(im.convert("RGB")), im.text["Description"]
+    assert pic.shape[1] == bare.shape[1] and pic.shape[0] > bare.shape[0] + 40  # a strip below the map
+    np.testing.assert_array_equal(pic[: bare.shape[0]], bare)
+    strip = pic[bare.shape[0] :].astype(int)
+    reds, blues = strip[..., 0] - strip[..., 2], strip[..., 2] - strip[..., 0]
+    assert reds.max() > 150 and blues.max() > 150  # both ends of the colour ramp
+    assert (strip.sum(-1) < 150).any()  # dark text
+    assert description.startswith("score 6.25 (fused), set by the statistics view: z 6.25 vs D -0.4")
+    assert "no position" in description
+    assert caption(_explanation("discriminator"))[0] == "score 6.25 (fused), set by D's patches: z -0.4 vs stats 6.25"
+    assert caption(_explanation("discriminator", "d-only"))[0] == "score 0.05 (d-only), set by D's patches (their mean)"
+
+
+def test_score_heatmaps_carry_the_caption(local_detector: Detector, fmnist, tmp_path) -> None:
+    model = copy.deepcopy(local_detector).save(tmp_path / "model")
+    Image.fromarray(fmnist.test_images[0]).save(tmp_path / "a.png")
+    out = tmp_path / "scores.jsonl"
+    argv = ["score", str(model), str(tmp_path / "a.png"), "--out", str(out), "--heatmaps", str(tmp_path / "maps")]
+    assert main([*argv, "--engine", "torch", "--device", "cpu", "--quiet"]) == 0
+    import json
+
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    with Image.open(row["heatmap"]) as im:
+        assert im.size[1] > im.size[0]
+        assert im.text["Description"].startswith(f"score {row['score']:.4g} (fused), set by ")

@@ -104,3 +104,18 @@ def test_verbose_means_debug_lines(scored_folder, tmp_path, capsys, monkeypatch)
     argv = ["score", str(model), str(images), "--out", str(tmp_path / "s.csv"), "--device", "cpu", "--verbose"]
     err = _cli(argv, capsys, monkeypatch)
     assert " DEBUG discopatch: discopatch " in err and " INFO discopatch: scoring: " in err
+
+
+def test_python_warnings_follow_the_log_format() -> None:
+    """A library warning used to be Python's two-line text block on standard error, whatever ``--log-format`` said
+    (issue 25, item 7): it is now a WARNING record in the run's format."""
+    script = (
+        "import warnings\nfrom discopatch.log import setup_logging\nsetup_logging(fmt='json')\n"
+        "warnings.warn('too few calibration images', UserWarning)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=SRC)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0
+    (record,) = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert record["level"] == "WARNING" and record["logger"] == "discopatch.warnings"
+    assert record["message"] == "UserWarning: too few calibration images"

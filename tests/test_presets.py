@@ -112,8 +112,8 @@ def test_artefact_from_before_the_guard_loads_as_the_named_ablation(fmnist, tmp_
     meta = json.loads(meta_path.read_text())
     del meta["model"]["ablation"], meta["digest"]  # as written by discopatch 0.1.0
     meta_path.write_text(json.dumps(meta))
-    with pytest.warns(UserWarning, match="loaded as the named ablation"), pytest.warns(UserWarning, match="no config"):
-        old = Detector.load(tmp_path / "m", device="cpu")
+    with pytest.warns(UserWarning, match="loaded as the named ablation"):
+        old = Detector.load(tmp_path / "m", device="cpu", allow_legacy=True)
     assert old.preset.model.ablation == "1x1-last-map"
     x = fmnist.test_images[:8]
     np.testing.assert_array_equal(old.score(x), det.score(x))

@@ -52,7 +52,9 @@ from .artifact_schema import validate as validate_schema
 from .calibration import Calibration
 from .config import PRESETS, ModelConfig, PreprocessConfig, Preset, ScoreMode, from_dict, get_preset, to_dict
 from .errors import BadArtifactError
+from .log import LOGGER
 from .model import Discriminator
+from .stats_model import SAVED_KEYS
 
 FORMAT = "discopatch-detector"
 FORMAT_VERSION = 1
@@ -139,16 +141,23 @@ def config_digest(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _check_digest(meta: dict[str, Any], cfg_path: Path) -> None:
-    """Refuse a ``detector.json`` edited after saving, naming the settings that differ; warn for older artefacts."""
+def _check_digest(meta: dict[str, Any], cfg_path: Path, allow_legacy: bool) -> None:
+    """Refuse a ``detector.json`` edited after saving, naming the settings that differ.
+
+    Every detector this version writes carries a digest, so one without it is either from before the digest existed
+    or was edited with the digest removed (which would otherwise let any setting change unnoticed): it is refused
+    unless the caller says it trusts the file (``allow_legacy``), and then only logged (INFO), since it was asked for.
+    """
     stored = meta.get(DIGEST_KEY)
     if stored is None:
-        warnings.warn(
-            f"{cfg_path}: no configuration digest (saved by an earlier discopatch), so edits to detector.json cannot "
-            "be detected; save the detector again to add one.",
-            UserWarning,
-            stacklevel=4,
-        )
+        if not allow_legacy:
+            raise ArtifactError(
+                f"{cfg_path}: no configuration digest, so edits to detector.json cannot be detected (every detector "
+                "this version saves has one). If it is a trusted detector saved by an earlier discopatch, load it "
+                "with --allow-legacy-artifact (Python: allow_legacy=True) and save it again to add one"
+            )
+        LOGGER.info("%s: loaded without a configuration digest (--allow-legacy-artifact); save it again to add one",
+                    cfg_path)  # fmt: skip
         return
     now = config_digest(meta)
     if stored["sha256"] == now["sha256"]:
@@ -168,6 +177,44 @@ def _check_digest(meta: dict[str, Any], cfg_path: Path) -> None:
 
 def _reject_constant(name: str) -> Any:
     raise ArtifactError(f"non-finite number {name} (only finite numbers are allowed)")
+
+
+#: The longest integer literal read from ``detector.json``: more digits than any bound in the schema has, far fewer
+#: than Python's int-conversion limit (4300 digits), so a huge literal is one clear ArtifactError.
+MAX_INT_DIGITS = 40
+
+
+def _parse_float(text: str) -> float:
+    """A JSON number with a fraction or exponent; ``1e400`` parses to infinity in Python, so it is refused here."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ArtifactError(f"number {text[:40]} is out of the floating-point range")
+    return value
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ArtifactError(f"integer with {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS} are allowed)")
+    return int(text)
+
+
+def _only_tensors(tensors: dict[str, torch.Tensor], allowed: set[str], path: Path) -> None:
+    """A file holds the tensors its format names and nothing else (an extra one would be ignored silently)."""
+    extra = sorted(set(tensors) - allowed)
+    _require(not extra, f"{path}: unexpected tensors {extra[:5]} (expected only {sorted(allowed)})")
+
+
+def _positive_spread(stats: dict[str, torch.Tensor], path: Path) -> None:
+    """The statistics model divides by its feature scales and by the two fusion IQRs: a zero (or negative) one would
+    make scores infinite, so such a file is refused (fitting floors them; only a hand-edited or degenerate file has
+    one)."""
+    fusion, scale = stats.get(SAVED_KEYS["fusion"]), stats.get(SAVED_KEYS["feat_scale"])
+    if fusion is not None and fusion.numel() == 4:
+        bad = [name for name, v in (("D score", fusion[1]), ("statistics score", fusion[3])) if not float(v) > 0]
+        _require(not bad, f"{path}: zero spread (IQR <= 0) of the {' and '.join(bad)} on the ID validation images, "
+                          "so every score would be infinite; refit the detector")  # fmt: skip
+    if scale is not None and scale.is_floating_point():
+        _require(bool((scale > 0).all()), f"{path}: a feature scale is zero or negative; refit the detector")
 
 
 def _all_finite(tensors: dict[str, torch.Tensor], path: Path, skip: tuple[str, ...] = ()) -> None:
@@ -296,17 +343,21 @@ def _legacy_model_fields(model: dict[str, Any], cfg_path: Path) -> dict[str, Any
     return candidate
 
 
-def load_artifact(directory: str | os.PathLike[str]) -> Artifact:
+def load_artifact(directory: str | os.PathLike[str], allow_legacy: bool = False) -> Artifact:
+    """Read and check a detector directory; ``allow_legacy`` accepts one without a configuration digest (see
+    :func:`_check_digest`)."""
     directory = Path(directory)
     _require(directory.is_dir(), f"{directory}: not a detector directory (expected a folder with {CONFIG_FILE})")
     cfg_path = directory / CONFIG_FILE
     _require(cfg_path.is_file(), f"{directory}: missing {CONFIG_FILE}")
     try:
-        meta = json.loads(cfg_path.read_text(), parse_constant=_reject_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ArtifactError(f"{cfg_path}: not valid JSON ({e})") from None
+        meta = json.loads(
+            cfg_path.read_text(), parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int
+        )
     except ArtifactError as e:
         raise ArtifactError(f"{cfg_path}: {e}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise ArtifactError(f"{cfg_path}: not valid JSON ({e})") from None
     # Types, bounds, required keys and enums are the schema's (artifact_schema.SCHEMA), checked only there. Two
     # questions come first because a newer or foreign file need not match this schema at all: is it a detector
     # (the schema's own rule for "format", asked on its own), and is its format version one this reader supports.
@@ -329,7 +380,7 @@ def load_artifact(directory: str | os.PathLike[str]) -> Artifact:
         + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         + ")",
     )
-    _check_digest(meta, cfg_path)
+    _check_digest(meta, cfg_path, allow_legacy)
     try:
         model = from_dict(ModelConfig, _legacy_model_fields(meta["model"], cfg_path))
         pre = from_dict(PreprocessConfig, meta["preprocess"])
@@ -366,6 +417,7 @@ def load_artifact(directory: str | os.PathLike[str]) -> Artifact:
     if cal_meta is not None:
         _require(CALIBRATION_FILE in files, f"{cfg_path}: calibration present but {CALIBRATION_FILE} not listed")
         cal_tensors = _load_safetensors(directory / CALIBRATION_FILE)
+        _only_tensors(cal_tensors, {"scores"}, directory / CALIBRATION_FILE)
         scores = cal_tensors.get("scores")
         if scores is None or scores.ndim != 1 or not scores.is_floating_point():
             raise ArtifactError(f"{directory / CALIBRATION_FILE}: no 1-D floating-point 'scores'")
@@ -380,5 +432,7 @@ def load_artifact(directory: str | os.PathLike[str]) -> Artifact:
     if score_mode != "d-only":
         _require(STATS_FILE in files, f"{cfg_path}: score_mode {score_mode!r} needs {STATS_FILE}")
         stats = _load_safetensors(directory / STATS_FILE)
+        _only_tensors(stats, set(SAVED_KEYS.values()), directory / STATS_FILE)
         _all_finite(stats, directory / STATS_FILE)
+        _positive_spread(stats, directory / STATS_FILE)
     return Artifact(model, pre, n_patches, seed, sd, calibration, meta, score_mode, stats)

@@ -18,9 +18,14 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .config import ABLATIONS, RESIZE_MODES, SCORE_MODES
+from .config import ABLATIONS, MAX_SEED, RESIZE_MODES, SCORE_MODES
 
-_INT = {"type": "integer"}
+_SEED = {"type": "integer", "minimum": 0, "maximum": MAX_SEED}
+#: A count of images or scores: far above any real data set, far below what could overflow anything.
+_COUNT = {"type": "integer", "minimum": 0, "maximum": 2**40}
+#: Any finite score: the JSON reader already refuses what does not fit a float (``1e400``); the bound makes the
+#: schema say so to other validators too.
+_SCORE = {"type": ["number", "null"], "minimum": -1e300, "maximum": 1e300}
 _SIZE = {"type": "integer", "minimum": 1, "maximum": 8192}
 _SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _ISO_UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$"
@@ -33,7 +38,7 @@ SCHEMA: dict[str, Any] = {
     "required": ["format", "format_version", "model", "preprocess", "scoring", "files"],
     "properties": {
         "format": {"const": "discopatch-detector"},
-        "format_version": {"type": "integer", "minimum": 1},
+        "format_version": {"type": "integer", "minimum": 1, "maximum": 1000},
         "discopatch_version": {"type": "string", "maxLength": 64},
         "torch_version": {"type": "string", "maxLength": 64},
         "preset": {"type": ["string", "null"], "maxLength": 64},
@@ -48,7 +53,7 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {
                 "sha256": _SHA256,
-                "n": {"type": "integer", "minimum": 0},
+                "n": _COUNT,
                 "scheme": {"enum": ["names+sizes", "array-bytes", "mixed"]},
             },
         },
@@ -82,7 +87,7 @@ SCHEMA: dict[str, Any] = {
             "required": ["test_patches", "seed"],
             "properties": {
                 "test_patches": {"type": "integer", "minimum": 1, "maximum": 100_000},
-                "seed": _INT,
+                "seed": _SEED,
                 "score": {"type": "string", "maxLength": 200},
                 "score_mode": {"enum": list(SCORE_MODES)},
             },
@@ -93,8 +98,8 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {
                 "target_fpr": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-                "threshold": {"type": ["number", "null"]},
-                "n": {"type": "integer", "minimum": 1},
+                "threshold": _SCORE,
+                "n": {**_COUNT, "minimum": 1},
             },
         },
         "digest": {

@@ -57,6 +57,9 @@ Precision = Literal["fp32", "bf16", "int8"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 TORCH_PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
 ONNX_PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
+#: The largest seed: the patch positions fold the seed into 8 signed bytes (:func:`discopatch.patches.image_seed`), and
+#: torch and numpy generators take non-negative seeds of at most 64 bits; the artefact schema and ``--seed`` enforce it.
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)

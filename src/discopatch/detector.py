@@ -468,9 +468,11 @@ class Detector:
         batch_size: int = 256,
         engine: EngineName = "auto",
         precision: Precision = "fp32",
+        allow_legacy: bool = False,
     ) -> Detector:
-        """Rebuild a detector from :meth:`save` output; damaged or mismatched artefacts raise ``ArtifactError``."""
-        art = load_artifact(path)
+        """Rebuild a detector from :meth:`save` output; damaged or mismatched artefacts raise ``ArtifactError``, and so
+        does one without a configuration digest unless ``allow_legacy`` (a trusted detector saved before digests)."""
+        art = load_artifact(path, allow_legacy=allow_legacy)
         det = cls(art.preset(), device=device, seed=art.seed, batch_size=batch_size, engine=engine, precision=precision)
         D = Discriminator(art.model)
         D.load_state_dict(art.state_dict, strict=True)

@@ -30,6 +30,7 @@ import torch
 # ENGINES and the precisions live in config (no torch), so that the CLI offers them as choices without importing
 # this module; they are re-exported here, where they have always been importable from.
 from .config import ENGINES, ONNX_PRECISIONS, PRECISIONS, TORCH_PRECISIONS, EngineName, ModelConfig, Precision  # noqa: F401
+from .errors import UnavailableError
 from .model import Discriminator
 from .onnx_graph import export_onnx_bytes
 from .patches import content_corners, extract_patches, to_tensor
@@ -355,7 +356,7 @@ def resolve_engine_name(engine: EngineName, device: torch.device) -> ResolvedEng
         if device.type != "cpu":
             raise ValueError("the onnx engine runs on the CPU only; use engine='torch' with CUDA")
         if not onnx_available():
-            raise RuntimeError("engine 'onnx' needs the optional extra: pip install 'discopatch[onnx]'")
+            raise UnavailableError("engine 'onnx' needs the optional extra: pip install 'discopatch[onnx]'")
     return engine
 
 

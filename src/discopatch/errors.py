@@ -9,12 +9,16 @@ existing code keeps catching them.
 code   class                       meaning
 =====  ==========================  ========================================================================
 0      -                           success
-1      -                           some inputs could not be scored (``score``: see the error column), or a
-                                   check failed (``export --check``)
+1      -                           some inputs could not be scored (``score``: see the error column), a
+                                   check failed (``export --check``), or an unexpected run-time failure
+                                   (any other ``RuntimeError``, e.g. out of memory: one line, the traceback
+                                   with ``--verbose``)
 2      :class:`UsageError`         the command line asked for something impossible: argparse errors, bad
                                    ``--config`` files (``ConfigError``), a missing optional extra
-                                   (``MissingExtra``), contradictory options; also any other ``ValueError``,
-                                   ``FileNotFoundError`` or ``RuntimeError`` the library raises
+                                   (``MissingExtra``), a device or engine not available here
+                                   (``UnavailableError``), contradictory options; also any other
+                                   ``ValueError`` or ``FileNotFoundError`` the library raises about its
+                                   arguments
 3      :class:`BadInputError`      an input image or input folder is missing or unreadable
                                    (``ImageReadError``, ``InputNotFoundError``,
                                    ``NoReadableImagesError``)
@@ -38,6 +42,11 @@ class UsageError(DiscopatchError):
     """The command line (or a config file) asks for something that cannot be done as given."""
 
     exit_code = 2
+
+
+class UnavailableError(UsageError, RuntimeError):
+    """Something the command asks for is not available on this machine: a CUDA device, an optional engine, a data
+    set's files (still a ``RuntimeError``, as before the hierarchy)."""
 
 
 class BadInputError(DiscopatchError):
@@ -68,3 +77,5 @@ class NotFittedError(DiscopatchError, RuntimeError):
 
 #: Every exit code the command line uses, by name (README, "Exit codes").
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, UsageError.exit_code, 130
+#: An unexpected run-time failure shares code 1 with "some inputs failed": both mean "the run did not fully succeed".
+EXIT_UNEXPECTED = EXIT_FAILED_INPUTS

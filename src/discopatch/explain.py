@@ -16,6 +16,10 @@ What the map explains and what it cannot:
   score :class:`Explanation` therefore reports both views on the fused z-scale and which one set the score
   (fusion takes the larger); when the statistics view decided it, the heat map does not explain the decision.
 - Pixels no patch covered have no value (transparent in the overlay).
+
+A saved heat map (:func:`save_overlay`, ``score --heatmaps``) carries a legend strip under the picture: the colour
+ramp with its meaning, the score, and which view set it (:func:`caption`), so a map that is uniformly blue because
+the statistics view flagged the image says so on its face; the same text is in the PNG's ``Description``.
 """
 
 from __future__ import annotations
@@ -121,11 +125,62 @@ def overlay(explanation: Explanation, alpha: float = 0.55, min_side: int = 256) 
     return np.kron(out, np.ones((scale, scale, 1), dtype=np.uint8)) if scale > 1 else out
 
 
-def save_overlay(explanation: Explanation, path: str, alpha: float = 0.55) -> None:
-    """Write :func:`overlay` as a PNG (Pillow)."""
-    from PIL import Image
+def caption(explanation: Explanation) -> list[str]:
+    """The legend's two text lines: the score (and mode), then which view set it and what the map can show."""
+    e = explanation
+    head = f"score {e.score:.4g} ({e.score_mode})"
+    if e.source == "statistics":
+        views = "" if e.d_z is None or e.stats_z is None else f": z {e.stats_z:.3g} vs D {e.d_z:.3g}"
+        return [f"{head}, set by the statistics view{views}", "image-wide statistics have no position: map = D only"]
+    if e.d_z is not None and e.stats_z is not None:
+        return [f"{head}, set by D's patches: z {e.d_z:.3g} vs stats {e.stats_z:.3g}", "map: each patch's D value"]
+    return [f"{head}, set by D's patches (their mean)", "map: each patch's D value"]
 
-    Image.fromarray(overlay(explanation, alpha)).save(path, format="PNG")
+
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # scalable where Pillow has FreeType (Pillow >= 10.1)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def legend_strip(explanation: Explanation, width: int) -> np.ndarray:
+    """An RGB uint8 strip ``width`` wide: the colour ramp (0 real-like, 1 fake-like) and :func:`caption`."""
+    from PIL import Image, ImageDraw
+
+    size = max(10, width // 26)
+    line, pad = size + 4, max(4, width // 64)
+    ramp_h = max(8, size)
+    strip = Image.new("RGB", (width, pad + ramp_h + 2 * pad + 3 * line), (255, 255, 255))
+    ramp = _colours(np.linspace(0.0, 1.0, width - 2 * pad))[None].repeat(ramp_h, axis=0)
+    strip.paste(Image.fromarray(ramp), (pad, pad))
+    draw, font = ImageDraw.Draw(strip), _font(size)
+    y = pad + ramp_h + pad // 2
+    right = "fake-like 1"
+    draw.text((pad, y), "0 real-like", fill=(0, 0, 0), font=font)
+    draw.text((width // 2, y), "0.5", fill=(0, 0, 0), font=font, anchor="ma")
+    draw.text((width - pad - draw.textlength(right, font=font), y), right, fill=(0, 0, 0), font=font)
+    for i, text in enumerate(caption(explanation)):
+        draw.text((pad, y + (i + 1) * line + pad), text, fill=(0, 0, 0), font=font)
+    return np.asarray(strip)
+
+
+def annotated_overlay(explanation: Explanation, alpha: float = 0.55) -> np.ndarray:
+    """:func:`overlay` with :func:`legend_strip` below it."""
+    picture = overlay(explanation, alpha)
+    return np.concatenate([picture, legend_strip(explanation, picture.shape[1])], axis=0)
+
+
+def save_overlay(explanation: Explanation, path: str, alpha: float = 0.55) -> None:
+    """Write :func:`annotated_overlay` as a PNG (Pillow), with :func:`caption` as its ``Description`` text."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Description", " / ".join(caption(explanation)))
+    Image.fromarray(annotated_overlay(explanation, alpha)).save(path, format="PNG", pnginfo=info)
 
 
 def explanations(

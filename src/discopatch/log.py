@@ -12,8 +12,9 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TextIO, get_args
 
 from tqdm.auto import tqdm
 
@@ -40,7 +41,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: int = logging.INFO, fmt: LogFormat = "text") -> logging.Logger:
-    """Give the ``discopatch`` logger one standard-error handler in ``fmt`` (``text`` or ``json``) at ``level``."""
+    """Give the ``discopatch`` logger one standard-error handler in ``fmt`` (``text`` or ``json``) at ``level``, and
+    route Python warnings through it (:func:`log_warning`), so that they follow ``--log-format`` and the level."""
     if fmt not in LOG_FORMATS:
         raise ValueError(f"unknown log format {fmt!r}; use text or json")
     handler = logging.StreamHandler(sys.stderr)
@@ -50,7 +52,28 @@ def setup_logging(level: int = logging.INFO, fmt: LogFormat = "text") -> logging
     LOGGER.addHandler(handler)
     LOGGER.setLevel(level)
     LOGGER.propagate = False
+    warnings.showwarning = log_warning
     return LOGGER
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
+def log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` as a WARNING record of the ``discopatch.warnings`` logger: one line in the run's log
+    format (not Python's two-line ``file:line: Category: text`` block that ignored ``--log-format``); a warning
+    written to an explicit ``file`` keeps Python's form."""
+    if file is not None:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
+        return
+    LOGGER.getChild("warnings").warning("%s: %s", category.__name__, message)
 
 
 class LogProgress:

@@ -6,6 +6,8 @@ import hashlib
 
 import torch
 
+from .errors import UnavailableError
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a clear error, not a silent fallback."""
@@ -14,7 +16,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but no CUDA device is available (torch.cuda.is_available())")
+        raise UnavailableError(
+            "--device cuda was requested but no CUDA device is available (torch.cuda.is_available())"
+        )
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
     return torch.device(device)

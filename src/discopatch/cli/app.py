@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._version import __version__
-from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DiscopatchError
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, DiscopatchError
 from ..log import LOGGER, setup_logging
 from . import benchmark, config_files, demo, deploy, evaluate, monitoring, score, train
 from .options import MissingExtra, Parser, add_verbosity, extra_of, log_level
@@ -70,8 +70,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if path is not None:
         try:
             originals = config_files.apply_config(command, path)
-        except config_files.ConfigError as e:
-            command.error(str(e))
+        except config_files.ConfigError as e:  # one line: the usage block says nothing about the file's contents
+            print(f"{command.prog}: error: {e}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from None
     args = parser.parse_args(argv)
     config_files.settle_exclusive(command, args, originals)
     args.run_config = config_files.resolved_config(command, args)
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(level=log_level(args), fmt=getattr(args, "log_format", "text"))
     hidden = (*config_files.SECRETS, "func", "run_config", "config_omitted")
-    shown = {k: v for k, v in vars(args).items() if k not in hidden}
+    shown = config_files.mask_secrets({k: v for k, v in vars(args).items() if k not in hidden})
     LOGGER.debug("discopatch %s %s with %s", __version__, args.command, shown)
     if getattr(args, "print_config", False):
         fmt = config_files.config_format(args.config) if args.config else "yaml"
@@ -103,8 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _failed(args.command, MissingExtra(e.name or "", extra))
     except DiscopatchError as e:
         return _failed(args.command, e)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:  # the library refused the request as given
+    except (ValueError, FileNotFoundError) as e:  # the library refused its arguments as given
         return _failed(args.command, e, EXIT_USAGE)
+    except RuntimeError as e:  # not a usage error: a failure while running (out of memory, a backend's error)
+        LOGGER.debug("traceback of the unexpected error", exc_info=True)
+        text = " ".join(str(e).split()) or "(no message)"
+        print(
+            f"discopatch {args.command}: unexpected error: {type(e).__name__}: {text} (--verbose shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_UNEXPECTED
 
 
 def _failed(command: str, error: Exception, code: int | None = None) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 from ..benchmark import PROTOCOLS
 from ..config import RESIZE_MODES, TRAIN_GROUPINGS
 from ..errors import EXIT_OK, UsageError
-from .options import Subcommands, add_preset, betas, examples, ints, names, positive_ints, require_extra
+from .options import Subcommands, add_preset, betas, examples, ints, names, positive_ints, require_extra, seed_value
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -26,7 +26,7 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--protocol", required=True, choices=PROTOCOLS, help="data sets (docs/BENCHMARKS.md)")
     p.add_argument("--quick", action="store_true", help="CI-sized smoke run of the whole pipeline")
     p.add_argument("--out", help="write results.json, summary.md and report.html here")
-    p.add_argument("--seed", type=int, default=0, help="seed of data selection and training")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of data selection and training")
     p.add_argument(
         "--train-time", type=float, help="seconds of DisCoPatch training (default: 480 fmnist, 420 photos, quick: 6)"
     )

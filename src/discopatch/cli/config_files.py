@@ -13,18 +13,32 @@ the actions' long option names, and each value goes through the action's own ``t
 accepts exactly what the command line accepts, and a new option is configurable without touching this module.
 
 The file format follows the extension: ``.yaml`` / ``.yml`` (PyYAML) or ``.toml`` (``tomllib``; ``tomli`` on
-Python 3.10). ``--print-config`` writes the resolved configuration in the format of the ``--config`` file given,
-YAML when there is none; secrets (``token``) are never written.
+Python 3.10). A key given twice is an error (YAML would silently keep the last value; TOML refuses it itself), and
+``--config`` must name a regular file (a FIFO would block the reader for ever).
+
+Relative paths in a file (``images``, ``out``, ``model``, ``db`` as a SQLite file or ``sqlite:///`` URL,
+``alerts-jsonl``: :data:`PATH_KEYS`) are relative to the file's folder, not to the working directory, so a config
+file and its data can move together; paths given as flags stay relative to the working directory.
+
+``--print-config`` writes the resolved configuration in the format of the ``--config`` file given, YAML when there is
+none, with every path absolute (so the printed file means the same wherever it is saved). Secrets are never written:
+``token`` is left out, and credentials inside URLs are shown as ``***`` (:func:`mask_secrets`): a database URL's
+password, a webhook URL's user, password, path and query (services such as Slack put the credential in the path),
+and any query parameter named like a credential.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import UsageError
 
@@ -33,6 +47,15 @@ FORMATS = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml"}
 NOT_CONFIGURABLE = ("help", "version", "config", "print_config")
 #: Keys read from a file but never printed (or stored with a detector).
 SECRETS = ("token",)
+#: Keys whose URLs are credentials as a whole (path and query included), not only in their password.
+SECRET_URL_KEYS = ("webhook",)
+#: Query parameters whose values are masked in every URL.
+SECRET_QUERY = re.compile(r"token|key|secret|pass|pwd|auth|sig|credential|session|code", re.IGNORECASE)
+MASK = "***"
+#: Keys holding file or folder paths, resolved against the config file's folder when relative.
+PATH_KEYS = ("images", "out", "model", "db", "alerts-jsonl")
+#: A config file is a few hundred bytes; anything this large is the wrong file.
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigError(UsageError, ValueError):
@@ -82,6 +105,11 @@ def read_config(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML or TOML file (by extension); unreadable or malformed files raise :class:`ConfigError`."""
     fmt = config_format(path)
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read until a writer came, a folder fails late
+            raise ConfigError(f"{path}: not a regular file (a config file must be a .yaml, .yml or .toml file)")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {info.st_size} bytes is too large for a config file")
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}") from None
@@ -98,14 +126,38 @@ def read_config(path: str | Path) -> dict[str, Any]:
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader subclass
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
     if data is None:  # an empty YAML file
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values, got {type(data).__name__}")
     return data
+
+
+def _unique_key_loader() -> Any:
+    """PyYAML's safe loader, refusing a mapping that repeats a key (PyYAML keeps the last value without a word)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            self.flatten_mapping(node)  # merge keys (<<) first, as SafeLoader does
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in first:
+                        raise ConfigError(f"duplicate key {key!r} on line {line} (first set on line {first[key]})")
+                except TypeError:  # an unhashable key: SafeLoader's own error says so
+                    break
+                first[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def config_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -141,6 +193,8 @@ def apply_config(parser: argparse.ArgumentParser, path: str | Path) -> dict[str,
         given[key] = str(raw)
         action = keys[key]
         defaults[action.dest] = _convert(action, value, f"{path}: {raw}")
+        if key in PATH_KEYS:
+            defaults[action.dest] = _rebase(defaults[action.dest], Path(path).parent)
         if defaults[action.dest] is None:  # null: the option stays unset (and required if it is)
             continue
         action.required = False
@@ -153,6 +207,64 @@ def apply_config(parser: argparse.ArgumentParser, path: str | Path) -> dict[str,
     originals = {dest: parser.get_default(dest) for dest in defaults}
     parser.set_defaults(**defaults)
     return originals
+
+
+def _rebase(value: Any, folder: Path) -> Any:
+    """A relative path (or ``sqlite:///`` URL, or a list of them) from a config file, made relative to its folder."""
+    if isinstance(value, list):
+        return [_rebase(v, folder) for v in value]
+    return _map_path(value, lambda p: os.path.join(folder, p))
+
+
+def _map_path(value: Any, fn: Any) -> Any:
+    """``fn`` applied to a relative path: a plain one, or the file of a ``sqlite:///`` URL; other values unchanged."""
+    if not isinstance(value, str) or not value:
+        return value
+    if value.startswith("sqlite:///"):
+        file = value[len("sqlite:///") :]
+        return value if not file or file.startswith((":", "/")) else "sqlite:///" + str(fn(file))
+    if "://" in value or os.path.isabs(value):
+        return value
+    return str(fn(value))
+
+
+def _absolute(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_absolute(v) for v in value]
+    return _map_path(value, os.path.abspath)
+
+
+def mask_secrets(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the credentials inside URL values replaced by ``***`` (see the module docstring); keys may be
+    config keys (``alerts-jsonl``) or destinations (``alerts_jsonl``)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        whole = key.replace("_", "-") in SECRET_URL_KEYS
+        if isinstance(value, (list, tuple)):
+            out[key] = [_mask_url(v, whole) if isinstance(v, str) else v for v in value]
+        else:
+            out[key] = _mask_url(value, whole) if isinstance(value, str) else value
+    return out
+
+
+def _mask_url(text: str, whole: bool) -> str:
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text
+    if not parts.scheme or not parts.netloc:
+        return text
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{MASK}@{host}" if whole else f"{user}:{MASK}@{host}" if has_password else netloc
+    path = f"/{MASK}" if whole and parts.path not in ("", "/") else parts.path
+    query = "&".join(
+        f"{k}={MASK}" if sep and (whole or SECRET_QUERY.search(k)) else f"{k}{sep}{v}"
+        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
 
 
 def settle_exclusive(parser: argparse.ArgumentParser, args: argparse.Namespace, originals: dict[str, Any]) -> None:
@@ -205,7 +317,8 @@ def _one(action: argparse.Action, value: Any, where: str) -> Any:
 
 def _expected(action: argparse.Action) -> str:
     name = getattr(action.type, "__name__", "")
-    return {"int": "an integer", "float": "a number"}.get(name, "a value as on the command line")
+    integers = ("int", "seed_value", "port_number")
+    return "an integer" if name in integers else {"float": "a number"}.get(name, "a value as on the command line")
 
 
 def resolved_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
@@ -219,7 +332,9 @@ def resolved_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         if isinstance(action, argparse._StoreConstAction):
             value = value == action.const
         out[key] = _plain(value)
-    return out
+        if key in PATH_KEYS:  # absolute, so that a printed file means the same wherever it is saved
+            out[key] = _absolute(out[key])
+    return mask_secrets(out)
 
 
 def _plain(value: Any) -> Any:
@@ -235,6 +350,8 @@ def dump_config(config: dict[str, Any], fmt: str, command: str, omitted: Sequenc
     header = f"# discopatch {command} configuration: use it with --config FILE; flags on the command line win\n"
     header += "".join(f"# {key}: never written here; give it on the command line or in its environment variable\n"
                       for key in omitted)  # fmt: skip
+    if any(MASK in str(v) for v in config.values()):
+        header += f"# {MASK}: a credential inside a URL, masked; put the real value back before using this file\n"
     if fmt == "yaml":
         import yaml
 

@@ -6,7 +6,7 @@ import argparse
 
 from ..config import DEMO_MAX_TIME, DEMO_STEPS
 from ..errors import EXIT_OK
-from .options import Subcommands, add_device, examples
+from .options import Subcommands, add_device, examples, seed_value
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -18,7 +18,7 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--out", default="demo-out", help="output directory (model under OUT/model)")
     p.add_argument("--max-steps", type=int, default=DEMO_STEPS, help="training steps")
     p.add_argument("--max-time", type=float, default=DEMO_MAX_TIME, help="cap on training time in seconds")
-    p.add_argument("--seed", type=int, default=0, help="seed of training and the test patch positions")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of training and the test patch positions")
     add_device(p)
     p.set_defaults(func=cmd_demo)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_FAILED_INPUTS, EXIT_OK, InputNotFoundError, UsageError
-from .options import Subcommands, add_model, add_preset, examples, names, positive_ints, require_extra
+from .options import Subcommands, add_allow_legacy, add_model, add_preset, examples, names, positive_ints, require_extra
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -48,6 +48,7 @@ def add_commands(sub: Subcommands) -> None:
         ),
     )
     p.add_argument("model", nargs="?", help="detector directory (default: an untrained D of --preset)")
+    add_allow_legacy(p)
     add_preset(p, "D's preset when no MODEL is given")
     p.add_argument("--channels", type=int, choices=[1, 3], help="for --preset (default: the preset's)")
     p.add_argument("--batch-sizes", type=positive_ints, help="images per call (default 1,4,16,64,256; paper: 1,4,16)")
@@ -88,7 +89,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..detector import Detector
     from ..export import check_export, export_detector
 
-    det = Detector.load(args.model, device="cpu", engine="torch")
+    det = Detector.load(args.model, device="cpu", engine="torch", allow_legacy=args.allow_legacy_artifact)
     out = export_detector(det, args.out, opset=args.opset)
     print(
         f"wrote {out}: input 'patches' (images, {det.n_patches}, {det.model_config.channels}, "
@@ -115,7 +116,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     if args.model:
         from ..detector import Detector
 
-        det = Detector.load(args.model, device="cpu", engine="torch")
+        det = Detector.load(args.model, device="cpu", engine="torch", allow_legacy=args.allow_legacy_artifact)
         D, pre, n, seed, name = det.require_model(), det.preprocess_config, det.n_patches, det.seed, args.model
     else:
         if args.check_precision:

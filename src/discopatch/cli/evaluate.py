@@ -65,7 +65,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.ood and not args.imagenet_c:
         raise UsageError("give at least one --ood NAME=DIR|LIST or --imagenet-c DIR")
     all_folders = all(Path(parse_named_dir(s)[1]).is_dir() for s in args.ood)
-    det = Detector.load(args.model, device=args.device, engine=args.engine)
+    det = Detector.load(args.model, device=args.device, engine=args.engine, allow_legacy=args.allow_legacy_artifact)
     if args.id_list or args.imagenet_c or args.official_pipeline or not all_folders:
         res = evaluate_args(det, args)
         print(f"pipeline: {res.meta['pipeline']}")

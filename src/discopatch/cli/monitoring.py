@@ -22,6 +22,7 @@ from .options import (
     add_log_format,
     add_model,
     examples,
+    port_number,
     require_extra,
 )
 
@@ -89,7 +90,13 @@ def _recorder_parts(args: argparse.Namespace) -> tuple[Any, DriftConfig, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = drift_config(args)
-    det = Detector.load(args.model, device=args.device, batch_size=args.batch_size, engine=args.engine)
+    det = Detector.load(
+        args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        engine=args.engine,
+        allow_legacy=args.allow_legacy_artifact,
+    )
     if det.calibration is None:
         raise NotFittedError(f"{args.model}: the detector is not calibrated; monitoring needs its calibration scores")
     sinks = make_sinks(args.webhook, args.alerts_jsonl, timeout=args.webhook_timeout, retries=args.webhook_retries)
@@ -177,7 +184,7 @@ def add_commands(sub: Subcommands) -> None:
     )
     _add_common(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--port", type=port_number, default=8000, help="TCP port")
     p.add_argument("--max-images", type=int, default=256, help="images per request (default 256)")
     g = p.add_argument_group("hardening (see docs/RELIABILITY.md)")
     g.add_argument(

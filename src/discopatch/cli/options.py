@@ -15,7 +15,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..config import ENGINES, PRESETS, TORCH_PRECISIONS
+from ..config import ENGINES, MAX_SEED, PRESETS, TORCH_PRECISIONS
 from ..errors import UsageError
 from ..log import LOG_FORMATS
 
@@ -55,6 +55,28 @@ def require_extra(extra: str, *modules: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ option types
+
+
+def seed_value(text: str) -> int:
+    """A seed: an integer from 0 to :data:`~discopatch.config.MAX_SEED` (what torch, numpy and the artefact accept)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must lie in 0..{MAX_SEED} (2**63 - 1), got {text}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port must lie in 0..65535, got {text}")
+    return value
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -141,6 +163,17 @@ def examples(*lines: str) -> str:
 
 def add_model(p: Any) -> None:
     p.add_argument("model", help="detector directory written by 'discopatch fit'")
+    add_allow_legacy(p)
+
+
+def add_allow_legacy(p: Any) -> None:
+    """``--allow-legacy-artifact``: the one way to load a detector without a configuration digest."""
+    p.add_argument(
+        "--allow-legacy-artifact",
+        action="store_true",
+        help="load a trusted detector saved before detector.json had a configuration digest (refused otherwise, "
+        "since edits to such a file cannot be detected); save it again to add one",
+    )
 
 
 def add_device(p: Any) -> None:

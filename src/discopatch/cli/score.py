@@ -51,7 +51,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     from ..detector import Detector
 
     det = Detector.load(
-        args.model, device=args.device, batch_size=args.batch_size, engine=args.engine, precision=args.precision
+        args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        engine=args.engine,
+        precision=args.precision,
+        allow_legacy=args.allow_legacy_artifact,
     )
     paths = expand_paths(args.paths)
     fields = ["path", "score", "p_value", "is_ood", "error", "threshold", "model_id"]

@@ -12,7 +12,7 @@ from .._version import __version__
 from ..config import ABLATIONS, NORM_KINDS, RESIZE_MODES, SCORE_MODES, TRAIN_GROUPINGS
 from ..errors import EXIT_OK, UsageError
 from .config_files import add_config_options
-from .options import Subcommands, add_device, add_preset, betas, examples, positive_ints
+from .options import Subcommands, add_device, add_preset, betas, examples, positive_ints, seed_value
 
 #: ``fit --amp`` -> the trainer's ``amp`` (``None``: on for CUDA only).
 AMP_MODES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
@@ -53,7 +53,9 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument(
         "--max-time", type=float, help="stop training after this many seconds (default: the preset's; small: 1200)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of training, the split and the test patch positions")
+    p.add_argument(
+        "--seed", type=seed_value, default=0, help="seed of training, the split and the test patch positions"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate of the threshold (default 0.05)")
     p.add_argument("--val-fraction", type=float, help="share of images held out for calibration (default 0.1)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import UnavailableError
 from .common import PROTOCOLS, Built, ProtocolData, _Builder, _describe, _rng, _Sizes, _sizes
 from .digits import _add_animal, _add_mnist
 from .emoji import _add_emoji
@@ -55,7 +56,7 @@ def _load_photos(quick: bool, seed: int, sizes: _Sizes, dirs: SourceDirs) -> Pro
     sources = photo_sources(dirs)
     train, test = _split_photos(sources)
     if not train or not test:
-        raise RuntimeError(
+        raise UnavailableError(
             f"the photos protocol needs photographs from at least two scenes, found {len(sources)} files; "
             + install_hint("photos")
         )
