@@ -205,7 +205,7 @@ def score_dataset(
         if column is not None and names and column not in names:
             raise ValueError(f"the dataset has no column {column!r} (columns: {', '.join(names)})")
     if actors is None:
-        res = ray.cluster_resources()
+        res: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         actors = int(res.get("GPU", 0) // gpus_per_actor) if gpus_per_actor else int(res.get("CPU", 1))
     if actors < 1:
         raise ValueError(f"need at least one actor, got {actors} (no GPUs in the cluster?)")

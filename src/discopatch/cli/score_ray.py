@@ -38,20 +38,38 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
         "file://), and --out may end in .parquet",
     )
     g.add_argument(
-        "--ray-actors", type=int, metavar="N", help="actors in the pool, each loads the detector once "
-        "(default: one per cluster CPU, or per --ray-gpus-per-actor of its GPUs)"
+        "--ray-actors",
+        type=int,
+        metavar="N",
+        help="actors in the pool, each loads the detector once "
+        "(default: one per cluster CPU, or per --ray-gpus-per-actor of its GPUs)",
     )
-    g.add_argument("--ray-cpus-per-actor", type=float, default=0.5, metavar="C",
-                   help="CPUs each actor reserves; keep it fractional on small machines so read tasks still run")
-    g.add_argument("--ray-gpus-per-actor", type=float, default=0.0, metavar="G",
-                   help="GPUs each actor reserves (0: CPU actors; 0.25 puts four actors on one GPU)")
-    g.add_argument("--ray-threads", type=int, metavar="T",
-                   help="PyTorch / ONNX Runtime threads per actor (default: its CPUs, rounded up)")
+    g.add_argument(
+        "--ray-cpus-per-actor",
+        type=float,
+        default=0.5,
+        metavar="C",
+        help="CPUs each actor reserves; keep it fractional on small machines so read tasks still run",
+    )
+    g.add_argument(
+        "--ray-gpus-per-actor",
+        type=float,
+        default=0.0,
+        metavar="G",
+        help="GPUs each actor reserves (0: CPU actors; 0.25 puts four actors on one GPU)",
+    )
+    g.add_argument(
+        "--ray-threads",
+        type=int,
+        metavar="T",
+        help="PyTorch / ONNX Runtime threads per actor (default: its CPUs, rounded up)",
+    )
 
 
 def cmd_score_ray(args: argparse.Namespace, rows_written: RowsWritten) -> int:
     require_extra("ray", "ray", "ray.data", "pyarrow")
     from .. import scale
+    from ..data.images import utf8_text
 
     if args.heatmaps:
         raise ValueError("--heatmaps is not available with --ray; score those files without --ray")
@@ -67,10 +85,10 @@ def cmd_score_ray(args: argparse.Namespace, rows_written: RowsWritten) -> int:
         if out_path is None:
             raise ValueError("--resume needs --out FILE")
         done = _parquet_rows(out_path) if kind == "parquet" else rows_written(out_path, kind == "jsonl", CSV_FIELDS)
-        paths = [p for p in paths if scale.utf8_text(str(p)) not in done]
+        paths = [p for p in paths if utf8_text(str(p)) not in done]
     started = scale.connect(args.ray) if paths else False
     try:
-        n, n_fail = _run(args, scale, paths, out_path, kind, bool(done) or _nonempty(out_path) and args.resume)
+        n, n_fail = _run(args, scale, paths, out_path, kind, bool(done) or (_nonempty(out_path) and args.resume))
     finally:
         if started:
             import ray
@@ -85,8 +103,9 @@ def cmd_score_ray(args: argparse.Namespace, rows_written: RowsWritten) -> int:
     return EXIT_FAILED_INPUTS if n_fail else EXIT_OK
 
 
-def _run(args: argparse.Namespace, scale: Any, paths: list[Any], out_path: Path | None, kind: str, append: bool
-         ) -> tuple[int, int]:
+def _run(
+    args: argparse.Namespace, scale: Any, paths: list[Any], out_path: Path | None, kind: str, append: bool
+) -> tuple[int, int]:
     """Stream the scored rows into the output; returns (rows, error rows)."""
     writer = _Writer(out_path, kind, append)
     n = n_fail = 0
@@ -97,9 +116,16 @@ def _run(args: argparse.Namespace, scale: Any, paths: list[Any], out_path: Path 
             scale.quiet_data_context()
             ray.data.DataContext.get_current().execution_options.preserve_order = True
             ds = scale.score_inputs(
-                paths, args.model, actors=args.ray_actors, cpus_per_actor=args.ray_cpus_per_actor,
-                gpus_per_actor=args.ray_gpus_per_actor, threads=args.ray_threads, batch_size=args.batch_size,
-                device=args.device, engine=args.engine, precision=args.precision,
+                paths,
+                args.model,
+                actors=args.ray_actors,
+                cpus_per_actor=args.ray_cpus_per_actor,
+                gpus_per_actor=args.ray_gpus_per_actor,
+                threads=args.ray_threads,
+                batch_size=args.batch_size,
+                device=args.device,
+                engine=args.engine,
+                precision=args.precision,
             )
             bar = progress_bar(total=len(paths), desc="scoring on Ray", unit="img", disable=args.quiet)
             try:
