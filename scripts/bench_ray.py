@@ -77,6 +77,7 @@ def main() -> None:
         ],
         check=True,
         capture_output=True,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},  # Ray 2.60's `ray start` requires a token otherwise
     )
     runs: dict[str, list[float]] = {"plain": [], "ray-running-cluster": [], "ray-auto": []}
     cmds = {

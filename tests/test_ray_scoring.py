@@ -207,3 +207,7 @@ def test_bad_options_are_refused_before_any_work(model_dir, images, tmp_path, ca
     assert main([*base, "--heatmaps", str(tmp_path / "maps")]) == 2
     assert main([*base, "--ray-actors", "0"]) == 2
     assert not (tmp_path / "x.txt").exists() and not (tmp_path / "maps").exists()
+    # a damaged detector is refused on the driver, with the artefact's exit status, before a cluster is involved
+    (tmp_path / "bad").mkdir()
+    assert main(["score", str(tmp_path / "bad"), str(images), "--ray", "auto", "--out", str(tmp_path / "y.csv")]) == 4
+    assert "detector.json" in capsys.readouterr().err

@@ -29,13 +29,16 @@ Ray and pyarrow come with the ``[ray]`` extra and are imported inside the functi
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .artifact import load_artifact
 from .config import EngineName, Precision
 from .data.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageReadError, expand_paths, preprocess_many, utf8_text
 from .detector import Decoded, Detector
@@ -51,6 +54,8 @@ DEFAULT_CPUS_PER_ACTOR = 0.5
 RAW_PATH_COLUMN = "_discopatch_raw_path"
 #: Restarts per actor and retries per batch after a worker dies (not for errors raised by the code: those fail).
 DEFAULT_RESTARTS = 8
+#: Reads of URIs in flight per actor (see :meth:`ScoreActor.read_ahead`).
+READ_AHEAD = 8
 HINT = "install it with: pip install 'discopatch[ray]'"
 
 
@@ -82,7 +87,11 @@ def connect(address: str = "auto") -> bool:
     if address == "auto" and not env:
         ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
         return True
-    ray.init(address=env if address == "auto" else address, **quiet)
+    target = env if address == "auto" else address
+    try:
+        ray.init(address=target, **quiet)
+    except ConnectionError as e:  # a one-line error for the command line, not Ray's traceback
+        raise RuntimeError(f"cannot connect to the Ray cluster at {target}: {str(e).splitlines()[0]}") from None
     return False
 
 
@@ -228,8 +237,9 @@ def score_dataset(
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor,
-        max_restarts=max_restarts,
-        max_task_retries=max_restarts,
+        # Ray Data's own defaults are unbounded; a worker that dies on every try (a native crash on one file)
+        # must end the run, which --resume then continues
+        ray_remote_args_fn=functools.partial(dict, max_restarts=max_restarts, max_task_retries=max_restarts),
     )
 
 
@@ -240,8 +250,7 @@ def model_files(model: str | os.PathLike[str] | Detector) -> dict[str, bytes]:
             model.save(tmp)
             return model_files(tmp)
     root = Path(model)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no detector directory at {root}")
+    load_artifact(root)  # a damaged or mismatched detector fails here, named, not in every actor
     return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.is_file()}
 
 
@@ -309,13 +318,33 @@ class ScoreActor:
             sources: list[str] = [os.fsdecode(b) for b in batch.column(RAW_PATH_COLUMN).to_pylist()]
         else:
             sources = [str(p) for p in batch.column(self.path_column).to_pylist()]
+        uris = [src for src in sources if is_uri(src)]
+        fetched = self.read_ahead(uris)
         out: list[Decoded] = []
         for name, src in zip(shown, sources):
             if is_uri(src):
-                out.append(self.decode_bytes(name, self.read_uri(src), cfg))
+                out.append(self.decode_bytes(name, next(fetched), cfg))
             else:
                 out.extend((img, err) for _, img, err in preprocess_many([src], cfg))
+        fetched.close()
         return out
+
+    def read_ahead(self, uris: list[str]) -> Generator[bytes | str, None, None]:
+        """Each URI's bytes in order, :data:`READ_AHEAD` reads in flight (an object store answers each request after
+        tens of milliseconds; one at a time would bound an actor to a few dozen images per second), so at most that
+        many undecoded files are held at once."""
+        if not uris:
+            return
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(READ_AHEAD, len(uris))) as pool:
+            pending: deque[Future[bytes | str]] = deque()
+            for uri in uris:
+                pending.append(pool.submit(self.read_uri, uri))
+                if len(pending) >= READ_AHEAD:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
     def decode_bytes(self, name: str, data: bytes | str | None, cfg: Any) -> Decoded:
         """Decode raw bytes; a read error (a ``str``) passes through; messages name the input, not ``<bytes>``."""

@@ -69,6 +69,7 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
 def cmd_score_ray(args: argparse.Namespace, rows_written: RowsWritten) -> int:
     require_extra("ray", "ray", "ray.data", "pyarrow")
     from .. import scale
+    from ..artifact import load_artifact
     from ..data.images import utf8_text
 
     if args.heatmaps:
@@ -79,6 +80,7 @@ def cmd_score_ray(args: argparse.Namespace, rows_written: RowsWritten) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     out_path = Path(args.out) if args.out else None
     kind = _out_kind(out_path)
+    load_artifact(args.model)  # a damaged detector is refused here, before any cluster is started
     paths = scale.expand_inputs(args.paths)
     done: set[str] = set()
     if args.resume:
