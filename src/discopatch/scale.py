@@ -33,6 +33,7 @@ import functools
 import math
 import os
 import tempfile
+import warnings
 from collections import deque
 from collections.abc import Generator, Sequence
 from pathlib import Path
@@ -209,7 +210,8 @@ def score_dataset(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if cpus_per_actor < 0 or gpus_per_actor < 0:
         raise ValueError("cpus_per_actor and gpus_per_actor must not be negative")
-    names = ds.schema().names if ds.schema() is not None else []
+    schema = ds.schema(fetch_if_missing=False)  # known without running anything, or not checked here
+    names = list(schema.names) if schema is not None else []
     for column in (path_column, bytes_column):
         if column is not None and names and column not in names:
             raise ValueError(f"the dataset has no column {column!r} (columns: {', '.join(names)})")
@@ -221,26 +223,29 @@ def score_dataset(
     files = model_files(model)
     options = {"device": device if gpus_per_actor else "cpu", "batch_size": batch_size}
     options |= {"engine": engine, "precision": precision}
-    return ds.map_batches(
-        ScoreActor,
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        zero_copy_batch=True,
-        # a list around the reference: the constructor's own arguments stay small (inline), the model is fetched
-        fn_constructor_kwargs={
-            "model": [ray.put(files)],
-            "options": options,
-            "threads": threads or max(1, math.ceil(cpus_per_actor)),
-            "path_column": path_column,
-            "bytes_column": bytes_column,
-        },
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=cpus_per_actor,
-        num_gpus=gpus_per_actor,
-        # Ray Data's own defaults are unbounded; a worker that dies on every try (a native crash on one file)
-        # must end the run, which --resume then continues
-        ray_remote_args_fn=functools.partial(dict, max_restarts=max_restarts, max_task_retries=max_restarts),
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 has no other way to bound restarts (its defaults are unbounded) and calls this one deprecated
+        warnings.filterwarnings("ignore", message="`ray_remote_args_fn` is deprecated")
+        return ds.map_batches(
+            ScoreActor,
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            zero_copy_batch=True,
+            # the model's files go into the object store once; each actor fetches them through the reference
+            fn_constructor_kwargs={
+                "model": [ray.put(files)],
+                "options": options,
+                "threads": threads or max(1, math.ceil(cpus_per_actor)),
+                "path_column": path_column,
+                "bytes_column": bytes_column,
+            },
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=cpus_per_actor,
+            num_gpus=gpus_per_actor,
+            # a worker that dies on every try (a native crash on one file) must end the run, which --resume
+            # then continues, not loop forever
+            ray_remote_args_fn=functools.partial(dict, max_restarts=max_restarts, max_task_retries=max_restarts),
+        )
 
 
 def model_files(model: str | os.PathLike[str] | Detector) -> dict[str, bytes]:
