@@ -31,7 +31,7 @@ RAY = ["--ray", "auto", "--ray-actors", "2", "--ray-threads", "1", "--engine", "
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     scale.quiet_data_context()
     try:
         yield
@@ -130,17 +130,27 @@ def test_resume_scores_only_what_is_missing(cluster, model_dir, images, tmp_path
     assert sorted(pq.read_table(pout).to_pylist(), key=lambda r: r["path"]) == sorted(expected, key=lambda r: r["path"])
 
 
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
 def _actor_pids() -> list[int]:
-    """Processes of this machine running the scoring actor (Ray names them after the class)."""
+    """Processes running the scoring actor (Ray names them after the class) of this test's own cluster: descendants
+    of this process, never another Ray's on the same machine."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
+            if b"ScoreActor" not in (entry / "cmdline").read_bytes():
+                continue
+            pid = int(entry.name)
+            while pid > 1 and pid != os.getpid():
+                pid = _parent(pid)
+        except (OSError, ValueError):
             continue
-        if b"ScoreActor" in cmdline and int(entry.name) != os.getpid():
+        if pid == os.getpid() and int(entry.name) != os.getpid():
             pids.append(int(entry.name))
     return pids
 
