@@ -3,10 +3,12 @@
     python scripts/bench_ray.py --model MODEL --work /tmp/raybench --n 20000 --repeats 3 [--json out.json]
 
 Writes ``n`` small PNGs (the shipped Fashion-MNIST demo images, cycled, each flipped/rolled so every file differs),
-then runs, interleaved ``repeats`` times: plain ``score``; ``score --ray ADDRESS`` against a cluster started once
-with ``ray start --head`` (a running cluster, the usual case); ``score --ray auto`` (a local cluster started and
-stopped by the command itself, so its start-up is in the time). Each run is a fresh process timed from start to exit;
-outputs are checked to hold the same rows. Prints the median images/s of each and the ratios to plain.
+then runs, interleaved ``repeats`` times (``--variants`` picks which): plain ``score``; ``score --ray ADDRESS``
+against a cluster started once with ``ray start --head`` (a running cluster, the usual case); ``score --ray auto``
+(a local cluster started and stopped by the command itself, so its start-up is in the time); ``score --ray ADDRESS
+--ray-actors 1 --ray-threads 2`` (one scoring process like plain, so the difference is Ray's own overhead). Each run
+is a fresh process timed from start to exit; outputs are checked to hold the same rows. Prints the median images/s
+of each and the ratios to plain.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--json")
+    ap.add_argument("--variants", default="plain,ray-running-cluster,ray-auto,ray-1-actor")
     a = ap.parse_args()
     work = Path(a.work)
     images = work / "images"
@@ -79,12 +82,15 @@ def main() -> None:
         capture_output=True,
         env={**os.environ, "RAY_AUTH_MODE": "disabled"},  # Ray 2.60's `ray start` requires a token otherwise
     )
-    runs: dict[str, list[float]] = {"plain": [], "ray-running-cluster": [], "ray-auto": []}
     cmds = {
         "plain": base,
         "ray-running-cluster": [*base, "--ray", f"127.0.0.1:{port}"],
         "ray-auto": [*base, "--ray", "auto"],
+        # one actor with both cores' threads: the same process count as plain, so only Ray's overhead differs
+        "ray-1-actor": [*base, "--ray", f"127.0.0.1:{port}", "--ray-actors", "1", "--ray-threads", "2"],
     }
+    cmds = {k: v for k, v in cmds.items() if k in a.variants.split(",")}
+    runs: dict[str, list[float]] = {k: [] for k in cmds}
     env_auto = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     try:
         for r in range(a.repeats):
