@@ -17,6 +17,7 @@ CASES = [
     (["export", "MODEL", "--out", "m.onnx"], "onnxruntime", "onnx"),
     (["benchmark", "--protocol", "fmnist", "--quick", "--out", "OUT"], "matplotlib", "bench"),
     (["evaluate", "MODEL", "--id", "MODEL", "--ood", "MODEL", "--report", "OUT"], "matplotlib", "bench"),
+    (["score", "MODEL", "MODEL", "--ray", "auto", "--out", "OUT/x.csv"], "ray", "ray"),
 ]
 
 

@@ -26,6 +26,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "postgres": ("psycopg",),
     "bench": ("matplotlib", "skimage", "mlxtend"),
     "pandas": ("pandas",),
+    "ray": ("ray", "pyarrow"),
 }
 #: The preset names, in the order the help lists them.
 PRESET_NAMES: tuple[str, ...] = ("small", "paper", "small-1x1")

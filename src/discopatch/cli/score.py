@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import EXIT_FAILED_INPUTS, EXIT_OK
 from ..log import progress_bar
 from .options import Subcommands, add_batch_size, add_device, add_engine, add_model, add_precision, examples
+from .score_ray import add_ray_options, cmd_score_ray
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -24,10 +25,11 @@ def add_commands(sub: Subcommands) -> None:
             "discopatch score model/ new_images/ more.jpg --out scores.csv",
             "discopatch score model/ big_folder/ --out scores.jsonl --resume",
             "discopatch score model/ suspicious.png --heatmaps maps/",
+            "discopatch score model/ s3://bucket/images/ --ray auto --out scores.parquet",
         ),
     )
     add_model(p)
-    p.add_argument("paths", nargs="+", help="image files and/or folders")
+    p.add_argument("paths", nargs="+", help="image files and/or folders (with --ray also URIs: s3://, gs://, file://)")
     p.add_argument("--out", help="write rows to FILE.csv or FILE.jsonl (default: CSV on standard output)")
     add_batch_size(p)
     p.add_argument(
@@ -43,10 +45,13 @@ def add_commands(sub: Subcommands) -> None:
         "not the per-image statistics of a fused score (see README)",
     )
     add_device(p)
+    add_ray_options(p)
     p.set_defaults(func=cmd_score)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    if args.ray:
+        return cmd_score_ray(args, _rows_written)
     from ..data.images import expand_paths, utf8_text
     from ..detector import Detector
 
