@@ -16,6 +16,7 @@ import stat
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -89,16 +90,23 @@ def list_images(root: str | os.PathLike[str], recursive: bool = True) -> list[Pa
         return [root]
     if not root.is_dir():
         raise InputNotFoundError(f"no such file or folder: {root}")
+    try:  # the folder scan below skips what it cannot read, so an unreadable folder would look empty
+        with os.scandir(root):
+            pass
+    except PermissionError:
+        raise ImageReadError(f"{root}: folder cannot be read (permission denied)") from None
     it = root.rglob("*") if recursive else root.glob("*")
     return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files stay as given (whatever their extension, so a bad one yields an error row); folders are expanded."""
+    """Files stay as given (whatever their extension, so a bad one yields an error row); folders are expanded. A
+    folder with no image in it stays as given too, so it gets an error row rather than vanishing (a folder named
+    ``x.png`` used to give "scored 0 of 0")."""
     out: list[Path] = []
     for p in paths:
         p = Path(p)
-        out.extend(list_images(p) if p.is_dir() else [p])
+        out.extend((list_images(p) or [p]) if p.is_dir() else [p])
     return out
 
 
@@ -144,9 +152,29 @@ _SPECIAL_FILES = (
     (stat.S_ISSOCK, "a socket"),
 )
 
-#: Pillow's decompression-bomb limit is a module global; it is raised to :data:`MAX_PIXELS` only around the header
-#: parse, under this lock, so two decoding threads cannot restore each other's setting mid-open.
-_OPEN_LOCK = threading.Lock()
+#: Pillow's decompression-bomb limit is a module global that Pillow checks on open and again while loading (TIFF,
+#: GIF). It is raised to :data:`MAX_PIXELS` while any decode runs and put back when the last one ends (a count under
+#: a lock), so two decoding threads never restore each other's setting mid-decode.
+_LIMIT_LOCK = threading.Lock()
+_decoding = 0
+_saved_limit: int | None = None
+
+
+@contextmanager
+def _pillow_pixel_limit() -> Iterator[None]:
+    global _decoding, _saved_limit
+    with _LIMIT_LOCK:
+        if _decoding == 0:
+            _saved_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+        _decoding += 1
+    try:
+        yield
+    finally:
+        with _LIMIT_LOCK:
+            _decoding -= 1
+            if _decoding == 0:
+                Image.MAX_IMAGE_PIXELS = _saved_limit
 
 
 def open_image(source: str | os.PathLike[str] | bytes, min_side: int | None = None) -> Image.Image:
@@ -168,13 +196,28 @@ def open_image(source: str | os.PathLike[str] | bytes, min_side: int | None = No
         name = str(source)
         fh, size = _open_file(Path(source), name)
     with fh:
-        img = _decode(fh, size, name, min_side)
+        img, _ = _decode(fh, size, name, min_side)
         if img.getexif().get(0x0112, 1) in range(2, 9):  # read while the file is open (TIFF reads it lazily)
             img = ImageOps.exif_transpose(img) or img
     return img
 
 
-def _decode(fh: BinaryIO, size: int, name: str, min_side: int | None) -> Image.Image:
+def decoding_cost(source: str | os.PathLike[str] | bytes, min_side: int | None = None) -> DecodeCost:
+    """What decoding ``source`` through :func:`open_image` will hold at its peak, told from the header only (after
+    the JPEG reduction ``min_side`` allows); raises :class:`ImageReadError` for what ``open_image`` refuses."""
+    if isinstance(source, (bytes, bytearray)):
+        fh: BinaryIO = io.BytesIO(bytes(source))
+        size, name = len(source), "<bytes>"
+    else:
+        name = str(source)
+        fh, size = _open_file(Path(source), name)
+    with fh:
+        return _decode(fh, size, name, min_side, load=False)[1]
+
+
+def _decode(
+    fh: BinaryIO, size: int, name: str, min_side: int | None, load: bool = True
+) -> tuple[Image.Image, DecodeCost]:
     head = fh.read(32)
     fh.seek(0)
     webp = webp_header_size(head)
@@ -186,15 +229,10 @@ def _decode(fh: BinaryIO, size: int, name: str, min_side: int | None) -> Image.I
     old_trunc = ImageFile.LOAD_TRUNCATED_IMAGES
     try:
         ImageFile.LOAD_TRUNCATED_IMAGES = False
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with _OPEN_LOCK:
-                old_max = Image.MAX_IMAGE_PIXELS
-                Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-                try:
-                    img = Image.open(fh, formats=ACCEPTED_FORMATS)
-                finally:
-                    Image.MAX_IMAGE_PIXELS = old_max
+        with _pillow_pixel_limit():
+            with _LIMIT_LOCK, warnings.catch_warnings():  # the warning filter is process-wide too
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(fh, formats=ACCEPTED_FORMATS)
             w, h = img.size
             _check_pixels(name, w, h)
             cost = decode_cost(img, fh, size)
@@ -202,10 +240,12 @@ def _decode(fh: BinaryIO, size: int, name: str, min_side: int | None) -> Image.I
                 scale = None if min_side is None else jpeg_draft_scale(img, fh, MAX_DECODE_BYTES, min_side)
                 if scale is None:
                     raise _too_costly(name, (w, h), f"{img.format} {img.mode}", cost)
+                full, cost = cost, decode_cost(img, fh, size, scale)
                 img.draft(img.mode, (w // scale, h // scale))
                 if img.size != (-(-w // scale), -(-h // scale)):  # Pillow chose another scale: do not guess
-                    raise _too_costly(name, (w, h), f"{img.format} {img.mode}", cost)
-            img.load()
+                    raise _too_costly(name, (w, h), f"{img.format} {img.mode}", full)
+            if load:
+                img.load()
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -225,7 +265,7 @@ def _decode(fh: BinaryIO, size: int, name: str, min_side: int | None) -> Image.I
         raise ImageReadError(f"{name}: corrupt or truncated image ({e})") from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = old_trunc
-    return img
+    return img, cost
 
 
 def _check_pixels(name: str, w: int, h: int) -> None:
@@ -244,16 +284,10 @@ def _other_format(fh: BinaryIO) -> str | None:
     """The format Pillow would have opened the file as, for a clearer refusal; only the header is parsed."""
     fh.seek(0)
     try:
-        with _OPEN_LOCK:
-            old_max = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    return Image.open(fh).format
-            finally:
-                Image.MAX_IMAGE_PIXELS = old_max
-    except Exception:
+        with _LIMIT_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Image.open(fh).format
+    except Exception:  # whatever stops Pillow (a bomb of an unaccepted format too) leaves the generic message
         return None
 
 
