@@ -100,17 +100,32 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def flat_png(path: Path, width: int, height: int, color_type: int = 6, bit_depth: int = 8) -> None:
-    """A black PNG written row by row through one zlib stream (no image in memory); colour type 6 is RGBA."""
+#: Adam7 passes: first column, first row, column step, row step.
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def flat_png(
+    path: Path, width: int, height: int, color_type: int = 6, bit_depth: int = 8, interlace: bool = False
+) -> None:
+    """A black PNG written row by row through one zlib stream (no image in memory); colour type 6 is RGBA;
+    ``interlace`` writes the seven Adam7 passes."""
     samples = {0: 1, 2: 3, 4: 2, 6: 4}[color_type]
-    row = b"\x00" * (1 + width * samples * bit_depth // 8)
+    if interlace:
+        passes = [(-(-(width - x0) // dx), -(-(height - y0) // dy)) for x0, y0, dx, dy in _ADAM7]
+    else:
+        passes = [(width, height)]
     z = zlib.compressobj(9)
     with open(path, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n")
-        f.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)))
+        ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, int(interlace))
+        f.write(_png_chunk(b"IHDR", ihdr))
         idat = bytearray()
-        for _ in range(height):
-            idat += z.compress(row)
+        for pw, ph in passes:
+            if pw <= 0 or ph <= 0:
+                continue
+            row = b"\x00" * (1 + -(-pw * samples * bit_depth // 8))
+            for _ in range(ph):
+                idat += z.compress(row)
         idat += z.flush()
         f.write(_png_chunk(b"IDAT", bytes(idat)))
         f.write(_png_chunk(b"IEND", b""))

@@ -85,6 +85,22 @@ def _bmp32(path: Path, side: int) -> None:
         f.truncate(size)
 
 
+def _bmp_rle8(path: Path, side: int) -> None:
+    """An 8-bit RLE BMP of one colour: runs of 255 pixels, so 16384^2 is about 2 MB."""
+    row = bytearray()
+    left = side
+    while left:
+        n = min(255, left)
+        row += bytes([n, 0])
+        left -= n
+    data = bytes(row + b"\x00\x00") * side + b"\x00\x01"
+    at = 14 + 40 + 1024
+    with open(path, "wb") as f:
+        f.write(b"BM" + struct.pack("<IHHI", at + len(data), 0, 0, at))
+        f.write(struct.pack("<IiiHHIIiiII", 40, side, side, 1, 8, 1, len(data), 2835, 2835, 256, 0))
+        f.write(bytes(1024) + data)
+
+
 def _gif(path: Path, side: int) -> None:
     Image.new("P", (side, side), 0).save(path, format="GIF")
 
@@ -97,7 +113,7 @@ def _jpeg(side: int, **kw: object) -> Callable[[Path], None]:
 #: Sizes: the largest accepted under the 1 GiB budget (or the issue's file where that is now refused).
 CASES: list[tuple[str, str, Callable[[Path, int], None], int, bool]] = [
     ("PNG 8-bit RGBA", "png", lambda p, s: flat_png(p, s, s, 6, 8), 16384, True),
-    ("PNG 16-bit gray", "png", lambda p, s: flat_png(p, s, s, 0, 16), 16384, True),
+    ("PNG 8-bit RGBA, interlaced", "png", lambda p, s: flat_png(p, s, s, 6, 8, interlace=True), 16384, True),
     ("JPEG baseline RGB 4:4:4", "jpg", lambda p, s: p.write_bytes(flat_jpeg(s, s, 3, False)), 16384, True),
     ("JPEG baseline CMYK", "jpg", lambda p, s: p.write_bytes(flat_jpeg(s, s, 4, False)), 16384, True),
     ("JPEG progressive RGB 4:2:0", "jpg", lambda p, s: p.write_bytes(flat_jpeg(s, s, 3, True, (2, 2))), 16384, True),
@@ -112,6 +128,7 @@ CASES: list[tuple[str, str, Callable[[Path, int], None], int, bool]] = [
     ("TIFF float, uncompressed (1 GiB file)", "tif", lambda p, s: flat_tiff(p, s, s, compress=False), 16380, True),
     ("GIF", "gif", _gif, 16384, True),
     ("BMP 32-bit (1 GiB file)", "bmp", _bmp32, 16380, True),
+    ("BMP 8-bit RLE", "bmp", _bmp_rle8, 16384, True),
 ]
 
 

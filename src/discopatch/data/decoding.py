@@ -13,6 +13,7 @@ docs/RELIABILITY.md):
 * WebP goes through libwebp's animation decoder whatever the file: its canvas and previous-frame canvas, the frame
   copied out to Python and the image Pillow builds from it are each 4 bytes a pixel (16 in all), plus the whole
   file, which libwebp needs in memory.
+* RLE-compressed BMP goes through a decoder written in Python, which holds two more bytes a pixel.
 * Compressed TIFF goes through libtiff, which adds one decoded strip or tile (as large as the image when the file
   is one strip) and the compressed strip it reads whole.
 """
@@ -190,6 +191,10 @@ def decode_cost(img: ImageFile.ImageFile, fh: IO[bytes], file_bytes: int, scale:
     if fmt == "TIFF":
         return tiff_cost(img, file_bytes)
     pixels = decoded_bytes(img.mode, img.width, img.height)
+    if fmt == "BMP" and img.tile and img.tile[0][0] == "bmp_rle":
+        # Pillow's RLE decoder is Python: it grows a bytearray of one byte a pixel, then copies it to bytes
+        extra = 2 * img.width * img.height + img.width * img.height // 8
+        return DecodeCost(pixels + extra, (("bytes of decoded pixels", pixels), ("bytes of RLE buffers", extra)))
     return DecodeCost(pixels, (("bytes of decoded pixels", pixels),))
 
 
