@@ -153,3 +153,25 @@ def test_an_unreadable_folder_is_named_not_taken_for_empty(folder, monkeypatch) 
     with pytest.raises(ImageReadError, match=rf"^{folder}: folder cannot be read \(permission denied\)$"):
         images_mod.list_images(folder)
     assert main(["fit", str(folder), "--out", str(folder.parent / "m")]) == 3
+
+
+def test_pillow_settings_hold_until_the_last_concurrent_decode_ends(monkeypatch) -> None:
+    """Each decode used to save and restore Pillow's process-wide limits on its own: when two overlapped, the first
+    to finish put back the caller's values under the second (a user's ``LOAD_TRUNCATED_IMAGES = True`` would then
+    pad a truncated image with grey, and the default pixel limit refuse a 200 Mpx image mid-decode)."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    first, second = images_mod._pillow_settings(), images_mod._pillow_settings()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first decode ends while the second still runs
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False and Image.MAX_IMAGE_PIXELS == images_mod.MAX_PIXELS
+    second.__exit__(None, None, None)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True and Image.MAX_IMAGE_PIXELS == 1000  # the caller's, put back
+    buf = io.BytesIO()
+    Image.new("L", (64, 64), 7).save(buf, format="PNG")
+    with pytest.raises(ImageReadError, match="corrupt or truncated"):  # refused even though the caller pads
+        open_image(buf.getvalue()[:-40])
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True

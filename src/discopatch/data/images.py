@@ -152,21 +152,23 @@ _SPECIAL_FILES = (
     (stat.S_ISSOCK, "a socket"),
 )
 
-#: Pillow's decompression-bomb limit is a module global that Pillow checks on open and again while loading (TIFF,
-#: GIF). It is raised to :data:`MAX_PIXELS` while any decode runs and put back when the last one ends (a count under
-#: a lock), so two decoding threads never restore each other's setting mid-decode.
+#: Pillow's decompression-bomb limit and its truncated-image switch are module globals, checked on open and again
+#: while loading (TIFF, GIF). They are set (:data:`MAX_PIXELS`; truncated images refused) while any decode runs and
+#: put back when the last one ends (a count under a lock), so two decoding threads never restore each other's
+#: setting mid-decode (a thread that saved and restored them on its own could let the other pad a truncated image).
 _LIMIT_LOCK = threading.Lock()
 _decoding = 0
-_saved_limit: int | None = None
+_saved: tuple[int | None, bool] = (None, False)
 
 
 @contextmanager
-def _pillow_pixel_limit() -> Iterator[None]:
-    global _decoding, _saved_limit
+def _pillow_settings() -> Iterator[None]:
+    global _decoding, _saved
     with _LIMIT_LOCK:
         if _decoding == 0:
-            _saved_limit = Image.MAX_IMAGE_PIXELS
+            _saved = (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES)
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
         _decoding += 1
     try:
         yield
@@ -174,7 +176,7 @@ def _pillow_pixel_limit() -> Iterator[None]:
         with _LIMIT_LOCK:
             _decoding -= 1
             if _decoding == 0:
-                Image.MAX_IMAGE_PIXELS = _saved_limit
+                Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = _saved
 
 
 def open_image(source: str | os.PathLike[str] | bytes, min_side: int | None = None) -> Image.Image:
@@ -226,10 +228,8 @@ def _decode(
         cost = webp_cost(*webp, size)
         if cost.total > MAX_DECODE_BYTES:
             raise _too_costly(name, webp, "WebP", cost)
-    old_trunc = ImageFile.LOAD_TRUNCATED_IMAGES
     try:
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-        with _pillow_pixel_limit():
+        with _pillow_settings():
             with _LIMIT_LOCK, warnings.catch_warnings():  # the warning filter is process-wide too
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img = Image.open(fh, formats=ACCEPTED_FORMATS)
@@ -263,8 +263,6 @@ def _decode(
         raise ImageReadError(f"{name}: not a recognised image format") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageReadError(f"{name}: corrupt or truncated image ({e})") from None
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = old_trunc
     return img, cost
 
 
