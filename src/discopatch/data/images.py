@@ -138,7 +138,8 @@ def _open_file(path: Path, name: str) -> tuple[BinaryIO, int]:
             raise ImageReadError(f"{name}: empty file (0 bytes)")
         if st.st_size > MAX_FILE_BYTES:
             raise ImageReadError(f"{name}: file of {st.st_size} bytes exceeds the {MAX_FILE_BYTES}-byte limit")
-        os.set_blocking(fd, True)
+        if hasattr(os, "O_NONBLOCK"):  # POSIX: reads of a regular file then behave as usual
+            os.set_blocking(fd, True)
         return os.fdopen(fd, "rb"), st.st_size
     except BaseException:
         os.close(fd)
