@@ -76,12 +76,9 @@ def webp_header_size(head: bytes) -> tuple[int, int] | None:
 
 
 def webp_cost(width: int, height: int, file_bytes: int) -> DecodeCost:
-    px = width * height
-    return DecodeCost(
-        WEBP_BYTES_PER_PIXEL * px + file_bytes,
-        ((f"bytes for libwebp's canvases and Pillow's copies ({WEBP_BYTES_PER_PIXEL} a pixel)", 16 * px),
-         ("bytes of file held by libwebp", file_bytes)),
-    )
+    canvases = WEBP_BYTES_PER_PIXEL * width * height
+    what = f"bytes for libwebp's canvases and Pillow's copies ({WEBP_BYTES_PER_PIXEL} a pixel)"
+    return DecodeCost(canvases + file_bytes, ((what, canvases), ("bytes of file held by libwebp", file_bytes)))
 
 
 def _jpeg_first_scan(fh: IO[bytes]) -> tuple[int, int] | None:
