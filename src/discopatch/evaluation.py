@@ -110,17 +110,22 @@ def evaluate_results(
     t0 = time.monotonic()
     id_scores, id_errors = collect(id_results)
     if len(id_scores) == 0:
-        raise NoReadableImagesError("the ID set has no readable images")
+        raise NoReadableImagesError(f"the ID set {id_name!r} has no readable images{_first_error(id_errors)}")
     res = with_id_scores(det, id_name, id_scores)
     res.unreadable[id_name] = id_errors
     for name, results in ood_results:
         scores, errors = collect(results)
         res.unreadable[name] = errors
         if len(scores) == 0:
-            raise NoReadableImagesError(f"OOD set {name!r} has no readable images")
+            raise NoReadableImagesError(f"OOD set {name!r} has no readable images{_first_error(errors)}")
         res.add_set(det, name, scores)
     res.seconds = time.monotonic() - t0
     return res
+
+
+def _first_error(errors: list[tuple[str, str]]) -> str:
+    """`` (N unreadable, first: MESSAGE)``: the message names the file, so the folder it came from is named too."""
+    return f" ({len(errors)} unreadable, first: {errors[0][1]})" if errors else ""
 
 
 def evaluate(

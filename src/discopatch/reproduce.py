@@ -27,6 +27,7 @@ import numpy as np
 from .config import PreprocessConfig
 from .data.images import list_images
 from .detector import Detector
+from .errors import InputNotFoundError
 from .evaluation import EvaluationResult, evaluate_results
 from .results import ImageResult
 
@@ -62,7 +63,7 @@ def read_image_list(list_file: str | os.PathLike[str]) -> list[str]:
     """The paths of an OpenOOD-style list, as written (relative to whatever data root the caller uses)."""
     list_file = Path(list_file)
     if not list_file.is_file():
-        raise FileNotFoundError(f"no such image list: {list_file}")
+        raise InputNotFoundError(f"no such image list: {list_file}")
     paths = [p for p in (parse_list_line(line) for line in list_file.read_text().splitlines()) if p is not None]
     if not paths:
         raise ValueError(f"{list_file}: the image list is empty")
@@ -81,7 +82,7 @@ def folder_source(name: str, folder: str | os.PathLike[str], kind: str = "ood") 
     folder = Path(folder)
     files = list_images(folder)
     if not files:
-        raise FileNotFoundError(f"no images found under {folder}")
+        raise InputNotFoundError(f"no images found under {folder}")
     return Source(name, files, [str(f.relative_to(folder)) for f in files], kind)
 
 
@@ -102,14 +103,14 @@ def source_from_spec(
         if Path(path).suffix.lower() in (".txt", ".lst", ".list", ".csv", ""):
             return list_source(Path(name).stem if "=" not in spec else name, path, data_root, kind)
         raise ValueError(f"{path}: expected a folder or an image list (.txt), got a {Path(path).suffix} file")
-    raise FileNotFoundError(f"no such folder or image list: {path}")
+    raise InputNotFoundError(f"no such folder or image list: {path}")
 
 
 def imagenet_c_sources(root: str | os.PathLike[str]) -> list[Source]:
     """One source per ``corruption/severity`` folder under ``root``, sorted by corruption then severity."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"no such ImageNet-C folder: {root}")
+        raise InputNotFoundError(f"no such ImageNet-C folder: {root}")
     out = []
     for corruption in sorted(p for p in root.iterdir() if p.is_dir()):
         severities = [p for p in corruption.iterdir() if p.is_dir() and p.name.isdigit()]

@@ -160,7 +160,8 @@ def test_score_resume_skips_written_rows_and_repairs_a_torn_line(model_dir, imag
     assert not set(done) & set(scored) and len(scored) == len(images) - 3  # nothing rescored
     assert part.read_bytes() == full.read_bytes()  # same rows, same order, header once, torn line gone
     scored.clear()
-    assert _score(model_dir, folder, part, "--resume") == 0  # nothing left to do
+    # nothing left to do, but the output still holds the broken file's error row: a final run is not a success
+    assert _score(model_dir, folder, part, "--resume") == 1
     assert scored == [] and part.read_bytes() == full.read_bytes()
 
 
@@ -202,7 +203,8 @@ def test_non_utf8_file_names_are_written_escaped_and_resumed(model_dir, images, 
     assert "broken-\\xfe.png: corrupt or truncated" in broken["error"]
     assert len(rows) == len(images) + 2
     before = out.read_bytes()
-    assert _score(model_dir, folder, out, "--resume") == 0  # every file, escaped names included, already has a row
+    # every file, escaped names included, already has a row (nothing rescored); the broken ones' rows keep it at 1
+    assert _score(model_dir, folder, out, "--resume") == 1
     assert out.read_bytes() == before
 
 

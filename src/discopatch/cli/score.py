@@ -74,10 +74,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     if out_path is not None and not jsonl and out_path.suffix.lower() != ".csv":
         raise ValueError(f"--out must end in .csv or .jsonl, got {out_path}")
     done: set[str] = set()
+    earlier_failed = 0  # error rows already in --out: the file as a whole still has failed inputs
     if args.resume:
         if out_path is None:
             raise ValueError("--resume needs --out FILE")
-        done = _rows_written(out_path, jsonl, fields)
+        done, earlier_failed = _rows_written(out_path, jsonl, fields)
         paths = [p for p in paths if utf8_text(str(p)) not in done]
     append = bool(args.resume and out_path is not None and out_path.exists() and out_path.stat().st_size)
     fh = open(out_path, "a" if append else "w", newline="", encoding="utf-8") if out_path else sys.stdout  # noqa: SIM115
@@ -107,10 +108,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(
         f"scored {n - n_fail} of {n} files"
         + (f"; {n_fail} failed (see the error column)" if n_fail else "")
-        + (f"; {len(done)} already in {out_path}, skipped" if done else ""),
+        + (f"; {len(done)} already in {out_path}, skipped" if done else "")
+        + (f" ({earlier_failed} of them failed, see the error column)" if earlier_failed else ""),
         file=sys.stderr,
     )
-    return EXIT_FAILED_INPUTS if n_fail else EXIT_OK
+    return EXIT_FAILED_INPUTS if n_fail or earlier_failed else EXIT_OK
 
 
 def _write_heatmap(directory: Path, path: str, explanation: Any) -> str | None:
@@ -127,15 +129,18 @@ def _write_heatmap(directory: Path, path: str, explanation: Any) -> str | None:
     return str(target)
 
 
-def _rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> set[str]:
-    """Paths already in ``out_path``; a partly written last line (the run was killed mid-write) is cut off first."""
+def _rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> tuple[set[str], int]:
+    """Paths already in ``out_path`` and how many of their rows hold an error; a partly written last line (the run
+    was killed mid-write) is cut off first."""
     if not out_path.exists():
-        return set()
+        return set(), 0
     data = out_path.read_bytes()
     keep = data[: data.rfind(b"\n") + 1]  # everything up to the last complete line
     text = keep.decode("utf-8")
     if jsonl:
-        done = {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        done = {r["path"] for r in records}
+        failed = {r["path"] for r in records if r.get("error") is not None}
     else:
         rows, text = _complete_csv_records(text, out_path)
         if rows and rows[0] != fields:
@@ -146,11 +151,13 @@ def _rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> set[str]:
                 )
             raise ValueError(f"{out_path}: not a 'discopatch score' CSV (header {rows[0]}), cannot --resume into it")
         done = {r[0] for r in rows[1:] if r}
+        at = fields.index("error")
+        failed = {r[0] for r in rows[1:] if len(r) > at and r[at]}
     keep = text.encode("utf-8")
     if len(keep) != len(data):
         with open(out_path, "r+b") as f:
             f.truncate(len(keep))
-    return done
+    return done, len(failed)
 
 
 def _complete_csv_records(text: str, out_path: Path) -> tuple[list[list[str]], str]:

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import PreprocessConfig
+from ..errors import InputNotFoundError
 from ..log import progress_bar
 from .images import IMAGE_EXTENSIONS, ImageInput, expand_paths, list_images, preprocess, preprocess_many
 
@@ -62,7 +63,7 @@ def load_folder(root: str | os.PathLike[str], cfg: PreprocessConfig, progress: b
     root = Path(root)
     files = list_images(root)
     if not files:
-        raise FileNotFoundError(f"no images with extensions {sorted(IMAGE_EXTENSIONS)} found under {root}")
+        raise InputNotFoundError(f"no images with extensions {sorted(IMAGE_EXTENSIONS)} found under {root}")
     names = [str(f.relative_to(root)) if root.is_dir() else f.name for f in files]
     return load_images(files, cfg, names=names, progress=progress, desc=f"loading {root}")
 
