@@ -25,7 +25,7 @@ from .options import require_extra
 CSV_FIELDS = ["path", "score", "p_value", "is_ood", "error", "threshold", "model_id"]
 #: What reads the paths already in a CSV / JSON-lines output (``cli/score.py``'s ``_rows_written``, passed in so this
 #: module does not import that one back).
-RowsWritten = Callable[[Path, bool, list[str]], set[str]]
+RowsWritten = Callable[[Path, bool, list[str]], tuple[set[str], int]]
 
 
 def add_ray_options(p: argparse.ArgumentParser) -> None:
@@ -83,10 +83,13 @@ def cmd_score_ray(args: argparse.Namespace, rows_written: RowsWritten) -> int:
     load_artifact(args.model)  # a damaged detector is refused here, before any cluster is started
     paths = scale.expand_inputs(args.paths)
     done: set[str] = set()
+    earlier_failed = 0  # error rows already in --out: the file as a whole still has failed inputs
     if args.resume:
         if out_path is None:
             raise ValueError("--resume needs --out FILE")
-        done = _parquet_rows(out_path) if kind == "parquet" else rows_written(out_path, kind == "jsonl", CSV_FIELDS)
+        done, earlier_failed = (
+            _parquet_rows(out_path) if kind == "parquet" else rows_written(out_path, kind == "jsonl", CSV_FIELDS)
+        )
         paths = [p for p in paths if utf8_text(str(p)) not in done]
     started = scale.connect(args.ray) if paths else False
     try:
@@ -99,10 +102,11 @@ def cmd_score_ray(args: argparse.Namespace, rows_written: RowsWritten) -> int:
     print(
         f"scored {n - n_fail} of {n} files on Ray"
         + (f"; {n_fail} failed (see the error column)" if n_fail else "")
-        + (f"; {len(done)} already in {out_path}, skipped" if done else ""),
+        + (f"; {len(done)} already in {out_path}, skipped" if done else "")
+        + (f" ({earlier_failed} of them error rows)" if earlier_failed else ""),
         file=sys.stderr,
     )
-    return EXIT_FAILED_INPUTS if n_fail else EXIT_OK
+    return EXIT_FAILED_INPUTS if n_fail or earlier_failed else EXIT_OK
 
 
 def _run(
@@ -158,14 +162,15 @@ def _nonempty(path: Path | None) -> bool:
     return path is not None and path.exists() and path.stat().st_size > 0
 
 
-def _parquet_rows(path: Path) -> set[str]:
-    """Paths in an existing Parquet output (written whole at the end of a run, so it is complete or absent)."""
+def _parquet_rows(path: Path) -> tuple[set[str], int]:
+    """Paths in an existing Parquet output (written whole at the end of a run, so it is complete or absent) and how
+    many of their rows hold an error."""
     if not path.exists():
-        return set()
+        return set(), 0
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["path"])
-    return {str(p) for p in table.column("path").to_pylist()}
+    table = pq.read_table(path, columns=["path", "error"])
+    return {str(p) for p in table.column("path").to_pylist()}, len(table) - table.column("error").null_count
 
 
 def _csv_value(key: str, value: Any) -> Any:
