@@ -34,7 +34,8 @@ from ..explain import Explanation
 from . import THUMBNAILS
 from .alerts import AlertDispatcher
 from .drift import DriftConfig, DriftMonitor
-from .store import AlreadyRecorded, Store, StoredRequest, StreamConflict, db_error_cause
+from .health import DbFailures
+from .store import AlreadyRecorded, Store, StoredRequest, StreamConflict
 
 log = logging.getLogger("discopatch.monitoring")
 
@@ -228,8 +229,10 @@ class StreamRecorder:
         self._versions: dict[str, int] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        #: Why the last write failed, until a write succeeds again; ``/healthz`` reports it (503).
+        #: Why the last write failed, until a write or the readiness probe succeeds again (``/healthz``: 503).
         self.last_write_error: str | None = None
+        #: Every failed database operation, counted for ``/metrics`` and logged (rate-limited).
+        self.failures = DbFailures()
         DriftMonitor(self.calibration, self.config)  # validate and warm the CUSUM threshold cache now
 
     def _lock(self, name: str) -> threading.Lock:
@@ -254,12 +257,22 @@ class StreamRecorder:
             log.warning("stream %s was written by another process: its drift state is reloaded from the database", name)
             self._monitors.pop(name)
 
+    def write_failed(self, name: str, e: BaseException, n_images: int) -> None:
+        """Make a failed write of ``n_images`` to stream ``name`` show: counted, logged and reported as unhealthy."""
+        what = f"could not record {n_images} images in stream {name}"
+        self.last_write_error = f"{what}: {self.failures.failed('write', name, e, what)}"
+
     def replay(self, name: str, key: str, fingerprint: str) -> dict[str, Any] | None:
         """The response of the request recorded in stream ``name`` under ``key``, or None if there is none.
 
-        Raises :class:`KeyReused` if that request's payload digest is not ``fingerprint``.
+        Raises :class:`KeyReused` if that request's payload digest is not ``fingerprint``. The look-up is the first
+        step of a write, so a database failure in it counts as a failed write.
         """
-        done = self.store.request(name, key)
+        try:
+            done = self.store.request(name, key)
+        except SQLAlchemyError as e:
+            self.write_failed(name, e, 0)
+            raise
         return None if done is None else self._replayed(done, fingerprint)
 
     @staticmethod
@@ -289,12 +302,31 @@ class StreamRecorder:
         With an idempotency ``key`` already recorded in the stream, the stored response is returned (``replayed``
         true) and nothing is recorded or changed; :class:`KeyReused` if the images differ from that request's.
         ``fingerprint`` is ``payload_fingerprint(items)`` when the caller already computed it.
+
+        A database error (or :class:`~discopatch.monitoring.store.StreamConflict` after :data:`MAX_RESYNC` reloads)
+        anywhere in the write, a stream's first included, is counted, logged and kept in ``last_write_error``.
         """
+        try:
+            return self._record(name, items, scored, key=key, fingerprint=fingerprint)
+        except (SQLAlchemyError, StreamConflict) as e:
+            self.write_failed(name, e, len(items))
+            raise
+
+    def _record(
+        self,
+        name: str,
+        items: list[Item],
+        scored: tuple[list[dict[str, Any]], dict[int, Explanation]] | None,
+        *,
+        key: str | None,
+        fingerprint: str | None,
+    ) -> dict[str, Any]:
         check_stream_name(name)
         if key is not None:
             check_idempotency_key(key)
             fingerprint = fingerprint or payload_fingerprint(items)
-            done = self.replay(name, key, fingerprint)  # before scoring, which a replay does not need
+            stored = self.store.request(name, key)  # before scoring, which a replay does not need
+            done = None if stored is None else self._replayed(stored, fingerprint)
             if done is not None:
                 return done | {"replayed": True}
         results, explained = self.scorer.score(items) if scored is None else scored
@@ -344,10 +376,6 @@ class StreamRecorder:
                     if attempt == MAX_RESYNC:
                         raise
                     continue
-                except SQLAlchemyError as e:
-                    self.last_write_error = f"could not record {len(rows)} images in stream {name}: {db_error_cause(e)}"
-                    log.error("%s", self.last_write_error)
-                    raise
                 break
             self.last_write_error = None
             self._monitors[name], self._versions[name] = mon, version + len(rows)
