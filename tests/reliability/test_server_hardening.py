@@ -46,7 +46,7 @@ def test_scoring_timeout_answers_503_and_records_nothing(trained_detector, tmp_p
         scorer = c.app.state.recorder.scorer
         real = scorer.score
 
-        def stuck(items):
+        def stuck(items, cancel=None):
             release.wait(30)  # held until the test has seen the 503
             return real(items)
 
@@ -266,3 +266,4 @@ def test_unusable_database_is_one_clear_line_at_startup(model_dir, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err
     assert f"database sqlite:///{db} is not usable" in err and "unable to open database file" in err
+

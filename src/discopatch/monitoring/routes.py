@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import io
 import math
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -45,7 +47,7 @@ from .schemas import (
     images_body,
 )
 from .store import StreamConflict, StreamNotFound
-from .streams import KeyReused, StreamRecorder, check_idempotency_key, check_stream_name, payload_fingerprint
+from .streams import Item, KeyReused, StreamRecorder, check_idempotency_key, check_stream_name, payload_fingerprint
 
 SOURCE_ID = Query(None, max_length=1024, description="source id of a raw image/* body (default: image)")
 #: The ``{name}`` of the stream routes: documented with its pattern (other names are answered 400, not 422).
@@ -106,16 +108,31 @@ def api_router(
     router = APIRouter()
     detector = recorder.detector
 
-    async def _bounded(func: Callable[..., Any], *args: Any) -> Any:
-        """Run ``func`` in the thread pool; 503 after ``timeout_s`` (the thread finishes, its result is dropped)."""
+    async def _scored(request: Request, items: list[Item]) -> tuple[list[dict[str, Any]], dict[int, Any]]:
+        """Score ``items`` in the thread pool; 503 after ``timeout_s``. On a timeout, or when the client goes away,
+        the scorer is cancelled: its queued decodes are dropped rather than holding the pool for later requests."""
+        cancel = threading.Event()
+        work = asyncio.ensure_future(run_in_threadpool(recorder.scorer.score, items, cancel))
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         try:
-            return await asyncio.wait_for(run_in_threadpool(func, *args), timeout_s)
-        except asyncio.TimeoutError:
-            raise HTTPException(
-                503,
-                f"scoring did not finish within the {timeout_s:g} s request timeout; send fewer images or retry",
-                headers={"retry-after": "5"},
-            ) from None
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                done, _ = await asyncio.wait({work}, timeout=0.5 if left is None else max(0.0, min(0.5, left)))
+                if done:
+                    return work.result()
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise HTTPException(
+                        503,
+                        f"scoring did not finish within the {timeout_s:g} s request timeout; send fewer images or "
+                        "retry",
+                        headers={"retry-after": "5"},
+                    )
+                if await request.is_disconnected():
+                    raise HTTPException(503, "the client went away before scoring finished")
+        finally:
+            if not work.done():
+                cancel.set()
+                work.add_done_callback(lambda w: w.cancelled() or w.exception())  # a Cancelled nobody waits for
 
     def _check_name(name: str) -> None:
         try:
@@ -141,7 +158,7 @@ def api_router(
         D's share of the score only; for a fused detector ``source`` says whether D or the per-image statistics
         set the score."""
         items = await read_items(request, max_images, max_image_bytes, source_id)
-        results, explained = await _bounded(recorder.scorer.score, items)
+        results, explained = await _scored(request, items)
         metrics.count_images(results)
         if explain:
             for r in results:
@@ -197,7 +214,7 @@ def api_router(
             if done is not None:
                 out = done | {"replayed": True}
             else:
-                scored = await _bounded(recorder.scorer.score, items)
+                scored = await _scored(request, items)
                 record = partial(recorder.record, key=key, fingerprint=fingerprint)
                 out = await run_in_threadpool(record, name, items, scored)
         except KeyReused as e:

@@ -17,7 +17,7 @@ import logging
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,14 @@ MAX_RESYNC = 5
 MAX_DECODES = 2
 #: Idempotency keys: 1-255 printable ASCII characters, no space at either end (``dp_requests.key`` is VARCHAR(255)).
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?")
+
+
+#: Images scored per forward pass under the inference lock: a large request lets others' inference in between.
+INFER_CHUNK = 16
+
+
+class Cancelled(RuntimeError):
+    """The caller cancelled :meth:`Scorer.score` (its request timed out or its client went away)."""
 
 
 class KeyReused(ValueError):
@@ -137,36 +145,39 @@ class Scorer:
         self.detector = detector
         self.calibration: Calibration = detector.calibration
         self.max_decodes = max_decodes
+        #: Decodes one call may have queued or running at once: all but one of the pool's threads, so that a
+        #: single large request leaves a thread for the next request (all of them when the pool has one).
+        self.share = max(1, max_decodes - 1)
         self._decoder = ThreadPoolExecutor(max_decodes, thread_name_prefix="discopatch-decode")
         self._lock = threading.Lock()
         self.inference_seconds = 0.0
         self.inference_batches = 0
 
-    def score(self, items: list[Item]) -> tuple[list[dict[str, Any]], dict[int, Explanation]]:
+    def score(
+        self, items: list[Item], cancel: threading.Event | None = None
+    ) -> tuple[list[dict[str, Any]], dict[int, Explanation]]:
         """Per item ``{index, source_id, score, p_value, is_ood, error}``; also each scored item's explanation.
 
-        Decoding runs on the shared pool; scoring is :meth:`~discopatch.detector.Detector.score_decoded` with
-        explanations, which gives the score and D's per-patch contributions in one forward pass, so a heat map
-        never needs a second pass. The explanations (by item index) hold the preprocessed images.
+        Decoding runs on the shared pool, at most :attr:`share` of this call's images queued or running at a time,
+        so another request's images wait behind a few of these, not behind all of them (no head-of-line blocking).
+        Scoring is :meth:`~discopatch.detector.Detector.score_decoded` with explanations, which gives the score and
+        D's per-patch contributions in one forward pass, so a heat map never needs a second pass; it runs in chunks
+        of :data:`INFER_CHUNK` images, so other requests' inference interleaves. Setting ``cancel`` (the request
+        timed out or its client went away) stops the call at the next decode or chunk: its queued decodes are
+        dropped and :class:`Cancelled` is raised. The explanations (by item index) hold the preprocessed images.
         """
-        cfg = self.detector.preprocess_config
-        # one task per image, so a request of 256 images queues behind others instead of holding the pool
-        futures = {i: self._decoder.submit(_decode_one, it.data, cfg) for i, it in enumerate(items) if it.error is None}
-        names: list[str] = []
-        decoded: list[Decoded] = []
-        for i, it in enumerate(items):
-            name = it.source_id or f"images[{i}]"
-            img, err = futures[i].result() if i in futures else (None, it.error)
-            if img is None and i in futures:
-                err = err.replace("<bytes>", name, 1) if err else f"{name}: unreadable"
-            names.append(name)
-            decoded.append((img, err))
-        with self._lock:
-            t0 = time.perf_counter()
-            scored = self.detector.score_decoded(names, decoded, explain=True)
-            if any(img is not None for img, _ in decoded):
-                self.inference_seconds += time.perf_counter() - t0
-                self.inference_batches += 1
+        decoded = self._decode_all(items, cancel)
+        names = [it.source_id or f"images[{i}]" for i, it in enumerate(items)]
+        scored = []
+        for start in range(0, len(items), INFER_CHUNK):
+            _check(cancel)
+            part = slice(start, start + INFER_CHUNK)
+            with self._lock:
+                t0 = time.perf_counter()
+                scored += self.detector.score_decoded(names[part], decoded[part], explain=True)
+                if any(img is not None for img, _ in decoded[part]):
+                    self.inference_seconds += time.perf_counter() - t0
+                    self.inference_batches += 1
         results = [
             {
                 "index": i,
@@ -181,14 +192,52 @@ class Scorer:
         explained = {i: r.explanation for i, r in enumerate(scored) if r.explanation is not None}
         return results, explained
 
+    def _decode_all(self, items: list[Item], cancel: threading.Event | None) -> list[Decoded]:
+        """Each item decoded on the pool (:attr:`share` at a time), or its early error; in the items' order."""
+        cfg = self.detector.preprocess_config
+        out: list[Decoded] = [(None, it.error) for it in items]
+        todo = iter([i for i, it in enumerate(items) if it.error is None])
+        pending: dict[Future[tuple[np.ndarray | None, str | None]], int] = {}
+
+        def submit_next() -> None:
+            i = next(todo, None)
+            if i is not None:
+                pending[self._decoder.submit(_decode_one, items[i].data, cfg, cancel)] = i
+
+        for _ in range(self.share):
+            submit_next()
+        try:
+            while pending:
+                done, _ = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                _check(cancel)
+                for f in done:
+                    i = pending.pop(f)
+                    img, err = f.result()
+                    if img is None:
+                        name = items[i].source_id or f"images[{i}]"
+                        err = err.replace("<bytes>", name, 1) if err else f"{name}: unreadable"
+                    out[i] = (img, err)
+                    submit_next()
+        finally:
+            for f in pending:  # only after a cancel or an error: drop what has not started
+                f.cancel()
+        return out
+
     def close(self) -> None:
         """Stop the decoding threads (queued decodes still finish)."""
         self._decoder.shutdown(wait=False)
 
 
-def _decode_one(data: Any, cfg: Any) -> tuple[np.ndarray | None, str | None]:
+def _decode_one(data: Any, cfg: Any, cancel: threading.Event | None = None) -> tuple[np.ndarray | None, str | None]:
+    if cancel is not None and cancel.is_set():  # queued before the cancel, started after it: skip the work
+        return None, "cancelled"
     _, img, err = next(preprocess_many([data], cfg))
     return img, err
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("the request was cancelled (timed out or its client went away)")
 
 
 def thumbnail_png(img: np.ndarray, size: int = 64) -> bytes:
