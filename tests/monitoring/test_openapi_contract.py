@@ -14,7 +14,6 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from discopatch.monitoring.schemas import STREAM_NAME_PATTERN
 from discopatch.monitoring.service import create_app
 from discopatch.monitoring.streams import STREAM_NAME
 
@@ -99,7 +98,7 @@ def test_documented_stream_name_pattern_is_the_servers(client, spec) -> None:
     param = next(p for p in spec["paths"]["/v1/streams/{name}/status"]["get"]["parameters"] if p["name"] == "name")
     # JSON Schema patterns are ECMA-262: ``$`` is the end of the input (Python's also matches before a final newline)
     documented = re.compile(re.sub(r"\$$", r"\\Z", param["schema"]["pattern"]))
-    assert param["schema"]["pattern"] == STREAM_NAME_PATTERN
+    assert param["schema"]["pattern"] == STREAM_NAME.pattern
     for name in ("cam", "a.b_c-1", "9" * 128, "ünïcode", "\u00892\u0018Ú", "-x", "a" * 129, "a b", "abc\n"):
         assert bool(documented.search(name)) == bool(STREAM_NAME.fullmatch(name)), name
         status = client.get(f"/v1/streams/{quote(name, safe='')}/status").status_code
