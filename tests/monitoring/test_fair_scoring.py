@@ -5,6 +5,7 @@ queued decodes running. Each test spies on the decode step (the real decode runs
 from __future__ import annotations
 
 import io
+import sys
 import threading
 import time
 
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from discopatch.monitoring import streams
 from discopatch.monitoring.service import create_app
+from discopatch.monitoring.streams import Scorer
 
 N_BIG = 24
 
@@ -43,13 +44,14 @@ def decode_log(monkeypatch) -> list[int]:
     """A spy on the service's decode step: the size of each input whose decode starts, in order (the real decode
     runs unchanged)."""
     started: list[int] = []
-    real = streams._decode_one
+    module = sys.modules[Scorer.__module__]  # where the scorer looks its decode step up
+    real = module._decode_one
 
     def spy(data, *args):
         started.append(len(data))
         return real(data, *args)
 
-    monkeypatch.setattr(streams, "_decode_one", spy)
+    monkeypatch.setattr(module, "_decode_one", spy)
     return started
 
 

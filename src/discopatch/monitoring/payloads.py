@@ -1,5 +1,5 @@
 """Reading a request's images: multipart file fields, base64 JSON or one raw ``image/*`` body, as
-:class:`~discopatch.monitoring.streams.Item` s (whole-request problems raise HTTP 4xx, per-image ones become errors)."""
+:class:`~discopatch.monitoring.scoring.Item` s (whole-request problems raise HTTP 4xx, per-image ones become errors)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from .streams import Item
+from .scoring import Item
 
 
 def _b64(entry: str, sid: str, max_bytes: int) -> Item:

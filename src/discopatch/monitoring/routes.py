@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -46,8 +47,9 @@ from .schemas import (
     error_responses,
     images_body,
 )
+from .scoring import Item
 from .store import StreamConflict, StreamNotFound
-from .streams import Item, KeyReused, StreamRecorder, check_idempotency_key, check_stream_name, payload_fingerprint
+from .streams import KeyReused, StreamRecorder, check_idempotency_key, check_stream_name, payload_fingerprint
 
 SOURCE_ID = Query(None, max_length=1024, description="source id of a raw image/* body (default: image)")
 #: The ``{name}`` of the stream routes: documented with its pattern (other names are answered 400, not 422).
@@ -232,13 +234,19 @@ def api_router(
     @router.get(
         "/v1/streams", tags=["streams"], response_model=list[StreamListEntry], responses=error_responses(401, 503)
     )
-    def streams() -> list[dict[str, Any]]:
-        """Every recorded stream with its current verdict summary."""
-        out = []
-        for s in recorder.store.streams():
-            st = recorder.status(s["name"])
-            out.append({k: st[k] for k in _SUMMARY} | {"updated": s["updated"]})
-        return out
+    def streams(
+        response: Response,
+        limit: int = Query(1000, ge=1, le=10_000, description="streams per page"),
+        after: str | None = Query(None, max_length=128, description="the last name of the previous page"),
+    ) -> list[dict[str, Any]]:
+        """Recorded streams by name with their current verdict summary, a page at a time; when there are more, a
+        ``Link: <...>; rel="next"`` header gives the next page."""
+        page = recorder.summaries(limit + 1, after)
+        if len(page) > limit:
+            page = page[:limit]
+            query = urlencode({"limit": limit, "after": page[-1]["stream"]})
+            response.headers["link"] = f'</v1/streams?{query}>; rel="next"'
+        return [{k: s[k] for k in (*_SUMMARY, "updated")} for s in page]
 
     @router.get("/v1/streams/{name}/status", tags=["streams"], response_model=StreamStatus, responses=read)
     def stream_status(name: str = NAME) -> dict[str, Any]:

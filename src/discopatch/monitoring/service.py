@@ -46,8 +46,9 @@ from .limits import MAX_BODY_BYTES, MAX_ID, MAX_IMAGE_BYTES, MAX_IMAGES, REQUEST
 from .metrics import Metrics
 from .pages import SWAGGER_ASSETS, pages_router, swagger_ui_files
 from .routes import api_router, heatmap_png, score_histogram
+from .scoring import MAX_DECODES
 from .store import Store
-from .streams import MAX_DECODES, StreamRecorder
+from .streams import StreamRecorder
 
 __all__ = [
     "MAX_BODY_BYTES",

@@ -384,6 +384,16 @@ class Store:
             rows = s.scalars(select(StreamRow).order_by(StreamRow.name)).all()
             return [{"name": r.name, "created": r.created, "updated": r.updated, "n_images": r.n_images} for r in rows]
 
+    def stream_page(self, limit: int, after: str | None = None) -> list[dict[str, Any]]:
+        """Up to ``limit`` streams by name (after ``after``), each with its image and alert counts, in one query."""
+        alerts = select(func.count()).where(AlertRow.stream_id == StreamRow.id).scalar_subquery()
+        q = select(StreamRow.name, StreamRow.updated, StreamRow.n_images, alerts.label("n_alerts"))
+        if after is not None:
+            q = q.where(StreamRow.name > after)
+        with self._session() as s:
+            rows = s.execute(q.order_by(StreamRow.name).limit(limit)).all()
+            return [dict(r._mapping) for r in rows]
+
     def load_stream(
         self, name: str, window_size: int | None, window_seconds: float | None
     ) -> tuple[dict[str, Any], list[tuple[float, float]]]:
