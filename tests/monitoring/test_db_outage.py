@@ -132,8 +132,14 @@ def test_in_memory_sqlite_is_refused(url) -> None:
 
 
 def test_serve_refuses_in_memory_sqlite_with_one_line(model_dir, capsys, monkeypatch) -> None:
+    import uvicorn
+
     from discopatch.cli import main
 
+    def started(*_args, **_kwargs):
+        raise AssertionError("the server started on an in-memory database")
+
+    monkeypatch.setattr(uvicorn, "run", started)
     monkeypatch.delenv("DISCOPATCH_TOKEN", raising=False)
     assert main(["serve", str(model_dir), "--db", "sqlite:///:memory:"]) == 2
     err = capsys.readouterr().err.strip()
