@@ -23,7 +23,7 @@ jsonschema = pytest.importorskip("jsonschema")
 EXPECTED_ERRORS = {
     ("post", "/v1/score"): {400, 401, 413, 415, 422, 503},
     ("post", "/v1/streams/{name}/images"): {400, 401, 413, 415, 422, 503},
-    ("get", "/v1/streams"): {401, 503},
+    ("get", "/v1/streams"): {401, 422, 503},
     ("get", "/v1/streams/{name}/status"): {400, 401, 404, 422, 503},
     ("get", "/v1/streams/{name}/alerts"): {400, 401, 404, 422, 503},
     ("get", "/v1/streams/{name}/images"): {400, 401, 404, 422, 503},
@@ -139,3 +139,19 @@ def test_schemathesis_run_finds_no_failures(model_dir, live_server, tmp_path) ->
     summary = done.stdout[-3000:]
     assert done.returncode == 0, done.stdout[-12000:] + done.stderr[-2000:]
     assert re.search(r"(\d+) generated, \1 passed", summary), summary
+
+
+@pytest.mark.parametrize("token_all", [False, True])
+def test_with_a_token_the_document_says_which_operations_need_it(model_dir, tmp_path, token_all) -> None:
+    app = create_app(model_dir, f"sqlite:///{tmp_path / 'm.db'}", token="t", token_all=token_all)
+    with TestClient(app) as c:
+        spec = c.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
+    guarded = {(m, p) for p, ops in spec["paths"].items() for m, op in ops.items() if op.get("security")}
+    assert {
+        ("post", "/v1/score"),
+        ("post", "/v1/streams/{name}/images"),
+        ("get", "/v1/images/{image_id}/thumbnail.png"),
+    } <= guarded
+    assert ("get", "/v1/streams") in guarded if token_all else ("get", "/v1/streams") not in guarded
+    assert not {p for _, p in guarded} & {"/livez", "/readyz", "/healthz"}

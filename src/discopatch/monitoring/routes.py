@@ -232,7 +232,7 @@ def api_router(
         return out
 
     @router.get(
-        "/v1/streams", tags=["streams"], response_model=list[StreamListEntry], responses=error_responses(401, 503)
+        "/v1/streams", tags=["streams"], response_model=list[StreamListEntry], responses=error_responses(401, 422, 503)
     )
     def streams(
         response: Response,

@@ -27,6 +27,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
@@ -203,4 +204,25 @@ def create_app(
         app.mount(SWAGGER_ASSETS, StaticFiles(directory=swagger_files), name="swagger-ui")
 
     app.include_router(pages_router(app.openapi_url or "/openapi.json", swagger_files))
+    if token is not None:
+        _document_bearer(app, token_all)
     return app
+
+
+def _document_bearer(app: FastAPI, token_all: bool) -> None:
+    """With a token, ``/openapi.json`` says which operations need it (a ``bearer`` security scheme on each), so a
+    generated client sends it; the guard itself is the ``_auth`` middleware."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            spec.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for path, ops in spec["paths"].items():
+                for method, op in ops.items():
+                    if method == "post" or path.startswith("/v1/images/") or (token_all and path not in PROBES):
+                        op["security"] = [{"bearer": []}]
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
