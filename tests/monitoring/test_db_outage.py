@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -39,35 +40,42 @@ def _database_up(client: TestClient) -> float:
 
 
 def _read_only(store: Store, on: bool) -> None:
-    """SQLite refuses every write on connections made from now on (``PRAGMA query_only``), or stops refusing."""
+    """The database refuses every write on connections made from now on (SQLite's ``PRAGMA query_only``,
+    PostgreSQL's read-only transactions), or stops refusing."""
 
-    def query_only(dbapi_conn, _record) -> None:
-        dbapi_conn.execute("PRAGMA query_only=ON")
+    def read_only(dbapi_conn, _record) -> None:
+        if store.engine.dialect.name == "sqlite":
+            dbapi_conn.execute("PRAGMA query_only=ON")
+        else:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            dbapi_conn.commit()
 
     if on:
-        event.listen(store.engine, "connect", query_only)
-        store._query_only = query_only  # type: ignore[attr-defined]
+        event.listen(store.engine, "connect", read_only)
+        store._read_only = read_only  # type: ignore[attr-defined]
     else:
-        event.remove(store.engine, "connect", store._query_only)  # type: ignore[attr-defined]
+        event.remove(store.engine, "connect", store._read_only)  # type: ignore[attr-defined]
     store.engine.dispose()  # pooled connections are replaced by ones with the new setting
 
 
-def test_readiness_recovers_without_waiting_for_a_write(trained_detector, tmp_path, blank_png) -> None:
+def test_readiness_recovers_without_waiting_for_a_write(trained_detector, db_url, stream_name, blank_png) -> None:
     """After a failed write /readyz stayed 503 until a write succeeded: with readiness gating traffic, none came."""
-    with TestClient(create_app(trained_detector, f"sqlite:///{tmp_path / 'm.db'}")) as c:
-        assert c.post("/v1/streams/cam/images", files=_files(blank_png)).status_code == 200
+    url = f"/v1/streams/{stream_name}"
+    with TestClient(create_app(trained_detector, db_url)) as c:
+        assert c.post(f"{url}/images", files=_files(blank_png)).status_code == 200
         store = c.app.state.recorder.store
         _read_only(store, True)
-        r = c.post("/v1/streams/cam/images", files=_files(blank_png))
+        r = c.post(f"{url}/images", files=_files(blank_png))
         assert r.status_code == 503
         ready = c.get("/readyz")
-        assert ready.status_code == 503 and "readonly" in ready.json()["checks"]["database"]
+        assert ready.status_code == 503 and re.search(r"read.?only", ready.json()["checks"]["database"]), ready.text
         assert c.get("/readyz").status_code == 503  # the probe itself writes (and rolls back): still refused
         _read_only(store, False)  # the operator fixes the database; no write is sent
         assert c.get("/readyz").status_code == 200 and c.get("/healthz").status_code == 200
-        rows = c.get("/v1/streams/cam/images").json()
-        assert len(rows) == 1  # the probe left nothing behind
-        assert [s["stream"] for s in c.get("/v1/streams").json()] == ["cam"]
+        assert len(c.get(f"{url}/images").json()) == 1  # the probe left nothing behind
+        names = [s["stream"] for s in c.get("/v1/streams", params={"limit": 10_000}).json()]
+        assert stream_name in names and not any("probe" in n for n in names)
 
 
 def test_an_outage_answers_503_keeps_metrics_and_counts_and_logs_every_failed_write(
