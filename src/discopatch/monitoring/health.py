@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 
-from .store import db_error_cause
+from .store import StreamConflict, db_error_cause
 
 log = logging.getLogger("discopatch.monitoring")
 
@@ -23,7 +23,7 @@ LOG_INTERVAL_S = 10.0
 def failure_reason(e: BaseException) -> str:
     """A short, bounded label for a database error: the SQLAlchemy class (``OperationalError``, ``IntegrityError``,
     ...) or ``conflict`` for a write that other writers kept pre-empting."""
-    return "conflict" if type(e).__name__ == "StreamConflict" else type(e).__name__
+    return "conflict" if isinstance(e, StreamConflict) else type(e).__name__
 
 
 class DbFailures:
@@ -40,7 +40,7 @@ class DbFailures:
         """Count and (rate-limited) log one failure of ``operation`` (read or write) on ``where`` (a stream or a
         path); ``what`` says what could not be done. Returns the cause in one line."""
         reason = failure_reason(e)
-        cause = db_error_cause(e) if reason != "conflict" else str(e)
+        cause = str(e) if reason == "conflict" else db_error_cause(e)
         key = (operation, where, reason)
         now = time.monotonic()
         with self._lock:

@@ -162,7 +162,8 @@ def create_app(
     @app.exception_handler(SQLAlchemyError)
     async def _database_down(request: Request, exc: SQLAlchemyError) -> JSONResponse:
         """A read that the database could not answer: 503 (counted and logged), never a 500 with a traceback."""
-        reason = recorder.failures.failed("read", request.url.path, exc)
+        route = getattr(request.scope.get("route"), "path", None) or "unmatched"  # a template: bounded log keys
+        reason = recorder.failures.failed("read", route, exc)
         return JSONResponse(
             {"detail": f"the database is unavailable ({reason}); retry later"},
             status_code=503,
