@@ -145,7 +145,7 @@ def test_schemathesis_run_finds_no_failures(model_dir, live_server, tmp_path) ->
 def test_with_a_token_the_document_says_which_operations_need_it(model_dir, tmp_path, token_all) -> None:
     app = create_app(model_dir, f"sqlite:///{tmp_path / 'm.db'}", token="t", token_all=token_all)
     with TestClient(app) as c:
-        spec = c.get("/openapi.json").json()
+        spec = c.get("/openapi.json", headers={"authorization": "Bearer t"}).json()  # --token-all guards it too
     assert spec["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
     guarded = {(m, p) for p, ops in spec["paths"].items() for m, op in ops.items() if op.get("security")}
     assert {
