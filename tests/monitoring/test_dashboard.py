@@ -56,7 +56,7 @@ def test_alert_appears_on_the_dashboard(model_dir, live_server, tmp_path, id_png
 
             # the header names the model and its threshold
             header = page.locator("header #model")
-            sync_api.expect(header.locator(".model-id")).to_have_text(detector.detector_id[:12])
+            sync_api.expect(header.locator(".model-id")).to_have_text(detector.detector_id[:16])
             assert detector.detector_id in header.get_attribute("title")
             assert float(header.locator(".threshold").text_content()) == pytest.approx(detector.threshold, rel=1e-5)
 

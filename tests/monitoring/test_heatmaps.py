@@ -90,7 +90,7 @@ def test_a_corrupted_quadrant_is_hottest_over_http(server, local_detector: Detec
 
 def test_bad_values_are_clear_4xx(server, id_pngs) -> None:
     r = server.post("/v1/score", files=_files(id_pngs[:1]), params={"explain": "maybe"})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "explain"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "explain"]
     r = server.post("/v1/streams/cam/images", files=_files(id_pngs[:1]), params={"explain": "true"})
     assert r.status_code == 400 and "/v1/images/{id}/explanation" in r.json()["detail"]
     assert server.get("/v1/streams/cam/status").status_code == 404  # refused before anything was recorded

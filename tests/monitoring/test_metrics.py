@@ -9,6 +9,7 @@ import pytest
 
 from discopatch.calibration import Calibration
 from discopatch.monitoring.drift import DriftConfig, DriftMonitor
+from discopatch.monitoring.health import DbFailures
 
 prometheus_client = pytest.importorskip("prometheus_client")
 
@@ -24,7 +25,9 @@ def test_scrape_with_the_cusum_test_off() -> None:
         "plain": DriftMonitor(cal, DriftConfig(tests=("binomial", "ks"))),
         "cusum": DriftMonitor(cal, DriftConfig(tests=("cusum",))),
     }
-    recorder = SimpleNamespace(scorer=SimpleNamespace(inference_seconds=0.0), monitors=lambda: monitors)
+    recorder = SimpleNamespace(
+        scorer=SimpleNamespace(inference_seconds=0.0), monitors=lambda: monitors, failures=DbFailures()
+    )
     registry = prometheus_client.CollectorRegistry()
     registry.register(_StreamCollector(recorder))
     text = prometheus_client.generate_latest(registry).decode()

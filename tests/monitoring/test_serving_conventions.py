@@ -70,10 +70,10 @@ def test_metrics_model_id_score_histogram_and_in_flight(detector, tmp_path, id_p
     scorer = app.state.recorder.scorer
     real, entered, release = scorer.score, threading.Event(), threading.Event()
 
-    def held(items):
+    def held(items, cancel=None):
         entered.set()
         release.wait(60)
-        return real(items)
+        return real(items, cancel)
 
     with live_server(app) as url, httpx.Client(base_url=url, timeout=60) as c:
         body = c.post("/v1/score", files=_files(id_pngs[:5])).json()

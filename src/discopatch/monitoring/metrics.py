@@ -19,6 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
 from .streams import StreamRecorder
@@ -53,7 +54,24 @@ class _StreamCollector:
             "Time spent in model inference.",
             value=self.recorder.scorer.inference_seconds,
         )
-        monitors = self.recorder.monitors()
+        failures = CounterMetricFamily(
+            "discopatch_database_failures",
+            "Failed database operations (write: a request's rows not recorded; read; probe: /readyz or /healthz), "
+            "by operation and reason (the SQLAlchemy error class, or conflict).",
+            labels=["operation", "reason"],
+        )
+        up = 1.0
+        try:  # the per-stream gauges need the database: during an outage the scrape still answers, without them
+            monitors = self.recorder.monitors()
+        except SQLAlchemyError as e:
+            self.recorder.failures.failed("read", "/metrics", e)
+            monitors, up = {}, 0.0
+        for (operation, reason), count in sorted(self.recorder.failures.counts.items()):
+            failures.add_metric([operation, reason], count)
+        yield failures
+        yield GaugeMetricFamily(
+            "discopatch_database_up", "1 when this scrape could read the streams from the database, else 0.", value=up
+        )
         now = time.time()
         results = {name: mon.result(now=now) for name, mon in monitors.items()}
         per_stream = {

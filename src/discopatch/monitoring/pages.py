@@ -11,6 +11,8 @@ from fastapi import APIRouter
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from .schemas import error_responses
+
 #: Where /docs finds Swagger UI's script and style: the copy of Swagger UI 5 (which renders OpenAPI 3.1, the version
 #: FastAPI writes) that the fastapi-offline package ships, served by this app; FastAPI's own /docs loads it from a CDN.
 SWAGGER_ASSETS = "/docs-assets"
@@ -71,7 +73,9 @@ def pages_router(openapi_url: str, swagger_files: Path | None) -> APIRouter:
     def api_page() -> HTMLResponse:
         return HTMLResponse(API_PAGE) if swagger_files is None else swagger_ui_page(openapi_url)
 
-    @router.get("/dashboard", response_class=HTMLResponse, tags=["dashboard"])
+    @router.get(
+        "/dashboard", response_class=HTMLResponse, tags=["dashboard"], responses=error_responses(401, text_route=True)
+    )
     def dashboard() -> HTMLResponse:
         """A self-contained page: per stream the score timeline, alarm rate, alerts and flagged thumbnails."""
         return HTMLResponse(dashboard_html)

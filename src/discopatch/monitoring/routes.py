@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import io
 import math
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -20,7 +23,6 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from PIL import Image
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
@@ -29,7 +31,7 @@ from .limits import MAX_ID
 from .metrics import CONTENT_TYPE, Metrics
 from .payloads import read_items
 from .schemas import (
-    IMAGES_BODY,
+    STREAM_NAME_PATTERN,
     Alert,
     Health,
     HeatMap,
@@ -42,11 +44,16 @@ from .schemas import (
     StreamListEntry,
     StreamResponse,
     StreamStatus,
+    error_responses,
+    images_body,
 )
+from .scoring import Item
 from .store import StreamConflict, StreamNotFound
 from .streams import KeyReused, StreamRecorder, check_idempotency_key, check_stream_name, payload_fingerprint
 
 SOURCE_ID = Query(None, max_length=1024, description="source id of a raw image/* body (default: image)")
+#: The ``{name}`` of the stream routes: documented with its pattern (other names are answered 400, not 422).
+NAME = PathParam(description="stream name", json_schema_extra={"pattern": STREAM_NAME_PATTERN, "maxLength": 128})
 
 
 def score_histogram(
@@ -103,16 +110,31 @@ def api_router(
     router = APIRouter()
     detector = recorder.detector
 
-    async def _bounded(func: Callable[..., Any], *args: Any) -> Any:
-        """Run ``func`` in the thread pool; 503 after ``timeout_s`` (the thread finishes, its result is dropped)."""
+    async def _scored(request: Request, items: list[Item]) -> tuple[list[dict[str, Any]], dict[int, Any]]:
+        """Score ``items`` in the thread pool; 503 after ``timeout_s``. On a timeout, or when the client goes away,
+        the scorer is cancelled: its queued decodes are dropped rather than holding the pool for later requests."""
+        cancel = threading.Event()
+        work = asyncio.ensure_future(run_in_threadpool(recorder.scorer.score, items, cancel))
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         try:
-            return await asyncio.wait_for(run_in_threadpool(func, *args), timeout_s)
-        except asyncio.TimeoutError:
-            raise HTTPException(
-                503,
-                f"scoring did not finish within the {timeout_s:g} s request timeout; send fewer images or retry",
-                headers={"retry-after": "5"},
-            ) from None
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                done, _ = await asyncio.wait({work}, timeout=0.5 if left is None else max(0.0, min(0.5, left)))
+                if done:
+                    return work.result()
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise HTTPException(
+                        503,
+                        f"scoring did not finish within the {timeout_s:g} s request timeout; send fewer images or "
+                        "retry",
+                        headers={"retry-after": "5"},
+                    )
+                if await request.is_disconnected():
+                    raise HTTPException(503, "the client went away before scoring finished")
+        finally:
+            if not work.done():
+                cancel.set()
+                work.add_done_callback(lambda w: w.cancelled() or w.exception())  # a Cancelled nobody waits for
 
     def _check_name(name: str) -> None:
         try:
@@ -120,7 +142,12 @@ def api_router(
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
 
-    @router.post("/v1/score", response_model=ScoreResponse, openapi_extra=IMAGES_BODY, tags=["scoring"])
+    body = images_body(max_images)
+    posted = error_responses(400, 401, 413, 415, 422, 503)
+    read = error_responses(400, 401, 404, 422, 503)  # a stream's GET routes
+    image = error_responses(401, 404, 422, 503)
+
+    @router.post("/v1/score", response_model=ScoreResponse, openapi_extra=body, tags=["scoring"], responses=posted)
     async def score(
         request: Request,
         source_id: str | None = SOURCE_ID,
@@ -133,7 +160,7 @@ def api_router(
         D's share of the score only; for a fused detector ``source`` says whether D or the per-image statistics
         set the score."""
         items = await read_items(request, max_images, max_image_bytes, source_id)
-        results, explained = await _bounded(recorder.scorer.score, items)
+        results, explained = await _scored(request, items)
         metrics.count_images(results)
         if explain:
             for r in results:
@@ -151,10 +178,17 @@ def api_router(
         }
 
     @router.post(
-        "/v1/streams/{name}/images", response_model=StreamResponse, openapi_extra=IMAGES_BODY, tags=["streams"]
+        "/v1/streams/{name}/images",
+        response_model=StreamResponse,
+        openapi_extra=body,
+        tags=["streams"],
+        responses=posted,
     )
     async def stream_images(
-        name: str, request: Request, response: Response, source_id: str | None = SOURCE_ID
+        request: Request,
+        response: Response,
+        name: str = NAME,
+        source_id: str | None = SOURCE_ID,
     ) -> dict[str, Any]:
         """Score images, record them in stream ``name`` (created on first use) and return the drift verdict.
 
@@ -182,7 +216,7 @@ def api_router(
             if done is not None:
                 out = done | {"replayed": True}
             else:
-                scored = await _bounded(recorder.scorer.score, items)
+                scored = await _scored(request, items)
                 record = partial(recorder.record, key=key, fingerprint=fingerprint)
                 out = await run_in_threadpool(record, name, items, scored)
         except KeyReused as e:
@@ -197,32 +231,40 @@ def api_router(
             metrics.count_images(out["results"])
         return out
 
-    @router.get("/v1/streams", tags=["streams"], response_model=list[StreamListEntry])
-    def streams() -> list[dict[str, Any]]:
-        """Every recorded stream with its current verdict summary."""
-        out = []
-        for s in recorder.store.streams():
-            st = recorder.status(s["name"])
-            out.append({k: st[k] for k in _SUMMARY} | {"updated": s["updated"]})
-        return out
+    @router.get(
+        "/v1/streams", tags=["streams"], response_model=list[StreamListEntry], responses=error_responses(401, 422, 503)
+    )
+    def streams(
+        response: Response,
+        limit: int = Query(1000, ge=1, le=10_000, description="streams per page"),
+        after: str | None = Query(None, max_length=128, description="the last name of the previous page"),
+    ) -> list[dict[str, Any]]:
+        """Recorded streams by name with their current verdict summary, a page at a time; when there are more, a
+        ``Link: <...>; rel="next"`` header gives the next page."""
+        page = recorder.summaries(limit + 1, after)
+        if len(page) > limit:
+            page = page[:limit]
+            query = urlencode({"limit": limit, "after": page[-1]["stream"]})
+            response.headers["link"] = f'</v1/streams?{query}>; rel="next"'
+        return [{k: s[k] for k in (*_SUMMARY, "updated")} for s in page]
 
-    @router.get("/v1/streams/{name}/status", tags=["streams"], response_model=StreamStatus)
-    def stream_status(name: str) -> dict[str, Any]:
+    @router.get("/v1/streams/{name}/status", tags=["streams"], response_model=StreamStatus, responses=read)
+    def stream_status(name: str = NAME) -> dict[str, Any]:
         """Window statistics and the drift verdict (alibi-detect keys plus counts and per-test results)."""
         _check_name(name)
         with known_stream(name):
             return recorder.status(name)
 
-    @router.get("/v1/streams/{name}/alerts", tags=["streams"], response_model=list[Alert])
-    def stream_alerts(name: str, limit: int = Query(100, ge=1, le=10_000)) -> list[dict[str, Any]]:
+    @router.get("/v1/streams/{name}/alerts", tags=["streams"], response_model=list[Alert], responses=read)
+    def stream_alerts(name: str = NAME, limit: int = Query(100, ge=1, le=10_000)) -> list[dict[str, Any]]:
         """Drift alerts of the stream, newest first."""
         _check_name(name)
         with known_stream(name):
             return recorder.store.alerts(name, limit)
 
-    @router.get("/v1/streams/{name}/images", tags=["streams"], response_model=list[RecordedImage])
+    @router.get("/v1/streams/{name}/images", tags=["streams"], response_model=list[RecordedImage], responses=read)
     def stream_images_list(
-        name: str,
+        name: str = NAME,
         limit: int = Query(200, ge=1, le=10_000),
         flagged: bool | None = None,
         after_seq: int | None = Query(None, ge=-MAX_ID, le=MAX_ID),
@@ -236,8 +278,8 @@ def api_router(
             r["heatmap"] = f"/v1/images/{r['id']}/heatmap.png" if r.pop("has_explanation") else None
         return rows
 
-    @router.get("/v1/streams/{name}/histogram", tags=["streams"], response_model=ScoreHistogram)
-    def stream_histogram(name: str, bins: int = Query(30, ge=2, le=200)) -> dict[str, Any]:
+    @router.get("/v1/streams/{name}/histogram", tags=["streams"], response_model=ScoreHistogram, responses=read)
+    def stream_histogram(name: str = NAME, bins: int = Query(30, ge=2, le=200)) -> dict[str, Any]:
         """The drift window's scores against the calibration scores, counted over the same ``bins`` bins."""
         _check_name(name)
         with known_stream(name):
@@ -254,6 +296,8 @@ def api_router(
             "threshold": finite(cal.threshold),
         }
 
+    png_responses = {200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}} | image
+
     def _explanation(image_id: int) -> dict[str, Any]:
         data = recorder.store.explanation(image_id)
         if data is None:
@@ -263,13 +307,13 @@ def api_router(
             )  # fmt: skip
         return data
 
-    @router.get("/v1/images/{image_id}/explanation", tags=["streams"], response_model=HeatMap)
+    @router.get("/v1/images/{image_id}/explanation", tags=["streams"], response_model=HeatMap, responses=image)
     def image_explanation(image_id: int = PathParam(ge=1, le=MAX_ID)) -> dict[str, Any]:
         """The heat-map data of a recorded image, kept from the pass that scored it (on the full preprocessed
         image, whatever the thumbnail's size)."""
         return _explanation(image_id)
 
-    @router.get("/v1/images/{image_id}/heatmap.png", tags=["streams"], response_class=Response)
+    @router.get("/v1/images/{image_id}/heatmap.png", tags=["streams"], response_class=Response, responses=png_responses)
     def image_heatmap(image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
         """The kept heat map over the kept thumbnail (blue: real-like patches, red: fake-like). The map is exact;
         the picture under it is the thumbnail, scaled up to the preprocessed size when it is smaller."""
@@ -279,7 +323,9 @@ def api_router(
             raise not_found("no thumbnail for this image")
         return Response(heatmap_png(data, png), media_type="image/png", headers={"cache-control": "max-age=86400"})
 
-    @router.get("/v1/images/{image_id}/thumbnail.png", tags=["streams"], response_class=Response)
+    @router.get(
+        "/v1/images/{image_id}/thumbnail.png", tags=["streams"], response_class=Response, responses=png_responses
+    )
     def thumbnail(image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
         """The preprocessed image as the detector saw it (kept for flagged images by default)."""
         png = recorder.store.thumbnail(image_id)
@@ -288,17 +334,20 @@ def api_router(
         return Response(png, media_type="image/png", headers={"cache-control": "max-age=86400"})
 
     def _database_problem() -> str | None:
-        """Why the database cannot serve this app now (unreachable, or the last write failed), or None."""
+        """Why the database cannot serve this app now, or None. Probed on each call, so health recovers by itself:
+        ``SELECT 1``, and while the last write has failed, a rolled-back write that clears the failure if it works
+        (a database can answer reads and still refuse writes: read-only, full, a missing table)."""
+        failed = recorder.last_write_error
         try:
-            with recorder.store.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            recorder.store.probe(write=failed is not None)
         except SQLAlchemyError as e:
-            return f"database unreachable: {type(e).__name__}"
-        if recorder.last_write_error is not None:  # reads can succeed on a read-only or full database
-            return f"database unhealthy: {recorder.last_write_error}"
+            cause = recorder.failures.failed("probe", "readiness", e)
+            return f"database unhealthy: {failed}" if failed else f"database unreachable: {cause}"
+        if failed is not None and recorder.last_write_error == failed:
+            recorder.last_write_error = None
         return None
 
-    @router.get("/healthz", tags=["service"], response_model=Health)
+    @router.get("/healthz", tags=["service"], response_model=Health, responses=error_responses(503))
     def healthz() -> dict[str, Any]:
         """Health of the process and its database: 503 when the database is unreachable or the last write to it
         failed."""
@@ -332,7 +381,7 @@ def api_router(
         body = {"status": "ready" if ready else "not ready", "checks": checks, "model_id": detector.detector_id}
         return body if ready else JSONResponse(body, status_code=503)
 
-    @router.get("/v1/model", tags=["service"], response_model=ModelInfo)
+    @router.get("/v1/model", tags=["service"], response_model=ModelInfo, responses=error_responses(401))
     def model_info() -> dict[str, Any]:
         """The served detector: model id, calibrated threshold and what a heat map's coordinates refer to."""
         cal = recorder.calibration
@@ -348,7 +397,9 @@ def api_router(
             "n_patches": detector.n_patches,
         }
 
-    @router.get("/metrics", tags=["service"], response_class=PlainTextResponse)
+    @router.get(
+        "/metrics", tags=["service"], response_class=PlainTextResponse, responses=error_responses(401, text_route=True)
+    )
     def prometheus() -> Response:
         """Prometheus text exposition format (version 0.0.4)."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)

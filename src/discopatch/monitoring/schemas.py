@@ -2,44 +2,81 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-IMAGES_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["images"],
-                    "properties": {
-                        "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                    },
-                }
-            },
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["images"],
-                    "properties": {
-                        "images": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "byte"},
-                            "description": "base64 (a data: URL prefix is accepted)",
+#: A stream name (``streams.STREAM_NAME``, written for JSON Schema): what the ``{name}`` path parameters accept.
+STREAM_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+def images_body(max_images: int) -> dict[str, Any]:
+    """The ``requestBody`` of the scoring routes. At least one image, so that an empty request (answered 422) is
+    outside the documented schema rather than a valid request refused; over ``max_images`` is 413, a limit of the
+    server rather than a rule of the schema. What is inside an image string (bad base64, not an image) is that
+    image's error in a 200, so the strings carry their encoding as an annotation (``contentEncoding``), not a
+    ``format`` the request would be refused for."""
+    body: dict[str, Any] = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["images"],
+                        "properties": {
+                            "images": {
+                                "type": "array",
+                                "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                                "minItems": 1,
+                                "description": f"image files, each part with a filename (at most {max_images}: 413 "
+                                "over it); optional source_id fields name them, the i-th the i-th image",
+                            },
                         },
-                        "source_ids": {"type": "array", "items": {"type": "string"}},
                     },
-                }
+                    # image bytes of any type: the server looks at the data, not at the part's declared type
+                    "encoding": {"images": {"contentType": "application/octet-stream"}},
+                },
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["images"],
+                        "properties": {
+                            "images": {
+                                "type": "array",
+                                "items": {
+                                    "anyOf": [
+                                        {"type": "string", "contentEncoding": "base64"},
+                                        {
+                                            "type": "object",
+                                            "required": ["data"],
+                                            "properties": {
+                                                "data": {"type": "string", "contentEncoding": "base64"},
+                                                "source_id": {"type": ["string", "null"]},
+                                            },
+                                        },
+                                    ]
+                                },
+                                "minItems": 1,
+                                "description": "base64 (a data: URL prefix is accepted), or {data, source_id}; at most "
+                                f"{max_images} (413 over it)",
+                            },
+                            "source_ids": {
+                                "type": ["array", "null"],
+                                "description": "optional: the i-th names the i-th image (default: images[i])",
+                                "items": {"type": ["string", "null"]},
+                            },
+                        },
+                    }
+                },
+                "image/*": {
+                    "schema": {"type": "string", "format": "binary"},
+                    "description": "one raw image (png, jpeg, gif, webp, bmp or tiff); ?source_id= names it",
+                },
             },
-            "image/*": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "one raw image (png, jpeg, gif, webp, bmp or tiff); ?source_id= names it",
-            },
-        },
+        }
     }
-}
+    return body
 
 
 #: What a heat map can and cannot say; every explanation in a response carries it.
@@ -61,7 +98,9 @@ class HeatMap(BaseModel):
     stats_score: float | None = Field(description="the statistics (Mahalanobis) score, when the detector has one")
     image_size: int = Field(description="side of the preprocessed square image the corners refer to")
     patch_size: int = Field(description="side of each patch in pixels")
-    corners: list[tuple[int, int]] = Field(description="each patch's top-left (y, x) in the preprocessed image")
+    corners: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
+        description="each patch's top-left [y, x] in the preprocessed image"
+    )
     contributions: list[float] = Field(
         description="per patch 1 - sigmoid(logit): near 1 D calls it fake-like, near 0 real-like"
     )
@@ -220,3 +259,43 @@ class Ready(BaseModel):
     status: str = Field(description="ready or not ready")
     checks: dict[str, str] = Field(description="per check (model, database): ok or what is wrong")
     model_id: str | None = Field(description=MODEL_ID)
+
+
+class ValidationIssue(BaseModel):
+    """One problem with a request's parameters (a 422's ``errors``)."""
+
+    loc: list[str | int] = Field(description="where: path, query, header or body, then the parameter's name")
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. less_than_equal")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response of the service (4xx and 5xx alike)."""
+
+    detail: str = Field(description="what went wrong and, where there is one, what to do")
+    errors: list[ValidationIssue] | None = Field(
+        default=None, description="422 for invalid parameters only: each problem found (absent otherwise)"
+    )
+
+
+#: When each error status is answered; :func:`error_responses` documents them with :class:`ErrorBody`.
+ERROR_STATUSES = {
+    400: "malformed request: a stream name outside the allowed pattern, a cut or unparsable body, a bad header",
+    401: "missing or wrong bearer token (only when the server runs with --token)",
+    404: "no such stream, image, thumbnail or heat map",
+    413: "body, image count or an image over the server's limits",
+    415: "a content type the route does not take",
+    422: "invalid parameters, no images, or an Idempotency-Key reused with other images",
+    503: "the database is unavailable, or scoring did not finish within the request timeout (see Retry-After)",
+}
+
+
+def error_responses(*statuses: int, text_route: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route for the error ``statuses`` it can answer, all with the one :class:`ErrorBody`.
+
+    ``text_route``: the route's own answer is not JSON (``/metrics``, ``/dashboard``); FastAPI would file the model
+    under that media type, so the error body is referred to directly (the other routes register it)."""
+    if text_route:
+        ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        return {s: {"description": ERROR_STATUSES[s], "content": ref} for s in statuses}
+    return {s: {"model": ErrorBody, "description": ERROR_STATUSES[s]} for s in statuses}

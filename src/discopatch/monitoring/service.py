@@ -20,14 +20,22 @@ the HTML pages (:mod:`.pages`).
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
@@ -39,8 +47,9 @@ from .limits import MAX_BODY_BYTES, MAX_ID, MAX_IMAGE_BYTES, MAX_IMAGES, REQUEST
 from .metrics import Metrics
 from .pages import SWAGGER_ASSETS, pages_router, swagger_ui_files
 from .routes import api_router, heatmap_png, score_histogram
+from .scoring import MAX_DECODES
 from .store import Store
-from .streams import MAX_DECODES, StreamRecorder
+from .streams import StreamRecorder
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -118,8 +127,51 @@ def create_app(
             route = getattr(request.scope.get("route"), "path", None) or "unmatched"
             metrics.observe(route, request.method, status, time.perf_counter() - t0)
 
+    @functools.cache
+    def _path_methods() -> list[tuple[re.Pattern[str], set[str]]]:
+        """Each documented path's regex and methods (GET implies HEAD), from the OpenAPI document."""
+        out = []
+        for template, ops in app.openapi()["paths"].items():
+            methods = {m.upper() for m in ops}
+            out.append((compile_path(template)[0], methods | ({"HEAD"} if "GET" in methods else set())))
+        return out
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Every HTTP error as ``{"detail": ...}``; a 405's ``Allow`` lists the methods of every route on the path
+        (Starlette's names only the first route's, and ``/v1/streams/{name}/images`` has a GET and a POST)."""
+        if exc.status_code == 405:
+            path = request.url.path
+            methods = sorted({m for regex, ms in _path_methods() if regex.match(path) for m in ms})
+            if methods:
+                headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
+                exc.headers = headers | {"allow": ", ".join(methods)}
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 in the service's one error shape: ``detail`` says it in a line, ``errors`` lists each problem."""
+        errors = [
+            {"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
+             "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]  # fmt: skip
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database_down(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        """A read that the database could not answer: 503 (counted and logged), never a 500 with a traceback."""
+        route = getattr(request.scope.get("route"), "path", None) or "unmatched"  # a template: bounded log keys
+        reason = recorder.failures.failed("read", route, exc)
+        return JSONResponse(
+            {"detail": f"the database is unavailable ({reason}); retry later"},
+            status_code=503,
+            headers={"retry-after": "5"},
+        )
+
     if token is not None:
-        expected = f"Bearer {token}".encode()
+        expected = token.encode()
 
         @app.middleware("http")
         async def _auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -127,8 +179,10 @@ def create_app(
             # thumbnails are the images themselves, under guessable sequential ids: guarded whenever a token is set
             probe = path in PROBES
             guarded = request.method == "POST" or path.startswith("/v1/images/") or (token_all and not probe)
-            given = request.headers.get("authorization", "").encode()
-            if guarded and not secrets.compare_digest(given, expected):
+            # RFC 7235: the scheme is case-insensitive ("bearer" and "BEARER" are "Bearer")
+            scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+            ok = scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), expected)
+            if guarded and not ok:
                 return JSONResponse(
                     {"detail": "missing or wrong bearer token (send 'Authorization: Bearer <token>')"},
                     status_code=401,
@@ -151,4 +205,25 @@ def create_app(
         app.mount(SWAGGER_ASSETS, StaticFiles(directory=swagger_files), name="swagger-ui")
 
     app.include_router(pages_router(app.openapi_url or "/openapi.json", swagger_files))
+    if token is not None:
+        _document_bearer(app, token_all)
     return app
+
+
+def _document_bearer(app: FastAPI, token_all: bool) -> None:
+    """With a token, ``/openapi.json`` says which operations need it (a ``bearer`` security scheme on each), so a
+    generated client sends it; the guard itself is the ``_auth`` middleware."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            spec.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for path, ops in spec["paths"].items():
+                for method, op in ops.items():
+                    if method == "post" or path.startswith("/v1/images/") or (token_all and path not in PROBES):
+                        op["security"] = [{"bearer": []}]
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

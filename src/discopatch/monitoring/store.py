@@ -160,6 +160,15 @@ def make_db_engine(url: str | os.PathLike[str]) -> Engine:
     return create_engine(u, pool_pre_ping=True)
 
 
+def _in_memory(engine: Engine) -> bool:
+    """True for SQLite URLs without a file: ``sqlite://``, ``sqlite:///:memory:``, ``file::memory:`` or mode=memory."""
+    u = engine.url
+    if u.get_backend_name() != "sqlite":
+        return False
+    database = u.database or ""
+    return database in ("", ":memory:") or ":memory:" in database or u.query.get("mode") == "memory"
+
+
 class StreamNotFound(KeyError):
     """No stream of that name has been recorded."""
 
@@ -208,6 +217,12 @@ class Store:
             self.engine = make_db_engine(url)
         except (SQLAlchemyError, ValueError, ImportError) as e:
             raise StoreUnavailable(f"invalid database URL ({db_error_cause(e)})") from None
+        if _in_memory(self.engine):
+            self.engine.dispose()
+            raise StoreUnavailable(
+                "an in-memory SQLite database cannot hold the history: each connection would get its own empty "
+                "database and every write would fail; give a file (--db monitor.db) or a PostgreSQL URL"
+            )
         self.url = self.engine.url.render_as_string(hide_password=True)
         try:
             Base.metadata.create_all(self.engine)
@@ -219,6 +234,25 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def probe(self, write: bool = False) -> None:
+        """Check the database now (raises SQLAlchemyError): ``SELECT 1``, or with ``write`` a stream and an image
+        inserted in a write transaction and rolled back, which fails as a real write would (read-only file, missing
+        table, full disk, no write lock) and leaves nothing behind."""
+        if not write:
+            with self._session() as s:
+                s.execute(select(1))
+            return
+        with self._session(write=True) as s:
+            try:
+                now = time.time()
+                st = StreamRow(name="/readiness-probe", created=now, updated=now, n_images=0, state={})
+                s.add(st)
+                s.flush()
+                s.add(ImageRow(stream_id=st.id, seq=1, time=now))
+                s.flush()
+            finally:
+                s.rollback()
 
     @contextmanager
     def _session(self, write: bool = False) -> Iterator[Session]:
@@ -349,6 +383,16 @@ class Store:
         with self._session() as s:
             rows = s.scalars(select(StreamRow).order_by(StreamRow.name)).all()
             return [{"name": r.name, "created": r.created, "updated": r.updated, "n_images": r.n_images} for r in rows]
+
+    def stream_page(self, limit: int, after: str | None = None) -> list[dict[str, Any]]:
+        """Up to ``limit`` streams by name (after ``after``), each with its image and alert counts, in one query."""
+        alerts = select(func.count()).where(AlertRow.stream_id == StreamRow.id).scalar_subquery()
+        q = select(StreamRow.name, StreamRow.updated, StreamRow.n_images, alerts.label("n_alerts"))
+        if after is not None:
+            q = q.where(StreamRow.name > after)
+        with self._session() as s:
+            rows = s.execute(q.order_by(StreamRow.name).limit(limit)).all()
+            return [dict(r._mapping) for r in rows]
 
     def load_stream(
         self, name: str, window_size: int | None, window_seconds: float | None

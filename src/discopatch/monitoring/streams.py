@@ -1,9 +1,7 @@
 """Score images, update a stream's drift monitor and persist both: the core shared by ``serve`` and ``monitor``.
 
-Concurrency: decoding runs on a pool of ``max_decodes`` threads shared by all callers (decoding is what takes
-memory, up to about two decoded images' worth each, see docs/RELIABILITY.md, so N concurrent requests must not
-multiply it); inference holds one lock (a PyTorch model is not safe to share
-between threads and two forward passes would only compete for the same cores); each stream has its own lock
+Concurrency: decoding and inference are :class:`~discopatch.monitoring.scoring.Scorer`'s (a shared decode pool,
+a share of it per request, one inference lock); each stream has its own lock
 around "update the monitor, commit, swap in the new monitor", so images get dense sequence numbers in commit
 order and a failed commit leaves the in-memory state untouched. A call returns only after its commit.
 """
@@ -17,24 +15,21 @@ import logging
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..calibration import Calibration
-from ..data.images import preprocess_many, utf8_text
-from ..detector import Decoded, Detector
-from ..errors import NotFittedError
+from ..data.images import utf8_text
+from ..detector import Detector
 from ..explain import Explanation
 from . import THUMBNAILS
 from .alerts import AlertDispatcher
 from .drift import DriftConfig, DriftMonitor
-from .store import AlreadyRecorded, Store, StoredRequest, StreamConflict, db_error_cause
+from .health import DbFailures
+from .scoring import MAX_DECODES, Item, Scorer
+from .store import AlreadyRecorded, Store, StoredRequest, StreamConflict
 
 log = logging.getLogger("discopatch.monitoring")
 
@@ -45,8 +40,6 @@ MAX_SOURCE_ID = 1024
 MAX_ERROR_CHARS = 2000
 #: Times a write is recomputed from the database after another writer got in first, before giving up.
 MAX_RESYNC = 5
-#: Images decoded and preprocessed at once by one :class:`Scorer` (``serve --max-decodes``).
-MAX_DECODES = 2
 #: Idempotency keys: 1-255 printable ASCII characters, no space at either end (``dp_requests.key`` is VARCHAR(255)).
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?")
 
@@ -110,86 +103,6 @@ def make_storable(result: dict[str, Any]) -> None:
         result["error"] = utf8_text(result["error"]).replace("\x00", "\\x00")[:MAX_ERROR_CHARS]
 
 
-@dataclass
-class Item:
-    """One input: ``data`` (encoded bytes or a file path) or an ``error`` found before decoding."""
-
-    source_id: str | None
-    data: bytes | str | Path | None = None
-    error: str | None = None
-
-
-class Scorer:
-    """Thread-safe per-image scoring: each image's score is independent of what it is submitted with.
-
-    ``max_decodes`` bounds how many images are decoded at once across all callers, which bounds memory: one
-    decode may need about two decoded images' worth (``MAX_DECODE_BYTES`` for the source plus its 8-bit copy).
-    The decodes run on a pool of that many threads rather than under a semaphore in the callers' threads: glibc
-    keeps freed memory in a per-thread arena, so 4 request threads each decoding in turn kept 4 decodes' worth.
-    """
-
-    def __init__(self, detector: Detector, max_decodes: int = MAX_DECODES) -> None:
-        if detector.calibration is None:
-            raise NotFittedError("the detector is not calibrated: monitoring needs its threshold and p-values")
-        if max_decodes < 1:
-            raise ValueError(f"max_decodes must be at least 1, got {max_decodes}")
-        self.detector = detector
-        self.calibration: Calibration = detector.calibration
-        self.max_decodes = max_decodes
-        self._decoder = ThreadPoolExecutor(max_decodes, thread_name_prefix="discopatch-decode")
-        self._lock = threading.Lock()
-        self.inference_seconds = 0.0
-        self.inference_batches = 0
-
-    def score(self, items: list[Item]) -> tuple[list[dict[str, Any]], dict[int, Explanation]]:
-        """Per item ``{index, source_id, score, p_value, is_ood, error}``; also each scored item's explanation.
-
-        Decoding runs on the shared pool; scoring is :meth:`~discopatch.detector.Detector.score_decoded` with
-        explanations, which gives the score and D's per-patch contributions in one forward pass, so a heat map
-        never needs a second pass. The explanations (by item index) hold the preprocessed images.
-        """
-        cfg = self.detector.preprocess_config
-        # one task per image, so a request of 256 images queues behind others instead of holding the pool
-        futures = {i: self._decoder.submit(_decode_one, it.data, cfg) for i, it in enumerate(items) if it.error is None}
-        names: list[str] = []
-        decoded: list[Decoded] = []
-        for i, it in enumerate(items):
-            name = it.source_id or f"images[{i}]"
-            img, err = futures[i].result() if i in futures else (None, it.error)
-            if img is None and i in futures:
-                err = err.replace("<bytes>", name, 1) if err else f"{name}: unreadable"
-            names.append(name)
-            decoded.append((img, err))
-        with self._lock:
-            t0 = time.perf_counter()
-            scored = self.detector.score_decoded(names, decoded, explain=True)
-            if any(img is not None for img, _ in decoded):
-                self.inference_seconds += time.perf_counter() - t0
-                self.inference_batches += 1
-        results = [
-            {
-                "index": i,
-                "source_id": it.source_id,
-                "score": r.score,
-                "p_value": r.p_value,
-                "is_ood": r.is_ood,
-                "error": r.error,
-            }
-            for i, (it, r) in enumerate(zip(items, scored))
-        ]
-        explained = {i: r.explanation for i, r in enumerate(scored) if r.explanation is not None}
-        return results, explained
-
-    def close(self) -> None:
-        """Stop the decoding threads (queued decodes still finish)."""
-        self._decoder.shutdown(wait=False)
-
-
-def _decode_one(data: Any, cfg: Any) -> tuple[np.ndarray | None, str | None]:
-    _, img, err = next(preprocess_many([data], cfg))
-    return img, err
-
-
 def thumbnail_png(img: np.ndarray, size: int = 64) -> bytes:
     """A small PNG of a preprocessed image (what the detector saw), for the dashboard."""
     pil = Image.fromarray(img)
@@ -228,8 +141,10 @@ class StreamRecorder:
         self._versions: dict[str, int] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        #: Why the last write failed, until a write succeeds again; ``/healthz`` reports it (503).
+        #: Why the last write failed, until a write or the readiness probe succeeds again (``/healthz``: 503).
         self.last_write_error: str | None = None
+        #: Every failed database operation, counted for ``/metrics`` and logged (rate-limited).
+        self.failures = DbFailures()
         DriftMonitor(self.calibration, self.config)  # validate and warm the CUSUM threshold cache now
 
     def _lock(self, name: str) -> threading.Lock:
@@ -254,12 +169,22 @@ class StreamRecorder:
             log.warning("stream %s was written by another process: its drift state is reloaded from the database", name)
             self._monitors.pop(name)
 
+    def write_failed(self, name: str, e: BaseException, n_images: int) -> None:
+        """Make a failed write of ``n_images`` to stream ``name`` show: counted, logged and reported as unhealthy."""
+        what = f"could not record {n_images} images in stream {name}"
+        self.last_write_error = f"{what}: {self.failures.failed('write', name, e, what)}"
+
     def replay(self, name: str, key: str, fingerprint: str) -> dict[str, Any] | None:
         """The response of the request recorded in stream ``name`` under ``key``, or None if there is none.
 
-        Raises :class:`KeyReused` if that request's payload digest is not ``fingerprint``.
+        Raises :class:`KeyReused` if that request's payload digest is not ``fingerprint``. The look-up is the first
+        step of a write, so a database failure in it counts as a failed write.
         """
-        done = self.store.request(name, key)
+        try:
+            done = self.store.request(name, key)
+        except SQLAlchemyError as e:
+            self.write_failed(name, e, 0)
+            raise
         return None if done is None else self._replayed(done, fingerprint)
 
     @staticmethod
@@ -289,12 +214,31 @@ class StreamRecorder:
         With an idempotency ``key`` already recorded in the stream, the stored response is returned (``replayed``
         true) and nothing is recorded or changed; :class:`KeyReused` if the images differ from that request's.
         ``fingerprint`` is ``payload_fingerprint(items)`` when the caller already computed it.
+
+        A database error (or :class:`~discopatch.monitoring.store.StreamConflict` after :data:`MAX_RESYNC` reloads)
+        anywhere in the write, a stream's first included, is counted, logged and kept in ``last_write_error``.
         """
+        try:
+            return self._record(name, items, scored, key=key, fingerprint=fingerprint)
+        except (SQLAlchemyError, StreamConflict) as e:
+            self.write_failed(name, e, len(items))
+            raise
+
+    def _record(
+        self,
+        name: str,
+        items: list[Item],
+        scored: tuple[list[dict[str, Any]], dict[int, Explanation]] | None,
+        *,
+        key: str | None,
+        fingerprint: str | None,
+    ) -> dict[str, Any]:
         check_stream_name(name)
         if key is not None:
             check_idempotency_key(key)
             fingerprint = fingerprint or payload_fingerprint(items)
-            done = self.replay(name, key, fingerprint)  # before scoring, which a replay does not need
+            stored = self.store.request(name, key)  # before scoring, which a replay does not need
+            done = None if stored is None else self._replayed(stored, fingerprint)
             if done is not None:
                 return done | {"replayed": True}
         results, explained = self.scorer.score(items) if scored is None else scored
@@ -344,10 +288,6 @@ class StreamRecorder:
                     if attempt == MAX_RESYNC:
                         raise
                     continue
-                except SQLAlchemyError as e:
-                    self.last_write_error = f"could not record {len(rows)} images in stream {name}: {db_error_cause(e)}"
-                    log.error("%s", self.last_write_error)
-                    raise
                 break
             self.last_write_error = None
             self._monitors[name], self._versions[name] = mon, version + len(rows)
@@ -389,6 +329,19 @@ class StreamRecorder:
             self._check_version(name, info["n_images"])
             verdict = self._monitor(name).result(now=time.time())
         return {"stream": name, "n_recorded": info["n_images"], "n_alerts": self.store.count_alerts(name), **verdict}
+
+    def summaries(self, limit: int, after: str | None = None) -> list[dict[str, Any]]:
+        """:meth:`status` of up to ``limit`` streams by name after ``after``: one query for the page's counts, and
+        the database again only for a stream whose monitor is not loaded or was written by another process."""
+        out = []
+        for info in self.store.stream_page(limit, after):
+            name = info["name"]
+            with self._lock(name):
+                self._check_version(name, info["n_images"])
+                verdict = self._monitor(name).result(now=time.time())
+            out.append({"stream": name, "n_recorded": info["n_images"], "n_alerts": info["n_alerts"], **verdict}
+                       | {"updated": info["updated"]})  # fmt: skip
+        return out
 
     def window_scores(self, name: str) -> np.ndarray:
         """The scores in the stream's drift window now, oldest first; 404s as StreamNotFound."""

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..data.images import list_images
-from .streams import Item, StreamRecorder
+from .scoring import Item
+from .streams import StreamRecorder
 
 log = logging.getLogger("discopatch.monitoring")
 
