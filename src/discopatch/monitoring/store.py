@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from ..errors import UnavailableError
 from .choices import DEFAULT_DB_URL
 
 #: BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
@@ -198,8 +199,9 @@ class AlreadyRecorded(Exception):
         self.request = request
 
 
-class StoreUnavailable(RuntimeError):
-    """The database cannot be opened or set up; the message is one line that names it and the cause."""
+class StoreUnavailable(UnavailableError):
+    """The database cannot be opened or set up; the message is one line that names it and the cause (a usage
+    error at start-up, exit 2: the ``--db`` given cannot be used; still a ``RuntimeError``)."""
 
 
 def db_error_cause(e: BaseException) -> str:
