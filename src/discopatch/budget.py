@@ -1,4 +1,4 @@
-"""How long a run trains, and the checks and lines ``fit`` gives the user about it before and while it trains.
+"""How long a run trains, the smallest image sets it can work with, and what ``fit`` says about both.
 
 One rule, :func:`effective_train_config`, turns a preset's schedule and the user's explicit options into the
 training that runs; ``fit``, ``demo``, the benchmark's main row and the learning curve all go through it, so a
@@ -8,7 +8,7 @@ official code's truncated epochs, its own budget definition). An explicit ``max_
 count, explicit ``epochs`` replace its step count, both given stop at whichever comes first; a time limit applies
 only when given, and stopping on it before the planned steps is a warning (:func:`time_limit_warning`).
 
-Light (no torch, no numpy), so the command line can use it before the heavy imports.
+No torch: the command line can use it before the heavy imports.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from .calibration import min_calibration_images
+from .calibration import Calibration, min_calibration_images
 from .config import TrainConfig
 from .errors import TooFewCalibrationImagesError
 
@@ -118,6 +118,29 @@ def check_calibration_size(n_val: int, n_images: int, target_fpr: float, val_fra
         + (f", or --val-fraction {share:g} for these {n_images}" if share <= 0.5 else "")
         + ", or a larger --target-fpr; --val-fraction 0 trains without calibrating"
     )
+
+
+def cusum_min_calibration(k: float) -> int:
+    """The fewest calibration scores whose smallest conformal p-value, ``1 / (n + 1)``, makes ``-log p > k``: with
+    fewer, a CUSUM of ``-log p - k`` never rises and no threshold reaches any run length (4 at the default k)."""
+    n = max(1, math.floor(math.exp(k)) - 1)
+    while math.log(n + 1.0) <= k + 1e-9:
+        n += 1
+    return n
+
+
+def check_monitor_calibration(calibration: Calibration, cusum_k: float | None) -> None:
+    """Refuse a calibration a drift monitor cannot use (a detector fitted on a handful of images), saying what to
+    do, instead of failing later with a numeric error: it needs a finite threshold and, with the CUSUM
+    (``cusum_k`` given), :func:`cusum_min_calibration` scores. Raises ``TooFewCalibrationImagesError``."""
+    need = min_calibration_images(calibration.target_fpr)
+    need = need if cusum_k is None else max(need, cusum_min_calibration(cusum_k))
+    if calibration.n < need:
+        raise TooFewCalibrationImagesError(
+            f"the detector was calibrated on {calibration.n} held-out images, too few to monitor at a "
+            f"{calibration.target_fpr:g} false-positive rate (at least {need}: below that its threshold is infinite "
+            "and no image is ever flagged); refit it on more images or with a larger --val-fraction"
+        )
 
 
 def time_limit_warning(done: int, planned: int, seconds: float) -> str:

@@ -247,9 +247,7 @@ def small_preset(channels: int = 3) -> Preset:
         name="small",
         model=ModelConfig(channels=channels, patch_size=32, widths=(16, 32, 64), latent_dim=128),
         preprocess=PreprocessConfig(image_size=64, channels=channels, resize="resize_crop"),
-        train=TrainConfig(
-            epochs=None, max_steps=SMALL_STEPS, batch_images=64, train_patches=8, grouping="image"
-        ),
+        train=TrainConfig(epochs=None, max_steps=SMALL_STEPS, batch_images=64, train_patches=8, grouping="image"),
         test_patches=16,
         score_mode="fused",
         notes="CPU preset: 64 px images, 32 px patches (4x4 last map), 8 train / 16 test patches per image, one "
