@@ -196,7 +196,7 @@ def test_min_calibration_images_is_where_the_threshold_becomes_finite(fpr) -> No
 
 def test_fit_refuses_too_few_calibration_images_before_training(fmnist) -> None:
     det = Detector(tiny_preset(val_fraction=0.1), device="cpu", seed=0)
-    with pytest.raises(TooFewCalibrationImagesError, match=r"4 calibration images .* at least 19") as e:
+    with pytest.raises(TooFewCalibrationImagesError, match=r"4 held-out calibration images .* at least 19") as e:
         det.fit(fmnist.train_images[:40], progress=False)
     assert "--val-fraction 0.48" in str(e.value) and "190 images" in str(e.value)
     assert det.trainer is None  # refused before any training

@@ -106,15 +106,16 @@ def check_calibration_size(n_val: int, n_images: int, target_fpr: float, val_fra
     need = min_calibration_images(target_fpr)
     if n_val >= need or (val_fraction is not None and val_fraction <= 0):
         return
+    held = "" if val_fraction is None else "held-out "
     why = (
-        f"{n_val} calibration images are too few for a {target_fpr:g} false-positive rate: a finite threshold "
+        f"{n_val} {held}calibration images are too few for a {target_fpr:g} false-positive rate: a finite threshold "
         f"needs at least {need} (ceil(1/{target_fpr:g}) - 1; below that no image is ever flagged)"
     )
     if val_fraction is None:
         raise TooFewCalibrationImagesError(f"{why}; calibrate on more ID images or with a larger target FPR")
     share = math.ceil(100 * need / n_images) / 100 if n_images else 1.0
     raise TooFewCalibrationImagesError(
-        f"held-out {why}. Give at least {math.ceil(need / val_fraction)} images at --val-fraction {val_fraction:g}"
+        f"{why}. Give at least {math.ceil(need / val_fraction)} images at --val-fraction {val_fraction:g}"
         + (f", or --val-fraction {share:g} for these {n_images}" if share <= 0.5 else "")
         + ", or a larger --target-fpr; --val-fraction 0 trains without calibrating"
     )
