@@ -63,6 +63,7 @@ def test_drift_set_up_refuses_a_calibration_it_cannot_use() -> None:
     DriftMonitor(_too_small(np.arange(3.0), 0.3), DriftConfig(tests=("binomial", "ks")))
 
 
+@pytest.mark.filterwarnings("ignore:3 calibration images are too few:UserWarning")
 def test_serve_on_a_detector_calibrated_on_three_images_says_what_to_do(trained_detector, tmp_path, capsys) -> None:
     pytest.importorskip("fastapi")
     det = copy.copy(trained_detector)

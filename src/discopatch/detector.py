@@ -11,7 +11,7 @@ and ``predict``, ``discopatch score``, ``evaluate``, the service and the folder 
 
 Example::
 
-    det = Detector(preset="small").fit("train_images/", max_time=600)
+    det = Detector(preset="small").fit("train_images/")  # the preset's 1,380 steps
     out = det.predict(["a.png", "b.jpg"])
     det.save("model/")
     det = Detector.load("model/")
@@ -162,6 +162,9 @@ class Detector:
     ) -> Detector:
         """Train on ID images, then calibrate on the held-out validation split. Returns ``self``.
 
+        Length: the preset's (``small``: 1,380 steps, any folder) combined with ``max_steps`` / ``epochs`` /
+        ``max_time`` by :func:`discopatch.budget.effective_train_config`. Too few held-out images for a finite
+        threshold raise ``TooFewCalibrationImagesError`` before training.
         ``train_overrides`` are :class:`~discopatch.config.TrainConfig` fields (``lr``, ``batch_images``, ...).
         ``callback(state, losses)`` runs after every training step (the learning curve snapshots D there).
         ``channels_last`` (default on), ``compile`` and ``amp`` (bf16 autocast; default on for CUDA) only change
