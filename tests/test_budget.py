@@ -182,6 +182,15 @@ def test_benchmark_main_row_and_fit_share_the_budget_rule(fmnist, monkeypatch) -
     assert FULL.main_train is None and FULL_PHOTOS.main_train is None and FULL.main_steps is None  # no time budget
 
 
+def test_the_learning_curve_ends_where_fit_stops(fmnist, monkeypatch) -> None:
+    from discopatch.benchmark.curve import fit_steps
+
+    assert fit_steps(get_preset("small", 1), 48_600) == fit_steps(get_preset("small", 1), 1_800) == SMALL_STEPS
+    tiny = tiny_preset()  # an epoch-defined budget: one epoch of 16-image steps
+    planned, _ = _planned(tiny, fmnist.train_images[:300], monkeypatch)
+    assert fit_steps(tiny, 225) == planned == 225 // 16
+
+
 # ------------------------------------------------------------------ calibration that cannot silently fail
 
 

@@ -54,6 +54,14 @@ def curve_steps(total: int, points: int, first: int = 25) -> list[int]:
     return [int(s) for s in steps]
 
 
+def fit_steps(preset: Preset, n_train: int) -> int:
+    """The steps ``discopatch fit`` runs with ``preset`` on ``n_train`` training images (the curve's default end)."""
+    steps = planned_steps(effective_train_config(preset.train), n_train)
+    if steps is None:
+        raise ValueError(f"preset {preset.name!r} has no step or epoch budget; give the curve's steps")
+    return steps
+
+
 def _split(n: int, seed: int, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
     n_val = max(1, round(n * val_fraction))
@@ -137,10 +145,7 @@ def run_curve(
     stats_stack = train_stack[np.random.default_rng(1).permutation(len(train_stack))[:stats_images]]
     diag = sets.reference[:diag_images]
     diag_train = train_stack[np.random.default_rng(2).permutation(len(train_stack))[:diag_images]]
-    if steps is None:  # what fit would run: the same rule, on the same number of training images
-        steps = planned_steps(effective_train_config(base.train), len(train_stack))
-        if steps is None:
-            raise ValueError(f"preset {base.name!r} has no step or epoch budget; give steps")
+    steps = fit_steps(base, len(train_stack)) if steps is None else steps
     at = sorted({int(s) for s in at_steps}) if at_steps else curve_steps(steps, points)
     if at[0] < 1:
         raise ValueError(f"evaluation steps must be positive: {at}")
