@@ -7,6 +7,11 @@ DisCoPatch is trained on ID images alone, so the decision threshold must come fr
   images whatever the score distribution;
 * threshold at target false-positive rate a: the ``ceil((n + 1)(1 - a))``-th smallest c_i, so that
   ``score > threshold`` exactly when ``p_value <= a``.
+
+That rank exists only when ``ceil((n + 1)(1 - a)) <= n``, i.e. ``n >= 1/a - 1``: below
+:func:`min_calibration_images` (19 scores at a = 0.05, 99 at 0.01) the threshold is infinite and nothing is ever
+flagged. ``fit`` and ``calibrate`` refuse that (``TooFewCalibrationImagesError``); a :class:`Calibration` itself
+still accepts it, so detectors saved before the refusal load and say what is wrong.
 """
 
 from __future__ import annotations
@@ -48,13 +53,29 @@ class Calibration:
         return np.asarray(scores, dtype=np.float64) > self.threshold
 
 
+def _rank(n: int, target_fpr: float) -> int:
+    """The rank (1-based) of the threshold among ``n`` sorted calibration scores; ``> n`` means none exists."""
+    return math.ceil((n + 1) * (1.0 - target_fpr))
+
+
+def min_calibration_images(target_fpr: float) -> int:
+    """The fewest calibration scores that give a finite threshold at ``target_fpr``: ``ceil(1 / a) - 1``, found
+    with the same floating-point rule :func:`conformal_threshold` uses."""
+    if not 0.0 < target_fpr < 1.0:
+        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    n = max(1, math.ceil(1.0 / target_fpr) - 2)
+    while _rank(n, target_fpr) > n:
+        n += 1
+    return n
+
+
 def conformal_threshold(sorted_scores: np.ndarray, target_fpr: float) -> float:
     n = sorted_scores.size
-    k = math.ceil((n + 1) * (1.0 - target_fpr))
+    k = _rank(n, target_fpr)
     if k > n:
         warnings.warn(
             f"{n} calibration images are too few for a {target_fpr:.3g} false-positive rate "
-            f"(need at least {math.ceil(1 / target_fpr) - 1}); nothing will be flagged",
+            f"(need at least {min_calibration_images(target_fpr)}); nothing will be flagged",
             stacklevel=3,
         )
         return math.inf

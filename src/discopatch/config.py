@@ -139,9 +139,14 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The adversarial schedule. Defaults are the paper's (lr 8.5e-5, w_KL 1e-4, w_adv 1e-3, Adam 0.9/0.999)."""
+    """The adversarial schedule. Defaults are the paper's (lr 8.5e-5, w_KL 1e-4, w_adv 1e-3, Adam 0.9/0.999).
 
-    epochs: int = 80
+    Training ends at ``max_steps`` steps or after ``epochs`` epochs, whichever comes first (``None``: no such
+    limit; at least one of them or ``max_time`` must be set), or at ``max_time`` seconds (a limit, off unless set).
+    How user options combine with a preset's: :func:`discopatch.budget.effective_train_config`.
+    """
+
+    epochs: int | None = 80
     steps_per_epoch: int | None = None
     epoch_rule: EpochRule = "full"
     max_time: float | None = None
@@ -169,6 +174,12 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be positive, got {self.max_steps}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be positive, got {self.epochs}")
+        if self.max_time is not None and not self.max_time > 0:
+            raise ValueError(f"max_time must be positive, got {self.max_time}")
+        if self.epochs is None and self.max_steps is None and self.max_time is None:
+            raise ValueError("training needs a length: max_steps, epochs or max_time")
         if self.batch_images < 1 or self.train_patches < 1:
             raise ValueError("batch_images and train_patches must be positive")
 
@@ -191,7 +202,10 @@ class Preset:
 
 
 def paper_preset() -> Preset:
-    """DisCoPatch-64 as in the official code (docs/METHOD.md): 80 truncated epochs of about 58 steps on ImageNet."""
+    """DisCoPatch-64 as in the official code (docs/METHOD.md): 80 truncated epochs of about 58 steps on ImageNet.
+
+    Its length is the official epoch rule (4,640 steps on ImageNet-1K; fewer on a smaller folder), its own budget
+    definition; ``--max-steps`` replaces it with a step count."""
     return Preset(
         name="paper",
         model=ModelConfig(channels=3, patch_size=64, widths=(128, 256, 512, 1024), latent_dim=1024),
@@ -206,8 +220,9 @@ def paper_preset() -> Preset:
 #: The ``small`` preset's training budget: the learning curve's best point (docs/BENCHMARKS.md, "Longer training").
 SMALL_STEPS = 1380
 
-#: The demo's training budget: a step count, so its printed table is the same on any machine and under any load;
-#: the time limit is only a cap for very slow machines.
+#: The demo's training budget: a step count, so its printed table is the same on any machine and under any load.
+#: The time limit is only a safety cap for very slow machines: hitting it prints a warning (planned vs trained
+#: steps) and the table then differs from the README's.
 DEMO_STEPS = 400
 DEMO_MAX_TIME = 900.0
 
@@ -226,17 +241,16 @@ def small_preset(channels: int = 3) -> Preset:
     86 / 92 / 95 % (covariate / near / far, docs/BENCHMARKS.md, "Longer training"); ``--grouping domain`` gives the
     paper's groups.
 
-    Training stops after 1,380 steps (18 CPU minutes on one core), where the pooled-group learning curve was at its
-    best (later the VAE overtook D and near-OOD fell). A budget in steps also keeps the detector the same on a fast
-    machine, where 20 minutes would mean many more steps; the 20-minute limit stays as a cap for slow ones.
+    Training runs 1,380 optimiser steps (:data:`SMALL_STEPS`; 18 CPU minutes on one core), where the pooled-group
+    learning curve was at its best (later the VAE overtook D and near-OOD fell), whatever the folder's size: no
+    epoch count and no time limit cut it unless the user asks (``--epochs``, ``--max-time``). A budget in steps
+    keeps the detector the same on a fast, slow or loaded machine and for a folder of 500 or 60,000 images.
     """
     return Preset(
         name="small",
         model=ModelConfig(channels=channels, patch_size=32, widths=(16, 32, 64), latent_dim=128),
         preprocess=PreprocessConfig(image_size=64, channels=channels, resize="resize_crop"),
-        train=TrainConfig(
-            epochs=10, max_time=1200.0, max_steps=SMALL_STEPS, batch_images=64, train_patches=8, grouping="image"
-        ),
+        train=TrainConfig(epochs=None, max_steps=SMALL_STEPS, batch_images=64, train_patches=8, grouping="image"),
         test_patches=16,
         score_mode="fused",
         notes="CPU preset: 64 px images, 32 px patches (4x4 last map), 8 train / 16 test patches per image, one "

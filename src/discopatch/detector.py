@@ -11,7 +11,7 @@ and ``predict``, ``discopatch score``, ``evaluate``, the service and the folder 
 
 Example::
 
-    det = Detector(preset="small").fit("train_images/", max_time=600)
+    det = Detector(preset="small").fit("train_images/")  # the preset's 1,380 steps
     out = det.predict(["a.png", "b.jpg"])
     det.save("model/")
     det = Detector.load("model/")
@@ -31,6 +31,7 @@ import torch
 
 from ._version import __version__
 from .artifact import PROVENANCE_KEYS, ArtifactError, detector_id, load_artifact, save_artifact, utc_now
+from .budget import check_calibration_size, effective_train_config, plan_line, small_folder_warning
 from .calibration import Calibration
 from .config import (
     PRECISIONS,
@@ -54,7 +55,7 @@ from .engine import (
 )
 from .errors import NoReadableImagesError, NotFittedError
 from .explain import Explanation, explanations
-from .log import progress_bar
+from .log import LOGGER, progress_bar
 from .model import Discriminator
 from .patches import content_corners
 from .results import ImageResult, Prediction, finite_or_none
@@ -161,15 +162,19 @@ class Detector:
     ) -> Detector:
         """Train on ID images, then calibrate on the held-out validation split. Returns ``self``.
 
+        Length: the preset's (``small``: 1,380 steps, any folder) combined with ``max_steps`` / ``epochs`` /
+        ``max_time`` by :func:`discopatch.budget.effective_train_config`. Too few held-out images for a finite
+        threshold raise ``TooFewCalibrationImagesError`` before training.
         ``train_overrides`` are :class:`~discopatch.config.TrainConfig` fields (``lr``, ``batch_images``, ...).
         ``callback(state, losses)`` runs after every training step (the learning curve snapshots D there).
         ``channels_last`` (default on), ``compile`` and ``amp`` (bf16 autocast; default on for CUDA) only change
         speed. Inside an initialised process group (``torchrun``) training is data-parallel and only rank 0
         calibrates.
         """
-        given = {"epochs": epochs, "max_time": max_time, "max_steps": max_steps, "val_fraction": val_fraction}
-        overrides = dict(train_overrides) | {k: v for k, v in given.items() if v is not None} | {"seed": self.seed}
-        self.preset = self.preset.replace(train=dataclasses.replace(self.preset.train, **overrides))
+        budget: dict[str, Any] = {"epochs": epochs, "max_time": max_time, "max_steps": max_steps}  # None: not given
+        overrides = dict(train_overrides) | ({} if val_fraction is None else {"val_fraction": val_fraction})
+        tcfg = effective_train_config(self.preset.train, epochs=epochs, max_steps=max_steps, max_time=max_time)
+        self.preset = self.preset.replace(train=dataclasses.replace(tcfg, **overrides, seed=self.seed))
         if target_fpr is not None:
             self.preset = self.preset.replace(target_fpr=target_fpr)
         tcfg = self.preset.train
@@ -180,11 +185,14 @@ class Detector:
                 "no readable training images" + (f"; first error: {data.errors[0][1]}" if data.errors else "")
             )
         train_idx, val_idx = split_train_val(data.names, tcfg.val_fraction, self.seed)
+        check_calibration_size(len(val_idx), len(data), self.preset.target_fpr, tcfg.val_fraction)
         train, val = data.images[train_idx], data.images[val_idx]
         speed = {"amp": amp, "channels_last": channels_last, "compile": compile}
-        trainer = Trainer.start_or_resume(
-            self.preset.model, tcfg, self.device, checkpoint_dir, resume, overrides, **speed
-        )
+        trainer = Trainer.start_or_resume(self.preset.model, tcfg, self.device, checkpoint_dir, resume, budget, **speed)
+        if is_main_process():  # before training: what it will be, and one line if the folder is small
+            if (few := small_folder_warning(len(data))) is not None:
+                LOGGER.warning(few)
+            LOGGER.info("fit: %s", plan_line(trainer.cfg, len(train), len(val), trainer.world_size))
         self.trainer = trainer
         self._engine = None
         t0 = time.monotonic()
@@ -393,8 +401,10 @@ class Detector:
     def calibrate(self, images: Images, target_fpr: float | None = None) -> Detector:
         """Set the threshold and p-value reference from ID images only. Returns ``self``."""
         fpr = self.preset.target_fpr if target_fpr is None else target_fpr
+        scores = self.score(images)
+        check_calibration_size(len(scores), len(scores), fpr, None)
         self.preset = self.preset.replace(target_fpr=fpr)
-        self.calibration = Calibration.from_scores(self.score(images), fpr)
+        self.calibration = Calibration.from_scores(scores, fpr)
         return self
 
     def predict(self, images: Images | ImageSet) -> Prediction:

@@ -21,7 +21,8 @@ code   class                       meaning
                                    arguments
 3      :class:`BadInputError`      an input image or input folder is missing or unreadable
                                    (``ImageReadError``, ``InputNotFoundError``,
-                                   ``NoReadableImagesError``)
+                                   ``NoReadableImagesError``), or too few ID images to calibrate
+                                   (``TooFewCalibrationImagesError``)
 4      :class:`BadArtifactError`   a detector directory is missing, damaged, edited or mismatched
                                    (``ArtifactError``)
 5      :class:`NotFittedError`     a detector was used before it was trained or calibrated
@@ -61,6 +62,11 @@ class InputNotFoundError(BadInputError, FileNotFoundError):
 
 class NoReadableImagesError(BadInputError, ValueError):
     """A set of inputs (training folder, ID or OOD set) has no image that could be read."""
+
+
+class TooFewCalibrationImagesError(BadInputError, ValueError):
+    """Too few held-out ID images for a finite threshold at the target false-positive rate (or for the drift
+    tests): the detector would never flag anything, so it is refused instead of saved or served."""
 
 
 class BadArtifactError(DiscopatchError):

@@ -11,6 +11,11 @@ Fusion (``score_mode="fused"``): both scores are put on a common scale with robu
 inter-quartile range) of the held-out ID validation images, and the image's score is the larger of the two - the
 score-space analogue of a min-p rule, so an image is OOD when *either* view finds it unusual. Calibration then runs
 on the fused score exactly as on D's score. No statistic of any other test image enters an image's score.
+
+Zero spread is floored, so a detector fitted on a handful of images (or on identical ones) scores finitely and
+sanely instead of dividing by almost nothing (a 3-image fit once scored 1.6e11): a feature's scale is at least
+:data:`REL_FLOOR` of the features' median spread, and each fusion scale at least :data:`REL_FLOOR` of its score's
+median size (plus a tiny absolute floor). On a normally fitted detector neither floor binds.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ SAVED_KEYS = {
     "inv_cov": "precision",
     "fusion": "fusion",
 }
+#: Relative floor of a spread (see the module docstring): 1e-3 of the typical size.
+REL_FLOOR = 1e-3
 
 
 def image_statistics(
@@ -62,8 +69,8 @@ class StatsModel:
     def fit(cls, features: np.ndarray) -> StatsModel:
         if len(features) < 2:
             raise ValueError("the statistics model needs at least two ID images")
-        mean = features.mean(0)
-        scale = features.std(0) + 1e-6
+        mean, std = features.mean(0), features.std(0)
+        scale = np.maximum(std, REL_FLOOR * float(np.median(std))) + 1e-6
         z = (features - mean) / scale
         lw = LedoitWolf(assume_centered=False).fit(z)
         return cls(mean, scale, lw.location_, lw.precision_, np.array([0.0, 1.0, 0.0, 1.0]))
@@ -78,7 +85,7 @@ class StatsModel:
 
         def robust(x: np.ndarray) -> tuple[float, float]:
             q1, med, q3 = np.percentile(x, [25, 50, 75])
-            return float(med), float(max(q3 - q1, 1e-12))
+            return float(med), float(max(q3 - q1, REL_FLOOR * abs(med), 1e-9))
 
         self.fusion = np.array([*robust(d_scores), *robust(s_scores)])
 

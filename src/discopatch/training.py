@@ -42,15 +42,21 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .artifact import write_new_file
+from .budget import effective_train_config, epoch_steps, estimate_line, planned_steps, time_limit_warning
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .distributed import any_across_ranks, is_main_process, rank_and_world
-from .log import progress_bar
+from .log import LOGGER, progress_bar
 from .model import VAE, Discriminator, kl_divergence
 from .patches import extract_patches, patch_corners, to_tensor
 from .runtime import derive_seed
 
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
+#: A checkpoint is written when an epoch ends at least this many steps after the last one (a small folder's epochs
+#: are a step or two long), and within an epoch every CHECKPOINT_MAX_STEPS steps (a large folder's are long).
+CHECKPOINT_MIN_STEPS, CHECKPOINT_MAX_STEPS = 25, 250
+#: The time estimate is logged after this many steps of a call (the first, with its warm-up, not counted).
+ESTIMATE_AFTER = 6
 
 
 def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -102,12 +108,15 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     finished: bool = False
     stop_reason: str = ""
+    planned_steps: int | None = None  # the steps the schedule asked for (None: a time limit alone)
 
     def summary(self, cfg: TrainConfig, this_run_seconds: float, **counts: int) -> dict[str, Any]:
         """What a saved detector records of its training (``training`` in ``detector.json``); ``counts`` are the
         image counts (``n_train_images``, ``n_val_images``, ``n_unreadable``)."""
         return {
             "steps": self.step,
+            "planned_steps": self.planned_steps,
+            "budget_complete": self.planned_steps is None or self.step >= self.planned_steps,
             "epochs_completed": self.epoch,
             "train_seconds": round(self.elapsed, 2),
             "this_run_seconds": round(this_run_seconds, 2),
@@ -122,17 +131,6 @@ class TrainState:
 #: scripts/train_layout_ab.py on the idle dev machine; 1.34x in an earlier loaded run); it changes rounding, not
 #: the method.
 TRAIN_CHANNELS_LAST_DEFAULT = True
-
-
-def official_epoch_steps(n_images: int, batch_images: int) -> int:
-    """Steps in one "epoch" of the official code's BatchNorm commits (b2fcf79d, 5f48d551, 5793992b).
-
-    Their loop counts patches and breaks once the count exceeds ``0.2 * len(loader) * patches_per_image``; every
-    step adds ``batch_images * patches_per_image``, so the patch count cancels and an epoch is
-    ``floor(0.2 * ceil(n / b) / b) + 1`` steps: 58 for ImageNet-1K's 1,281,167 images at 67 images per step.
-    """
-    loader_len = -(-n_images // batch_images)
-    return loader_len // (5 * batch_images) + 1
 
 
 class Trainer:
@@ -248,15 +246,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ schedule
     def steps_per_epoch(self, n_images: int) -> int:
-        """Steps that show every image about once (``epoch_rule="full"``) or the official truncated epoch.
+        """Steps of one epoch over ``n_images`` on this run's ranks (:func:`discopatch.budget.epoch_steps`)."""
+        return epoch_steps(self.cfg, n_images, self.world_size)
 
-        With K ranks each step consumes K batches. ``steps_per_epoch`` caps either.
-        """
-        per_step = self.cfg.batch_images * self.world_size
-        full = max(1, n_images // per_step)
-        if self.cfg.epoch_rule == "official-truncated":
-            full = min(full, official_epoch_steps(n_images, per_step))
-        return min(full, self.cfg.steps_per_epoch) if self.cfg.steps_per_epoch else full
+    def planned_steps(self, n_images: int) -> int | None:
+        """The steps the schedule trains on ``n_images`` (:func:`discopatch.budget.planned_steps`)."""
+        return planned_steps(self.cfg, n_images, self.world_size)
 
     def batch_indices(self, order: np.ndarray, j: int, b: int) -> np.ndarray:
         """This rank's ``b`` positions of step ``j`` in the epoch's permutation (wrapping around).
@@ -284,10 +279,12 @@ class Trainer:
         log_every: int = 10,
         callback: Callable[[TrainState, dict[str, float]], None] | None = None,
     ) -> TrainState:
-        """Train on a ``(N, S, S[, C])`` uint8 stack until the epochs or the time budget run out.
+        """Train on a ``(N, S, S[, C])`` uint8 stack until the planned steps (or epochs) or the time limit run out.
 
-        Checkpoints are written to ``checkpoint_dir`` at the end of every epoch and when training stops, so a
-        killed run loses at most one epoch and an interrupted one (Ctrl-C) loses nothing.
+        Checkpoints are written to ``checkpoint_dir`` when an epoch ends (at most every
+        :data:`CHECKPOINT_MIN_STEPS` steps), every :data:`CHECKPOINT_MAX_STEPS` steps within a long epoch, and when
+        training stops, so a killed run loses at most that much and an interrupted one (Ctrl-C) loses nothing.
+        A time limit that stops training before the planned steps logs one warning (:func:`time_limit_warning`).
         """
         if images.ndim == 3:
             images = images[..., None]
@@ -296,21 +293,19 @@ class Trainer:
             raise ValueError("no training images")
         b = min(self.cfg.batch_images, n)
         spe = self.steps_per_epoch(n)
-        total = self.cfg.epochs * spe
         st = self.state
-        budget = self.cfg.max_time
+        st.planned_steps = self.planned_steps(n)
+        epochs, max_steps, budget = self.cfg.epochs, self.cfg.max_steps, self.cfg.max_time
         progress = progress and is_main_process()
-        # With a time budget and an open-ended epoch count the step total means nothing: show a plain counter.
-        bar_total = None if (budget is not None and self.cfg.epochs >= 1000) else total
-        bar = progress_bar(total=bar_total, initial=st.step, disable=not progress, unit="step", desc="training")
-        # The time budget counts this call only; ``elapsed`` accumulates over resumed runs.
-        t_call, elapsed_before = time.monotonic(), st.elapsed
+        bar = progress_bar(total=st.planned_steps, initial=st.step, disable=not progress, unit="step", desc="training")
+        # The time limit counts this call only; ``elapsed`` accumulates over resumed runs.
+        t_call, elapsed_before, last_ckpt, first_step, t_first = time.monotonic(), st.elapsed, st.step, st.step, 0.0
         try:
-            while st.epoch < self.cfg.epochs and not st.finished:
+            while (epochs is None or st.epoch < epochs) and not st.finished:
                 order = self._epoch_order(n, st.epoch)
                 while st.batch_in_epoch < spe:
-                    if self.cfg.max_steps is not None and st.step >= self.cfg.max_steps:
-                        st.stop_reason = f"{self.cfg.max_steps} steps completed"
+                    if max_steps is not None and st.step >= max_steps:
+                        st.stop_reason = f"{max_steps} steps completed"
                         st.finished = True
                         break
                     over_budget = budget is not None and time.monotonic() - t_call >= budget
@@ -336,16 +331,25 @@ class Trainer:
                         st.history.append({"step": st.step, "epoch": st.epoch, "time": st.elapsed, **logs})
                         bar.set_postfix({k: f"{logs[k]:.3g}" for k in ("loss_d", "loss_g", "mse", "d_real", "d_recon")})
                     bar.update(1)
+                    if st.step - first_step == 1:
+                        t_first = time.monotonic()  # the first step's warm-up is not counted in the estimate
+                    elif st.step - first_step == ESTIMATE_AFTER and is_main_process():
+                        per_step = (time.monotonic() - t_first) / (ESTIMATE_AFTER - 1)
+                        LOGGER.info("training: %s", estimate_line(per_step, st.step, st.planned_steps, budget))
+                    if checkpoint_dir is not None and st.step - last_ckpt >= CHECKPOINT_MAX_STEPS:
+                        self.save_checkpoint(checkpoint_dir)
+                        last_ckpt = st.step
                     if callback is not None:
                         callback(st, logs)
                 if st.finished:
                     break
                 st.epoch += 1
                 st.batch_in_epoch = 0
-                if checkpoint_dir is not None:
+                if checkpoint_dir is not None and st.step - last_ckpt >= CHECKPOINT_MIN_STEPS:
                     self.save_checkpoint(checkpoint_dir)
+                    last_ckpt = st.step
             if not st.stop_reason:
-                st.stop_reason = f"{self.cfg.epochs} epochs completed"
+                st.stop_reason = f"{epochs} epochs completed"
             st.finished = True
         except KeyboardInterrupt:
             st.stop_reason = "interrupted"
@@ -354,6 +358,8 @@ class Trainer:
             raise
         finally:
             bar.close()
+        if budget is not None and st.planned_steps is not None and st.step < st.planned_steps and is_main_process():
+            LOGGER.warning(time_limit_warning(st.step, st.planned_steps, budget))
         if checkpoint_dir is not None:
             self.save_checkpoint(checkpoint_dir)
         return st
@@ -407,12 +413,15 @@ class Trainer:
         directory: str | os.PathLike[str],
         device: torch.device | str = "cpu",
         train_overrides: dict[str, Any] | None = None,
+        budget: dict[str, Any] | None = None,
         **trainer_kwargs: Any,
     ) -> Trainer:
         """Rebuild a trainer, weights, optimiser moments and progress from :meth:`save_checkpoint` output.
 
-        ``train_overrides`` may extend the schedule (``epochs``, ``max_time``) but not change the model;
-        ``trainer_kwargs`` (``amp``, ``channels_last``, ``compile``) are passed to the constructor.
+        ``train_overrides`` may extend the schedule (``epochs``, ``max_time``) but not change the model; ``budget``
+        (``epochs`` / ``max_steps`` / ``max_time`` as the user gave them) goes through the same rule as a new run's
+        (:func:`discopatch.budget.effective_train_config`); ``trainer_kwargs`` (``amp``, ``channels_last``,
+        ``compile``) are passed to the constructor.
         """
         directory = Path(directory)
         meta_path, w_path = directory / CHECKPOINT_STATE, directory / CHECKPOINT_WEIGHTS
@@ -428,7 +437,8 @@ class Trainer:
         model_cfg = from_dict(ModelConfig, meta["model"])
         train_dict = dict(meta["train"])
         train_dict.update(train_overrides or {})
-        trainer = cls(model_cfg, from_dict(TrainConfig, train_dict), device=device, **trainer_kwargs)
+        cfg = effective_train_config(from_dict(TrainConfig, train_dict), **(budget or {}))
+        trainer = cls(model_cfg, cfg, device=device, **trainer_kwargs)
         tensors = load_file(str(w_path), device=str(trainer.device))
         modules = [("D", trainer.D), ("vae", trainer.vae)]
         modules += [("D_ema", trainer.D_ema)] if trainer.D_ema is not None else []
@@ -470,14 +480,14 @@ class Trainer:
         **trainer_kwargs: Any,
     ) -> Trainer:
         """A fresh trainer, or with ``resume`` the one saved in ``checkpoint_dir``: its schedule is extended by
-        the ``epochs`` / ``max_time`` / ``max_steps`` among the ``given`` overrides, other settings stay the
-        checkpoint's, and a different model configuration is refused."""
+        the ``epochs`` / ``max_time`` / ``max_steps`` the user ``given`` (``None``: not given), through the same rule
+        as a new run's; other settings stay the checkpoint's, and a different model configuration is refused."""
         if not resume:
             return cls(model_cfg, cfg, device, **trainer_kwargs)
         if checkpoint_dir is None or not (Path(checkpoint_dir) / CHECKPOINT_STATE).exists():
             raise FileNotFoundError(f"--resume given but no checkpoint found in {checkpoint_dir}")
         schedule = {k: v for k, v in given.items() if k in ("epochs", "max_time", "max_steps")}
-        trainer = cls.from_checkpoint(checkpoint_dir, device, schedule, **trainer_kwargs)
+        trainer = cls.from_checkpoint(checkpoint_dir, device, budget=schedule, **trainer_kwargs)
         if trainer.model_cfg != model_cfg:
             raise ValueError("the checkpoint was trained with another model configuration than requested")
         return trainer

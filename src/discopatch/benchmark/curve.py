@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..budget import effective_train_config, planned_steps
 from ..config import Preset
 from ..data.images import stack_images
 from ..detector import Detector
@@ -51,6 +52,14 @@ def curve_steps(total: int, points: int, first: int = 25) -> list[int]:
     first = max(1, min(first, total // 2 ** (points - 1)))
     steps = np.unique(np.round(np.geomspace(first, total, points)).astype(int))
     return [int(s) for s in steps]
+
+
+def fit_steps(preset: Preset, n_train: int) -> int:
+    """The steps ``discopatch fit`` runs with ``preset`` on ``n_train`` training images (the curve's default end)."""
+    steps = planned_steps(effective_train_config(preset.train), n_train)
+    if steps is None:
+        raise ValueError(f"preset {preset.name!r} has no step or epoch budget; give the curve's steps")
+    return steps
 
 
 def _split(n: int, seed: int, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +91,7 @@ def _train_with_snapshots(
                 "vae": copy.deepcopy(tr.vae.state_dict()),
             })  # fmt: skip
 
-    det.fit(images, max_steps=steps, epochs=10_000, val_fraction=0.0, progress=progress, callback=snapshot)
+    det.fit(images, max_steps=steps, val_fraction=0.0, progress=progress, callback=snapshot)
     return det, snaps
 
 
@@ -91,7 +100,7 @@ def run_curve(
     out: str | os.PathLike[str] | None = None,
     *,
     preset: str | Preset = "small",
-    steps: int = 2000,
+    steps: int | None = None,
     points: int = 7,
     seeds: Sequence[int] = (0, 1, 2),
     quick: bool = False,
@@ -109,6 +118,9 @@ def run_curve(
 ) -> dict[str, Any]:
     """Train ``preset`` for ``steps`` steps per seed, snapshot at :func:`curve_steps`, evaluate every snapshot.
 
+    ``steps=None`` runs the steps ``discopatch fit`` would run with this configuration on these training images
+    (:func:`discopatch.budget.planned_steps`: 1,380 for ``small``), so the curve's end point is the detector users get.
+
     With ``all_points=False`` only the first seed is evaluated at every point, the others at the last step (the
     spread at the end point for a third of the evaluation time). ``at_steps`` replaces the log-spaced points with
     these steps (training runs to the largest), e.g. the steps that one core makes in 5, 20 and 60 minutes.
@@ -120,9 +132,9 @@ def run_curve(
     log = stderr_lines(progress)
     data = load_protocol(protocol, quick=quick, seed=0, n_test=n_test, n_ood=n_ood, n_train=n_train)
     base = protocol_preset(protocol, data, preset).replace(score_mode="fused")
-    # Steps are the budget: the preset's own time limit would cut a slow (shared) machine's curve short.
+    # Steps are the budget: a time limit would cut a slow (shared) machine's curve short.
     base = base.replace(
-        train=dataclasses.replace(base.train, max_time=None, max_steps=None, **train),
+        train=dataclasses.replace(base.train, max_time=None, **train),
         model=dataclasses.replace(base.model, **(model or {})),
         preprocess=dataclasses.replace(base.preprocess, **(preprocess or {})),
     )
@@ -133,6 +145,7 @@ def run_curve(
     stats_stack = train_stack[np.random.default_rng(1).permutation(len(train_stack))[:stats_images]]
     diag = sets.reference[:diag_images]
     diag_train = train_stack[np.random.default_rng(2).permutation(len(train_stack))[:diag_images]]
+    steps = fit_steps(base, len(train_stack)) if steps is None else steps
     at = sorted({int(s) for s in at_steps}) if at_steps else curve_steps(steps, points)
     if at[0] < 1:
         raise ValueError(f"evaluation steps must be positive: {at}")

@@ -26,9 +26,14 @@ from .datasets import ProtocolData
 
 @dataclass(frozen=True)
 class Budget:
-    """Seconds of training per model and sizes of the expensive stages."""
+    """How long each model trains and the sizes of the expensive stages.
 
-    main_train: float
+    DisCoPatch's main row trains as ``fit`` would (:func:`~discopatch.benchmark.stages.train_main`): the preset's
+    own budget (``small``: 1,380 steps), or ``main_steps`` / ``main_train`` seconds where set, like ``fit``'s
+    ``--max-steps`` / ``--max-time``. The other models train for the seconds given here.
+    """
+
+    main_train: float | None  # a time limit on the main row, as fit's --max-time (None: none)
     ablation_train: float
     svdd_train: float
     classifier_train: float
@@ -40,16 +45,17 @@ class Budget:
     n_test: int | None = None  # ID test images (half reference, half target); None = the protocol's default
     n_ood: int | None = None  # images per near/far-OOD set
     n_train: int | None = None
-    main_steps: int | None = None  # if set, DisCoPatch trains this many steps instead of for main_train seconds
+    main_steps: int | None = None  # if set, DisCoPatch trains this many steps, as fit's --max-steps
     # if set, variants and norm ablations train this many steps instead of ablation_train seconds, and the main
     # model is also scored at this step (a snapshot), so every variant has a row trained exactly as long
     ablation_steps: int | None = None
 
 
 #: Sized so one protocol finishes in about 45 minutes on one core of the 2-core dev machine (docs/BENCHMARKS.md).
-FULL = Budget(480, 180, 60, 150, 100, (1, 2, 5, 10, 20, 50, 100, 200), n_test=800, n_ood=500)
-FULL_PHOTOS = Budget(420, 150, 60, 120, 100, (1, 2, 5, 10, 20, 50, 100, 200), n_test=400, n_ood=300, layer_images=600)
-QUICK = Budget(6, 2, 2, 2, 10, (1, 5, 20))
+FULL = Budget(None, 180, 60, 150, 100, (1, 2, 5, 10, 20, 50, 100, 200), n_test=800, n_ood=500)
+FULL_PHOTOS = Budget(None, 150, 60, 120, 100, (1, 2, 5, 10, 20, 50, 100, 200), n_test=400, n_ood=300, layer_images=600)
+#: The CI-sized smoke run: an explicit step count for the main row (as ``fit --max-steps 20``).
+QUICK = Budget(None, 2, 2, 2, 10, (1, 5, 20), main_steps=20)
 
 
 def protocol_preset(protocol: str, data: ProtocolData, preset: str | Preset = "small") -> Preset:

@@ -32,16 +32,30 @@ def _train(
     on_detector: Callable[[Detector], None] | None = None,
     **train: Any,
 ) -> Detector:
-    """Train on the protocol's ID images for ``seconds`` (or until ``max_steps`` in ``train``).
+    """Train a variant on the protocol's ID images for ``seconds`` (or until ``max_steps`` in ``train``).
 
     ``on_detector`` sees the detector before training starts (so a step callback can read its trainer).
     """
-    if seconds is None:  # a step budget: the preset's own time limit must not cut it short
-        preset = preset.replace(train=dataclasses.replace(preset.train, max_time=None))
+    if seconds is not None:
+        train = {"epochs": 10_000, **train}  # a time budget: no epoch count may cut it short
+    return train_main(preset, data, seed, progress, on_detector, max_time=seconds, **train)
+
+
+def train_main(
+    preset: Preset,
+    data: ProtocolData,
+    seed: int,
+    progress: bool,
+    on_detector: Callable[[Detector], None] | None = None,
+    **fit_options: Any,
+) -> Detector:
+    """DisCoPatch trained as ``discopatch fit`` trains it: the same :meth:`Detector.fit`, so the same budget rule
+    (:func:`discopatch.budget.effective_train_config`) turns the preset and ``fit_options`` (``max_steps``,
+    ``max_time``, ``epochs``; ``None``: not given) into the steps that run."""
     det = Detector(preset, device="cpu", seed=seed, engine="torch")
     if on_detector is not None:
         on_detector(det)
-    det.fit(data.id_train, max_time=seconds, epochs=10_000, progress=progress, **train)
+    det.fit(data.id_train, progress=progress, **fit_options)
     return det
 
 

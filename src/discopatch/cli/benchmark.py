@@ -20,7 +20,7 @@ def add_commands(sub: Subcommands) -> None:
         epilog=examples(
             "discopatch benchmark --protocol fmnist --quick             # minutes: the whole pipeline, tiny",
             "discopatch benchmark --protocol fmnist --out bench/         # needs [bench] for the report",
-            "discopatch benchmark --protocol fmnist --curve --max-steps 2000 --seeds 0,1,2 --out curve/",
+            "discopatch benchmark --protocol fmnist --curve --seeds 0,1,2 --out curve/   # to fit's 1380 steps",
         ),
     )
     p.add_argument("--protocol", required=True, choices=PROTOCOLS, help="data sets (docs/BENCHMARKS.md)")
@@ -28,12 +28,15 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--out", help="write results.json, summary.md and report.html here")
     p.add_argument("--seed", type=seed_value, default=0, help="seed of data selection and training")
     p.add_argument(
-        "--train-time", type=float, help="seconds of DisCoPatch training (default: 480 fmnist, 420 photos, quick: 6)"
+        "--train-time",
+        type=float,
+        help="also stop DisCoPatch's training after this many seconds, as fit's --max-time (default: no limit)",
     )
     p.add_argument(
         "--train-steps",
         type=int,
-        help="train DisCoPatch for this many steps instead of --train-time seconds (independent of machine load)",
+        help="DisCoPatch's training steps, as fit's --max-steps (default: the preset's budget, exactly as fit "
+        "trains it; small: 1380; --quick: 20)",
     )
     p.add_argument(
         "--ablation-steps",
@@ -50,7 +53,11 @@ def add_commands(sub: Subcommands) -> None:
     g = p.add_argument_group("learning curve (--curve): one configuration, evaluated at log-spaced steps")
     g.add_argument("--curve", action="store_true", help="run the learning curve instead of the comparison")
     add_preset(g, "D's preset (default: small)")
-    g.add_argument("--max-steps", type=int, default=2000, help="training steps per seed (default: 2000)")
+    g.add_argument(
+        "--max-steps",
+        type=int,
+        help="training steps per seed (default: the steps fit would run with the preset, small: 1380)",
+    )
     g.add_argument("--points", type=int, default=7, help="log-spaced evaluation points (default: 7)")
     g.add_argument(
         "--at-steps",

@@ -16,8 +16,13 @@ def add_commands(sub: Subcommands) -> None:
         epilog=examples("discopatch demo --out demo-out", "discopatch demo --max-steps 100 --seed 1"),
     )
     p.add_argument("--out", default="demo-out", help="output directory (model under OUT/model)")
-    p.add_argument("--max-steps", type=int, default=DEMO_STEPS, help="training steps")
-    p.add_argument("--max-time", type=float, default=DEMO_MAX_TIME, help="cap on training time in seconds")
+    p.add_argument("--max-steps", type=int, default=DEMO_STEPS, help="training steps (the README's table: 400)")
+    p.add_argument(
+        "--max-time",
+        type=float,
+        default=DEMO_MAX_TIME,
+        help="safety cap on training time in seconds; stopping before the planned steps warns (quality is lower)",
+    )
     p.add_argument("--seed", type=seed_value, default=0, help="seed of training and the test patch positions")
     add_device(p)
     p.set_defaults(func=cmd_demo)

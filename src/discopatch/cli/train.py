@@ -23,7 +23,8 @@ def add_commands(sub: Subcommands) -> None:
         "fit",
         help="train a detector on a folder of in-distribution images",
         epilog=examples(
-            "discopatch fit id_images/ --out model/ --max-time 1800",
+            "discopatch fit id_images/ --out model/              # the preset's 1380 steps, any folder size",
+            "discopatch fit id_images/ --out model/ --max-steps 3000 --max-time 3600",
             "discopatch fit id_images/ --out model/ --resume            # continue after an interruption",
             "discopatch fit photos/ --out model/ --channels 3 --score d-only",
             "discopatch fit --config fit.yaml --max-time 600    # options from a file, one of them overridden",
@@ -43,15 +44,21 @@ def add_commands(sub: Subcommands) -> None:
         choices=["auto", "1", "3"],
         help="1 = gray, 3 = RGB, auto = from the images",
     )
-    p.add_argument("--epochs", type=int, help="epochs over the training split (default: the preset's)")
     p.add_argument(
         "--max-steps",
         type=int,
-        help="stop after this many training steps in all (default: the preset's; small: 1380, where its learning "
-        "curve peaks - docs/BENCHMARKS.md)",
+        help="training length in optimiser steps (default: the preset's: small 1380 whatever the folder size, "
+        "where its learning curve peaks - docs/BENCHMARKS.md; paper: its 80 official epochs)",
     )
     p.add_argument(
-        "--max-time", type=float, help="stop training after this many seconds (default: the preset's; small: 1200)"
+        "--epochs",
+        type=int,
+        help="train this many epochs over the training split instead (with --max-steps: whichever comes first)",
+    )
+    p.add_argument(
+        "--max-time",
+        type=float,
+        help="also stop after this many seconds (default: no limit; stopping before the planned steps warns)",
     )
     p.add_argument(
         "--seed", type=seed_value, default=0, help="seed of training, the split and the test patch positions"
@@ -231,8 +238,9 @@ def _fit_and_save(
         return EXIT_OK
     det.save(out)
     info = det.training_info
+    planned = "" if info.get("budget_complete", True) else f" of {info['planned_steps']} planned"
     print(
-        f"trained {info['steps']} steps in {info['train_seconds']:.0f} s ({info['stop_reason']}); "
+        f"trained {info['steps']}{planned} steps in {info['train_seconds']:.0f} s ({info['stop_reason']}); "
         f"{info['n_train_images']} train / {info['n_val_images']} calibration images"
         + (f"; {info['n_unreadable']} unreadable skipped" if info["n_unreadable"] else ""),
         file=sys.stderr,

@@ -45,6 +45,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 from scipy import stats
 
+from ..budget import check_monitor_calibration, cusum_min_calibration
 from ..calibration import Calibration
 from .choices import BINOMIAL_METHODS, BinomialMethod
 
@@ -157,6 +158,8 @@ def cusum_threshold(ert: float, k: float, n_calibration: int | None = None, rtol
     """
     if not ert > 1:
         raise ValueError(f"ert must be > 1, got {ert}")
+    if n_calibration is not None and n_calibration < cusum_min_calibration(k):
+        raise ValueError(f"a CUSUM with k={k:.3g} never rises on p-values from {n_calibration} calibration scores")
     lo, hi = 1e-6, 1.0
     a_lo, a_hi = cusum_arl(lo, k, n_calibration), cusum_arl(hi, k, n_calibration)
     if a_lo >= ert:
@@ -305,6 +308,7 @@ class DriftMonitor:
     def __init__(self, calibration: Calibration, config: DriftConfig | None = None) -> None:
         self.calibration = calibration
         self.config = config or DriftConfig()
+        check_monitor_calibration(calibration, self.config.cusum_k if "cusum" in self.config.tests else None)
         self.fingerprint = calibration_fingerprint(calibration)
         self.cusum_h = (
             cusum_threshold(float(self.config.ert), self.config.cusum_k, calibration.n)
