@@ -162,9 +162,8 @@ class Detector:
     ) -> Detector:
         """Train on ID images, then calibrate on the held-out validation split. Returns ``self``.
 
-        Length: the preset's (``small``: 1,380 steps, any folder) combined with ``max_steps`` / ``epochs`` /
-        ``max_time`` by :func:`discopatch.budget.effective_train_config`. Too few held-out images for a finite
-        threshold raise ``TooFewCalibrationImagesError`` before training.
+        Length: the preset's (``small``: 1,380 steps) with ``max_steps`` / ``epochs`` / ``max_time`` (:mod:`.budget`).
+        Too few held-out images for a finite threshold raise ``TooFewCalibrationImagesError`` before training.
         ``train_overrides`` are :class:`~discopatch.config.TrainConfig` fields (``lr``, ``batch_images``, ...).
         ``callback(state, losses)`` runs after every training step (the learning curve snapshots D there).
         ``channels_last`` (default on), ``compile`` and ``amp`` (bf16 autocast; default on for CUDA) only change
