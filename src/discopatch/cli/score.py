@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_FAILED_INPUTS, EXIT_OK
 from ..log import progress_bar
 from .options import Subcommands, add_batch_size, add_device, add_engine, add_model, add_precision, examples
 from .score_ray import add_ray_options, cmd_score_ray
+from .score_rows import CSV_FIELDS, finish, rows_written
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -51,7 +49,7 @@ def add_commands(sub: Subcommands) -> None:
 
 def cmd_score(args: argparse.Namespace) -> int:
     if args.ray:
-        return cmd_score_ray(args, _rows_written)
+        return cmd_score_ray(args)
     from ..data.images import expand_paths, utf8_text
     from ..detector import Detector
 
@@ -64,7 +62,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         allow_legacy=args.allow_legacy_artifact,
     )
     paths = expand_paths(args.paths)
-    fields = ["path", "score", "p_value", "is_ood", "error", "threshold", "model_id"]
+    fields = list(CSV_FIELDS)
     heat_dir = Path(args.heatmaps) if args.heatmaps else None
     if heat_dir is not None:
         heat_dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +76,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.resume:
         if out_path is None:
             raise ValueError("--resume needs --out FILE")
-        done, earlier_failed = _rows_written(out_path, jsonl, fields)
+        done, earlier_failed = rows_written(out_path, jsonl, fields)
         paths = [p for p in paths if utf8_text(str(p)) not in done]
     append = bool(args.resume and out_path is not None and out_path.exists() and out_path.stat().st_size)
     fh = open(out_path, "a" if append else "w", newline="", encoding="utf-8") if out_path else sys.stdout  # noqa: SIM115
@@ -105,14 +103,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     finally:
         if out_path:
             fh.close()
-    print(
-        f"scored {n - n_fail} of {n} files"
-        + (f"; {n_fail} failed (see the error column)" if n_fail else "")
-        + (f"; {len(done)} already in {out_path}, skipped" if done else "")
-        + (f" ({earlier_failed} of them failed, see the error column)" if earlier_failed else ""),
-        file=sys.stderr,
-    )
-    return EXIT_FAILED_INPUTS if n_fail or earlier_failed else EXIT_OK
+    return finish(n, n_fail, done, out_path, earlier_failed)
 
 
 def _write_heatmap(directory: Path, path: str, explanation: Any) -> str | None:
@@ -127,58 +118,3 @@ def _write_heatmap(directory: Path, path: str, explanation: Any) -> str | None:
     target = directory / f"{Path(path).stem[:100]}-{digest}.png"
     save_overlay(explanation, str(target))
     return str(target)
-
-
-def _rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> tuple[set[str], int]:
-    """Paths already in ``out_path`` and how many of their rows hold an error; a partly written last line (the run
-    was killed mid-write) is cut off first."""
-    if not out_path.exists():
-        return set(), 0
-    data = out_path.read_bytes()
-    keep = data[: data.rfind(b"\n") + 1]  # everything up to the last complete line
-    text = keep.decode("utf-8")
-    if jsonl:
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        done = {r["path"] for r in records}
-        failed = {r["path"] for r in records if r.get("error") is not None}
-    else:
-        rows, text = _complete_csv_records(text, out_path)
-        if rows and rows[0] != fields:
-            if rows[0] == fields[: len(rows[0])]:  # an older discopatch wrote fewer columns (no threshold/model_id)
-                raise ValueError(
-                    f"{out_path}: written by an older discopatch without the columns {fields[len(rows[0]) :]}; "
-                    "--resume cannot mix the two layouts: write to a new file"
-                )
-            raise ValueError(f"{out_path}: not a 'discopatch score' CSV (header {rows[0]}), cannot --resume into it")
-        done = {r[0] for r in rows[1:] if r}
-        at = fields.index("error")
-        failed = {r[0] for r in rows[1:] if len(r) > at and r[at]}
-    keep = text.encode("utf-8")
-    if len(keep) != len(data):
-        with open(out_path, "r+b") as f:
-            f.truncate(len(keep))
-    return done, len(failed)
-
-
-def _complete_csv_records(text: str, out_path: Path) -> tuple[list[list[str]], str]:
-    """The complete CSV records of ``text`` and the text they span: a record cut inside a quoted field (a path or
-    error with a newline, killed mid-write) is dropped so that it is written again whole, not left malformed."""
-    consumed = 0
-
-    def lines() -> Iterator[str]:
-        nonlocal consumed
-        for line in io.StringIO(text, newline=""):
-            consumed += len(line)
-            yield line
-
-    rows: list[list[str]] = []
-    end = 0
-    try:
-        for row in csv.reader(lines(), strict=True):  # the reader never reads past the record it returns
-            rows.append(row)
-            end = consumed
-    except csv.Error as e:
-        if consumed != len(text):  # damage before the end: not a torn last record
-            line = text.count("\n", 0, end) + 1
-            raise ValueError(f"{out_path}: malformed CSV record at line {line} ({e})") from None
-    return rows, text[:end]

@@ -13,19 +13,12 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_FAILED_INPUTS, EXIT_OK
 from ..log import progress_bar
 from .options import require_extra
-
-#: Columns of the CSV (as ``discopatch score``'s); JSON lines and Parquet carry every column, ``d_score`` included.
-CSV_FIELDS = ["path", "score", "p_value", "is_ood", "error", "threshold", "model_id"]
-#: What reads the paths already in a CSV / JSON-lines output (``cli/score.py``'s ``_rows_written``, passed in so this
-#: module does not import that one back).
-RowsWritten = Callable[[Path, bool, list[str]], tuple[set[str], int]]
+from .score_rows import CSV_FIELDS, finish, rows_written
 
 
 def add_ray_options(p: argparse.ArgumentParser) -> None:
@@ -66,7 +59,7 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def cmd_score_ray(args: argparse.Namespace, rows_written: RowsWritten) -> int:
+def cmd_score_ray(args: argparse.Namespace) -> int:
     require_extra("ray", "ray", "ray.data", "pyarrow")
     from .. import scale
     from ..artifact import load_artifact
@@ -99,14 +92,7 @@ def cmd_score_ray(args: argparse.Namespace, rows_written: RowsWritten) -> int:
             import ray
 
             ray.shutdown()
-    print(
-        f"scored {n - n_fail} of {n} files on Ray"
-        + (f"; {n_fail} failed (see the error column)" if n_fail else "")
-        + (f"; {len(done)} already in {out_path}, skipped" if done else "")
-        + (f" ({earlier_failed} of them error rows)" if earlier_failed else ""),
-        file=sys.stderr,
-    )
-    return EXIT_FAILED_INPUTS if n_fail or earlier_failed else EXIT_OK
+    return finish(n, n_fail, done, out_path, earlier_failed, " on Ray")
 
 
 def _run(

@@ -1,0 +1,86 @@
+"""What ``discopatch score`` has already written, and its closing line: shared by the plain and the ``--ray`` path.
+
+``--resume`` reads an existing CSV or JSON-lines output (cutting a torn last record, as a killed run leaves it) to
+skip the inputs it holds; a run's exit status is the whole output's, so error rows from earlier runs count.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import EXIT_FAILED_INPUTS, EXIT_OK
+
+#: The CSV columns of ``discopatch score`` (``--heatmaps`` adds ``heatmap``); JSON lines carry ``d_score`` too.
+CSV_FIELDS = ["path", "score", "p_value", "is_ood", "error", "threshold", "model_id"]
+
+
+def finish(n: int, n_fail: int, done: set[str], out_path: Path | None, earlier_failed: int, where: str = "") -> int:
+    """Print the closing line of a scoring run and return its exit status (1 while the output holds an error row)."""
+    print(
+        f"scored {n - n_fail} of {n} files{where}"
+        + (f"; {n_fail} failed (see the error column)" if n_fail else "")
+        + (f"; {len(done)} already in {out_path}, skipped" if done else "")
+        + (f" ({earlier_failed} of them failed, see the error column)" if earlier_failed else ""),
+        file=sys.stderr,
+    )
+    return EXIT_FAILED_INPUTS if n_fail or earlier_failed else EXIT_OK
+
+
+def rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> tuple[set[str], int]:
+    """Paths already in ``out_path`` and how many of their rows hold an error; a partly written last line (the run
+    was killed mid-write) is cut off first."""
+    if not out_path.exists():
+        return set(), 0
+    data = out_path.read_bytes()
+    keep = data[: data.rfind(b"\n") + 1]  # everything up to the last complete line
+    text = keep.decode("utf-8")
+    if jsonl:
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        done = {r["path"] for r in records}
+        failed = {r["path"] for r in records if r.get("error") is not None}
+    else:
+        rows, text = _complete_csv_records(text, out_path)
+        if rows and rows[0] != fields:
+            if rows[0] == fields[: len(rows[0])]:  # an older discopatch wrote fewer columns (no threshold/model_id)
+                raise ValueError(
+                    f"{out_path}: written by an older discopatch without the columns {fields[len(rows[0]) :]}; "
+                    "--resume cannot mix the two layouts: write to a new file"
+                )
+            raise ValueError(f"{out_path}: not a 'discopatch score' CSV (header {rows[0]}), cannot --resume into it")
+        done = {r[0] for r in rows[1:] if r}
+        at = fields.index("error")
+        failed = {r[0] for r in rows[1:] if len(r) > at and r[at]}
+    keep = text.encode("utf-8")
+    if len(keep) != len(data):
+        with open(out_path, "r+b") as f:
+            f.truncate(len(keep))
+    return done, len(failed)
+
+
+def _complete_csv_records(text: str, out_path: Path) -> tuple[list[list[str]], str]:
+    """The complete CSV records of ``text`` and the text they span: a record cut inside a quoted field (a path or
+    error with a newline, killed mid-write) is dropped so that it is written again whole, not left malformed."""
+    consumed = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal consumed
+        for line in io.StringIO(text, newline=""):
+            consumed += len(line)
+            yield line
+
+    rows: list[list[str]] = []
+    end = 0
+    try:
+        for row in csv.reader(lines(), strict=True):  # the reader never reads past the record it returns
+            rows.append(row)
+            end = consumed
+    except csv.Error as e:
+        if consumed != len(text):  # damage before the end: not a torn last record
+            line = text.count("\n", 0, end) + 1
+            raise ValueError(f"{out_path}: malformed CSV record at line {line} ({e})") from None
+    return rows, text[:end]
