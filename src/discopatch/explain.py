@@ -173,14 +173,24 @@ def annotated_overlay(explanation: Explanation, alpha: float = 0.55) -> np.ndarr
     return np.concatenate([picture, legend_strip(explanation, picture.shape[1])], axis=0)
 
 
-def save_overlay(explanation: Explanation, path: str, alpha: float = 0.55) -> None:
-    """Write :func:`annotated_overlay` as a PNG (Pillow), with :func:`caption` as its ``Description`` text."""
+def overlay_png(explanation: Explanation, alpha: float = 0.55) -> bytes:
+    """:func:`annotated_overlay` as PNG bytes, with :func:`caption` as the PNG's ``Description`` text."""
+    import io
+
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
     info.add_text("Description", " / ".join(caption(explanation)))
-    Image.fromarray(annotated_overlay(explanation, alpha)).save(path, format="PNG", pnginfo=info)
+    buf = io.BytesIO()
+    Image.fromarray(annotated_overlay(explanation, alpha)).save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def save_overlay(explanation: Explanation, path: str, alpha: float = 0.55) -> None:
+    """Write :func:`overlay_png` to ``path`` (``score --heatmaps``; the service's heat-map route sends the same)."""
+    with open(path, "wb") as f:
+        f.write(overlay_png(explanation, alpha))
 
 
 def explanations(

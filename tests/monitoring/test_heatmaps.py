@@ -123,7 +123,8 @@ def test_a_flagged_image_keeps_its_heat_map(server, local_detector: Detector, fm
     assert pic.status_code == 200 and pic.headers["content-type"] == "image/png"
     with Image.open(io.BytesIO(pic.content)) as im:
         assert im.mode == "RGB" and im.size[0] >= 256
-        heat = np.asarray(im).astype(int)
+        assert im.size[1] > im.size[0] and "score" in im.info["Description"]  # the legend strip below the map
+        heat = np.asarray(im).astype(int)[: im.size[0]]  # the square map above it
     # the overlay is red where D calls patches fake-like: the checkered (top-right) quadrant is the reddest
     redness = heat[..., 0] - heat[..., 2]
     half = heat.shape[0] // 2

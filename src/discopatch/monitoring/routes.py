@@ -26,7 +26,7 @@ from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
-from ..explain import Explanation, overlay
+from ..explain import Explanation, overlay_png
 from .limits import MAX_ID
 from .metrics import CONTENT_TYPE, Metrics
 from .payloads import read_items
@@ -67,15 +67,14 @@ def score_histogram(
 
 
 def heatmap_png(explanation: dict[str, Any], thumbnail: bytes) -> bytes:
-    """A kept explanation's overlay (:func:`discopatch.explain.overlay`) over its thumbnail, which is first scaled
-    up (nearest neighbour) to the preprocessed size when it was stored smaller."""
+    """A kept explanation's overlay over its thumbnail with the legend strip below it (colour ramp, the score and
+    which view set it) and the caption as the PNG's ``Description``: :func:`discopatch.explain.overlay_png`, the
+    ``score --heatmaps`` picture. The thumbnail is first scaled up (nearest neighbour) to the preprocessed
+    size when it was stored smaller."""
     size = int(explanation["image_size"])
     with Image.open(io.BytesIO(thumbnail)) as im:
         backdrop = im if im.size == (size, size) else im.resize((size, size), Image.Resampling.NEAREST)
-        picture = overlay(Explanation.from_dict(explanation, np.asarray(backdrop)))
-    buf = io.BytesIO()
-    Image.fromarray(picture).save(buf, format="PNG")
-    return buf.getvalue()
+        return overlay_png(Explanation.from_dict(explanation, np.asarray(backdrop)))
 
 
 def finite(x: float) -> float | None:
