@@ -138,3 +138,12 @@ def test_a_device_that_is_not_there_is_a_usage_error(trained_detector, tmp_path,
     saved = trained_detector.save(tmp_path / "model")
     assert main(["score", str(saved), str(_image(tmp_path / "in")), "--device", "cuda"]) == UsageError.exit_code
     assert "no CUDA device is available" in capsys.readouterr().err
+
+
+def test_attack_loads_a_legacy_detector_only_when_allowed(tmp_path) -> None:
+    """``attack --model`` takes ``--allow-legacy-artifact`` like every other command that loads a detector."""
+    from discopatch.cli.app import build_parser
+
+    args = build_parser().parse_args(["attack", "--model", str(tmp_path), "--allow-legacy-artifact"])
+    assert args.allow_legacy_artifact is True
+    assert build_parser().parse_args(["attack", "--model", str(tmp_path)]).allow_legacy_artifact is False

@@ -173,8 +173,12 @@ def run_attack_benchmark(
     eps_values: tuple[int, ...] = EPSILONS,
     seed: int = 0,
     quick: bool = False,
+    allow_legacy: bool = False,
 ) -> dict[str, Any]:
-    """Train (or load) a fused detector and a Deep SVDD baseline on the protocol's ID data, then attack both."""
+    """Train (or load) a fused detector and a Deep SVDD baseline on the protocol's ID data, then attack both.
+
+    A trained detector gets the preset's step budget as ``fit`` does, with ``train_time`` seconds as a cap (a cap that
+    stops it early warns); ``allow_legacy`` loads a ``model`` saved without a configuration digest."""
     import time
 
     from ..data.corruptions import corrupt_batch
@@ -187,10 +191,10 @@ def run_attack_benchmark(
     data = load_protocol(protocol, quick=quick, seed=seed, n_test=2 * n_images, n_ood=n_images)
     preset = protocol_preset(protocol, data).replace(score_mode="fused")
     if model:
-        det = Detector.load(model, device="cpu", engine="torch")
+        det = Detector.load(model, device="cpu", engine="torch", allow_legacy=allow_legacy)
     else:
         det = Detector(preset, device="cpu", seed=seed, engine="torch")
-        det.fit(data.id_train, max_time=train_time, epochs=10_000, progress=False)
+        det.fit(data.id_train, max_time=train_time, progress=False)
     cfg = det.preprocess_config
     test = stack_images(data.id_test, cfg)
     reference, target = test[:n_images], test[n_images : 2 * n_images]

@@ -10,7 +10,18 @@ from typing import Any
 from ..benchmark import PROTOCOLS
 from ..config import RESIZE_MODES, TRAIN_GROUPINGS
 from ..errors import EXIT_OK, UsageError
-from .options import Subcommands, add_preset, betas, examples, ints, names, positive_ints, require_extra, seed_value
+from .options import (
+    Subcommands,
+    add_allow_legacy,
+    add_preset,
+    betas,
+    examples,
+    ints,
+    names,
+    positive_ints,
+    require_extra,
+    seed_value,
+)
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -92,7 +103,13 @@ def add_commands(sub: Subcommands) -> None:
     )
     p.add_argument("--protocol", default="fmnist", choices=PROTOCOLS, help="data sets (as benchmark)")
     p.add_argument("--model", help="attack this detector instead of training one (fused mode needs its statistics)")
-    p.add_argument("--train-time", type=float, default=300.0, help="seconds of training when no --model is given")
+    add_allow_legacy(p)
+    p.add_argument(
+        "--train-time",
+        type=float,
+        default=300.0,
+        help="when no --model is given: cap in seconds on training the preset's steps (stopping early warns)",
+    )
     p.add_argument("--n", type=int, default=200, help="images per set")
     p.add_argument("--steps", type=int, default=10, help="PGD steps")
     p.add_argument("--eps", type=ints, default="1,2,4,8", help="L-inf budgets in grey levels (/255)")
@@ -174,7 +191,16 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from ..benchmark.attacks import format_attack_table, run_attack_benchmark
 
     eps = args.eps
-    res = run_attack_benchmark(args.protocol, args.model, args.train_time, args.n, args.steps, eps, quick=args.quick)
+    res = run_attack_benchmark(
+        args.protocol,
+        args.model,
+        args.train_time,
+        args.n,
+        args.steps,
+        eps,
+        quick=args.quick,
+        allow_legacy=args.allow_legacy_artifact,
+    )
     print(format_attack_table(res))
     if args.json_out:
         with open(args.json_out, "w") as f:
