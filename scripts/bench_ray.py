@@ -20,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,14 +55,14 @@ def timed(cmd: list[str], out: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
-    ap.add_argument("--work", default="/tmp/raybench")
+    ap.add_argument("--work", help="folder for the images and outputs (default: a new temporary folder)")
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--json")
     ap.add_argument("--variants", default="plain,ray-running-cluster,ray-auto,ray-1-actor")
     a = ap.parse_args()
-    work = Path(a.work)
+    work = Path(a.work or tempfile.mkdtemp(prefix="raybench-"))
     images = work / "images"
     make_images(images, a.n)
     base = [sys.executable, "-m", "discopatch", "score", a.model, str(images), "--engine", a.engine]
