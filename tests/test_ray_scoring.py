@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -222,3 +223,17 @@ def test_bad_options_are_refused_before_any_work(model_dir, images, tmp_path, ca
     (tmp_path / "bad").mkdir()
     assert main(["score", str(tmp_path / "bad"), str(images), "--ray", "auto", "--out", str(tmp_path / "y.csv")]) == 4
     assert "detector.json" in capsys.readouterr().err
+
+
+def test_a_legacy_detector_is_scored_only_when_allowed(cluster, model_dir, images, tmp_path) -> None:
+    """``--allow-legacy-artifact`` reaches the driver's check and every actor, as it does for plain ``score``."""
+    legacy = tmp_path / "legacy"
+    shutil.copytree(model_dir, legacy)
+    meta = json.loads((legacy / "detector.json").read_text())
+    del meta["digest"]
+    (legacy / "detector.json").write_text(json.dumps(meta))
+    files = [str(p) for p in sorted(images.glob("img00*.png"))]
+    out = tmp_path / "legacy.jsonl"
+    assert main(["score", str(legacy), *files, *RAY, "--out", str(out), "--quiet"]) == 4
+    assert main(["score", str(legacy), *files, *RAY, "--out", str(out), "--quiet", "--allow-legacy-artifact"]) == 0
+    assert len(jsonl(out)) == len(files) and all(r["error"] is None for r in jsonl(out))

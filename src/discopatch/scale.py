@@ -187,6 +187,7 @@ def score_dataset(
     engine: EngineName = "auto",
     precision: Precision = "fp32",
     max_restarts: int = DEFAULT_RESTARTS,
+    allow_legacy: bool = False,
 ) -> ray.data.Dataset:
     """Score every row of ``ds`` on an actor pool; returns a dataset of ``discopatch score`` rows.
 
@@ -201,6 +202,7 @@ def score_dataset(
     ``cpus_per_actor`` CPUs and ``gpus_per_actor`` GPUs and run ``threads`` PyTorch / ONNX Runtime threads
     (default: the CPUs reserved, rounded up). ``device`` applies to GPU actors; CPU actors always score on CPU.
     ``max_restarts`` bounds restarts per actor and retries per batch after a worker process dies.
+    ``allow_legacy`` loads a detector saved without a configuration digest (``--allow-legacy-artifact``).
     """
     require_ray()
     import ray
@@ -220,9 +222,9 @@ def score_dataset(
         actors = int(res.get("GPU", 0) // gpus_per_actor) if gpus_per_actor else int(res.get("CPU", 1))
     if actors < 1:
         raise ValueError(f"need at least one actor, got {actors} (no GPUs in the cluster?)")
-    files = model_files(model)
+    files = model_files(model, allow_legacy)
     options = {"device": device if gpus_per_actor else "cpu", "batch_size": batch_size}
-    options |= {"engine": engine, "precision": precision}
+    options |= {"engine": engine, "precision": precision, "allow_legacy": allow_legacy}
     with warnings.catch_warnings():
         # Ray 2.60 has no other way to bound restarts (its defaults are unbounded) and calls this one deprecated
         warnings.filterwarnings("ignore", message="`ray_remote_args_fn` is deprecated")
@@ -248,14 +250,14 @@ def score_dataset(
         )
 
 
-def model_files(model: str | os.PathLike[str] | Detector) -> dict[str, bytes]:
+def model_files(model: str | os.PathLike[str] | Detector, allow_legacy: bool = False) -> dict[str, bytes]:
     """A detector directory's files by name (a :class:`Detector` is saved to a temporary directory first)."""
     if isinstance(model, Detector):
         with tempfile.TemporaryDirectory() as tmp:
             model.save(tmp)
             return model_files(tmp)
     root = Path(model)
-    load_artifact(root)  # a damaged or mismatched detector fails here, named, not in every actor
+    load_artifact(root, allow_legacy)  # a damaged or mismatched detector fails here, named, not in every actor
     return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.is_file()}
 
 

@@ -73,7 +73,8 @@ def cmd_score_ray(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     out_path = Path(args.out) if args.out else None
     kind = _out_kind(out_path)
-    load_artifact(args.model)  # a damaged detector is refused here, before any cluster is started
+    # a damaged detector is refused here, before any cluster is started
+    load_artifact(args.model, args.allow_legacy_artifact)
     paths = scale.expand_inputs(args.paths)
     done: set[str] = set()
     earlier_failed = 0  # error rows already in --out: the file as a whole still has failed inputs
@@ -118,6 +119,7 @@ def _run(
                 device=args.device,
                 engine=args.engine,
                 precision=args.precision,
+                allow_legacy=args.allow_legacy_artifact,
             )
             bar = progress_bar(total=len(paths), desc="scoring on Ray", unit="img", disable=args.quiet)
             try:
