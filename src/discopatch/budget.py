@@ -20,8 +20,9 @@ from .calibration import Calibration, min_calibration_images
 from .config import TrainConfig
 from .errors import TooFewCalibrationImagesError
 
-#: Below this many images in a training folder ``fit`` warns. PROVISIONAL: the data-size curve that measures where
-#: quality starts to fall (issue 22, item 2) has not been run yet; 250 is the smallest size it was planned at.
+#: Below this many images in a training folder ``fit`` warns. PROVISIONAL: at the default budget 2,000 images match
+#: 54,000 and 225 lose about 4 points of near-OOD AUROC (one seed; docs/BENCHMARKS.md, "Data size"); where in
+#: between quality starts to fall is not measured yet.
 MIN_FOLDER_IMAGES = 250
 
 
