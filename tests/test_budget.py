@@ -137,7 +137,7 @@ def test_a_small_folder_warns_on_one_line(fmnist, log) -> None:
     preset = _small_schedule(max_steps=1)
     Detector(preset, device="cpu", seed=0).fit(fmnist.train_images[:200], progress=False)
     warned = [r.getMessage() for r in log.records if r.levelno == logging.WARNING]
-    assert len(warned) == 1 and f"below {MIN_FOLDER_IMAGES}" in warned[0] and "provisional" in warned[0]
+    assert len(warned) == 1 and f"below {MIN_FOLDER_IMAGES}" in warned[0] and "smallest folder measured" in warned[0]
     log.clear()
     Detector(preset, device="cpu", seed=0).fit(fmnist.train_images[:MIN_FOLDER_IMAGES], progress=False)
     assert not [r for r in log.records if r.levelno == logging.WARNING]
