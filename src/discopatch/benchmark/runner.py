@@ -3,9 +3,9 @@
 Protocol (both ``fmnist`` and ``photos``):
 
 * the ID test images are split in half: a *reference* half (the ID side of every AUROC) and a *target* half;
-* covariate shift = the target half with each of the 15 corruptions at severities 1-5, through the same uint8
-  pipeline; the *null* control is the clean target half through that same path (AUROC must be 0.50 +/- 0.02),
-  the *hflip* control its horizontal mirror;
+* covariate shift = the target half with each corruption of :data:`~discopatch.data.corruptions.CORRUPTIONS` at
+  severities 1-5, through the same uint8 pipeline; the *null* control is the clean target half through that same
+  path (AUROC must be 0.50 +/- 0.02), the *hflip* control its horizontal mirror;
 * near- and far-OOD sets come from :mod:`discopatch.benchmark.datasets`, preprocessed by the same function;
 * every method is fitted on the same ID training images and scored on the same test images.
 
