@@ -149,3 +149,8 @@ def test_builtin_modes_stay_and_the_prose_names_them() -> None:
         score_modes.unregister("fused")
     assert score_modes.names_text() == "d-only, fused or stats-only"
     assert score_modes.help_text().startswith("d-only: the paper's 1 - mean D; fused: also score the per-image")
+
+
+def test_an_unknown_mode_is_refused_before_anything_runs() -> None:
+    with pytest.raises(ValueError, match="unknown score mode 'fusde'; choose one of d-only, fused, stats-only"):
+        Detector(tiny_preset().replace(score_mode="fusde"), device="cpu")

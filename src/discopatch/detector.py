@@ -95,6 +95,7 @@ class Detector:
         if test_patches is not None:
             self.preset = self.preset.replace(test_patches=test_patches)
         self.seed = self.preset.train.seed if seed is None else int(seed)
+        get_score_mode(self.preset.score_mode)  # an unknown mode fails here, not after training
         self.device = resolve_device(device)
         self.batch_size = batch_size
         if precision not in PRECISIONS:
