@@ -7,6 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
+from discopatch.benchmark import report, sets
+from discopatch.benchmark.datasets import ProtocolData
 from discopatch.data.corruptions import (
     CORRUPTION_FAMILIES,
     CORRUPTIONS,
@@ -17,6 +19,9 @@ from discopatch.data.corruptions import (
     resolve_params,
 )
 from discopatch.data.corruptions import kernels as cmod
+from discopatch.data.corruptions import tables as cmod_tables
+from discopatch.data.corruptions.functions import _FUNCS
+from helpers.presets import tiny_preset
 
 STOCHASTIC = {
     "gaussian_noise",
@@ -62,13 +67,20 @@ def mad(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_names_families_and_tables_are_complete() -> None:
-    assert len(CORRUPTIONS) == 15 and len(set(CORRUPTIONS)) == 15
-    assert CORRUPTIONS[0] == "gaussian_noise" and CORRUPTIONS[-1] == "jpeg_compression"
-    assert set(CORRUPTION_FAMILIES) == set(CORRUPTIONS)
+    # the fifteen of Hendrycks & Dietterich (2019) come first, in their order
+    assert CORRUPTIONS[0] == "gaussian_noise" and CORRUPTIONS[14] == "jpeg_compression"
+    assert_tables_complete(cmod_tables.CORRUPTIONS)
+
+
+def assert_tables_complete(names: tuple[str, ...]) -> None:
+    """What the CONTRIBUTING.md recipe "Add a corruption" asks for: one name, in every table and the registry."""
+    assert len(set(names)) == len(names)
+    assert set(_FUNCS) == set(names)
+    assert set(CORRUPTION_FAMILIES) == set(names)
     assert set(CORRUPTION_FAMILIES.values()) == {"noise", "blur", "weather", "digital"}
-    assert set(PARAM_FIELDS) == set(CORRUPTIONS)
+    assert set(PARAM_FIELDS) == set(names)
     for table in ("cifar", "imagenet"):
-        assert set(PARAMS[table]) == set(CORRUPTIONS)
+        assert set(PARAMS[table]) == set(names)
         for name, per_severity in PARAMS[table].items():
             assert len(per_severity) == 5, (table, name)
             for p in per_severity:
@@ -283,3 +295,49 @@ def test_errors_dtype_shape_size() -> None:
         corrupt_batch(np.zeros((2, 6, 6, 3), np.uint8), "fog", 1)
     with pytest.raises(ValueError, match="seed"):
         corrupt_batch(np.zeros((2, 8, 8), np.uint8), "fog", 1, seed=-1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The CONTRIBUTING.md recipe "Add a corruption"
+# ---------------------------------------------------------------------------------------------------
+
+
+def _solarize(x: np.ndarray, threshold: float, rng: np.random.Generator, s: float) -> np.ndarray:
+    """The recipe's example: invert every value above ``threshold`` (a classic digital corruption)."""
+    out: np.ndarray = np.where(x > threshold, 1.0 - x, x)
+    return out
+
+
+@pytest.fixture
+def solarize(monkeypatch) -> str:
+    """The recipe's edits, made for one test: the name appended to ``CORRUPTIONS`` (in every module that imported
+    the tuple, as editing tables.py would; the modules under test are imported above, before it), a family, one
+    parameter per severity in both tables, the function."""
+    import sys
+
+    name, extended = "solarize", (*CORRUPTIONS, "solarize")
+    for module in list(sys.modules.values()):
+        ours = module is not None and module.__name__.startswith("discopatch")
+        if ours and getattr(module, "CORRUPTIONS", None) is CORRUPTIONS:
+            monkeypatch.setattr(module, "CORRUPTIONS", extended)
+    monkeypatch.setitem(CORRUPTION_FAMILIES, name, "digital")
+    monkeypatch.setitem(PARAM_FIELDS, name, ("threshold",))
+    for table in PARAMS.values():
+        monkeypatch.setitem(table, name, (0.9, 0.8, 0.7, 0.6, 0.5))
+    monkeypatch.setitem(_FUNCS, name, _solarize)
+    return name
+
+
+def test_an_added_corruption_joins_the_grid_and_every_count(solarize: str) -> None:
+    assert_tables_complete(cmod_tables.CORRUPTIONS)
+    images = synthetic(2, 32, 32, rgb=False)
+    out = corrupt_batch(images, solarize, 5)
+    assert out.shape == images.shape and not np.array_equal(out, images)
+    data = ProtocolData("t", 1, 32, "pad", images, None, np.concatenate([images, images]), None)
+    built = sets.build_sets(data, tiny_preset(), seed=0, progress=False)
+    assert {c for c, _ in built.covariate} == set(cmod_tables.CORRUPTIONS) and (solarize, 5) in built.covariate
+    rows = {k: {"auroc": 0.5, "fpr95_ood_positive": 0.9} for k in built.named()}
+    summary = sets.summarise(rows, built)
+    assert len(summary["covariate_auroc"]) == len(CORRUPTIONS) + 1
+    assert f"| {solarize} |" in report.grid_table(summary)
+    assert f"over the {len(CORRUPTIONS) + 1} corruptions" in report.patch_sweep_lines([])[0]

@@ -54,6 +54,7 @@ from .config import PRESETS, ModelConfig, PreprocessConfig, Preset, ScoreMode, f
 from .errors import BadArtifactError
 from .log import LOGGER
 from .model import Discriminator
+from .score_modes import get as get_score_mode
 from .stats_model import SAVED_KEYS
 
 FORMAT = "discopatch-detector"
@@ -429,7 +430,7 @@ def load_artifact(directory: str | os.PathLike[str], allow_legacy: bool = False)
         _require(stored == recomputed, f"{cfg_path}: calibration threshold does not match the stored scores")
     score_mode = scoring.get("score_mode", "d-only")  # absent in artefacts saved before the statistics model
     stats = None
-    if score_mode != "d-only":
+    if get_score_mode(score_mode).needs_statistics:
         _require(STATS_FILE in files, f"{cfg_path}: score_mode {score_mode!r} needs {STATS_FILE}")
         stats = _load_safetensors(directory / STATS_FILE)
         _only_tensors(stats, set(SAVED_KEYS.values()), directory / STATS_FILE)

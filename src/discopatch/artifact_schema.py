@@ -18,7 +18,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .config import ABLATIONS, MAX_SEED, RESIZE_MODES, SCORE_MODES
+from . import score_modes
+from .config import ABLATIONS, MAX_SEED, RESIZE_MODES
 
 _SEED = {"type": "integer", "minimum": 0, "maximum": MAX_SEED}
 #: A count of images or scores: far above any real data set, far below what could overflow anything.
@@ -89,7 +90,7 @@ SCHEMA: dict[str, Any] = {
                 "test_patches": {"type": "integer", "minimum": 1, "maximum": 100_000},
                 "seed": _SEED,
                 "score": {"type": "string", "maxLength": 200},
-                "score_mode": {"enum": list(SCORE_MODES)},
+                "score_mode": {"enum": score_modes.NAMES},  # the live list of registered modes
             },
         },
         "calibration": {

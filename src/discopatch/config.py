@@ -17,13 +17,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
+from .score_modes import ScoreMode
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 _T = TypeVar("_T", bound="DataclassInstance")
 
 # Every closed set of choices is one Literal type plus the tuple of its values (the tuple is what validation,
-# argparse ``choices=`` and the artefact schema use; the Literal is what annotations use).
+# argparse ``choices=`` and the artefact schema use; the Literal is what annotations use). Score modes are the
+# exception: an open registry (:mod:`discopatch.score_modes`), so ``ScoreMode`` is a name checked against it.
 
 NormKind = Literal["patch", "batchnorm", "groupnorm", "instancenorm", "none"]
 NORM_KINDS: tuple[NormKind, ...] = get_args(NormKind)
@@ -44,10 +47,6 @@ TRAIN_GROUPINGS: tuple[TrainGrouping, ...] = get_args(TrainGrouping)
 #: 20 % of (loader length x patches per image), i.e. about 58 steps of 67 images (docs/METHOD.md).
 EpochRule = Literal["full", "official-truncated"]
 EPOCH_RULES: tuple[EpochRule, ...] = get_args(EpochRule)
-#: What a detector's score is: ``d-only`` (the paper's 1 - mean D), ``fused`` (D + per-image statistics) or
-#: ``stats-only`` (:mod:`discopatch.stats_model`).
-ScoreMode = Literal["d-only", "fused", "stats-only"]
-SCORE_MODES: tuple[ScoreMode, ...] = get_args(ScoreMode)
 #: What runs D; ``auto`` is resolved to one of the others by :func:`discopatch.engine.resolve_engine_name`.
 EngineName = Literal["auto", "torch", "onnx"]
 ENGINES: tuple[EngineName, ...] = get_args(EngineName)
@@ -195,7 +194,7 @@ class Preset:
     test_patches: int = 64
     target_fpr: float = 0.05
     notes: str = ""
-    score_mode: ScoreMode = "d-only"  # one of SCORE_MODES
+    score_mode: ScoreMode = "d-only"  # a registered mode (discopatch.score_modes): d-only, fused, stats-only
 
     def replace(self, **kwargs: Any) -> Preset:
         return dataclasses.replace(self, **kwargs)
@@ -323,7 +322,6 @@ __all__ = [
     "NORM_KINDS",
     "PRESETS",
     "RESIZE_MODES",
-    "SCORE_MODES",
     "TRAIN_GROUPINGS",
     "Ablation",
     "EpochRule",

@@ -60,6 +60,8 @@ from .model import Discriminator
 from .patches import content_corners
 from .results import ImageResult, Prediction, finite_or_none
 from .runtime import resolve_device
+from .score_modes import ScoreModeSpec
+from .score_modes import get as get_score_mode
 from .stats_model import StatsModel
 from .training import Trainer, TrainState
 
@@ -93,6 +95,7 @@ class Detector:
         if test_patches is not None:
             self.preset = self.preset.replace(test_patches=test_patches)
         self.seed = self.preset.train.seed if seed is None else int(seed)
+        get_score_mode(self.preset.score_mode)  # an unknown mode fails here, not after training
         self.device = resolve_device(device)
         self.batch_size = batch_size
         if precision not in PRECISIONS:
@@ -200,7 +203,7 @@ class Detector:
         counts = {"n_train_images": len(train), "n_val_images": len(val), "n_unreadable": len(data.errors)}
         self.training_info = state.summary(tcfg, time.monotonic() - t0, **counts)
         self.provenance = {"created": utc_now(), "training_data": fingerprint_inputs(images)}
-        if self.preset.score_mode != "d-only" and is_main_process():
+        if self.score_spec.needs_statistics and is_main_process():
             self.fit_statistics(train, val)
         if len(val) and is_main_process():
             self.calibrate(val, target_fpr=self.preset.target_fpr)
@@ -224,16 +227,27 @@ class Detector:
         """The configured score of a preprocessed stack computed by ``engine``: D alone or fused with statistics."""
         return self._score_parts(engine, stack)[0]
 
-    def _score_parts(self, engine: ScoringEngine, stack: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The configured score and, when that is not D's score alone, D's score from the same pass (else None)."""
-        mode = self.preset.score_mode
-        if mode == "d-only":
-            return engine.score(stack, self.batch_size), None
+    @property
+    def score_spec(self) -> ScoreModeSpec:
+        """The registry entry of the preset's score mode (:mod:`discopatch.score_modes`)."""
+        return get_score_mode(self.preset.score_mode)
+
+    def _require_stats(self) -> StatsModel:
+        """The statistics model, which the score mode needs; :class:`NotFittedError` before it is fitted."""
         if self.stats_model is None:
-            raise NotFittedError(f"score_mode {mode!r} needs the statistics model; call fit() or fit_statistics()")
+            raise NotFittedError(
+                f"score_mode {self.preset.score_mode!r} needs the statistics model; call fit() or fit_statistics()"
+            )
+        return self.stats_model
+
+    def _score_parts(self, engine: ScoringEngine, stack: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The configured score and, when the mode uses the statistics, D's score from the same pass (else None)."""
+        spec = self.score_spec
+        if not spec.needs_statistics:
+            return spec.combine_numpy(engine.score(stack, self.batch_size), None, None), None
+        sm = self._require_stats()
         d, f = engine.score_with_statistics(stack, self.batch_size)
-        s = self.stats_model.mahalanobis(f)
-        return (s if mode == "stats-only" else self.stats_model.fuse(d, s)), d
+        return spec.combine_numpy(d, sm.mahalanobis(f), sm.fusion), d
 
     def _score_stack(self, stack: np.ndarray) -> np.ndarray:
         return self.score_with_engine(self.scoring_engine(), stack)
@@ -250,11 +264,10 @@ class Detector:
     def _explain_stack(self, stack: np.ndarray) -> list[Explanation]:
         engine = self.scoring_engine()
         mode = self.preset.score_mode
-        if mode == "d-only":
+        if not self.score_spec.needs_statistics:
             logits, feats = engine.batched_logits(stack, self.batch_size), None
         else:
-            if self.stats_model is None:
-                raise NotFittedError(f"score_mode {mode!r} needs the statistics model; call fit() or fit_statistics()")
+            self._require_stats()
             logits, feats = engine.logits_with_statistics(stack, self.batch_size)
         contributions = 1.0 - torch.sigmoid(logits.double()).numpy()
         p = self.model_config.patch_size
@@ -393,7 +406,7 @@ class Detector:
         unreadable files). :func:`discopatch.results_frame` turns rows into a pandas DataFrame.
         """
         results = self.score_items(list(paths), chunk_size=chunk_size or self.batch_size, explain=explain)
-        with_d = self.preset.score_mode != "d-only"
+        with_d = self.score_spec.needs_statistics
         for r in results:
             yield r.file_row(self.threshold, self.detector_id, with_d, explain)
 
@@ -424,7 +437,7 @@ class Detector:
             threshold=cal.threshold,
             model_id=self.detector_id,
             meta=self.meta(),
-            with_d_scores=self.preset.score_mode != "d-only",
+            with_d_scores=self.score_spec.needs_statistics,
         )
 
     def meta(self) -> dict[str, Any]:

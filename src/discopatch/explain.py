@@ -29,6 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import score_modes
+from .score_modes import ScoreModeSpec
+
 if TYPE_CHECKING:
     from .stats_model import StatsModel
 
@@ -206,31 +209,36 @@ def explanations(
     """One :class:`Explanation` per image of a scoring pass: its patch ``corners`` ``(B, N, 2)``, per-patch
     ``contributions`` ``(B, N)``, D's scores and, for fused / statistics-only detectors, the statistics model and
     its Mahalanobis scores from the same pass (the fused value is computed as the detector's score is)."""
+    spec = score_modes.get(score_mode)
     out = []
     for i in range(len(stack)):
-        d = d_scores[i]
-        extra: dict[str, Any] = {"score": float(d), "source": "discriminator"}
+        d = d_scores[i : i + 1]
         if stats_model is not None and stats_scores is not None:
-            s = stats_scores[i]
-            dm, ds, sm, ss = stats_model.fusion
-            d_z, s_z = float((d - dm) / ds), float((s - sm) / ss)
-            fused = float(stats_model.fuse(d_scores[i : i + 1], stats_scores[i : i + 1])[0])
-            extra = {
-                "score": float(s) if score_mode == "stats-only" else fused,
-                "source": "statistics" if score_mode == "stats-only" or s_z > d_z else "discriminator",
-                "d_z": d_z,
-                "stats_z": s_z,
-                "stats_score": float(s),
-            }
+            extra = _statistics_views(spec, d, stats_scores[i : i + 1], stats_model.fusion)
+        else:
+            extra = {"score": float(spec.combine_numpy(d, None, None)[0]), "source": "discriminator"}
         out.append(
             Explanation(
                 image=stack[i],
                 corners=corners[i],
                 patch_size=patch_size,
                 contributions=contributions[i],
-                d_score=float(d),
+                d_score=float(d[0]),
                 score_mode=score_mode,
                 **extra,
             )
         )
     return out
+
+
+def _statistics_views(spec: ScoreModeSpec, d: np.ndarray, s: np.ndarray, fusion: np.ndarray) -> dict[str, Any]:
+    """One image's score, both views on the fused z-scale and which view set it, by the mode's own combiner (the
+    score equals the detector's): the statistics when the mode ignores D or their z-score is the larger."""
+    d_z, s_z = (float(v[0]) for v in score_modes.robust_z(d, s, fusion))
+    return {
+        "score": float(spec.combine_numpy(d, s, fusion)[0]),
+        "source": "statistics" if not spec.uses_discriminator or s_z > d_z else "discriminator",
+        "d_z": d_z,
+        "stats_z": s_z,
+        "stats_score": float(s[0]),
+    }

@@ -36,6 +36,7 @@ from ._version import __version__
 from .config import PreprocessConfig, ScoreMode, to_dict
 from .model import Discriminator
 from .model.norm import PatchGroupNorm
+from .score_modes import get as get_score_mode
 
 if TYPE_CHECKING:  # stats_model imports the engine, which imports this module
     from .stats_model import StatsModel
@@ -45,12 +46,6 @@ ONNX_FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
 INPUT_NAME = "patches"
 OUTPUT_NAMES = ("logits", "stats", "score")
-SCORE_TEXT: dict[ScoreMode, str] = {
-    "d-only": "1 - mean over the image's patches of sigmoid(logit); higher = more OOD",
-    "stats-only": "squared Mahalanobis distance of the standardised stats under the ID Gaussian; higher = more OOD",
-    "fused": "max of the robust z-scores of D's score and of the stats' Mahalanobis distance (medians and IQRs "
-    "of held-out ID images); higher = more OOD",
-}
 
 
 class OnnxScorer(nn.Module):
@@ -59,11 +54,11 @@ class OnnxScorer(nn.Module):
     Shares D's parameters (no copy), so it computes D's function exactly; only the normalisation is spelled out
     with reshape / mean / sub / mul so that exporters cannot turn it into a BatchNormalization node. ``stats`` are
     the per-image layer statistics the normalisation removes; ``score`` is the detector's configured score,
-    computed in float64 inside the graph: D's ``1 - mean sigmoid`` for ``d-only``, or, with a ``stats_model``,
-    its Mahalanobis distance (``stats-only``) or the fusion of both (``fused``, :mod:`discopatch.stats_model`).
+    computed in float64 inside the graph by the mode's torch combiner (:mod:`discopatch.score_modes`) from D's
+    ``1 - mean sigmoid`` and, for a mode that needs a ``stats_model``, its Mahalanobis distance and fusion scales.
     """
 
-    # buffers registered from ``StatsModel.to_tensors()`` (its saved keys), except with ``score_mode="d-only"``
+    # buffers registered from ``StatsModel.to_tensors()`` (its saved keys), for modes that need the statistics
     feat_mean: torch.Tensor
     feat_scale: torch.Tensor
     location: torch.Tensor
@@ -76,7 +71,8 @@ class OnnxScorer(nn.Module):
         super().__init__()
         if D.cfg.norm != "patch":
             raise ValueError(f"ONNX export supports norm='patch' (the method) only, not the ablation {D.cfg.norm!r}")
-        if score_mode != "d-only" and stats_model is None:
+        self.spec = get_score_mode(score_mode)
+        if self.spec.needs_statistics and stats_model is None:
             raise ValueError(f"score_mode {score_mode!r} needs the detector's statistics model")
         self.cfg = D.cfg
         self.n_patches = int(n_patches)
@@ -91,7 +87,7 @@ class OnnxScorer(nn.Module):
         self.norms = nn.ModuleList(n if n is not None else nn.Identity() for n in norms)
         self.head = D.head
         self.slope = float(D.cfg.negative_slope)
-        if score_mode != "d-only" and stats_model is not None:  # a stats model is required above
+        if self.spec.needs_statistics and stats_model is not None:  # a stats model is required above
             for k, v in stats_model.to_tensors().items():
                 self.register_buffer(k, v.double())
 
@@ -114,14 +110,11 @@ class OnnxScorer(nn.Module):
         logits = self.head(x.flatten(1)).reshape(-1, n)
         stats = torch.cat(feats, dim=1)
         d_score = 1.0 - torch.sigmoid(logits.double()).mean(dim=1)
-        if self.score_mode == "d-only":
-            return logits, stats, d_score.float()
+        if not self.spec.needs_statistics:
+            return logits, stats, self.spec.combine_torch(d_score, None, None).float()
         z = (stats.double() - self.feat_mean) / self.feat_scale - self.location
         s_score = ((z @ self.precision) * z).sum(dim=1)  # buffer "precision": the inverse covariance (saved key)
-        if self.score_mode == "stats-only":
-            return logits, stats, s_score.float()
-        dm, ds, sm, ss = self.fusion[0], self.fusion[1], self.fusion[2], self.fusion[3]
-        return logits, stats, torch.maximum((d_score - dm) / ds, (s_score - sm) / ss).float()
+        return logits, stats, self.spec.combine_torch(d_score, s_score, self.fusion).float()
 
 
 def onnx_metadata(
@@ -153,7 +146,7 @@ def onnx_metadata(
             "H-p+1) then N cols with integers(0, W-p+1) (discopatch.patches.content_corners)"
         ),
         "score_mode": score_mode,
-        "score": SCORE_TEXT[score_mode],
+        "score": get_score_mode(score_mode).formula,
         "stats": "per image, for each layer: channel means then log(variance + eps) of the conv output over the "
         "image's patches (before normalisation)",
         "threshold": "none" if threshold is None or not np.isfinite(threshold) else repr(float(threshold)),

@@ -292,7 +292,7 @@ class ScoreActor:
             for name, data in files.items():
                 Path(tmp, name).write_bytes(data)
             self.detector = Detector.load(tmp, **options)
-        self.with_d = self.detector.preset.score_mode != "d-only"
+        self.with_d = self.detector.score_spec.needs_statistics
         self.schema = output_schema(self.with_d)
         self.path_column = path_column
         self.bytes_column = bytes_column

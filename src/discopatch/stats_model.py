@@ -28,6 +28,7 @@ from sklearn.covariance import LedoitWolf
 
 from .engine import TorchEngine
 from .model import Discriminator
+from .score_modes import get as get_score_mode
 
 #: :class:`StatsModel` field -> its key in statistics.safetensors and among the ONNX graph's buffers. The inverse
 #: covariance is saved as ``precision`` (the statistician's word, as sklearn's ``precision_``); the key is part of
@@ -90,9 +91,8 @@ class StatsModel:
         self.fusion = np.array([*robust(d_scores), *robust(s_scores)])
 
     def fuse(self, d_scores: np.ndarray, s_scores: np.ndarray) -> np.ndarray:
-        dm, ds, sm, ss = self.fusion
-        fused: np.ndarray = np.maximum((d_scores - dm) / ds, (s_scores - sm) / ss)
-        return fused
+        """The ``fused`` score: the registry's combiner (:mod:`discopatch.score_modes`), written once there."""
+        return get_score_mode("fused").combine_numpy(d_scores, s_scores, self.fusion)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """The tensors to save, under their saved keys (:data:`SAVED_KEYS`)."""

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from discopatch.benchmark.runner import QUICK, run_benchmark
+from discopatch.data.corruptions import CORRUPTIONS
 from helpers.presets import tiny_preset
 
 
@@ -19,7 +20,8 @@ def test_quick_fmnist_benchmark_writes_reports(tmp_path) -> None:
     saved = json.loads((tmp_path / "results.json").read_text())
     methods = saved["methods"]
     main = methods["DisCoPatch (per-image statistics)"]
-    assert len(main["covariate_auroc"]) == 15 and all(len(v) == 5 for v in main["covariate_auroc"].values())
+    covariate = main["covariate_auroc"]
+    assert len(covariate) == len(CORRUPTIONS) and all(len(v) == 5 for v in covariate.values())
     assert {"control/null", "control/hflip"} <= set(main["sets"])
     groups = {m["group"] for m in methods.values()}
     assert {"discopatch", "variant", "ablation-leaky", "ablation-layer", "ablation-norm", "label-free"} <= groups

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..budget import effective_train_config, planned_steps
 from ..config import Preset
+from ..data.corruptions import CORRUPTIONS, SEVERITIES
 from ..data.images import stack_images
 from ..detector import Detector
 from ..log import stderr_lines
@@ -316,7 +317,8 @@ def curve_markdown(results: dict[str, Any]) -> str:
         f"{results['preset']['test_patches']} test patches; seeds {results['seeds']}; {results['data']['n_train']} "
         f"training images; command: `{results.get('command')}`; started {results['started']}.",
         "",
-        "AUROC in %. cov = mean over 15 corruptions x 5 severities; near/far = mean over the sets; null = clean "
+        f"AUROC in %. cov = mean over {len(CORRUPTIONS)} corruptions x {len(SEVERITIES)} severities; near/far = "
+        "mean over the sets; null = clean "
         "held-out ID control. ID-sep = the ID-only criterion (D separating held-out ID images from their "
         "VAE reconstructions and prior samples). overfit = D's score separating held-out ID images from images it "
         "trained on (50 = no memorisation). d(r/rec/gen) = D's mean output per image on real / "

@@ -3,9 +3,9 @@
 Protocol (both ``fmnist`` and ``photos``):
 
 * the ID test images are split in half: a *reference* half (the ID side of every AUROC) and a *target* half;
-* covariate shift = the target half with each of the 15 corruptions at severities 1-5, through the same uint8
-  pipeline; the *null* control is the clean target half through that same path (AUROC must be 0.50 +/- 0.02),
-  the *hflip* control its horizontal mirror;
+* covariate shift = the target half with each corruption of :data:`~discopatch.data.corruptions.CORRUPTIONS` at
+  severities 1-5, through the same uint8 pipeline; the *null* control is the clean target half through that same
+  path (AUROC must be 0.50 +/- 0.02), the *hflip* control its horizontal mirror;
 * near- and far-OOD sets come from :mod:`discopatch.benchmark.datasets`, preprocessed by the same function;
 * every method is fitted on the same ID training images and scored on the same test images.
 
@@ -45,14 +45,8 @@ from ..log import stderr_lines
 from ..model import Discriminator
 from ..training import TrainState
 from .ablations import layerwise_discriminator, patch_count_sweep
-from .baselines import (
-    DeepSVDD,
-    InputComplexityElbo,
-    NMDStatistics,
-    SmallCNNClassifier,
-    VAEElbo,
-    VAEReconstruction,
-)
+from .baselines import specs as baseline_specs
+from .baselines.specs import BaselineInputs
 from .datasets import load_protocol
 from .report import save_json, write_reports
 from .sets import FULL, FULL_PHOTOS, QUICK, Budget, Sets, build_sets, evaluate_scores, protocol_preset, summarise
@@ -95,6 +89,24 @@ def _hardware() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "machine": platform.machine(),
     }
+
+
+#: ``record(name, group, score_fn, train_seconds, notes)``: scores one method on every set and keeps its row.
+Record = Callable[[str, str, Callable[[np.ndarray], np.ndarray], float, str], None]
+
+
+def baseline_stage(inputs: BaselineInputs, budget: Budget, record: Record) -> None:
+    """Fit and record every baseline of :data:`~discopatch.benchmark.baselines.specs.BASELINES`, in order.
+
+    A spec's training seconds come from its ``budget_key`` field of ``budget``; the recorded training time is the
+    factory's wall time for those, 0 for the baselines that train nothing for a time."""
+    for spec in baseline_specs.BASELINES:
+        seconds = None if spec.budget_key is None else float(getattr(budget, spec.budget_key))
+        t0 = time.monotonic()
+        rows = spec.factory(inputs, seconds)
+        train_s = 0.0 if spec.budget_key is None else time.monotonic() - t0
+        for key, score_fn in rows.items():
+            record(spec.row_name(key), spec.group, score_fn, train_s, spec.notes)
 
 
 def run_benchmark(
@@ -238,29 +250,8 @@ def run_benchmark(
             )
 
     if "baselines" in stages:
-        vae = det.trainer.vae.eval() if det.trainer is not None else None
-        if vae is not None:
-            for cls, label in (
-                (VAEReconstruction, "VAE reconstruction error"),
-                (VAEElbo, "VAE negative ELBO"),
-                (InputComplexityElbo, "ELBO with input-complexity correction"),
-            ):
-                b = cls(vae, n, seed=seed)
-                record(label, "label-free", b.score, 0.0, "the DisCoPatch VAE on the same patches")
-        svdd = DeepSVDD()
-        t0 = time.monotonic()
-        svdd.fit(train_stack, max_time=budget.svdd_train, seed=seed)
-        record("Deep SVDD", "label-free", svdd.score, time.monotonic() - t0)
-        nmd = NMDStatistics(D, n, seed=seed).fit(train_stack, seed=seed)
-        record("NMD-style statistics (D channel means)", "label-free", nmd.score, 0.0)
-        if data.id_train_labels is not None:
-            clf = SmallCNNClassifier()
-            t0 = time.monotonic()
-            clf.fit(train_stack, data.id_train_labels, max_time=budget.classifier_train, seed=seed)
-            clf_s = time.monotonic() - t0
-            for scorer in clf.scorers():
-                scorer.fit(train_stack, data.id_train_labels, seed=seed)
-                record(f"classifier {scorer.name}", "label-based", scorer.score, clf_s)
+        vae = det.trainer.vae if det.trainer is not None else None
+        baseline_stage(BaselineInputs(train_stack, data.id_train_labels, D, vae, n, seed), budget, record)
 
     if "drift" in stages:
         results["drift_power"] = drift_power(det, data, sets, preset, budget, seed, progress)
@@ -282,6 +273,7 @@ __all__ = [
     "QUICK",
     "Budget",
     "Sets",
+    "baseline_stage",
     "build_sets",
     "evaluate_scores",
     "protocol_preset",

@@ -24,7 +24,7 @@ from ..metrics import ood_metrics
 from .datasets import ProtocolData
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Budget:
     """How long each model trains and the sizes of the expensive stages.
 
@@ -52,10 +52,29 @@ class Budget:
 
 
 #: Sized so one protocol finishes in about 45 minutes on one core of the 2-core dev machine (docs/BENCHMARKS.md).
-FULL = Budget(None, 180, 60, 150, 100, (1, 2, 5, 10, 20, 50, 100, 200), n_test=800, n_ood=500)
-FULL_PHOTOS = Budget(None, 150, 60, 120, 100, (1, 2, 5, 10, 20, 50, 100, 200), n_test=400, n_ood=300, layer_images=600)
+FULL = Budget(
+    main_train=None,
+    ablation_train=180,
+    svdd_train=60,
+    classifier_train=150,
+    power_trials=100,
+    power_ns=(1, 2, 5, 10, 20, 50, 100, 200),
+    n_test=800,
+    n_ood=500,
+)
+FULL_PHOTOS = dataclasses.replace(
+    FULL, ablation_train=150, classifier_train=120, n_test=400, n_ood=300, layer_images=600
+)
 #: The CI-sized smoke run: an explicit step count for the main row (as ``fit --max-steps 20``).
-QUICK = Budget(None, 2, 2, 2, 10, (1, 5, 20), main_steps=20)
+QUICK = Budget(
+    main_train=None,
+    ablation_train=2,
+    svdd_train=2,
+    classifier_train=2,
+    power_trials=10,
+    power_ns=(1, 5, 20),
+    main_steps=20,
+)
 
 
 def protocol_preset(protocol: str, data: ProtocolData, preset: str | Preset = "small") -> Preset:

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import score_modes
 from .._version import __version__
-from ..config import ABLATIONS, NORM_KINDS, RESIZE_MODES, SCORE_MODES, TRAIN_GROUPINGS
+from ..config import ABLATIONS, NORM_KINDS, RESIZE_MODES, TRAIN_GROUPINGS
 from ..errors import EXIT_OK, UsageError
 from .config_files import add_config_options
 from .options import Subcommands, add_device, add_preset, betas, examples, positive_ints, seed_value
@@ -100,8 +101,8 @@ def add_commands(sub: Subcommands) -> None:
     )
     g.add_argument(
         "--score",
-        choices=SCORE_MODES,
-        help="d-only: the paper's 1 - mean D; fused: also score the per-image statistics the normalisation removes",
+        choices=score_modes.NAMES,
+        help=score_modes.help_text(),
     )
     g = p.add_argument_group("speed and scale (see docs/BENCHMARKS.md; torchrun runs DistributedDataParallel)")
     g.add_argument(

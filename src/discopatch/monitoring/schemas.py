@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
+from .. import score_modes
+
 #: A stream name (``streams.STREAM_NAME``, written for JSON Schema): what the ``{name}`` path parameters accept.
 STREAM_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
@@ -79,6 +81,17 @@ def images_body(max_images: int) -> dict[str, Any]:
     return body
 
 
+def _score_mode_schema(schema: dict[str, Any]) -> None:
+    """The registered score modes (:mod:`discopatch.score_modes`), read when the schema is generated, so a mode
+    registered after import is listed too."""
+    schema["description"] = score_modes.names_text()
+    schema["enum"] = list(score_modes.NAMES)
+
+
+#: A detector's score mode in a response: one of the registered names.
+SCORE_MODE_FIELD: Any = Field(description=score_modes.names_text(), json_schema_extra=_score_mode_schema)
+
+
 #: What a heat map can and cannot say; every explanation in a response carries it.
 HEATMAP_NOTE = (
     "The map explains the discriminator's share of the score only (its mean is d_score). The per-image statistics "
@@ -90,7 +103,7 @@ class HeatMap(BaseModel):
     """D's per-patch contributions behind one score, from the scoring pass itself (:mod:`discopatch.explain`)."""
 
     score: float = Field(description="the detector's score (the same as the result's score)")
-    score_mode: str = Field(description="d-only, fused or stats-only")
+    score_mode: str = SCORE_MODE_FIELD
     source: str = Field(description="the view that set the score: discriminator or statistics")
     d_score: float = Field(description="D's score: the mean of the contributions")
     d_z: float | None = Field(description="fused detectors: D's score on the fused robust z-scale")
@@ -230,7 +243,7 @@ class Health(BaseModel):
 class ModelInfo(BaseModel):
     model_id: str | None = Field(description=MODEL_ID)
     preset: str
-    score_mode: str = Field(description="d-only, fused or stats-only")
+    score_mode: str = SCORE_MODE_FIELD
     threshold: float | None = Field(description="score threshold (null: too few calibration images to flag any)")
     target_fpr: float
     n_calibration: int = Field(description="calibration (ID) scores behind the threshold and p-values")

@@ -1,10 +1,10 @@
-"""The 15 ImageNet-C / CIFAR-10-C common corruptions, re-implemented with numpy, scipy and Pillow.
+"""The ImageNet-C / CIFAR-10-C common corruptions, re-implemented with numpy, scipy and Pillow.
 
 Why this module exists: covariate-shift detectors are usually evaluated on the corruption benchmark of
 Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to Common Corruptions and Perturbations"
 (ICLR 2019). The reference generator scripts need OpenCV, scikit-image, ImageMagick (Wand) and a set of
 frost photographs; none of these are dependencies of discopatch. This module reproduces the same
-15 corruptions x 5 severities on any uint8 image of at least 8 px, deterministically from a numpy
+corruptions (:data:`CORRUPTIONS`) x 5 severities on any uint8 image of at least 8 px, deterministically from a numpy
 ``Generator``, so benchmarks can corrupt their own in-distribution test sets (gray or RGB, any size).
 
 Parameter tables
@@ -55,7 +55,7 @@ Speed (measured on a 2-core CPU, numpy 2.4 / scipy 1.17 / Pillow 13): the full g
 the slowest corruption costs about 2 ms at 32 px and about 25 ms at 128 px (elastic; glass blur 9 ms).
 
 Layout: :mod:`.tables` (names, families, parameter tables), :mod:`.kernels` (filters and procedural textures),
-:mod:`.functions` (the 15 implementations); this module validates inputs and applies them.
+:mod:`.functions` (the implementations); this module validates inputs and applies them.
 """
 
 from __future__ import annotations

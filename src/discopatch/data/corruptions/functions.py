@@ -1,4 +1,4 @@
-"""The 15 corruption implementations and the name -> function registry :data:`_FUNCS`.
+"""The corruption implementations and the name -> function registry :data:`_FUNCS`.
 
 Each function takes a float (H, W, 3) image in [0, 1], the severity's parameters (one entry of
 :data:`~discopatch.data.corruptions.tables.PARAMS`), the generator and the pixel-length scale ``s``, and returns a

@@ -1,4 +1,4 @@
-"""Names, families and the two per-severity parameter tables of the 15 benchmark corruptions.
+"""Names, families and the two per-severity parameter tables of the benchmark corruptions.
 
 Pure data: the tables are transcribed from the reference scripts named in :data:`PARAM_SOURCES`; how they are
 selected and rescaled for an image's size is described in :mod:`discopatch.data.corruptions`.
@@ -25,7 +25,9 @@ CORRUPTIONS: tuple[str, ...] = (
     "pixelate",
     "jpeg_compression",
 )
-"""The 15 benchmark corruptions, in the order of Hendrycks & Dietterich (2019)."""
+"""The benchmark corruptions: the fifteen of Hendrycks & Dietterich (2019) in their order. Everything else (the
+benchmark grid, report texts, counts) derives from this tuple; a new corruption is added here, in
+:data:`CORRUPTION_FAMILIES`, in both :data:`PARAMS` tables (with :data:`PARAM_FIELDS`) and in ``functions._FUNCS``."""
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 """The severities every corruption has (1 = mildest); the benchmark's covariate grid is CORRUPTIONS x SEVERITIES."""
