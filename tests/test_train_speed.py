@@ -37,7 +37,8 @@ def test_bench_training_reports_every_part_and_counts_flops() -> None:
     assert rep.part_gflop.get("data", 0.0) == 0.0
     assert rep.peaks_gflops["matmul_fp32"] > 0 and rep.peaks_gflops["conv_fp32"] > 0
     assert rep.steps_per_s == pytest.approx(1 / rep.seconds_per_step)
-    assert "vae_backward" in rep.table() and "| d_forward |" in rep.markdown()
+    assert set(rep.part_cpu_seconds) == set(PARTS) and rep.cpu_seconds_per_step > 0
+    assert "vae_backward" in rep.table() and "| d_forward |" in rep.markdown() and "CPU-ms/step" in rep.table()
 
 
 def test_step_flops_match_an_independent_count() -> None:
