@@ -125,3 +125,23 @@ def test_reuse_freed_memory_switches_on_and_off() -> None:
         assert on == sys.platform.startswith("linux")
     with reuse_freed_memory(enabled=False) as on:
         assert on is False
+
+
+def test_cli_waits_passively_unless_the_environment_says_otherwise() -> None:
+    """The command line sets OMP_WAIT_POLICY before torch starts OpenMP; a user's own setting wins."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "from discopatch.cli import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split()[-2:] == ["PASSIVE", "False"]  # set before torch was imported
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split()[-2] == "ACTIVE"
