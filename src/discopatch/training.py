@@ -29,6 +29,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from .budget import effective_train_config, epoch_steps, estimate_line, planned_
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .distributed import any_across_ranks, is_main_process, rank_and_world
 from .log import LOGGER, progress_bar
+from .memory import reuse_freed_memory
 from .model import VAE, Discriminator, kl_divergence
 from .patches import extract_patches, patch_corners, to_tensor
 from .runtime import derive_seed
@@ -65,6 +67,11 @@ def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
+def no_phase(name: str) -> AbstractContextManager[object]:
+    """The default phase marker of a step: nothing (``bench-speed --train`` swaps in a timer)."""
+    return nullcontext()
+
+
 class _GeneratorStep(nn.Module):
     """The VAE step's forward as one module call, so DDP sees exactly one forward per backward.
 
@@ -76,12 +83,15 @@ class _GeneratorStep(nn.Module):
         super().__init__()
         self.vae = vae
         self.__dict__["D"] = D  # not a submodule: DDP must only synchronise the VAE's gradients here
+        self.phase: Callable[[str], AbstractContextManager[object]] = no_phase
 
     def forward(self, real: torch.Tensor, group: int | None) -> tuple[torch.Tensor, ...]:
-        recon, mu, logvar = self.vae(real)
-        gen = self.vae.sample(real.shape[0])
+        with self.phase("vae_forward"):
+            recon, mu, logvar = self.vae(real)
+            gen = self.vae.sample(real.shape[0])
         D: Discriminator = self.__dict__["D"]
-        return recon, mu, logvar, gen, D(recon, group), D(gen, group)
+        with self.phase("d_forward"):
+            return recon, mu, logvar, gen, D(recon, group), D(gen, group)
 
 
 class _DiscriminatorStep(nn.Module):
@@ -179,6 +189,16 @@ class Trainer:
             self._g_step = torch.compile(self._g_step)
             self._d_step = torch.compile(self._d_step)
         self.state = TrainState()
+        #: Marks the parts of a step (``data``, ``vae_forward``, ``d_forward``, ``losses``, ``vae_backward``,
+        #: ``d_backward``, ``optimiser``): a context manager factory; :mod:`discopatch.train_speed` times them.
+        self.phase: Callable[[str], AbstractContextManager[object]] = no_phase
+
+    def set_phase_marker(self, phase: Callable[[str], AbstractContextManager[object]]) -> None:
+        """Use ``phase(name)`` around each part of a step (eager steps only: a compiled step is one part)."""
+        self.phase = phase
+        g_step = self._g_step
+        if isinstance(g_step, _GeneratorStep):
+            g_step.phase = phase
 
     @property
     def detector_discriminator(self) -> Discriminator:
@@ -192,11 +212,12 @@ class Trainer:
     def sample_real(self, images: np.ndarray, idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """K random patches from each selected image, consecutive per image: ``(len(idx) * K, C, p, p)``."""
         p, k = self.model_cfg.patch_size, self.cfg.train_patches
-        batch = images[idx]
-        h, w = batch.shape[1:3]
-        corners = np.stack([patch_corners(h, w, p, k, rng) for _ in range(len(idx))])
-        real = extract_patches(to_tensor(batch).to(self.device), corners, p)
-        return real.contiguous(memory_format=torch.channels_last) if self.channels_last else real
+        with self.phase("data"):
+            batch = images[idx]
+            h, w = batch.shape[1:3]
+            corners = np.stack([patch_corners(h, w, p, k, rng) for _ in range(len(idx))])
+            real = extract_patches(to_tensor(batch).to(self.device), corners, p)
+            return real.contiguous(memory_format=torch.channels_last) if self.channels_last else real
 
     def train_step(self, real: torch.Tensor) -> dict[str, float]:
         """One VAE update then one D update on ``real`` patches; returns the logged losses."""
@@ -209,23 +230,29 @@ class Trainer:
         D.requires_grad_(False)
         with self._autocast():
             recon, mu, logvar, gen, d_recon, d_gen = self._g_step(real, group)
-        mse = F.mse_loss(recon.float(), real.float())
-        kl = kl_divergence(mu.float(), logvar.float())
-        adv_recon, adv_gen = bce(d_recon, 1.0), bce(d_gen, 1.0)
-        loss_g = mse + self.cfg.w_kl * kl + self.cfg.w_adv * adv_recon + self.cfg.w_adv * adv_gen
+        with self.phase("losses"):
+            mse = F.mse_loss(recon.float(), real.float())
+            kl = kl_divergence(mu.float(), logvar.float())
+            adv_recon, adv_gen = bce(d_recon, 1.0), bce(d_gen, 1.0)
+            loss_g = mse + self.cfg.w_kl * kl + self.cfg.w_adv * adv_recon + self.cfg.w_adv * adv_gen
         self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
+        with self.phase("vae_backward"):
+            loss_g.backward()
+        with self.phase("optimiser"):
+            self.opt_g.step()
         D.requires_grad_(True)
 
         # D step, three separate forward calls (real / generated / reconstructed).
         recon_d, gen_d = recon.detach(), gen.detach()
-        with self._autocast():
+        with self._autocast(), self.phase("d_forward"):
             l_real, l_gen, l_recon = self._d_step(real, gen_d, recon_d, group)
-        loss_d = (bce(l_real, 1.0) + 0.5 * bce(l_gen, 0.0) + 0.5 * bce(l_recon, 0.0)) / 2
+        with self.phase("losses"):
+            loss_d = (bce(l_real, 1.0) + 0.5 * bce(l_gen, 0.0) + 0.5 * bce(l_recon, 0.0)) / 2
         self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
+        with self.phase("d_backward"):
+            loss_d.backward()
+        with self.phase("optimiser"):
+            self.opt_d.step()
         if self.D_ema is not None:
             with torch.no_grad():
                 for pe, p in zip(self.D_ema.parameters(), self.D.parameters()):
@@ -285,7 +312,21 @@ class Trainer:
         :data:`CHECKPOINT_MIN_STEPS` steps), every :data:`CHECKPOINT_MAX_STEPS` steps within a long epoch, and when
         training stops, so a killed run loses at most that much and an interrupted one (Ctrl-C) loses nothing.
         A time limit that stops training before the planned steps logs one warning (:func:`time_limit_warning`).
+        Freed memory stays in the process meanwhile (:func:`discopatch.memory.reuse_freed_memory`: no page faults
+        on every step's large activations; the arithmetic is unchanged).
         """
+        with reuse_freed_memory():
+            return self._fit(images, checkpoint_dir, progress, log_every, callback)
+
+    def _fit(
+        self,
+        images: np.ndarray,
+        checkpoint_dir: str | os.PathLike[str] | None,
+        progress: bool,
+        log_every: int,
+        callback: Callable[[TrainState, dict[str, float]], None] | None,
+    ) -> TrainState:
+        """:meth:`fit`'s schedule loop."""
         if images.ndim == 3:
             images = images[..., None]
         n = len(images)

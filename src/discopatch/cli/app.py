@@ -4,6 +4,7 @@ chosen one and turns the errors it raises into exit codes (:mod:`discopatch.erro
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -80,8 +81,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+#: OpenMP's wait policy for the command's worker threads unless the environment sets one. With the default policy
+#: an idle worker spins on its core; on a machine whose cores are busy with other processes the spinning
+#: competes with them, and a 2-thread training step of the small preset was 3.8x slower than with passive
+#: waiting (bit-identical results; docs/BENCHMARKS.md, "Training speed and GPU").
+OMP_WAIT_POLICY_DEFAULT = "PASSIVE"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command line; returns the exit code (the table in :mod:`discopatch.errors`)."""
+    # Before any command imports torch (OpenMP reads it once, when the runtime starts).
+    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY_DEFAULT)
     args = parse_args(argv)
     setup_logging(level=log_level(args), fmt=getattr(args, "log_format", "text"))
     hidden = (*config_files.SECRETS, "func", "run_config", "config_omitted")

@@ -45,6 +45,7 @@ def add_commands(sub: Subcommands) -> None:
             "discopatch bench-speed                       # an untrained small-preset D",
             "discopatch bench-speed model/ --threads 1,2 --engines torch,onnx --json speed.json",
             "discopatch bench-speed model/ --check-precision",
+            "discopatch bench-speed --train --threads 1          # training steps/s, FLOPs, per-part split",
         ),
     )
     p.add_argument("model", nargs="?", help="detector directory (default: an untrained D of --preset)")
@@ -68,6 +69,14 @@ def add_commands(sub: Subcommands) -> None:
         action="store_true",
         help="MODEL only: AUROC of bf16 and int8 vs fp32 on the bundled demo sets (must stay within 0.001)",
     )
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="training instead: fp32 peaks (matmul, the preset's convolutions), FLOPs of one step, steps/s, time "
+        "per part of a step; then scoring images/s from files, from arrays, and the decode / D+statistics limit",
+    )
+    p.add_argument("--steps", type=int, default=10, help="--train: timed steps per thread count (default 10)")
+    p.add_argument("--score-images", type=int, default=256, help="--train: images for the scoring figures")
     p.add_argument("--json", dest="json_out", help="write the results as JSON")
     p.add_argument("--markdown", help="write the table as Markdown")
     p.set_defaults(func=cmd_bench_speed)
@@ -106,8 +115,65 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK if check.ok else EXIT_FAILED_INPUTS
 
 
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    """``bench-speed --train``: training and scoring against limits measured in the same run."""
+    import torch
+
+    from ..config import get_preset
+    from ..detector import Detector
+    from ..train_speed import bench_scoring, bench_training
+
+    if args.model:
+        det = Detector.load(args.model, device="cpu", allow_legacy=args.allow_legacy_artifact)
+        preset = det.preset
+    else:
+        preset = get_preset(args.preset, args.channels)
+        det = _untrained_detector(preset)
+    reports = []
+    for th in args.threads:
+        rep = bench_training(preset, th, steps=args.steps, min_time=args.min_time)
+        old = torch.get_num_threads()
+        torch.set_num_threads(th)
+        try:
+            rep.scoring = bench_scoring(det, args.score_images, args.min_time, args.max_reps)
+        finally:
+            torch.set_num_threads(old)
+        print(rep.table() + "\n")
+        reports.append(rep)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps([r.to_dict() for r in reports], indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text("\n\n".join(r.markdown() for r in reports) + "\n")
+    return EXIT_OK
+
+
+def _untrained_detector(preset: Any) -> Any:
+    """A detector with an untrained D of ``preset`` (seed 0) and, for a fused score, statistics fitted on the demo
+    garments: scoring costs the same whatever the weights are."""
+    import numpy as np
+    import torch
+
+    from ..data.images import preprocess
+    from ..detector import Detector
+    from ..model import Discriminator
+    from ..speed import synthetic_png_inputs
+
+    torch.manual_seed(0)
+    det = Detector(preset, device="cpu")
+    det.discriminator = Discriminator(preset.model).eval()
+    if preset.score_mode != "d-only":
+        stack = np.stack([preprocess(x, preset.preprocess) for x in synthetic_png_inputs(preset.preprocess, 256)])
+        det.fit_statistics(stack[:192], stack[192:])
+    return det
+
+
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     import torch
+
+    if args.train:
+        if args.check_precision:
+            raise UsageError("--check-precision and --train are separate runs")
+        return cmd_bench_train(args)
 
     from ..config import get_preset
     from ..model import Discriminator
