@@ -1,4 +1,4 @@
-"""Issue 14, item 4: ``fit --config`` / ``serve --config`` (YAML or TOML), ``--print-config``, and the resolved fit
+"""``fit --config`` / ``serve --config`` (YAML or TOML), ``--print-config``, and the resolved fit
 configuration stored with the detector."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Per-image outputs for data tools: predict keeps names and records bad inputs, rows become DataFrames (#14, 6)."""
+"""Per-image outputs for data tools: predict keeps names and records bad inputs, rows become DataFrames."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 14, items 1 and 8: heat maps over HTTP (/v1/score?explain=true, kept ones of recorded images), the model
+"""Heat maps over HTTP (/v1/score?explain=true, kept ones of recorded images), the model
 endpoint and the window-vs-calibration histogram."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 25, item 6: an OpenAPI contract that generated clients can trust.
+"""An OpenAPI contract that generated clients can trust.
 
 Every status a route answers is documented with its body model, all errors share one body shape, the path
 patterns are what the server accepts, and a seeded, bounded Schemathesis run with all checks finds nothing."""
@@ -128,7 +128,7 @@ def test_json_structure_errors_are_422_and_image_content_errors_per_image(client
 
 def test_schemathesis_run_finds_no_failures(model_dir, live_server, tmp_path) -> None:
     """``schemathesis run <url>/openapi.json --checks all`` against a live server on the tiny detector: seeded, one
-    worker, at most 40 examples per operation (about 1,000 requests); before this issue: 14 failures."""
+    worker, at most 40 examples per operation (about 1,000 requests); before the contract work it found 14 failures."""
     pytest.importorskip("schemathesis")
     app = create_app(model_dir, f"sqlite:///{tmp_path / 'm.db'}")
     with live_server(app) as url:

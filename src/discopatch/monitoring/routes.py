@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import __version__
+from .._version import __version__
 from ..explain import Explanation, overlay_png
 from .limits import MAX_ID
 from .metrics import CONTENT_TYPE, Metrics
