@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from discopatch.monitoring.service import create_app
 from discopatch.monitoring.streams import STREAM_NAME
+from discopatch.results import VALUE_COLUMNS, description
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -74,6 +75,20 @@ def test_component_schemas_are_valid_json_schema_without_tuples(spec) -> None:
         assert "prefixItems" not in str(schema), name
     corners = spec["components"]["schemas"]["HeatMap"]["properties"]["corners"]
     assert corners["items"] == {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}
+
+
+def test_per_image_results_follow_the_library_row_layout(spec) -> None:
+    """One class is called ``ImageResult`` (the library's); the service's per-image model is ``ScoredImage``, whose
+    values are the row layout's, in its order and with its descriptions (the database keeps all but ``d_score``)."""
+    schemas = spec["components"]["schemas"]
+    assert "ImageResult" not in schemas
+    scored = schemas["ScoredImage"]["properties"]
+    assert list(scored)[: 2 + len(VALUE_COLUMNS)] == ["index", "source_id", *VALUE_COLUMNS]
+    assert all(description(c) in scored[c]["description"] for c in VALUE_COLUMNS)
+    for response in ("ScoreResponse", "StreamResponse"):
+        assert schemas[response]["properties"]["results"]["items"] == {"$ref": "#/components/schemas/ScoredImage"}
+    recorded = schemas["RecordedImage"]["properties"]
+    assert [c for c in recorded if c in VALUE_COLUMNS] == [c for c in VALUE_COLUMNS if c != "d_score"]
 
 
 def test_422_bodies_match_the_documented_error_body(client, spec) -> None:
