@@ -13,7 +13,8 @@ from PIL import Image
 
 from discopatch import Detector, Prediction, results_frame
 from discopatch.data.images import stack_images
-from discopatch.results import COLUMNS, ROW_LAYOUT, VALUE_COLUMNS, ImageResult, columns, description
+from discopatch.results import ImageResult
+from discopatch.row_layout import COLUMNS, ROW_LAYOUT, VALUE_COLUMNS, columns, description
 from helpers.presets import tiny_preset
 
 

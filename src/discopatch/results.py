@@ -18,51 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .row_layout import COLUMNS, VALUE_COLUMNS, columns
+
 if TYPE_CHECKING:
     import pandas
 
     from .explain import Explanation
-
-
-@dataclass(frozen=True)
-class Column:
-    """One column of the per-image row layout: its name and what it holds (the service's API schema reads it)."""
-
-    name: str
-    description: str
-
-
-#: The one row layout behind every per-image output, in order: ``discopatch score``'s CSV and JSON lines (and
-#: ``--ray``'s Parquet), :meth:`Prediction.rows`, :func:`results_frame` and the service's results. The input's
-#: column is spelled per output (:func:`columns`); ``d_score`` is left out for a ``d-only`` detector, where it is
-#: the score itself. The service sends ``threshold`` and ``model_id`` once per response instead of per image.
-ROW_LAYOUT = (
-    Column("source", "the input: a file path as given, #i for the i-th in-memory input, or the caller's name"),
-    Column("score", "OOD score, higher = more OOD; null when the input could not be scored"),
-    Column("d_score", "the discriminator's own score from the same pass (fused and statistics-only detectors)"),
-    Column("p_value", "conformal p-value against the calibration scores"),
-    Column("is_ood", "score > threshold (p_value <= target FPR)"),
-    Column("error", "why this input could not be scored (null when it was)"),
-    Column("threshold", "the calibrated threshold (null when infinite: too few calibration images)"),
-    Column("model_id", "the detector's model id (hash of its saved files; null for a detector never saved)"),
-)
-#: The column names of :data:`ROW_LAYOUT`, in order.
-COLUMNS = tuple(c.name for c in ROW_LAYOUT)
-#: The judging detector's columns: per row in files and frames, per response in the service.
-DETECTOR_COLUMNS = ("threshold", "model_id")
-#: What one input's outcome holds, without its name or the detector: the service's per-image values.
-VALUE_COLUMNS = tuple(c for c in COLUMNS[1:] if c not in DETECTOR_COLUMNS)
-
-
-def columns(source: str = "source", with_d_score: bool = True) -> list[str]:
-    """:data:`COLUMNS` with the input's column called ``source`` (``path`` in ``discopatch score`` files,
-    ``source_id`` in the service) and ``d_score`` only if ``with_d_score``."""
-    return [source if c == "source" else c for c in COLUMNS if with_d_score or c != "d_score"]
-
-
-def description(name: str) -> str:
-    """What the column ``name`` of :data:`ROW_LAYOUT` holds."""
-    return next(c.description for c in ROW_LAYOUT if c.name == name)
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -95,7 +56,7 @@ class ImageResult:
         return self.error is None
 
     def values(self, with_d_score: bool = True) -> dict[str, Any]:
-        """The :data:`VALUE_COLUMNS` of this outcome (``d_score`` only if ``with_d_score``)."""
+        """The :data:`~discopatch.row_layout.VALUE_COLUMNS` of this outcome (``d_score`` only if ``with_d_score``)."""
         row: dict[str, Any] = {"score": self.score, "d_score": self.d_score, "p_value": self.p_value}
         row |= {"is_ood": self.is_ood, "error": self.error}
         return {k: row[k] for k in VALUE_COLUMNS if with_d_score or k != "d_score"}
@@ -103,8 +64,8 @@ class ImageResult:
     def row(
         self, threshold: float | None, model_id: str | None, with_d_score: bool = True, source: str = "source"
     ) -> dict[str, Any]:
-        """A :data:`ROW_LAYOUT` row: the input under the key ``source``, ``d_score`` only if ``with_d_score``, and
-        ``threshold`` ``None`` when infinite."""
+        """A :data:`~discopatch.row_layout.ROW_LAYOUT` row: the input under the key ``source``, ``d_score`` only
+        if ``with_d_score``, and ``threshold`` ``None`` when infinite."""
         detector = {"threshold": finite_or_none(threshold), "model_id": model_id}
         return {source: self.source} | self.values(with_d_score) | detector
 
@@ -198,8 +159,8 @@ class Prediction(Mapping[str, Any]):
         return len(self.to_dict())
 
     def rows(self) -> list[dict[str, Any]]:
-        """One :data:`ROW_LAYOUT` row per input (``d_score`` only when present); missing values are ``None``, so the
-        rows serialise to JSON as they are."""
+        """One :data:`~discopatch.row_layout.ROW_LAYOUT` row per input (``d_score`` only when present); missing
+        values are ``None``, so the rows serialise to JSON as they are."""
         with_d = self.d_scores is not None
         return [r.row(self.threshold, self.model_id, with_d) for r in self.results()]
 
@@ -212,8 +173,8 @@ def results_frame(rows: Iterable[Mapping[str, Any]]) -> pandas.DataFrame:
     """A pandas DataFrame with one row per input from :meth:`Prediction.rows` or
     :meth:`~discopatch.Detector.iter_score_files` rows (their ``path`` becomes ``source``).
 
-    Columns follow :data:`COLUMNS`, then any other keys; scores, p-values and the threshold are float64 with NaN
-    where missing, ``is_ood`` is pandas' nullable ``boolean``.
+    Columns follow :data:`~discopatch.row_layout.COLUMNS`, then any other keys; scores, p-values and the
+    threshold are float64 with NaN where missing, ``is_ood`` is pandas' nullable ``boolean``.
     """
     try:
         import pandas as pd

@@ -43,7 +43,7 @@ from .artifact import load_artifact
 from .config import EngineName, Precision
 from .data.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageReadError, expand_paths, preprocess_many, utf8_text
 from .detector import Decoded, Detector
-from .results import columns
+from .row_layout import columns
 
 if TYPE_CHECKING:
     import pyarrow

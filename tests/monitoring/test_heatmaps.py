@@ -14,7 +14,7 @@ from PIL import Image
 from discopatch.detector import Detector
 from discopatch.monitoring.drift import DriftConfig
 from discopatch.monitoring.service import create_app, heatmap_png
-from discopatch.results import VALUE_COLUMNS
+from discopatch.row_layout import VALUE_COLUMNS
 
 QUADRANTS = [(slice(0, 16), slice(0, 16)), (slice(0, 16), slice(16, 32)), (slice(16, 32), slice(0, 16)),
              (slice(16, 32), slice(16, 32))]  # fmt: skip

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from discopatch.monitoring.service import create_app
 from discopatch.monitoring.streams import STREAM_NAME
-from discopatch.results import VALUE_COLUMNS, description
+from discopatch.row_layout import VALUE_COLUMNS, description
 
 jsonschema = pytest.importorskip("jsonschema")
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from ..log import progress_bar
 from .options import Subcommands, add_batch_size, add_device, add_engine, add_model, add_precision, examples
 from .score_ray import add_ray_options, cmd_score_ray
@@ -69,12 +70,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     out_path = Path(args.out) if args.out else None
     jsonl = out_path is not None and out_path.suffix.lower() in (".jsonl", ".ndjson")
     if out_path is not None and not jsonl and out_path.suffix.lower() != ".csv":
-        raise ValueError(f"--out must end in .csv or .jsonl, got {out_path}")
+        raise UsageError(f"--out must end in .csv or .jsonl, got {out_path}")
     done: set[str] = set()
     earlier_failed = 0  # error rows already in --out: the file as a whole still has failed inputs
     if args.resume:
         if out_path is None:
-            raise ValueError("--resume needs --out FILE")
+            raise UsageError("--resume needs --out FILE")
         done, earlier_failed, fields = rows_written(out_path, jsonl, fields)
         paths = [p for p in paths if utf8_text(str(p)) not in done]
     append = bool(args.resume and out_path is not None and out_path.exists() and out_path.stat().st_size)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from ..log import progress_bar
 from .options import require_extra
 from .score_rows import csv_cell, finish, output_fields, rows_written
@@ -66,11 +67,11 @@ def cmd_score_ray(args: argparse.Namespace) -> int:
     from ..data.images import utf8_text
 
     if args.heatmaps:
-        raise ValueError("--heatmaps is not available with --ray; score those files without --ray")
+        raise UsageError("--heatmaps is not available with --ray; score those files without --ray")
     for name in ("ray_actors", "ray_threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     out_path = Path(args.out) if args.out else None
     kind = _out_kind(out_path)
     # a damaged detector is refused here, before any cluster is started
@@ -80,7 +81,7 @@ def cmd_score_ray(args: argparse.Namespace) -> int:
     earlier_failed = 0  # error rows already in --out: the file as a whole still has failed inputs
     if args.resume:
         if out_path is None:
-            raise ValueError("--resume needs --out FILE")
+            raise UsageError("--resume needs --out FILE")
         if kind == "parquet":
             done, earlier_failed = _parquet_rows(out_path)
         else:
@@ -141,7 +142,7 @@ def _out_kind(out_path: Path | None) -> str:
     suffix = out_path.suffix.lower()
     kinds = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
     if suffix not in kinds:
-        raise ValueError(f"--out must end in .csv, .jsonl or .parquet, got {out_path}")
+        raise UsageError(f"--out must end in .csv, .jsonl or .parquet, got {out_path}")
     return kinds[suffix]
 
 
@@ -200,7 +201,7 @@ class _Writer:
             if self.append and self.out_path.exists():
                 old = pq.read_table(self.out_path)
                 if old.schema.names != batch.schema.names:
-                    raise ValueError(
+                    raise UsageError(
                         f"{self.out_path}: columns {old.schema.names} differ from this run's {batch.schema.names}; "
                         "--resume cannot mix the two: write to a new file"
                     )

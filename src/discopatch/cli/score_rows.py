@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_FAILED_INPUTS, EXIT_OK
-from ..results import columns
+from ..errors import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
+from ..row_layout import columns
 
 
 def output_fields(with_d_score: bool, heatmaps: bool = False) -> list[str]:
-    """The columns of a ``discopatch score`` row (:data:`discopatch.results.ROW_LAYOUT` with the input as ``path``),
+    """The columns of a ``discopatch score`` row (:data:`discopatch.row_layout.ROW_LAYOUT` with the input as ``path``),
     alike in CSV, JSON lines and Parquet; ``--heatmaps`` adds ``heatmap``."""
     return columns("path", with_d_score) + (["heatmap"] if heatmaps else [])
 
@@ -81,11 +81,11 @@ def _csv_layout(header: list[str], fields: list[str], out_path: Path) -> list[st
         return header
     for layout in layouts:
         if header == layout[: len(header)]:  # an older discopatch wrote fewer columns (no threshold/model_id)
-            raise ValueError(
+            raise UsageError(
                 f"{out_path}: written by an older discopatch without the columns {layout[len(header) :]}; "
                 "--resume cannot mix the two layouts: write to a new file"
             )
-    raise ValueError(f"{out_path}: not a 'discopatch score' CSV (header {header}), cannot --resume into it")
+    raise UsageError(f"{out_path}: not a 'discopatch score' CSV (header {header}), cannot --resume into it")
 
 
 def _complete_csv_records(text: str, out_path: Path) -> tuple[list[list[str]], str]:
@@ -108,5 +108,5 @@ def _complete_csv_records(text: str, out_path: Path) -> tuple[list[list[str]], s
     except csv.Error as e:
         if consumed != len(text):  # damage before the end: not a torn last record
             line = text.count("\n", 0, end) + 1
-            raise ValueError(f"{out_path}: malformed CSV record at line {line} ({e})") from None
+            raise UsageError(f"{out_path}: malformed CSV record at line {line} ({e})") from None
     return rows, text[:end]

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from ..results import description
+from ..row_layout import description
 
 #: A stream name (``streams.STREAM_NAME``, written for JSON Schema): what the ``{name}`` path parameters accept.
 STREAM_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -110,7 +110,7 @@ class HeatMap(BaseModel):
 
 
 class ScoredImage(BaseModel):
-    """One image's outcome: the per-image values of the library's row layout (:data:`discopatch.results.ROW_LAYOUT`;
+    """One image's outcome: the per-image values of the library's row layout (:data:`discopatch.row_layout.ROW_LAYOUT`;
     the threshold and model id come once per response), its position in the request and, on streams, its ids."""
 
     index: int = Field(description="position of the image in the request")

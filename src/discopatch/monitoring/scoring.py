@@ -71,8 +71,8 @@ class Scorer:
     def score(
         self, items: list[Item], cancel: threading.Event | None = None
     ) -> tuple[list[dict[str, Any]], dict[int, Explanation]]:
-        """Per item ``{index, source_id}`` and its :data:`~discopatch.results.VALUE_COLUMNS` (``d_score`` for fused and
-        statistics-only detectors); also each scored item's explanation.
+        """Per item ``{index, source_id}`` and its :data:`~discopatch.row_layout.VALUE_COLUMNS` (``d_score`` for
+        fused and statistics-only detectors); also each scored item's explanation.
 
         Decoding runs on the shared pool, at most :attr:`share` of this call's images queued or running at a time,
         so another request's images wait behind a few of these, not behind all of them (no head-of-line blocking).

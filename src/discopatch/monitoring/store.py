@@ -40,7 +40,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from ..errors import UnavailableError
-from ..results import VALUE_COLUMNS
+from ..row_layout import VALUE_COLUMNS
 from .choices import DEFAULT_DB_URL
 
 #: BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..data.images import list_images
-from ..results import VALUE_COLUMNS
+from ..row_layout import VALUE_COLUMNS
 from .scoring import Item
 from .streams import StreamRecorder
 
