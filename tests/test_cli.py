@@ -186,6 +186,7 @@ def test_evaluate_prints_table_and_json(workspace, tmp_path: Path, capsys) -> No
     }
 
 
+@pytest.mark.slow
 def test_resume_extends_training(workspace) -> None:
     root, model = workspace
     rc = main(["fit", str(root / "train"), "--out", str(model.parent / "model2"), "--epochs", "1", "--quiet", *TINY])

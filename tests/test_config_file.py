@@ -135,6 +135,7 @@ def test_serve_config_and_secrets_are_never_printed(tmp_path: Path, capsys) -> N
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_fit_stores_the_resolved_configuration_outside_the_digest(tmp_path: Path, fmnist, capsys) -> None:
     images = tmp_path / "imgs"
     images.mkdir()

@@ -141,6 +141,7 @@ def test_json_structure_errors_are_422_and_image_content_errors_per_image(client
     assert first == "images[0]: not a recognised image format" and second.startswith("images[1]: not valid base64")
 
 
+@pytest.mark.slow
 def test_schemathesis_run_finds_no_failures(model_dir, live_server, tmp_path) -> None:
     """``schemathesis run <url>/openapi.json --checks all`` against a live server on the tiny detector: seeded, one
     worker, at most 40 examples per operation (about 1,000 requests); before the contract work it found 14 failures."""
