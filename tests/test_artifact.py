@@ -148,7 +148,7 @@ def test_missing_pieces(saved: Path, tmp_path: Path) -> None:
     ],
 )
 def test_any_edit_of_a_score_setting_is_refused_naming_it(saved: Path, edit, named: str) -> None:
-    """Each of these loaded silently before the digest and changed every score (issue 13, item 2)."""
+    """Each of these loaded silently before the digest and changed every score."""
     meta = json.loads((saved / CONFIG_FILE).read_text())
     edit(meta)
     _rewrite(saved, meta, reseal=False)
@@ -176,7 +176,7 @@ def test_edited_digest_record_is_refused(saved: Path) -> None:
 
 def test_artefact_without_a_digest_loads_only_when_allowed(trained_detector: Detector, saved: Path, fmnist) -> None:
     """Artefacts saved before the digest existed load with ``allow_legacy=True``; without it they are refused, since
-    removing the digest would otherwise let any setting be edited (issue 25, item 5)."""
+    removing the digest would otherwise let any setting be edited."""
     meta = json.loads((saved / CONFIG_FILE).read_text())
     del meta["digest"]
     _rewrite(saved, meta, reseal=False)

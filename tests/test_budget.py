@@ -1,4 +1,4 @@
-"""Issue 22: the training budget is a step count whatever the folder or the machine, what fit says about it, the
+"""The training budget is a step count whatever the folder or the machine, what fit says about it, the
 benchmark trains through the same rule, and too small calibration sets are refused instead of saved silently."""
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def test_small_preset_budget_is_its_steps_for_any_folder_size(fmnist, monkeypatc
     many, bar_many = _planned(preset, fmnist.train_images[:400], monkeypatch)
     assert few == many == SMALL_STEPS
     assert bar_few == bar_many == [SMALL_STEPS]  # the bar shows the real total
-    for n in (500, 2_000, 60_000):  # the rule alone, at the sizes of the issue
+    for n in (500, 2_000, 60_000):  # the rule alone, from a small folder to a full-size one
         assert planned_steps(effective_train_config(small.train), n) == SMALL_STEPS
 
 

@@ -111,7 +111,48 @@ def test_score_folder_to_stdout(workspace, capsys) -> None:
     root, model = workspace
     assert main(["score", str(model), str(root / "id")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "path,score,p_value,is_ood,error,threshold,model_id" and len(lines) == 41
+    assert lines[0] == "path,score,d_score,p_value,is_ood,error,threshold,model_id" and len(lines) == 41
+
+
+def test_score_csv_and_jsonl_carry_the_same_columns_and_values(workspace, tmp_path: Path) -> None:
+    """One row layout: the fused detector's CSV has ``d_score`` too, and every cell matches the JSON-lines row."""
+    from discopatch.cli.score_rows import output_fields
+
+    root, model = workspace
+    as_csv, as_jsonl = tmp_path / "s.csv", tmp_path / "s.jsonl"
+    for out in (as_csv, as_jsonl):
+        assert main(["score", str(model), str(root / "id"), "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    csv_rows = list(csv.DictReader(as_csv.open(newline="")))
+    json_rows = [json.loads(line) for line in as_jsonl.read_text().splitlines()]
+    assert list(csv_rows[0]) == list(json_rows[0]) == output_fields(with_d_score=True)
+    for c, j in zip(csv_rows, json_rows, strict=True):
+        assert c["path"] == j["path"] and c["model_id"] == j["model_id"] and c["is_ood"] == str(j["is_ood"]).lower()
+        for key in ("score", "d_score", "p_value", "threshold"):
+            assert float(c[key]) == j[key]  # exact: a CSV cell is the float's shortest repr
+    assert any(j["d_score"] != j["score"] for j in json_rows)  # a fused score, not D's own
+
+
+def test_resume_appends_to_a_csv_written_without_d_score_in_its_own_columns(workspace, tmp_path: Path) -> None:
+    """A fused detector's CSV from before ``d_score`` was written to CSV keeps its columns when resumed, so every
+    record of the file has the header's length and the resumed rows equal a full run's."""
+    root, model = workspace
+    full = tmp_path / "full.csv"
+    assert main(["score", str(model), str(root / "id"), "--out", str(full), "--device", "cpu", "--quiet"]) == 0
+    rows = list(csv.DictReader(full.open(newline="")))
+    old_fields = [k for k in rows[0] if k != "d_score"]
+    older = tmp_path / "older.csv"
+    with older.open("w", newline="") as fh:  # the first 25 rows, as an older discopatch wrote them
+        writer = csv.DictWriter(fh, fieldnames=old_fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows[:25])
+    rc = main(["score", str(model), str(root / "id"), "--out", str(older), "--resume", "--device", "cpu", "--quiet"])
+    assert rc == 0
+    records = list(csv.reader(older.open(newline="")))
+    assert records[0] == old_fields and all(len(r) == len(old_fields) for r in records)
+    resumed = list(csv.DictReader(older.open(newline="")))
+    assert sorted(r["path"] for r in resumed) == sorted(r["path"] for r in rows)
+    by_path = {r["path"]: r for r in rows}
+    assert all(r["score"] == by_path[r["path"]]["score"] for r in resumed)
 
 
 def test_evaluate_prints_table_and_json(workspace, tmp_path: Path, capsys) -> None:
@@ -145,6 +186,7 @@ def test_evaluate_prints_table_and_json(workspace, tmp_path: Path, capsys) -> No
     }
 
 
+@pytest.mark.slow
 def test_resume_extends_training(workspace) -> None:
     root, model = workspace
     rc = main(["fit", str(root / "train"), "--out", str(model.parent / "model2"), "--epochs", "1", "--quiet", *TINY])

@@ -1,4 +1,4 @@
-"""Issue 14, item 4: ``fit --config`` / ``serve --config`` (YAML or TOML), ``--print-config``, and the resolved fit
+"""``fit --config`` / ``serve --config`` (YAML or TOML), ``--print-config``, and the resolved fit
 configuration stored with the detector."""
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ def test_serve_config_and_secrets_are_never_printed(tmp_path: Path, capsys) -> N
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_fit_stores_the_resolved_configuration_outside_the_digest(tmp_path: Path, fmnist, capsys) -> None:
     images = tmp_path / "imgs"
     images.mkdir()

@@ -1,4 +1,4 @@
-"""Config files and option values at the edges (issue 25, item 7): range-checked ports and seeds, non-regular files,
+"""Config files and option values at the edges: range-checked ports and seeds, non-regular files,
 masked secrets, duplicate keys, paths relative to the file, and one-line errors."""
 
 from __future__ import annotations

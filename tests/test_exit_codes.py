@@ -94,7 +94,7 @@ def test_no_sub_command_help_imports_a_heavy_module() -> None:
     code = (
         "import sys\n"
         "from discopatch.cli import build_parser, main\n"
-        "names = sorted(build_parser()._subparsers._group_actions[0].choices)\n"
+        "names = sorted(build_parser().commands.parsers)\n"
         "for name in names:\n"
         "    try:\n"
         "        main([name, '--help'])\n"
@@ -147,3 +147,36 @@ def test_attack_loads_a_legacy_detector_only_when_allowed(tmp_path) -> None:
     args = build_parser().parse_args(["attack", "--model", str(tmp_path), "--allow-legacy-artifact"])
     assert args.allow_legacy_artifact is True
     assert build_parser().parse_args(["attack", "--model", str(tmp_path)]).allow_legacy_artifact is False
+
+
+def test_the_commands_own_usage_errors_are_raised_as_usage_errors(trained_detector, tmp_path, capsys) -> None:
+    """A command reports a usage error by raising :class:`UsageError`, whose class gives the exit code (a plain
+    ``ValueError`` from the library is reported as one too)."""
+    from discopatch.cli.app import parse_args
+    from discopatch.cli.score import cmd_score
+
+    saved, image = str(trained_detector.save(tmp_path / "model")), str(_image(tmp_path / "in"))
+    with pytest.raises(UsageError, match="--resume needs --out"):
+        cmd_score(parse_args(["score", saved, image, "--resume"]))
+    with pytest.raises(UsageError, match="--out must end in"):
+        cmd_score(parse_args(["score", saved, image, "--out", str(tmp_path / "x.txt")]))
+    assert main(["score", saved, image, "--out", str(tmp_path / "x.txt")]) == UsageError.exit_code
+    err = capsys.readouterr().err
+    assert err.startswith("discopatch score: error: --out must end in") and err.count("\n") == 1
+
+
+def test_the_cli_needs_no_argparse_internals() -> None:
+    """The top-level help and the ``--config`` pre-parse read the commands from :class:`Subcommands`, which keeps
+    each command's parser and help itself, not from argparse's private attributes."""
+    import re
+
+    from discopatch.cli import build_parser
+
+    cli = Path(__file__).resolve().parents[1] / "src" / "discopatch" / "cli"
+    for name in ("app.py", "options.py"):
+        text = (cli / name).read_text(encoding="utf-8")
+        assert not re.search(r"argparse\._|\._(actions|choices_actions|subparsers|group_actions|option_string)", text)
+    parser = build_parser()
+    assert parser.commands is not None and len(parser.commands.parsers) == 10
+    for command, help_line in parser.commands.helps.items():
+        assert f"  {command:<12} {help_line}" in parser.format_help()

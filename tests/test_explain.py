@@ -1,4 +1,4 @@
-"""Per-patch explanations and heat maps (issue #14, item 1)."""
+"""Per-patch explanations and heat maps."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def _explanation(source: str, score_mode: str = "fused") -> Explanation:
 
 def test_a_saved_heat_map_has_a_legend_with_the_score_and_the_view(tmp_path) -> None:
     """A heat-map PNG used to be the bare map: no colour legend, no score, and nothing saying that the statistics view
-    set a fused score (so its map was uniformly blue without explanation) (issue 25, item 7)."""
+    set a fused score (so its map was uniformly blue without explanation)."""
     e = _explanation("statistics")
     save_overlay(e, str(tmp_path / "map.png"))
     bare = overlay(e)

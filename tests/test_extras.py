@@ -1,4 +1,4 @@
-"""A missing optional extra stops its command with a one-line install hint, not a traceback (#14, item 2)."""
+"""A missing optional extra stops its command with a one-line install hint, not a traceback."""
 
 from __future__ import annotations
 

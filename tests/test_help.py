@@ -1,4 +1,4 @@
-"""Help that helps: every option explained with its default, examples per command, grouped overview (#14, item 5)."""
+"""Help that helps: every option explained with its default, examples per command, grouped overview."""
 
 from __future__ import annotations
 

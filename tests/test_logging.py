@@ -1,4 +1,4 @@
-"""Issue 14, item 3: the ``discopatch`` logger, JSON log lines, and progress as log lines outside a terminal."""
+"""The ``discopatch`` logger, JSON log lines, and progress as log lines outside a terminal."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def test_verbose_means_debug_lines(scored_folder, tmp_path, capsys, monkeypatch)
 
 def test_python_warnings_follow_the_log_format() -> None:
     """A library warning used to be Python's two-line text block on standard error, whatever ``--log-format`` said
-    (issue 25, item 7): it is now a WARNING record in the run's format."""
+    : it is now a WARNING record in the run's format."""
     script = (
         "import warnings\nfrom discopatch.log import setup_logging\nsetup_logging(fmt='json')\n"
         "warnings.warn('too few calibration images', UserWarning)\n"

@@ -1,4 +1,4 @@
-"""``discopatch score --ray`` and :mod:`discopatch.scale` on a local Ray cluster (issue #24).
+"""``discopatch score --ray`` and :mod:`discopatch.scale` on a local Ray cluster.
 
 One two-CPU cluster for the module. Both sides of every comparison run on this machine with one PyTorch thread
 (the plain reference in this process, the actors with ``--ray-threads 1``), so exact equality is fair.

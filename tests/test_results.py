@@ -1,4 +1,4 @@
-"""Per-image outputs for data tools: predict keeps names and records bad inputs, rows become DataFrames (#14, 6)."""
+"""Per-image outputs for data tools: predict keeps names and records bad inputs, rows become DataFrames."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from PIL import Image
 
 from discopatch import Detector, Prediction, results_frame
 from discopatch.data.images import stack_images
+from discopatch.results import ImageResult
+from discopatch.row_layout import COLUMNS, ROW_LAYOUT, VALUE_COLUMNS, columns, description
 from helpers.presets import tiny_preset
 
 
@@ -77,7 +79,8 @@ def test_a_folder_is_expanded_and_its_unreadable_file_recorded(trained_detector,
 def test_to_frame_has_one_row_per_input_with_the_model_and_threshold(loaded: Detector, fmnist, files) -> None:
     out = loaded.predict([fmnist.test_images[0], files["missing"], files["good1"]])
     frame = out.to_frame()
-    assert list(frame.columns) == ["source", "score", "p_value", "is_ood", "threshold", "model_id", "error"]
+    assert list(frame.columns) == ["source", "score", "p_value", "is_ood", "error", "threshold", "model_id"]
+    assert list(frame.columns) == columns(with_d_score=False)
     assert len(frame) == 3 and frame["source"].tolist() == out.sources
     assert str(frame["is_ood"].dtype) == "boolean" and frame["is_ood"].isna().tolist() == [False, True, False]
     assert frame["score"].dtype == np.float64 and math.isnan(frame["score"][1])
@@ -93,7 +96,7 @@ def test_to_frame_has_one_row_per_input_with_the_model_and_threshold(loaded: Det
 def test_score_file_rows_become_the_same_frame(trained_detector, files) -> None:
     paths = [files["good0"], files["missing"], files["good2"]]
     frame = results_frame(trained_detector.iter_score_files(paths))
-    assert list(frame.columns) == ["source", "score", "p_value", "is_ood", "threshold", "model_id", "error"]
+    assert list(frame.columns) == columns(with_d_score=False)
     assert frame["source"].tolist() == [str(p) for p in paths]
     pred = trained_detector.predict(paths).to_frame()
     np.testing.assert_array_equal(frame["score"].to_numpy(), pred["score"].to_numpy())
@@ -114,8 +117,9 @@ def test_a_fused_detector_reports_d_score_too(trained_detector, fmnist, files) -
     np.testing.assert_allclose(out.d_scores[:5], d_only.score(x), rtol=0, atol=1e-9)
     assert np.isnan(out.d_scores[5]) and out["d_scores"] is out.d_scores
     frame = out.to_frame()
-    assert list(frame.columns[:3]) == ["source", "score", "d_score"]
+    assert list(frame.columns) == columns() and list(out.rows()[0]) == columns()
     rows = list(fused.iter_score_files([files["good0"], files["missing"]]))
+    assert all(list(r) == columns("path") for r in rows)
     assert rows[1]["d_score"] is None
     assert rows[0]["d_score"] == pytest.approx(d_only.score([files["good0"]])[0], abs=1e-9)
 
@@ -125,3 +129,20 @@ def test_without_pandas_the_hint_names_the_extra(trained_detector, fmnist, monke
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match=r"pip install 'discopatch\[pandas\]'"):
         out.to_frame()
+
+
+def test_one_row_layout_behind_every_row() -> None:
+    """Rows, file rows and the service's values are projections of one specification, in its order."""
+    assert COLUMNS == ("source", "score", "d_score", "p_value", "is_ood", "error", "threshold", "model_id")
+    assert VALUE_COLUMNS == ("score", "d_score", "p_value", "is_ood", "error")
+    without_d = ["path", "score", "p_value", "is_ood", "error", "threshold", "model_id"]
+    assert columns("path", with_d_score=False) == without_d
+    assert all(description(c.name) == c.description != "" for c in ROW_LAYOUT)
+    bad = ImageResult("x.png", error="unreadable")
+    empty = dict.fromkeys(("score", "d_score", "p_value", "is_ood"))
+    expected = {"source": "x.png", **empty, "error": "unreadable", "threshold": None, "model_id": "m"}
+    assert bad.row(math.inf, "m") == expected and list(bad.row(math.inf, "m")) == list(expected)
+    good = ImageResult("y.png", 0.5, 0.25, 0.1, False)
+    row = good.file_row(1.0, None, with_d_score=False)
+    assert list(row) == without_d and (row["score"], row["threshold"], row["is_ood"]) == (0.5, 1.0, False)
+    assert list(good.values()) == list(VALUE_COLUMNS) and "d_score" not in good.values(with_d_score=False)

@@ -1,4 +1,4 @@
-"""One scoring path (#15, 1): every per-image output - predict, score rows, evaluation, the service's scorer - is
+"""One scoring path: every per-image output - predict, score rows, evaluation, the service's scorer - is
 built on ``Detector.score_decoded`` and agrees with it bit for bit; ``score_array`` is the torch engine itself."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 22: a detector fitted on a handful of images never crashes with a numeric error and never scores absurdly;
+"""A detector fitted on a handful of images never crashes with a numeric error and never scores absurdly;
 the drift set-up and ``serve`` say what is wrong with a too small calibration and what to do."""
 
 from __future__ import annotations

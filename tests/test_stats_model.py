@@ -81,7 +81,7 @@ def test_stats_model_tensor_validation() -> None:
 
 
 def test_score_mode_flip_is_refused(fused: Detector, tmp_path) -> None:
-    """Flipping fused -> d-only used to load silently and unflag images the fused score flags (issue 13, item 2)."""
+    """Flipping fused -> d-only used to load silently and unflag images the fused score flags."""
     path = fused.save(tmp_path / "m")
     meta = json.loads((path / "detector.json").read_text())
     meta["scoring"]["score_mode"] = "d-only"

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
+from ._version import __version__
 from .config import DEMO_MAX_TIME, DEMO_STEPS, get_preset
 from .data.builtin import load_demo_animal_mnist, load_demo_fashion_mnist
 from .data.corruptions import corrupt_batch

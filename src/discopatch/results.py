@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .row_layout import COLUMNS, VALUE_COLUMNS, columns
+
 if TYPE_CHECKING:
     import pandas
 
     from .explain import Explanation
-
-#: Column order of :func:`results_frame`; other keys of the rows follow these.
-COLUMNS = ("source", "score", "d_score", "p_value", "is_ood", "threshold", "model_id", "error")
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -56,26 +55,26 @@ class ImageResult:
         """True when the input was read and scored."""
         return self.error is None
 
-    def to_row(self, threshold: float | None, model_id: str | None, with_d_score: bool = True) -> dict[str, Any]:
-        """A :data:`COLUMNS` row (``d_score`` only if ``with_d_score``); ``threshold`` ``None`` when infinite."""
-        row: dict[str, Any] = {"source": self.source, "score": self.score}
-        if with_d_score:
-            row["d_score"] = self.d_score
-        row |= {"p_value": self.p_value, "is_ood": self.is_ood, "threshold": finite_or_none(threshold)}
-        row["model_id"] = model_id
-        row["error"] = self.error
-        return row
+    def values(self, with_d_score: bool = True) -> dict[str, Any]:
+        """The :data:`~discopatch.row_layout.VALUE_COLUMNS` of this outcome (``d_score`` only if ``with_d_score``)."""
+        row: dict[str, Any] = {"score": self.score, "d_score": self.d_score, "p_value": self.p_value}
+        row |= {"is_ood": self.is_ood, "error": self.error}
+        return {k: row[k] for k in VALUE_COLUMNS if with_d_score or k != "d_score"}
+
+    def row(
+        self, threshold: float | None, model_id: str | None, with_d_score: bool = True, source: str = "source"
+    ) -> dict[str, Any]:
+        """A :data:`~discopatch.row_layout.ROW_LAYOUT` row: the input under the key ``source``, ``d_score`` only
+        if ``with_d_score``, and ``threshold`` ``None`` when infinite."""
+        detector = {"threshold": finite_or_none(threshold), "model_id": model_id}
+        return {source: self.source} | self.values(with_d_score) | detector
 
     def file_row(
         self, threshold: float | None, model_id: str | None, with_d_score: bool, explanation: bool = False
     ) -> dict[str, Any]:
-        """The ``discopatch score`` row: ``path, score, [d_score,] p_value, is_ood, error, threshold, model_id``
-        (``threshold`` ``None`` when infinite), then ``explanation`` when asked for."""
-        row: dict[str, Any] = {"path": self.source, "score": self.score}
-        if with_d_score:
-            row["d_score"] = self.d_score
-        row |= {"p_value": self.p_value, "is_ood": self.is_ood, "error": self.error}
-        row |= {"threshold": finite_or_none(threshold), "model_id": model_id}
+        """The ``discopatch score`` row: :meth:`row` with the input as ``path``, then ``explanation`` when asked
+        for."""
+        row = self.row(threshold, model_id, with_d_score, source="path")
         if explanation:
             row["explanation"] = self.explanation
         return row
@@ -160,10 +159,10 @@ class Prediction(Mapping[str, Any]):
         return len(self.to_dict())
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per input with the keys of :data:`COLUMNS` (``d_score`` only when present); missing values
-        are ``None``, so the rows serialise to JSON as they are."""
+        """One :data:`~discopatch.row_layout.ROW_LAYOUT` row per input (``d_score`` only when present); missing
+        values are ``None``, so the rows serialise to JSON as they are."""
         with_d = self.d_scores is not None
-        return [r.to_row(self.threshold, self.model_id, with_d) for r in self.results()]
+        return [r.row(self.threshold, self.model_id, with_d) for r in self.results()]
 
     def to_frame(self) -> pandas.DataFrame:
         """:meth:`rows` as a pandas DataFrame (see :func:`results_frame`)."""
@@ -174,8 +173,8 @@ def results_frame(rows: Iterable[Mapping[str, Any]]) -> pandas.DataFrame:
     """A pandas DataFrame with one row per input from :meth:`Prediction.rows` or
     :meth:`~discopatch.Detector.iter_score_files` rows (their ``path`` becomes ``source``).
 
-    Columns follow :data:`COLUMNS`, then any other keys; scores, p-values and the threshold are float64 with NaN
-    where missing, ``is_ood`` is pandas' nullable ``boolean``.
+    Columns follow :data:`~discopatch.row_layout.COLUMNS`, then any other keys; scores, p-values and the
+    threshold are float64 with NaN where missing, ``is_ood`` is pandas' nullable ``boolean``.
     """
     try:
         import pandas as pd
@@ -186,9 +185,9 @@ def results_frame(rows: Iterable[Mapping[str, Any]]) -> pandas.DataFrame:
     records = [{("source" if k == "path" else k): v for k, v in r.items()} for r in rows]
     keys = list(dict.fromkeys(k for r in records for k in r))
     if not records:
-        keys = [c for c in COLUMNS if c != "d_score"]
-    columns = [c for c in COLUMNS if c in keys] + [k for k in keys if k not in COLUMNS]
-    frame: pandas.DataFrame = pd.DataFrame.from_records(records, columns=columns)
+        keys = columns(with_d_score=False)
+    order = [c for c in COLUMNS if c in keys] + [k for k in keys if k not in COLUMNS]
+    frame: pandas.DataFrame = pd.DataFrame.from_records(records, columns=order)
     for col in ("score", "d_score", "p_value", "threshold"):
         if col in frame:
             frame[col] = frame[col].astype("float64")

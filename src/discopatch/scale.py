@@ -43,6 +43,7 @@ from .artifact import load_artifact
 from .config import EngineName, Precision
 from .data.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageReadError, expand_paths, preprocess_many, utf8_text
 from .detector import Decoded, Detector
+from .row_layout import columns
 
 if TYPE_CHECKING:
     import pyarrow
@@ -265,11 +266,8 @@ def output_schema(with_d_score: bool) -> pyarrow.Schema:
     """The score columns, typed, so that a batch of nothing but unreadable files has the same schema as any other."""
     import pyarrow as pa
 
-    fields = [("path", pa.string()), ("score", pa.float64())]
-    fields += [("d_score", pa.float64())] if with_d_score else []
-    fields += [("p_value", pa.float64()), ("is_ood", pa.bool_()), ("error", pa.string())]
-    fields += [("threshold", pa.float64()), ("model_id", pa.string())]
-    return pa.schema(fields)
+    types = {"path": pa.string(), "is_ood": pa.bool_(), "error": pa.string(), "model_id": pa.string()}
+    return pa.schema([(name, types.get(name, pa.float64())) for name in columns("path", with_d_score)])
 
 
 class ScoreActor:

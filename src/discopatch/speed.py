@@ -131,7 +131,7 @@ class SpeedRow:
     ratio_end_to_end: float
     ratio_model: float
     #: end-to-end ratio against the peak of the row's own arithmetic (bf16 rows: the bf16 matmul peak), where
-    #: measured; the fp32 ratio above is the issue's yardstick, this one says how close the row is to its limit
+    #: measured; the fp32 ratio above is the yardstick, this one says how close the row is to its limit
     ratio_own_precision: float | None = None
 
 

@@ -1,4 +1,4 @@
-"""Issue 25, item 3: health that recovers and failures that show.
+"""Health that recovers and failures that show.
 
 The outage is real: the SQLite file's folder is moved away (every new connection fails, reads and writes alike)
 and moved back, or SQLite's own ``query_only`` switch makes it refuse writes while reads still work."""

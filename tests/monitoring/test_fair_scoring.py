@@ -1,4 +1,4 @@
-"""Issue 25, item 2: no head-of-line blocking. One request of many slow images held the decode pool: a one-image
+"""No head-of-line blocking. One request of many slow images held the decode pool: a one-image
 request sent after it waited for all of them, and a request that timed out (or whose client went away) kept its
 queued decodes running. Each test spies on the decode step (the real decode runs) to see the order of work."""
 

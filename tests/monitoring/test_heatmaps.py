@@ -1,4 +1,4 @@
-"""Issue 14, items 1 and 8: heat maps over HTTP (/v1/score?explain=true, kept ones of recorded images), the model
+"""Heat maps over HTTP (/v1/score?explain=true, kept ones of recorded images), the model
 endpoint and the window-vs-calibration histogram."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from PIL import Image
 from discopatch.detector import Detector
 from discopatch.monitoring.drift import DriftConfig
 from discopatch.monitoring.service import create_app, heatmap_png
+from discopatch.row_layout import VALUE_COLUMNS
 
 QUADRANTS = [(slice(0, 16), slice(0, 16)), (slice(0, 16), slice(16, 32)), (slice(16, 32), slice(0, 16)),
              (slice(16, 32), slice(16, 32))]  # fmt: skip
@@ -72,6 +73,22 @@ def test_explained_scores_equal_the_plain_ones(server, local_detector: Detector,
         assert ex["score_mode"] == "fused" and ex["score"] == max(ex["d_z"], ex["stats_z"])
         assert ex["source"] == ("statistics" if ex["stats_z"] > ex["d_z"] else "discriminator")
         assert "share of the score only" in ex["note"]
+
+
+def test_a_fused_detector_sends_d_score_in_the_row_layout(server, local_detector: Detector, id_pngs) -> None:
+    """The service's per-image results are the library's row values: ``d_score`` included for a fused detector,
+    equal to D's own score, null for an unreadable image; streams answer with the same values."""
+    pngs = id_pngs[5:8]
+    files = [*_files(pngs), ("images", ("junk.png", b"not an image", "image/png"))]
+    body = server.post("/v1/score", files=files).json()
+    library = local_detector.predict(pngs)
+    layout = ["index", "source_id", *VALUE_COLUMNS]
+    assert [list(r)[: len(layout)] for r in body["results"]] == [layout] * 4
+    assert [r["d_score"] for r in body["results"][:3]] == library.d_scores.tolist()
+    assert [r["score"] for r in body["results"][:3]] == library.scores.tolist()
+    assert body["results"][3]["d_score"] is None and body["results"][3]["error"]
+    streamed = server.post("/v1/streams/d-score/images", files=files).json()["results"]
+    assert [r["d_score"] for r in streamed] == [r["d_score"] for r in body["results"]]
 
 
 def test_a_corrupted_quadrant_is_hottest_over_http(server, local_detector: Detector, fmnist, png) -> None:

@@ -1,4 +1,4 @@
-"""Issue 13, item 7: a retry after a commit whose answer was lost must not store the images twice.
+"""A retry after a commit whose answer was lost must not store the images twice.
 
 ``POST /v1/streams/{name}/images`` takes an optional ``Idempotency-Key`` header. The key, a digest of the payload and
 the response are committed with the images; a request with a key the stream already holds gets that response back

@@ -1,4 +1,4 @@
-"""Issue 25, item 6: an OpenAPI contract that generated clients can trust.
+"""An OpenAPI contract that generated clients can trust.
 
 Every status a route answers is documented with its body model, all errors share one body shape, the path
 patterns are what the server accepts, and a seeded, bounded Schemathesis run with all checks finds nothing."""
@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from discopatch.monitoring.service import create_app
 from discopatch.monitoring.streams import STREAM_NAME
+from discopatch.row_layout import VALUE_COLUMNS, description
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -76,6 +77,20 @@ def test_component_schemas_are_valid_json_schema_without_tuples(spec) -> None:
     assert corners["items"] == {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}
 
 
+def test_per_image_results_follow_the_library_row_layout(spec) -> None:
+    """One class is called ``ImageResult`` (the library's); the service's per-image model is ``ScoredImage``, whose
+    values are the row layout's, in its order and with its descriptions (the database keeps all but ``d_score``)."""
+    schemas = spec["components"]["schemas"]
+    assert "ImageResult" not in schemas
+    scored = schemas["ScoredImage"]["properties"]
+    assert list(scored)[: 2 + len(VALUE_COLUMNS)] == ["index", "source_id", *VALUE_COLUMNS]
+    assert all(description(c) in scored[c]["description"] for c in VALUE_COLUMNS)
+    for response in ("ScoreResponse", "StreamResponse"):
+        assert schemas[response]["properties"]["results"]["items"] == {"$ref": "#/components/schemas/ScoredImage"}
+    recorded = schemas["RecordedImage"]["properties"]
+    assert [c for c in recorded if c in VALUE_COLUMNS] == [c for c in VALUE_COLUMNS if c != "d_score"]
+
+
 def test_422_bodies_match_the_documented_error_body(client, spec) -> None:
     """FastAPI's validation errors (``detail`` a list) and the routes' own 422s (``detail`` a string) were two
     shapes; both now validate against ErrorBody, which the documents name for 422."""
@@ -126,9 +141,10 @@ def test_json_structure_errors_are_422_and_image_content_errors_per_image(client
     assert first == "images[0]: not a recognised image format" and second.startswith("images[1]: not valid base64")
 
 
+@pytest.mark.slow
 def test_schemathesis_run_finds_no_failures(model_dir, live_server, tmp_path) -> None:
     """``schemathesis run <url>/openapi.json --checks all`` against a live server on the tiny detector: seeded, one
-    worker, at most 40 examples per operation (about 1,000 requests); before this issue: 14 failures."""
+    worker, at most 40 examples per operation (about 1,000 requests); before the contract work it found 14 failures."""
     pytest.importorskip("schemathesis")
     app = create_app(model_dir, f"sqlite:///{tmp_path / 'm.db'}")
     with live_server(app) as url:

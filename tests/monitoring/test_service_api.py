@@ -81,7 +81,7 @@ def test_bad_images_get_specific_errors_and_the_rest_are_scored(server, trained_
     res = r.json()["results"]
     assert res[0]["error"] is None
     assert res[1]["error"].startswith("images[1]: not valid base64")
-    # a number is not an image that failed but a body outside the documented schema (issue 25, item 6)
+    # a number is not an image that failed but a body outside the documented schema
     r = server.post("/v1/score", json={"images": [base64.b64encode(good[0]).decode(), 42]})
     assert r.status_code == 422 and r.json()["detail"] == (
         'images[1] is int: expected a base64 string or {"data": "<base64>"}'

@@ -1,4 +1,4 @@
-"""Issue 14, item 7: probes, the model id, prometheus-client metrics, typed GET responses and raw image bodies."""
+"""Probes, the model id, prometheus-client metrics, typed GET responses and raw image bodies."""
 
 from __future__ import annotations
 

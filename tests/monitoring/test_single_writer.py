@@ -1,4 +1,4 @@
-"""Issue 13, item 5: two servers on one database and one stream must not silently diverge.
+"""Two servers on one database and one stream must not silently diverge.
 
 Each server keeps the stream's drift monitor in memory. A write now carries the image count its state was computed
 from; when another writer got in first the store refuses it (``StreamConflict``), and the recorder reloads the

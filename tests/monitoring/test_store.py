@@ -124,7 +124,7 @@ def test_unstorable_text_fails_only_its_image_on_every_database(
     db_url: str, stream_name: str, trained_detector, id_pngs
 ) -> None:
     """On PostgreSQL a 1,500-character or NUL-bearing source id failed the whole batch (SQLite kept it): every
-    text field is now checked and normalised before the transaction, the same way on both (issue 13, item 3)."""
+    text field is now checked and normalised before the transaction, the same way on both."""
     rec = StreamRecorder(trained_detector, Store(db_url), thumbnails="all")
     try:
         items = [

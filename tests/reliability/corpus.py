@@ -79,7 +79,7 @@ def good_images(n: int = 4) -> list[Case]:
 
 
 def bad_cases() -> list[Case]:
-    """Every hostile or unusual kind named in issue 6, with the outcome the pipeline must produce."""
+    """Every hostile or unusual kind this corpus covers, with the outcome the pipeline must produce."""
     rgb = Image.fromarray(_pattern(48, 64, seed=1))
     png, jpg = _encode(rgb, "PNG"), _encode(rgb, "JPEG", quality=90)
     gray16 = Image.fromarray(_pattern(40, 40, seed=2, channels=1).astype(np.uint16) * 257)

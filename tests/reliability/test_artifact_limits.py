@@ -1,4 +1,4 @@
-"""Artefact edges (issue 25, item 5): a missing digest is refused unless asked for, every number in detector.json is
+"""Artefact edges: a missing digest is refused unless asked for, every number in detector.json is
 bounded (and a bad one is a bad-artefact exit naming the file), the safetensors files hold only their own tensors, and
 statistics without spread are refused so that scores stay finite."""
 

@@ -1,4 +1,4 @@
-"""Issue 25, the data-path LOW items: inputs that are not plain images get a specific error, never a silent success.
+"""Inputs that are not plain images get a specific error, never a silent success.
 
 A float image with an infinity or NaN, a folder named like an image, a named pipe, an unaccepted format, a final
 ``score --resume`` over a file that still holds error rows, an OOD folder that does not exist, an ID set with no

@@ -1,8 +1,8 @@
-"""Issue 13, item 1: decoding stays within a memory bound that does not depend on bit depth.
+"""Decoding stays within a memory bound that does not depend on bit depth.
 
 Peak memory is measured in a fresh subprocess (its own ``VmHWM`` against its ``VmRSS`` after a warm-up on a small
 image), so the pytest process and other tests' children cannot disturb it. The margins are generous: the point is
-the gap between about 0.8 GB (the bound) and the 7.7 GB the issue measured.
+the gap between about 0.8 GB (the bound) and the 7.7 GB that decoding took before the bound.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def big_16bit_png(tmp_path_factory) -> Path:
 
 
 def test_16bit_png_at_the_pixel_limit_scores_within_the_memory_bound(model_dir, big_16bit_png, tmp_path) -> None:
-    """``discopatch score`` on the issue's 0.5 MB 16384^2 16-bit PNG: the peak stays under 1.5 GiB above the
+    """``discopatch score`` on a 0.5 MB 16384^2 16-bit PNG: the peak stays under 1.5 GiB above the
     warmed-up process (the bound is the 512 MiB decoded source plus its 256 MiB 8-bit copy; it was 7.7 GB)."""
     small = tmp_path / "small.png"
     Image.fromarray(np.full((28, 28), 128, np.uint8)).save(small)

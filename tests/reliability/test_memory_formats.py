@@ -1,11 +1,11 @@
-"""Issue 25, item 1: the decode memory bound holds for the worst case of every accepted format.
+"""The decode memory bound holds for the worst case of every accepted format.
 
-Each case writes the largest file of its kind that is still accepted (or the issue's file that is now refused),
-then preprocesses it in a fresh subprocess, the way ``discopatch score`` (a path) and the server (bytes) do, and
-reads the growth of the peak resident memory (``VmHWM``) over the resident memory after a warm-up on a small file
-of the same format. The growth must stay under the cost the decoder was told from the header (at most
-``MAX_DECODE_BYTES``, 1 GiB) plus the 8-bit RGB copy the conversion makes (at most 4 bytes a pixel) plus 64 MiB;
-before the fix the issue's WebP took 4.47 GB and its progressive CMYK JPEG 3.45 GB.
+Each case writes the largest file of its kind that is still accepted (or, where that is refused now, the file that
+once blew the bound), then preprocesses it in a fresh subprocess, the way ``discopatch score`` (a path) and the
+server (bytes) do, and reads the growth of the peak resident memory (``VmHWM``) over the resident memory after a
+warm-up on a small file of the same format. The growth must stay under the cost the decoder was told from the
+header (at most ``MAX_DECODE_BYTES``, 1 GiB) plus the 8-bit RGB copy the conversion makes (at most 4 bytes a pixel)
+plus 64 MiB; before the bound such a WebP took 4.47 GB and its progressive CMYK JPEG 3.45 GB.
 
 The files are written directly (``bombs.py``): a 16383^2 lossless WebP is 30 bytes, a 16384^2 progressive JPEG
 about 1.5 MB, the uncompressed TIFF and BMP are sparse. ``pytest -s`` prints the table in docs/RELIABILITY.md.
@@ -110,7 +110,7 @@ def _jpeg(side: int, **kw: object) -> Callable[[Path], None]:
 
 
 #: name, file suffix, writer of the big file (the small one is the same writer at 64 px), whether it is accepted.
-#: Sizes: the largest accepted under the 1 GiB budget (or the issue's file where that is now refused).
+#: Sizes: the largest accepted under the 1 GiB budget (or the file that once blew the bound, where that is refused now).
 CASES: list[tuple[str, str, Callable[[Path, int], None], int, bool]] = [
     ("PNG 8-bit RGBA", "png", lambda p, s: flat_png(p, s, s, 6, 8), 16384, True),
     ("PNG 8-bit RGBA, interlaced", "png", lambda p, s: flat_png(p, s, s, 6, 8, interlace=True), 16384, True),
@@ -154,7 +154,7 @@ def test_worst_case_of_each_format_stays_within_the_bound(tmp_path, name, suffix
 
 @pytest.mark.parametrize("kind", ["webp", "jpeg"])
 def test_the_issues_uploads_are_refused_from_the_header_over_http(tmp_path, kind: str) -> None:
-    """The server's path (bytes): the issue's 16383^2 lossless WebP (4.68 GB per upload) and progressive CMYK JPEG
+    """The server's path (bytes): a 16383^2 lossless WebP (4.68 GB per upload) and progressive CMYK JPEG
     are refused before anything is decoded; the peak grows by a few MiB."""
     data = flat_webp_lossless(16383, 16383) if kind == "webp" else flat_jpeg(16383, 16383, 4, True)
     small, big = tmp_path / f"small.{kind}", tmp_path / f"big.{kind}"

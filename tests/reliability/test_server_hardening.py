@@ -77,7 +77,7 @@ def test_bearer_token_guards_writes(trained_detector, tmp_path) -> None:
 
 
 def test_token_guards_thumbnails(trained_detector, tmp_path) -> None:
-    """Issue 13, item 7: with ``--token`` alone a flagged image's thumbnail (sequential ids: enumerable) was open."""
+    """With ``--token`` alone a flagged image's thumbnail (sequential ids: enumerable) was open."""
     ok = {"authorization": "Bearer s3cret"}
     with _client(trained_detector, tmp_path, token="s3cret", thumbnails="all") as c:
         r = c.post("/v1/streams/cam/images", files=_files(1), headers=ok)
@@ -163,7 +163,7 @@ def test_token_all_without_token_is_a_usage_error(model_dir, monkeypatch, capsys
     assert "--token-all needs a token" in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------------------------- issue 13, item 7 (smaller)
+# ----------------------------------------------------------------------------- smaller request and response edges
 def test_stream_name_with_a_trailing_newline_is_refused(trained_detector, tmp_path) -> None:
     """``^...$`` matched before a final newline: ``abc%0A`` created a stream named ``"abc\\n"``."""
     with _client(trained_detector, tmp_path) as c:
@@ -204,7 +204,7 @@ def test_huge_integers_in_urls_and_ids_are_4xx_or_per_image(trained_detector, tm
 
 def test_empty_multipart_file_name_gets_an_accurate_message(trained_detector, tmp_path) -> None:
     """httpx (and other clients) drop an empty ``filename``; the part then arrives as a text field. The documented
-    body holds files only (issue 25, item 6: a text part is outside the schema), so the request is a 422."""
+    body holds files only (a text part is outside the schema), so the request is a 422."""
     with _client(trained_detector, tmp_path) as c:
         r = c.post("/v1/score", files=[("images", ("ok.png", PNG, "image/png")), ("images", ("", PNG, "image/png"))])
         assert r.status_code == 422
@@ -231,7 +231,7 @@ def test_too_long_file_name_fails_only_its_image(trained_detector, tmp_path) -> 
         assert [row["source_id"] for row in rows] == ["images[0]", "ok.png"]
 
 
-# ------------------------------------------------------------------------------------- issue 13, item 4 (visible)
+# ------------------------------------------------------------------------------- failed writes are visible
 def test_failed_write_is_logged_and_reported_by_healthz(trained_detector, tmp_path, caplog) -> None:
     """A database that still answers reads but refuses writes gave 503s while /healthz said ok and nothing was
     logged. The table is dropped behind the server's back: a real write failure, reads unaffected."""
@@ -268,7 +268,7 @@ def test_unusable_database_is_one_clear_line_at_startup(model_dir, tmp_path, cap
     assert f"database sqlite:///{db} is not usable" in err and "unable to open database file" in err
 
 
-# ------------------------------------------------------------------------------------- issue 25, item 4 (parsing)
+# ---------------------------------------------------------------------------------------- strict parsing
 def _multipart(parts: list[tuple[str, bytes]], boundary: str = "b0undary") -> bytes:
     out = b""
     for name, data in parts:
@@ -338,7 +338,7 @@ def test_json_body_is_parsed_off_the_event_loop(trained_detector, tmp_path, monk
     assert on_loop and True not in on_loop  # the server's parse (and the client's, of the response)
 
 
-# ------------------------------------------------------------------------------------- issue 25, LOW (auth scheme)
+# ----------------------------------------------------------------------------------- the bearer scheme
 @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer", "bEaReR"])
 def test_bearer_scheme_is_case_insensitive(trained_detector, tmp_path, scheme) -> None:
     """RFC 7235: the auth scheme is case-insensitive; ``Authorization: bearer <token>`` was refused (401)."""

@@ -35,7 +35,7 @@ import numpy as np
 import sklearn
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..config import NormKind, Preset
 from ..data.corruptions import CORRUPTIONS, PARAM_SOURCES, resolve_params
 from ..data.images import stack_images

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._version import __version__
-from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, DiscopatchError
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, DiscopatchError, UsageError
 from ..log import LOGGER, setup_logging
 from . import benchmark, config_files, demo, deploy, evaluate, monitoring, score, train
-from .options import MissingExtra, Parser, add_verbosity, extra_of, log_level
+from .options import MissingExtra, Parser, Subcommands, add_verbosity, extra_of, log_level
 
 #: The areas in the order their commands are listed; each has ``add_commands(subparsers)``, whose parsers call
 #: ``set_defaults(func=...)``. Their modules import nothing heavy at the top, so building the parser stays cheap.
@@ -22,33 +22,29 @@ AREAS = (train, score, evaluate, demo, deploy, monitoring, benchmark)
 EVALUATION_COMMANDS = ("benchmark", "attack", "bench-speed")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
+    """The ``discopatch`` parser; its sub-commands are in ``parser.commands`` (:class:`~.options.Subcommands`)."""
     parser = Parser(prog="discopatch")
     parser.add_argument("--version", action="version", version=f"discopatch {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    sub = Subcommands(parser)
     for area in AREAS:
         area.add_commands(sub)
-    for command in dict.fromkeys(sub.choices.values()):  # each parser once, even under several names
+    for command in sub.parsers.values():
         add_verbosity(command)
     parser.description = _command_overview(sub)
     parser.usage = "discopatch [-h] [--version] COMMAND ..."
     return parser
 
 
-def _command_overview(sub: argparse._SubParsersAction[Parser]) -> str:
-    """The top-level description: everyday commands, then the evaluation commands, each with its one-line help.
-
-    argparse lists all sub-commands in one block; they are listed here in two instead and that block is hidden.
-    """
-    helps = {a.dest: a.help or "" for a in sub._choices_actions}
-    sub.help = argparse.SUPPRESS
-    sub._choices_actions = []  # the listing above replaces argparse's single block
+def _command_overview(sub: Subcommands) -> str:
+    """The top-level description: everyday commands, then the evaluation commands, each with its one-line help
+    (argparse would list them all in one block; it lists none, see :class:`~.options.Subcommands`)."""
 
     def block(names: list[str]) -> str:
-        return "\n".join(f"  {n:<12} {helps[n]}" for n in names)
+        return "\n".join(f"  {n:<12} {sub.helps[n]}" for n in names)
 
-    everyday = [n for n in sub.choices if n not in EVALUATION_COMMANDS]
-    evaluation = [n for n in sub.choices if n in EVALUATION_COMMANDS]
+    everyday = [n for n in sub.parsers if n not in EVALUATION_COMMANDS]
+    evaluation = [n for n in sub.parsers if n in EVALUATION_COMMANDS]
     return (
         "DisCoPatch: detect out-of-distribution and covariate-shifted images from ID images only.\n\n"
         f"commands:\n{block(everyday)}\n\n"
@@ -62,8 +58,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     (see :mod:`discopatch.cli.config_files`), and its resolved configuration is kept as ``args.run_config``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    command = sub.choices.get(argv[0]) if argv else None
+    assert parser.commands is not None
+    command = parser.commands.parsers.get(argv[0]) if argv else None
     if command is None or not config_files.has_config_options(command):
         return parser.parse_args(argv)
     path = config_files.config_path(argv[1:])
@@ -73,7 +69,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             originals = config_files.apply_config(command, path)
         except config_files.ConfigError as e:  # one line: the usage block says nothing about the file's contents
             print(f"{command.prog}: error: {e}", file=sys.stderr)
-            raise SystemExit(EXIT_USAGE) from None
+            raise SystemExit(e.exit_code) from None
     args = parser.parse_args(argv)
     config_files.settle_exclusive(command, args, originals)
     args.run_config = config_files.resolved_config(command, args)
@@ -114,8 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _failed(args.command, MissingExtra(e.name or "", extra))
     except DiscopatchError as e:
         return _failed(args.command, e)
-    except (ValueError, FileNotFoundError) as e:  # the library refused its arguments as given
-        return _failed(args.command, e, EXIT_USAGE)
+    except (ValueError, FileNotFoundError) as e:
+        # the library refused its arguments as given: it raises builtins, so that it is usable without the CLI
+        return _failed(args.command, UsageError(str(e)))
     except RuntimeError as e:  # not a usage error: a failure while running (out of memory, a backend's error)
         LOGGER.debug("traceback of the unexpected error", exc_info=True)
         text = " ".join(str(e).split()) or "(no message)"
@@ -126,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNEXPECTED
 
 
-def _failed(command: str, error: Exception, code: int | None = None) -> int:
-    """Report ``error`` in one line and return its exit code (a :class:`DiscopatchError` carries its own)."""
+def _failed(command: str, error: DiscopatchError) -> int:
+    """Report ``error`` in one line and return the exit code of its class."""
     print(f"discopatch {command}: error: {error}", file=sys.stderr)
-    return code if code is not None else getattr(error, "exit_code", EXIT_USAGE)
+    return error.exit_code

@@ -13,7 +13,7 @@ import argparse
 import importlib
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import ENGINES, MAX_SEED, PRESETS, TORCH_PRECISIONS
 from ..errors import UsageError
@@ -138,19 +138,37 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """Every discopatch (sub-)parser: :class:`HelpFormatter` unless told otherwise."""
+    """Every discopatch (sub-)parser: :class:`HelpFormatter` unless told otherwise; the top-level one also holds its
+    :class:`Subcommands` (``commands``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self.commands: Subcommands | None = None
 
 
-#: What every area module's ``add_commands(sub)`` receives: the top-level parser's sub-commands (the class is
-#: generic only to the type checker).
-if TYPE_CHECKING:
-    Subcommands = argparse._SubParsersAction[Parser]
-else:
-    Subcommands = argparse._SubParsersAction
+class Subcommands:
+    """The sub-commands of a parser, which every area module's ``add_commands(sub)`` receives.
+
+    It keeps what argparse keeps only in private attributes - each command's parser and its one-line help - so
+    that the top-level help can list the commands in its own blocks and ``--config`` can find a command's parser
+    before the real parse. argparse's own listing is suppressed: it is given no help to list.
+    """
+
+    def __init__(self, parser: Parser) -> None:
+        self._action = parser.add_subparsers(
+            dest="command", required=True, metavar="COMMAND", parser_class=Parser, help=argparse.SUPPRESS
+        )
+        self.parsers: dict[str, Parser] = {}
+        self.helps: dict[str, str] = {}
+        parser.commands = self
+
+    def add_parser(self, name: str, *, help: str, **kwargs: Any) -> Parser:
+        """A sub-command's parser (``kwargs`` as for :class:`argparse.ArgumentParser`) with its one-line ``help``."""
+        command = self._action.add_parser(name, **kwargs)
+        self.parsers[name] = command
+        self.helps[name] = help
+        return command
 
 
 def examples(*lines: str) -> str:

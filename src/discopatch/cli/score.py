@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from ..log import progress_bar
 from .options import Subcommands, add_batch_size, add_device, add_engine, add_model, add_precision, examples
 from .score_ray import add_ray_options, cmd_score_ray
-from .score_rows import CSV_FIELDS, finish, rows_written
+from .score_rows import csv_cell, finish, output_fields, rows_written
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -62,21 +63,20 @@ def cmd_score(args: argparse.Namespace) -> int:
         allow_legacy=args.allow_legacy_artifact,
     )
     paths = expand_paths(args.paths)
-    fields = list(CSV_FIELDS)
     heat_dir = Path(args.heatmaps) if args.heatmaps else None
+    fields = output_fields(det.preset.score_mode != "d-only", heatmaps=heat_dir is not None)
     if heat_dir is not None:
         heat_dir.mkdir(parents=True, exist_ok=True)
-        fields.append("heatmap")
     out_path = Path(args.out) if args.out else None
     jsonl = out_path is not None and out_path.suffix.lower() in (".jsonl", ".ndjson")
     if out_path is not None and not jsonl and out_path.suffix.lower() != ".csv":
-        raise ValueError(f"--out must end in .csv or .jsonl, got {out_path}")
+        raise UsageError(f"--out must end in .csv or .jsonl, got {out_path}")
     done: set[str] = set()
     earlier_failed = 0  # error rows already in --out: the file as a whole still has failed inputs
     if args.resume:
         if out_path is None:
-            raise ValueError("--resume needs --out FILE")
-        done, earlier_failed = rows_written(out_path, jsonl, fields)
+            raise UsageError("--resume needs --out FILE")
+        done, earlier_failed, fields = rows_written(out_path, jsonl, fields)
         paths = [p for p in paths if utf8_text(str(p)) not in done]
     append = bool(args.resume and out_path is not None and out_path.exists() and out_path.stat().st_size)
     fh = open(out_path, "a" if append else "w", newline="", encoding="utf-8") if out_path else sys.stdout  # noqa: SIM115
@@ -96,9 +96,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                 fh.write(json.dumps(row) + "\n")
             else:
                 assert writer is not None
-                writer.writerow(
-                    {k: "" if row[k] is None else (str(row[k]).lower() if k == "is_ood" else row[k]) for k in fields}
-                )
+                writer.writerow({k: csv_cell(k, row[k]) for k in fields})
             fh.flush()
     finally:
         if out_path:

@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from ..log import progress_bar
 from .options import require_extra
-from .score_rows import CSV_FIELDS, finish, rows_written
+from .score_rows import csv_cell, finish, output_fields, rows_written
 
 
 def add_ray_options(p: argparse.ArgumentParser) -> None:
@@ -66,28 +67,30 @@ def cmd_score_ray(args: argparse.Namespace) -> int:
     from ..data.images import utf8_text
 
     if args.heatmaps:
-        raise ValueError("--heatmaps is not available with --ray; score those files without --ray")
+        raise UsageError("--heatmaps is not available with --ray; score those files without --ray")
     for name in ("ray_actors", "ray_threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     out_path = Path(args.out) if args.out else None
     kind = _out_kind(out_path)
     # a damaged detector is refused here, before any cluster is started
-    load_artifact(args.model, args.allow_legacy_artifact)
+    fields = output_fields(load_artifact(args.model, args.allow_legacy_artifact).score_mode != "d-only")
     paths = scale.expand_inputs(args.paths)
     done: set[str] = set()
     earlier_failed = 0  # error rows already in --out: the file as a whole still has failed inputs
     if args.resume:
         if out_path is None:
-            raise ValueError("--resume needs --out FILE")
-        done, earlier_failed = (
-            _parquet_rows(out_path) if kind == "parquet" else rows_written(out_path, kind == "jsonl", CSV_FIELDS)
-        )
+            raise UsageError("--resume needs --out FILE")
+        if kind == "parquet":
+            done, earlier_failed = _parquet_rows(out_path)
+        else:
+            done, earlier_failed, fields = rows_written(out_path, kind == "jsonl", fields)
         paths = [p for p in paths if utf8_text(str(p)) not in done]
     started = scale.connect(args.ray) if paths else False
     try:
-        n, n_fail = _run(args, scale, paths, out_path, kind, bool(done) or (_nonempty(out_path) and args.resume))
+        append = bool(done) or (_nonempty(out_path) and args.resume)
+        n, n_fail = _run(args, scale, paths, _Writer(out_path, kind, append, fields))
     finally:
         if started:
             import ray
@@ -96,11 +99,8 @@ def cmd_score_ray(args: argparse.Namespace) -> int:
     return finish(n, n_fail, done, out_path, earlier_failed, " on Ray")
 
 
-def _run(
-    args: argparse.Namespace, scale: Any, paths: list[Any], out_path: Path | None, kind: str, append: bool
-) -> tuple[int, int]:
+def _run(args: argparse.Namespace, scale: Any, paths: list[Any], writer: _Writer) -> tuple[int, int]:
     """Stream the scored rows into the output; returns (rows, error rows)."""
-    writer = _Writer(out_path, kind, append)
     n = n_fail = 0
     try:
         if paths:
@@ -142,7 +142,7 @@ def _out_kind(out_path: Path | None) -> str:
     suffix = out_path.suffix.lower()
     kinds = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
     if suffix not in kinds:
-        raise ValueError(f"--out must end in .csv, .jsonl or .parquet, got {out_path}")
+        raise UsageError(f"--out must end in .csv, .jsonl or .parquet, got {out_path}")
     return kinds[suffix]
 
 
@@ -161,20 +161,13 @@ def _parquet_rows(path: Path) -> tuple[set[str], int]:
     return {str(p) for p in table.column("path").to_pylist()}, len(table) - table.column("error").null_count
 
 
-def _csv_value(key: str, value: Any) -> Any:
-    """A value as ``discopatch score`` writes it into a CSV cell."""
-    if value is None:
-        return ""
-    return str(value).lower() if key == "is_ood" else value
-
-
 class _Writer:
     """One output file: CSV / JSON lines appended and flushed per batch (so ``--resume`` finds every finished row);
     Parquet into a hidden partial file renamed over ``--out`` at the end (a Parquet file is readable only once its
-    footer is written), with the rows of a resumed file copied first."""
+    footer is written), with the rows of a resumed file copied first. CSV rows have the columns ``fields``."""
 
-    def __init__(self, out_path: Path | None, kind: str, append: bool) -> None:
-        self.out_path, self.kind, self.append = out_path, kind, append
+    def __init__(self, out_path: Path | None, kind: str, append: bool, fields: list[str]) -> None:
+        self.out_path, self.kind, self.append, self.fields = out_path, kind, append, fields
         self.fh: Any = None
         self.csv: Any = None
         self.pq: Any = None
@@ -183,7 +176,7 @@ class _Writer:
             mode = "a" if append else "w"
             self.fh = open(out_path, mode, newline="", encoding="utf-8") if out_path else sys.stdout  # noqa: SIM115
             if kind == "csv":
-                self.csv = csv.DictWriter(self.fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+                self.csv = csv.DictWriter(self.fh, fieldnames=fields, extrasaction="ignore")
                 if not append:
                     self.csv.writeheader()
 
@@ -193,7 +186,7 @@ class _Writer:
             return
         for row in batch.to_pylist():
             if self.csv is not None:
-                self.csv.writerow({k: _csv_value(k, row[k]) for k in CSV_FIELDS})
+                self.csv.writerow({k: csv_cell(k, row[k]) for k in self.fields})
             else:
                 self.fh.write(json.dumps(row) + "\n")
         self.fh.flush()
@@ -208,7 +201,7 @@ class _Writer:
             if self.append and self.out_path.exists():
                 old = pq.read_table(self.out_path)
                 if old.schema.names != batch.schema.names:
-                    raise ValueError(
+                    raise UsageError(
                         f"{self.out_path}: columns {old.schema.names} differ from this run's {batch.schema.names}; "
                         "--resume cannot mix the two: write to a new file"
                     )

@@ -12,11 +12,23 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from ..errors import EXIT_FAILED_INPUTS, EXIT_OK
+from ..errors import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
+from ..row_layout import columns
 
-#: The CSV columns of ``discopatch score`` (``--heatmaps`` adds ``heatmap``); JSON lines carry ``d_score`` too.
-CSV_FIELDS = ["path", "score", "p_value", "is_ood", "error", "threshold", "model_id"]
+
+def output_fields(with_d_score: bool, heatmaps: bool = False) -> list[str]:
+    """The columns of a ``discopatch score`` row (:data:`discopatch.row_layout.ROW_LAYOUT` with the input as ``path``),
+    alike in CSV, JSON lines and Parquet; ``--heatmaps`` adds ``heatmap``."""
+    return columns("path", with_d_score) + (["heatmap"] if heatmaps else [])
+
+
+def csv_cell(key: str, value: Any) -> Any:
+    """A row value as a CSV cell: empty for ``None``, ``is_ood`` in lower case (``true``/``false``) as in JSON."""
+    if value is None:
+        return ""
+    return str(value).lower() if key == "is_ood" else value
 
 
 def finish(n: int, n_fail: int, done: set[str], out_path: Path | None, earlier_failed: int, where: str = "") -> int:
@@ -31,11 +43,15 @@ def finish(n: int, n_fail: int, done: set[str], out_path: Path | None, earlier_f
     return EXIT_FAILED_INPUTS if n_fail or earlier_failed else EXIT_OK
 
 
-def rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> tuple[set[str], int]:
-    """Paths already in ``out_path`` and how many of their rows hold an error; a partly written last line (the run
-    was killed mid-write) is cut off first."""
+def rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> tuple[set[str], int, list[str]]:
+    """Paths already in ``out_path``, how many of their rows hold an error, and the CSV columns to append in; a
+    partly written last line (the run was killed mid-write) is cut off first.
+
+    The columns are ``fields``, or the file's own header where it is ``fields`` without ``d_score``: CSV files of
+    fused detectors were written without it before, and appending rows of another shape would break the file.
+    """
     if not out_path.exists():
-        return set(), 0
+        return set(), 0, fields
     data = out_path.read_bytes()
     keep = data[: data.rfind(b"\n") + 1]  # everything up to the last complete line
     text = keep.decode("utf-8")
@@ -45,13 +61,8 @@ def rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> tuple[set[st
         failed = {r["path"] for r in records if r.get("error") is not None}
     else:
         rows, text = _complete_csv_records(text, out_path)
-        if rows and rows[0] != fields:
-            if rows[0] == fields[: len(rows[0])]:  # an older discopatch wrote fewer columns (no threshold/model_id)
-                raise ValueError(
-                    f"{out_path}: written by an older discopatch without the columns {fields[len(rows[0]) :]}; "
-                    "--resume cannot mix the two layouts: write to a new file"
-                )
-            raise ValueError(f"{out_path}: not a 'discopatch score' CSV (header {rows[0]}), cannot --resume into it")
+        if rows:
+            fields = _csv_layout(rows[0], fields, out_path)
         done = {r[0] for r in rows[1:] if r}
         at = fields.index("error")
         failed = {r[0] for r in rows[1:] if len(r) > at and r[at]}
@@ -59,7 +70,22 @@ def rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> tuple[set[st
     if len(keep) != len(data):
         with open(out_path, "r+b") as f:
             f.truncate(len(keep))
-    return done, len(failed)
+    return done, len(failed), fields
+
+
+def _csv_layout(header: list[str], fields: list[str], out_path: Path) -> list[str]:
+    """The columns of an existing CSV output that this run can append to: ``fields``, or ``fields`` without
+    ``d_score``; anything else is refused (an older layout without ``threshold``/``model_id`` by name)."""
+    layouts = [fields, [f for f in fields if f != "d_score"]]
+    if header in layouts:
+        return header
+    for layout in layouts:
+        if header == layout[: len(header)]:  # an older discopatch wrote fewer columns (no threshold/model_id)
+            raise UsageError(
+                f"{out_path}: written by an older discopatch without the columns {layout[len(header) :]}; "
+                "--resume cannot mix the two layouts: write to a new file"
+            )
+    raise UsageError(f"{out_path}: not a 'discopatch score' CSV (header {header}), cannot --resume into it")
 
 
 def _complete_csv_records(text: str, out_path: Path) -> tuple[list[list[str]], str]:
@@ -82,5 +108,5 @@ def _complete_csv_records(text: str, out_path: Path) -> tuple[list[list[str]], s
     except csv.Error as e:
         if consumed != len(text):  # damage before the end: not a torn last record
             line = text.count("\n", 0, end) + 1
-            raise ValueError(f"{out_path}: malformed CSV record at line {line} ({e})") from None
+            raise UsageError(f"{out_path}: malformed CSV record at line {line} ({e})") from None
     return rows, text[:end]

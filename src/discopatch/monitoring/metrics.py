@@ -21,7 +21,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import __version__
+from .._version import __version__
 from .streams import StreamRecorder
 
 #: Media type of :meth:`Metrics.render` (the Prometheus text exposition format, version 0.0.4).

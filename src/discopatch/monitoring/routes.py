@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import math
 import threading
 import time
 from collections.abc import Iterator
@@ -25,8 +24,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import __version__
+from .._version import __version__
 from ..explain import Explanation, overlay_png
+from ..results import finite_or_none
 from .limits import MAX_ID
 from .metrics import CONTENT_TYPE, Metrics
 from .payloads import read_items
@@ -75,11 +75,6 @@ def heatmap_png(explanation: dict[str, Any], thumbnail: bytes) -> bytes:
     with Image.open(io.BytesIO(thumbnail)) as im:
         backdrop = im if im.size == (size, size) else im.resize((size, size), Image.Resampling.NEAREST)
         return overlay_png(Explanation.from_dict(explanation, np.asarray(backdrop)))
-
-
-def finite(x: float) -> float | None:
-    """``x``, or None for an infinite threshold (JSON has no infinity)."""
-    return float(x) if math.isfinite(x) else None
 
 
 def not_found(detail: str) -> HTTPException:
@@ -284,7 +279,7 @@ def api_router(
         with known_stream(name):
             window = recorder.window_scores(name)
         cal = recorder.calibration
-        edges, w, c = score_histogram(window, cal.scores, bins, finite(cal.threshold))
+        edges, w, c = score_histogram(window, cal.scores, bins, finite_or_none(cal.threshold))
         return {
             "stream": name,
             "edges": edges.tolist(),
@@ -292,7 +287,7 @@ def api_router(
             "calibration": c.tolist(),
             "n_window": len(window),
             "n_calibration": cal.n,
-            "threshold": finite(cal.threshold),
+            "threshold": finite_or_none(cal.threshold),
         }
 
     png_responses = {200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}} | image
@@ -388,7 +383,7 @@ def api_router(
             "model_id": detector.detector_id,
             "preset": detector.preset.name,
             "score_mode": detector.preset.score_mode,
-            "threshold": finite(cal.threshold),
+            "threshold": finite_or_none(cal.threshold),
             "target_fpr": cal.target_fpr,
             "n_calibration": cal.n,
             "image_size": detector.preprocess_config.image_size,

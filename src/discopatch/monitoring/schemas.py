@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from .. import score_modes
+from ..row_layout import description
 
 #: A stream name (``streams.STREAM_NAME``, written for JSON Schema): what the ``{name}`` path parameters accept.
 STREAM_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -120,13 +121,17 @@ class HeatMap(BaseModel):
     note: str = Field(default=HEATMAP_NOTE, description="what the map explains")
 
 
-class ImageResult(BaseModel):
+class ScoredImage(BaseModel):
+    """One image's outcome: the per-image values of the library's row layout (:data:`discopatch.row_layout.ROW_LAYOUT`;
+    the threshold and model id come once per response), its position in the request and, on streams, its ids."""
+
     index: int = Field(description="position of the image in the request")
     source_id: str | None = Field(description="file name, the given source id, or images[i]")
-    score: float | None = Field(description="OOD score, higher = more OOD; null on error")
-    p_value: float | None = Field(description="conformal p-value against the calibration scores")
-    is_ood: bool | None = Field(description="score > threshold (p_value <= target FPR)")
-    error: str | None = Field(description="why this image could not be scored")
+    score: float | None = Field(description=description("score"))
+    d_score: float | None = Field(default=None, description=description("d_score") + "; null for d-only detectors")
+    p_value: float | None = Field(description=description("p_value"))
+    is_ood: bool | None = Field(description=description("is_ood"))
+    error: str | None = Field(description=description("error"))
     id: int | None = Field(default=None, description="database id (stream endpoints)")
     seq: int | None = Field(default=None, description="position in the stream (stream endpoints)")
     explanation: HeatMap | None = Field(
@@ -148,7 +153,7 @@ MODEL_ID = "the detector's model id (hash of its saved files; null for a detecto
 
 
 class ScoreResponse(BaseModel):
-    results: list[ImageResult]
+    results: list[ScoredImage]
     n_images: int
     n_errors: int
     threshold: float
@@ -159,7 +164,7 @@ class ScoreResponse(BaseModel):
 
 class StreamResponse(BaseModel):
     stream: str
-    results: list[ImageResult]
+    results: list[ScoredImage]
     drift: dict[str, Any] = Field(description="the stream's verdict after these images (see GET .../status)")
     model_id: str | None = Field(default=None, description=MODEL_ID)
     replayed: bool = Field(
@@ -217,14 +222,16 @@ class Alert(BaseModel):
 
 
 class RecordedImage(BaseModel):
+    """A stored image: the per-image values the database keeps (the row layout's, without ``d_score``)."""
+
     id: int
     seq: int
     time: float
     source_id: str | None
-    score: float | None
-    p_value: float | None
-    is_ood: bool | None
-    error: str | None
+    score: float | None = Field(description=description("score"))
+    p_value: float | None = Field(description=description("p_value"))
+    is_ood: bool | None = Field(description=description("is_ood"))
+    error: str | None = Field(description=description("error"))
     thumbnail: str | None = Field(description="URL of the thumbnail, when one was kept")
     heatmap: str | None = Field(
         description="URL of the heat-map overlay PNG, when the explanation was kept (with the thumbnail); its data "

@@ -71,7 +71,8 @@ class Scorer:
     def score(
         self, items: list[Item], cancel: threading.Event | None = None
     ) -> tuple[list[dict[str, Any]], dict[int, Explanation]]:
-        """Per item ``{index, source_id, score, p_value, is_ood, error}``; also each scored item's explanation.
+        """Per item ``{index, source_id}`` and its :data:`~discopatch.row_layout.VALUE_COLUMNS` (``d_score`` for
+        fused and statistics-only detectors); also each scored item's explanation.
 
         Decoding runs on the shared pool, at most :attr:`share` of this call's images queued or running at a time,
         so another request's images wait behind a few of these, not behind all of them (no head-of-line blocking).
@@ -93,16 +94,9 @@ class Scorer:
                 if any(img is not None for img, _ in decoded[part]):
                     self.inference_seconds += time.perf_counter() - t0
                     self.inference_batches += 1
+        with_d = self.detector.preset.score_mode != "d-only"
         results = [
-            {
-                "index": i,
-                "source_id": it.source_id,
-                "score": r.score,
-                "p_value": r.p_value,
-                "is_ood": r.is_ood,
-                "error": r.error,
-            }
-            for i, (it, r) in enumerate(zip(items, scored))
+            {"index": i, "source_id": it.source_id} | r.values(with_d) for i, (it, r) in enumerate(zip(items, scored))
         ]
         explained = {i: r.explanation for i, r in enumerate(scored) if r.explanation is not None}
         return results, explained

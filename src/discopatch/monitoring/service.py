@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.staticfiles import StaticFiles
 
-from .. import __version__
+from .._version import __version__
 from ..detector import Detector
 from .alerts import AlertDispatcher
 from .choices import DEFAULT_DB_URL

@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from ..errors import UnavailableError
+from ..row_layout import VALUE_COLUMNS
 from .choices import DEFAULT_DB_URL
 
 #: BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
@@ -121,7 +122,10 @@ class ExplanationRow(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON)  # Explanation.to_dict(): corners, contributions, views
 
 
-IMAGE_FIELDS = ("id", "seq", "time", "source_id", "score", "p_value", "is_ood", "error")
+#: The per-image values of the row layout that an image row keeps: all but ``d_score``, which tables written before
+#: it was in the layout lack (``create_all`` adds tables, never columns).
+STORED_VALUES = tuple(c for c in VALUE_COLUMNS if c != "d_score")
+IMAGE_FIELDS = ("id", "seq", "time", "source_id", *STORED_VALUES)
 ALERT_FIELDS = ("id", "time", "seq", "kind", "tests", "p_val", "alarm_rate", "detail")
 
 

@@ -24,12 +24,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..data.images import utf8_text
 from ..detector import Detector
 from ..explain import Explanation
+from ..row_layout import VALUE_COLUMNS
 from . import THUMBNAILS
 from .alerts import AlertDispatcher
 from .drift import DriftConfig, DriftMonitor
 from .health import DbFailures
 from .scoring import MAX_DECODES, Item, Scorer
-from .store import AlreadyRecorded, Store, StoredRequest, StreamConflict
+from .store import STORED_VALUES, AlreadyRecorded, Store, StoredRequest, StreamConflict
 
 log = logging.getLogger("discopatch.monitoring")
 
@@ -98,7 +99,7 @@ def make_storable(result: dict[str, Any]) -> None:
             result["source_id"] = sid
         else:
             name = f"images[{result['index']}]"
-            result.update(source_id=name, score=None, p_value=None, is_ood=None, error=f"{name}: {problem}")
+            result.update({k: None for k in VALUE_COLUMNS if k in result}, source_id=name, error=f"{name}: {problem}")
     if result["error"] is not None:
         result["error"] = utf8_text(result["error"]).replace("\x00", "\\x00")[:MAX_ERROR_CHARS]
 
@@ -267,7 +268,7 @@ class StreamRecorder:
                 rows = [
                     {
                         "time": now,
-                        **{k: r[k] for k in ("source_id", "score", "p_value", "is_ood", "error")},
+                        **{k: r[k] for k in ("source_id", *STORED_VALUES)},
                         "thumbnail": thumbs.get(r["index"]),
                         "explanation": maps.get(r["index"]),
                     }

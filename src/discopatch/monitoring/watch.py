@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..data.images import list_images
+from ..row_layout import VALUE_COLUMNS
 from .scoring import Item
 from .streams import StreamRecorder
 
@@ -63,7 +64,7 @@ class Watcher:
                 self.n_errors += r["error"] is not None
                 self.n_scored += r["error"] is None
                 if self.out is not None:
-                    row = {k: r[k] for k in ("source_id", "seq", "score", "p_value", "is_ood", "error")}
+                    row = {k: r[k] for k in ("source_id", "seq", *VALUE_COLUMNS) if k in r}
                     self.out.write(json.dumps(row) + "\n")
             if self.out is not None:
                 self.out.flush()
