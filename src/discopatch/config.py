@@ -240,7 +240,7 @@ def small_preset(channels: int = 3) -> Preset:
     86 / 92 / 95 % (covariate / near / far, docs/BENCHMARKS.md, "Longer training"); ``--grouping domain`` gives the
     paper's groups.
 
-    Training runs 1,380 optimiser steps (:data:`SMALL_STEPS`; 18 CPU minutes on one core), where the pooled-group
+    Training runs 1,380 optimiser steps (:data:`SMALL_STEPS`; about 11 CPU minutes on one core), where the pooled-group
     learning curve was at its best (later the VAE overtook D and near-OOD fell), whatever the folder's size: no
     epoch count and no time limit cut it unless the user asks (``--epochs``, ``--max-time``). A budget in steps
     keeps the detector the same on a fast, slow or loaded machine and for a folder of 500 or 60,000 images.
