@@ -46,6 +46,7 @@ from .artifact import write_new_file
 from .budget import effective_train_config, epoch_steps, estimate_line, planned_steps, time_limit_warning
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .distributed import any_across_ranks, is_main_process, rank_and_world
+from .interrupts import PendingInterrupt, interrupt_between_steps
 from .log import LOGGER, progress_bar
 from .memory import reuse_freed_memory
 from .model import VAE, Discriminator, kl_divergence
@@ -315,8 +316,8 @@ class Trainer:
         Freed memory stays in the process meanwhile (:func:`discopatch.memory.reuse_freed_memory`: no page faults
         on every step's large activations; the arithmetic is unchanged).
         """
-        with reuse_freed_memory():
-            return self._fit(images, checkpoint_dir, progress, log_every, callback)
+        with reuse_freed_memory(), interrupt_between_steps() as interrupt:
+            return self._fit(images, checkpoint_dir, progress, log_every, callback, interrupt)
 
     def _fit(
         self,
@@ -325,8 +326,9 @@ class Trainer:
         progress: bool,
         log_every: int,
         callback: Callable[[TrainState, dict[str, float]], None] | None,
+        interrupt: PendingInterrupt,
     ) -> TrainState:
-        """:meth:`fit`'s schedule loop."""
+        """:meth:`fit`'s schedule loop; a held Ctrl-C (``interrupt``) stops it between two steps."""
         if images.ndim == 3:
             images = images[..., None]
         n = len(images)
@@ -345,6 +347,7 @@ class Trainer:
             while (epochs is None or st.epoch < epochs) and not st.finished:
                 order = self._epoch_order(n, st.epoch)
                 while st.batch_in_epoch < spe:
+                    interrupt.raise_if_requested()
                     if max_steps is not None and st.step >= max_steps:
                         st.stop_reason = f"{max_steps} steps completed"
                         st.finished = True
@@ -389,12 +392,14 @@ class Trainer:
                 if checkpoint_dir is not None and st.step - last_ckpt >= CHECKPOINT_MIN_STEPS:
                     self.save_checkpoint(checkpoint_dir)
                     last_ckpt = st.step
+            interrupt.raise_if_requested()  # held during the last step: still an interruption
             if not st.stop_reason:
                 st.stop_reason = f"{epochs} epochs completed"
             st.finished = True
         except KeyboardInterrupt:
             st.stop_reason = "interrupted"
-            if checkpoint_dir is not None:
+            # a forced (second) Ctrl-C may have torn a step: keep the last whole checkpoint rather than save it
+            if checkpoint_dir is not None and not interrupt.forced:
                 self.save_checkpoint(checkpoint_dir)
             raise
         finally:
