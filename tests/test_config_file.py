@@ -87,7 +87,7 @@ BASE = "images: a/\nout: m/\n"
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (BASE + "epoch: 3\n", "unknown key 'epoch'; valid keys: ablation, amp, batch-images"),
+        (BASE + "epoch: 3\n", "unknown key 'epoch'; valid keys: ablation, amp, augment, batch-images"),
         (BASE + "epochs: 2.5\n", "epochs: expected an integer, got 2.5"),
         (BASE + "epochs: [1, 2]\n", "epochs: expected an integer, got [1, 2]"),
         (BASE + "max-time: true\n", "max-time: expected a number, got True"),

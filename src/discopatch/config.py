@@ -42,6 +42,9 @@ RESIZE_MODES: tuple[ResizeMode, ...] = get_args(ResizeMode)
 #: Training normalisation groups: the whole single-domain batch (the paper) or one image's patches.
 TrainGrouping = Literal["domain", "image"]
 TRAIN_GROUPINGS: tuple[TrainGrouping, ...] = get_args(TrainGrouping)
+#: Views of D's training patches (:mod:`discopatch.levers`): none, or flips / 90-degree rotations per image.
+TrainAugment = Literal["none", "geometric"]
+TRAIN_AUGMENTS: tuple[TrainAugment, ...] = get_args(TrainAugment)
 #: How long one training "epoch" is. ``full``: every image about once. ``official-truncated``: the official code's
 #: BatchNorm commits (b2fcf79d, 5f48d551, 5793992b) break an ImageNet epoch once the patch counter passes
 #: 20 % of (loader length x patches per image), i.e. about 58 steps of 67 images (docs/METHOD.md).
@@ -160,6 +163,11 @@ class TrainConfig:
     ema: float = 0.0
     val_fraction: float = 0.1
     seed: int = 0
+    # optional levers of the adversarial game (discopatch.levers); the defaults train as the paper does
+    lr_d: float | None = None  # D's learning rate (None: ``lr``, as the paper)
+    d_steps: int = 1  # D updates per VAE update
+    lecam: float = 0.0  # weight of the LeCam regulariser of D's logits (0 = off)
+    augment: TrainAugment = "none"  # geometric views of every patch D trains on
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -181,6 +189,14 @@ class TrainConfig:
             raise ValueError("training needs a length: max_steps, epochs or max_time")
         if self.batch_images < 1 or self.train_patches < 1:
             raise ValueError("batch_images and train_patches must be positive")
+        if self.lr_d is not None and not self.lr_d > 0:
+            raise ValueError(f"lr_d must be positive, got {self.lr_d}")
+        if self.d_steps < 1:
+            raise ValueError(f"d_steps must be positive, got {self.d_steps}")
+        if not self.lecam >= 0:
+            raise ValueError(f"lecam must be >= 0 (0 = off), got {self.lecam}")
+        if self.augment not in TRAIN_AUGMENTS:
+            raise ValueError(f"augment must be one of {TRAIN_AUGMENTS}, got {self.augment!r}")
 
 
 @dataclass(frozen=True)

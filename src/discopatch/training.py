@@ -47,6 +47,7 @@ from .budget import effective_train_config, epoch_steps, estimate_line, planned_
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .distributed import any_across_ranks, is_main_process, rank_and_world
 from .interrupts import PendingInterrupt, interrupt_between_steps
+from .levers import LeCamAverages, draw_views, view
 from .log import LOGGER, progress_bar
 from .memory import reuse_freed_memory
 from .model import VAE, Discriminator, kl_divergence
@@ -86,13 +87,16 @@ class _GeneratorStep(nn.Module):
         self.__dict__["D"] = D  # not a submodule: DDP must only synchronise the VAE's gradients here
         self.phase: Callable[[str], AbstractContextManager[object]] = no_phase
 
-    def forward(self, real: torch.Tensor, group: int | None) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, real: torch.Tensor, group: int | None, views: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, ...]:
         with self.phase("vae_forward"):
             recon, mu, logvar = self.vae(real)
             gen = self.vae.sample(real.shape[0])
         D: Discriminator = self.__dict__["D"]
+        seen_recon, seen_gen = (view(recon, views[0]), view(gen, views[1])) if views is not None else (recon, gen)
         with self.phase("d_forward"):
-            return recon, mu, logvar, gen, D(recon, group), D(gen, group)
+            return recon, mu, logvar, gen, D(seen_recon, group), D(seen_gen, group)
 
 
 class _DiscriminatorStep(nn.Module):
@@ -169,13 +173,13 @@ class Trainer:
             self.vae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         # Optional exponential moving average of D's weights: the adversarial game oscillates, the average less so.
         self.D_ema = copy.deepcopy(self.D).requires_grad_(False) if train_cfg.ema > 0 else None
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=train_cfg.lr, betas=train_cfg.betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.lr_d, betas=train_cfg.betas)
         self.opt_g = torch.optim.Adam(self.vae.parameters(), lr=train_cfg.lr, betas=train_cfg.betas)
         self.amp = (self.device.type == "cuda") if amp is None else amp
         self.compile = compile
         self.rank, self.world_size = rank_and_world()
         # the step modules, possibly wrapped in DDP and / or compiled: only ever called
-        self._g_step: Callable[[torch.Tensor, int | None], tuple[torch.Tensor, ...]] = _GeneratorStep(self.vae, self.D)
+        self._g_step: Callable[..., tuple[torch.Tensor, ...]] = _GeneratorStep(self.vae, self.D)
         self._d_step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int | None], tuple[torch.Tensor, ...]] = (
             _DiscriminatorStep(self.D)
         )
@@ -190,6 +194,7 @@ class Trainer:
             self._g_step = torch.compile(self._g_step)
             self._d_step = torch.compile(self._d_step)
         self.state = TrainState()
+        self.lecam = LeCamAverages()  # D's mean logits over training, for the LeCam regulariser (lecam > 0)
         #: Marks the parts of a step (``data``, ``vae_forward``, ``d_forward``, ``losses``, ``vae_backward``,
         #: ``d_backward``, ``optimiser``): a context manager factory; :mod:`discopatch.train_speed` times them.
         self.phase: Callable[[str], AbstractContextManager[object]] = no_phase
@@ -200,6 +205,11 @@ class Trainer:
         g_step = self._g_step
         if isinstance(g_step, _GeneratorStep):
             g_step.phase = phase
+
+    @property
+    def lr_d(self) -> float:
+        """D's learning rate: its own when set (two time-scales), else the shared one."""
+        return self.cfg.lr if self.cfg.lr_d is None else self.cfg.lr_d
 
     @property
     def detector_discriminator(self) -> Discriminator:
@@ -220,17 +230,30 @@ class Trainer:
             real = extract_patches(to_tensor(batch).to(self.device), corners, p)
             return real.contiguous(memory_format=torch.channels_last) if self.channels_last else real
 
+    def _views(self, n_patches: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """This step's geometric view codes per image group (real and its reconstruction share one; the prior
+        samples get their own), or ``None`` when augmentation is off."""
+        if self.cfg.augment == "none":
+            return None
+        generator = torch.Generator().manual_seed(self._step_seed("augment", self.state.step))
+        n_groups = n_patches // self.cfg.train_patches
+        return draw_views(n_groups, generator), draw_views(n_groups, generator)
+
     def train_step(self, real: torch.Tensor) -> dict[str, float]:
-        """One VAE update then one D update on ``real`` patches; returns the logged losses."""
+        """One VAE update then ``d_steps`` D updates on ``real`` patches; returns the logged losses."""
         group = self.cfg.train_patches if self.cfg.grouping == "image" else None
         D, vae = self.D, self.vae
         D.train()
         vae.train()
+        views = self._views(real.shape[0])
 
         # VAE step. D's parameters get no gradient here: the paper zeroes them before D's step anyway.
         D.requires_grad_(False)
         with self._autocast():
-            recon, mu, logvar, gen, d_recon, d_gen = self._g_step(real, group)
+            if views is None:
+                recon, mu, logvar, gen, d_recon, d_gen = self._g_step(real, group)
+            else:
+                recon, mu, logvar, gen, d_recon, d_gen = self._g_step(real, group, views)
         with self.phase("losses"):
             mse = F.mse_loss(recon.float(), real.float())
             kl = kl_divergence(mu.float(), logvar.float())
@@ -243,23 +266,13 @@ class Trainer:
             self.opt_g.step()
         D.requires_grad_(True)
 
-        # D step, three separate forward calls (real / generated / reconstructed).
+        # D step(s), three separate forward calls (real / generated / reconstructed).
         recon_d, gen_d = recon.detach(), gen.detach()
-        with self._autocast(), self.phase("d_forward"):
-            l_real, l_gen, l_recon = self._d_step(real, gen_d, recon_d, group)
-        with self.phase("losses"):
-            loss_d = (bce(l_real, 1.0) + 0.5 * bce(l_gen, 0.0) + 0.5 * bce(l_recon, 0.0)) / 2
-        self.opt_d.zero_grad(set_to_none=True)
-        with self.phase("d_backward"):
-            loss_d.backward()
-        with self.phase("optimiser"):
-            self.opt_d.step()
-        if self.D_ema is not None:
-            with torch.no_grad():
-                for pe, p in zip(self.D_ema.parameters(), self.D.parameters()):
-                    pe.lerp_(p, 1.0 - self.cfg.ema)
-                for be, b in zip(self.D_ema.buffers(), self.D.buffers()):
-                    be.copy_(b)
+        if views is not None:
+            real, recon_d, gen_d = view(real, views[0]), view(recon_d, views[0]), view(gen_d, views[1])
+        for _ in range(self.cfg.d_steps):
+            loss_d, (l_real, l_gen, l_recon) = self._d_update(real, gen_d, recon_d, group)
+        self._update_d_average()
 
         with torch.no_grad():
             return {
@@ -271,6 +284,35 @@ class Trainer:
                 "d_recon": float(torch.sigmoid(l_recon.float()).mean()),
                 "d_gen": float(torch.sigmoid(l_gen.float()).mean()),
             }
+
+    def _d_update(
+        self, real: torch.Tensor, gen: torch.Tensor, recon: torch.Tensor, group: int | None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """One D update (the paper's loss, plus LeCam when set); returns the loss and the three logit tensors."""
+        with self._autocast(), self.phase("d_forward"):
+            l_real, l_gen, l_recon = self._d_step(real, gen, recon, group)
+        with self.phase("losses"):
+            loss_d = (bce(l_real, 1.0) + 0.5 * bce(l_gen, 0.0) + 0.5 * bce(l_recon, 0.0)) / 2
+            if self.cfg.lecam > 0:
+                fake = torch.cat([l_gen.flatten(), l_recon.flatten()])
+                loss_d = loss_d + self.cfg.lecam * self.lecam.penalty(l_real, fake)
+                self.lecam.update(l_real, fake)
+        self.opt_d.zero_grad(set_to_none=True)
+        with self.phase("d_backward"):
+            loss_d.backward()
+        with self.phase("optimiser"):
+            self.opt_d.step()
+        return loss_d, (l_real, l_gen, l_recon)
+
+    def _update_d_average(self) -> None:
+        """Fold D's new weights into its moving average (``ema`` > 0 only)."""
+        if self.D_ema is None:
+            return
+        with torch.no_grad():
+            for pe, p in zip(self.D_ema.parameters(), self.D.parameters()):
+                pe.lerp_(p, 1.0 - self.cfg.ema)
+            for be, b in zip(self.D_ema.buffers(), self.D.buffers()):
+                be.copy_(b)
 
     # ------------------------------------------------------------------ schedule
     def steps_per_epoch(self, n_images: int) -> int:
@@ -441,6 +483,7 @@ class Trainer:
             "model": to_dict(self.model_cfg),
             "train": to_dict(self.cfg),
             "state": to_dict(self.state),
+            "lecam": {"real": self.lecam.real, "fake": self.lecam.fake},
             "optimizers": opt_meta,
         }
         tmp_w = directory / (CHECKPOINT_WEIGHTS + ".tmp")
@@ -500,8 +543,9 @@ class Trainer:
             groups = meta["optimizers"][name]
             for g in groups:
                 g["betas"] = tuple(g["betas"])
-                g["lr"] = trainer.cfg.lr
+                g["lr"] = trainer.lr_d if name == "opt_d" else trainer.cfg.lr
             opt.load_state_dict({"state": state, "param_groups": groups})
+        trainer.lecam = LeCamAverages(**meta.get("lecam", {}))
         s = meta["state"]
         trainer.state = TrainState(
             step=s["step"],

@@ -13,10 +13,12 @@ from ..errors import EXIT_OK, UsageError
 from .options import (
     Subcommands,
     add_allow_legacy,
+    add_lever_options,
     add_preset,
     betas,
     examples,
     ints,
+    lever_values,
     names,
     positive_ints,
     require_extra,
@@ -86,6 +88,7 @@ def add_commands(sub: Subcommands) -> None:
     )
     g.add_argument("--betas", type=betas, help="Adam betas for both networks, e.g. 0.5,0.999 (default: the preset's)")
     g.add_argument("--grouping", choices=TRAIN_GROUPINGS, help="training normalisation groups")
+    add_lever_options(g)
     g.add_argument("--n-train", type=int, help="ID training images (default: the protocol's)")
     g.add_argument("--image-size", type=int, help="candidate geometry: image side (default: the preset's)")
     g.add_argument("--resize", choices=RESIZE_MODES, help="candidate geometry: resize mode")
@@ -168,6 +171,7 @@ def _cmd_curve(args: argparse.Namespace) -> int:
         train["betas"] = args.betas
     if args.grouping:
         train["grouping"] = args.grouping
+    train.update({k: v for k, v in lever_values(args).items() if v is not None})
     model = {"patch_size": args.patch_size} if args.patch_size else {}
     if args.widths:
         model["widths"] = args.widths

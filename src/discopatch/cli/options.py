@@ -15,7 +15,7 @@ import logging
 import re
 from typing import Any
 
-from ..config import ENGINES, MAX_SEED, PRESETS, TORCH_PRECISIONS
+from ..config import ENGINES, MAX_SEED, PRESETS, TORCH_PRECISIONS, TRAIN_AUGMENTS
 from ..errors import UsageError
 from ..log import LOG_FORMATS
 
@@ -245,3 +245,20 @@ def log_level(args: argparse.Namespace) -> int:
     if getattr(args, "quiet", False):
         return logging.WARNING
     return logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
+
+
+def add_lever_options(group: Any) -> None:
+    """The optional levers of the adversarial game (``discopatch.levers``); unset means the preset's (all off)."""
+    group.add_argument("--lr-d", type=float, help="D's own learning rate (default: --lr, as the paper)")
+    group.add_argument("--d-steps", type=int, help="D updates per VAE update (default: 1)")
+    group.add_argument("--lecam", type=float, help="weight of the LeCam regulariser of D's logits (default: 0, off)")
+    group.add_argument(
+        "--augment",
+        choices=TRAIN_AUGMENTS,
+        help="geometric: flips / 90-degree rotations of D's training patches, one per image (default: none)",
+    )
+
+
+def lever_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The lever options as ``TrainConfig`` fields (``None``: not given)."""
+    return {"lr_d": args.lr_d, "d_steps": args.d_steps, "lecam": args.lecam, "augment": args.augment}

@@ -13,7 +13,17 @@ from .._version import __version__
 from ..config import ABLATIONS, NORM_KINDS, RESIZE_MODES, TRAIN_GROUPINGS
 from ..errors import EXIT_OK, UsageError
 from .config_files import add_config_options
-from .options import Subcommands, add_device, add_preset, betas, examples, positive_ints, seed_value
+from .options import (
+    Subcommands,
+    add_device,
+    add_lever_options,
+    add_preset,
+    betas,
+    examples,
+    lever_values,
+    positive_ints,
+    seed_value,
+)
 
 #: ``fit --amp`` -> the trainer's ``amp`` (``None``: on for CUDA only).
 AMP_MODES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
@@ -94,6 +104,7 @@ def add_commands(sub: Subcommands) -> None:
     g.add_argument("--ema", type=float, help="EMA decay of D's weights kept as the detector (0 = off)")
     g.add_argument("--no-first-norm", action="store_true", help="no normalisation in D's first layer")
     g.add_argument("--betas", type=betas, help="Adam betas of both optimisers, e.g. 0.5,0.999 (paper: 0.9,0.999)")
+    add_lever_options(g)
     g.add_argument(
         "--ablation",
         choices=ABLATIONS,
@@ -171,6 +182,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "grouping": args.grouping,
             "ema": args.ema,
             "betas": args.betas,
+            **lever_values(args),
         }.items()
         if v is not None
     }

@@ -1,0 +1,121 @@
+"""The optional levers of the adversarial game: off by default, and each doing what its option says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from discopatch.config import ModelConfig, TrainConfig
+from discopatch.levers import N_VIEWS, LeCamAverages, draw_views, view
+from discopatch.training import Trainer
+
+MODEL = ModelConfig(channels=1, patch_size=16, widths=(8, 16), latent_dim=8)
+
+
+def _train(steps: int = 3, **levers: object) -> Trainer:
+    cfg = TrainConfig(
+        epochs=None, max_steps=steps, batch_images=4, train_patches=2, grouping="image", val_fraction=0.0, **levers
+    )
+    trainer = Trainer(MODEL, cfg, device="cpu")
+    images = np.random.default_rng(0).integers(0, 256, size=(16, 32, 32, 1), dtype=np.uint8)
+    trainer.fit(images, progress=False)
+    return trainer
+
+
+def _losses(trainer: Trainer) -> list[dict[str, float]]:
+    """The logged losses of every step (without the wall time)."""
+    return [{k: v for k, v in row.items() if k != "time"} for row in trainer.state.history]
+
+
+def test_every_view_of_a_group_is_one_flip_or_rotation_shared_by_its_patches() -> None:
+    patches = torch.arange(12 * 2 * 4 * 4, dtype=torch.float32).reshape(12, 2, 4, 4)
+    codes = torch.tensor([0, 1, 2, 3, 4, 7])
+    out = view(patches, codes)
+    for g, code in enumerate(codes.tolist()):
+        for k in range(2):
+            src, got = patches[2 * g + k], out[2 * g + k]
+            expected = torch.rot90(src.flip(-1) if code >= 4 else src, code % 4, dims=(-2, -1))
+            assert torch.equal(got, expected)
+            # positions move, values do not: no photometric change
+            assert torch.equal(got.flatten().sort().values, src.flatten().sort().values)
+    assert torch.equal(out[:2], patches[:2])  # code 0 leaves a group as it is
+
+
+def test_views_are_drawn_uniformly_and_reproducibly() -> None:
+    a = draw_views(4000, torch.Generator().manual_seed(1))
+    b = draw_views(4000, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    counts = torch.bincount(a, minlength=N_VIEWS)
+    assert counts.min() > 400 and counts.max() < 600
+
+
+def test_lecam_penalty_pulls_real_and_fake_logits_towards_each_others_average() -> None:
+    avg = LeCamAverages()
+    real, fake = torch.full((8,), 3.0), torch.full((8,), -2.0)
+    assert float(avg.penalty(real, fake)) == 0.0  # nothing to pull towards before the first step
+    avg.update(real, fake)
+    assert (avg.real, avg.fake) == (3.0, -2.0)
+    assert float(avg.penalty(real, fake)) == pytest.approx(25.0 + 25.0)
+    avg.update(torch.full((8,), 4.0), fake)
+    assert avg.real == pytest.approx(3.01)
+
+
+def test_the_levers_are_off_by_default_and_defaults_train_exactly_as_before() -> None:
+    cfg = TrainConfig()
+    assert (cfg.lr_d, cfg.d_steps, cfg.lecam, cfg.augment) == (None, 1, 0.0, "none")
+    plain = _train()
+    explicit = _train(lr_d=TrainConfig().lr, d_steps=1, lecam=0.0, augment="none")
+    assert _losses(plain) == _losses(explicit)
+    assert all(torch.equal(a, b) for a, b in zip(plain.D.parameters(), explicit.D.parameters()))
+
+
+@pytest.mark.parametrize("levers", [{"augment": "geometric"}, {"lecam": 0.3}, {"d_steps": 2}, {"lr_d": 3e-4}], ids=str)
+def test_each_lever_changes_training_and_keeps_it_finite(levers: dict[str, object]) -> None:
+    plain, changed = _train(), _train(**levers)
+    weights = [(a, b) for a, b in zip(plain.D.parameters(), changed.D.parameters())]
+    assert any(not torch.equal(a, b) for a, b in weights)
+    assert all(torch.isfinite(b).all() for _, b in weights)
+    assert all(np.isfinite(v) for row in changed.state.history for v in row.values())
+
+
+def test_d_steps_and_lr_d_reach_the_optimiser() -> None:
+    trainer = _train(steps=3, d_steps=2, lr_d=2e-4)
+    d_step = max(float(s["step"]) for s in trainer.opt_d.state.values())
+    g_step = max(float(s["step"]) for s in trainer.opt_g.state.values())
+    assert (d_step, g_step) == (6.0, 3.0)
+    assert trainer.opt_d.param_groups[0]["lr"] == 2e-4 and trainer.opt_g.param_groups[0]["lr"] == TrainConfig().lr
+
+
+def test_lecam_averages_and_d_learning_rate_survive_a_checkpoint(tmp_path) -> None:
+    trainer = _train(steps=2, lecam=0.5, lr_d=2e-4)
+    assert trainer.lecam.real is not None
+    trainer.save_checkpoint(tmp_path)
+    restored = Trainer.from_checkpoint(tmp_path, device="cpu")
+    assert (restored.lecam.real, restored.lecam.fake) == (trainer.lecam.real, trainer.lecam.fake)
+    assert restored.opt_d.param_groups[0]["lr"] == 2e-4
+
+
+@pytest.mark.parametrize("bad", [{"lr_d": 0.0}, {"d_steps": 0}, {"lecam": -1.0}, {"augment": "blur"}], ids=str)
+def test_invalid_lever_settings_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        TrainConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_fit_takes_the_levers_and_records_them_in_the_detector(tmp_path, fmnist) -> None:
+    import json
+
+    from PIL import Image
+
+    from discopatch.cli import main
+
+    folder = tmp_path / "train"
+    folder.mkdir()
+    for i, image in enumerate(fmnist.train_images[:240]):
+        Image.fromarray(image).save(folder / f"{i:04d}.png")
+    tiny = ["--widths", "8,16", "--latent-dim", "8", "--batch-images", "8", "--train-patches", "2"]
+    tiny += ["--image-size", "32", "--patch-size", "16", "--resize", "pad", "--max-steps", "2", "--quiet"]
+    levers = ["--augment", "geometric", "--lecam", "0.2", "--d-steps", "2", "--lr-d", "1e-4"]
+    assert main(["fit", str(folder), "--out", str(tmp_path / "model"), "--device", "cpu", *tiny, *levers]) == 0
+    train = json.loads((tmp_path / "model" / "detector.json").read_text())["training"]["train_config"]
+    assert (train["augment"], train["lecam"], train["d_steps"], train["lr_d"]) == ("geometric", 0.2, 2, 1e-4)
