@@ -41,12 +41,13 @@ from starlette.staticfiles import StaticFiles
 from .._version import __version__
 from ..detector import Detector
 from .alerts import AlertDispatcher
+from .api import api_router
 from .choices import DEFAULT_DB_URL
 from .drift import DriftConfig
 from .limits import MAX_BODY_BYTES, MAX_ID, MAX_IMAGE_BYTES, MAX_IMAGES, REQUEST_TIMEOUT_S, BodyLimit
 from .metrics import Metrics
 from .pages import SWAGGER_ASSETS, pages_router, swagger_ui_files
-from .routes import api_router, heatmap_png, score_histogram
+from .routes import heatmap_png, score_histogram
 from .scoring import MAX_DECODES
 from .store import Store
 from .streams import StreamRecorder
@@ -96,6 +97,36 @@ def create_app(
     recorder = StreamRecorder(detector, Store(db_url), drift_config, alerts, thumbnails, max_decodes=max_decodes)
     metrics = Metrics(recorder)
 
+    app = _bare_app(recorder, metrics, max_body_bytes)
+    _add_observe(app, metrics)
+    _add_error_handlers(app, recorder)
+    if token is not None:
+        _add_auth(app, token, token_all)
+
+    app.include_router(
+        api_router(
+            recorder,
+            metrics,
+            max_images=max_images,
+            max_image_bytes=max_image_bytes,
+            timeout_s=timeout_s,
+            token_all=token_all,
+        )
+    )
+    swagger_files = swagger_ui_files()
+    if swagger_files is not None:
+        app.mount(SWAGGER_ASSETS, StaticFiles(directory=swagger_files), name="swagger-ui")
+
+    app.include_router(pages_router(app.openapi_url or "/openapi.json", swagger_files))
+    if token is not None:
+        _document_bearer(app, token_all)
+    return app
+
+
+def _bare_app(recorder: StreamRecorder, metrics: Metrics, max_body_bytes: int) -> FastAPI:
+    """The app before its middleware and routes: its OpenAPI title and version, the body limit, the recorder and
+    metrics on ``app.state``, and a lifespan that closes the recorder (scorer, alerts, store) on shutdown."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -112,6 +143,12 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.state.recorder = recorder
     app.state.metrics = metrics
+    return app
+
+
+def _add_observe(app: FastAPI, metrics: Metrics) -> None:
+    """Count every request in ``metrics``: in flight while it runs, then its route template, method, status and
+    duration (a 500 when the app raised)."""
 
     @app.middleware("http")
     async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -126,6 +163,11 @@ def create_app(
             metrics.in_flight.dec()
             route = getattr(request.scope.get("route"), "path", None) or "unmatched"
             metrics.observe(route, request.method, status, time.perf_counter() - t0)
+
+
+def _add_error_handlers(app: FastAPI, recorder: StreamRecorder) -> None:
+    """Every error in the service's one shape (``{"detail": ...}``): HTTP errors with a complete ``Allow`` on a
+    405, validation errors as 422 with their list, a database that could not answer a read as 503."""
 
     @functools.cache
     def _path_methods() -> list[tuple[re.Pattern[str], set[str]]]:
@@ -170,44 +212,28 @@ def create_app(
             headers={"retry-after": "5"},
         )
 
-    if token is not None:
-        expected = token.encode()
 
-        @app.middleware("http")
-        async def _auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-            path = request.url.path
-            # thumbnails are the images themselves, under guessable sequential ids: guarded whenever a token is set
-            probe = path in PROBES
-            guarded = request.method == "POST" or path.startswith("/v1/images/") or (token_all and not probe)
-            # RFC 7235: the scheme is case-insensitive ("bearer" and "BEARER" are "Bearer")
-            scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
-            ok = scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), expected)
-            if guarded and not ok:
-                return JSONResponse(
-                    {"detail": "missing or wrong bearer token (send 'Authorization: Bearer <token>')"},
-                    status_code=401,
-                    headers={"www-authenticate": "Bearer"},
-                )
-            return await call_next(request)
+def _add_auth(app: FastAPI, token: str, token_all: bool) -> None:
+    """Guard the POST routes and ``/v1/images/...`` (with ``token_all`` every route but the probes) with the
+    bearer ``token``: 401 without it."""
+    expected = token.encode()
 
-    app.include_router(
-        api_router(
-            recorder,
-            metrics,
-            max_images=max_images,
-            max_image_bytes=max_image_bytes,
-            timeout_s=timeout_s,
-            token_all=token_all,
-        )
-    )
-    swagger_files = swagger_ui_files()
-    if swagger_files is not None:
-        app.mount(SWAGGER_ASSETS, StaticFiles(directory=swagger_files), name="swagger-ui")
-
-    app.include_router(pages_router(app.openapi_url or "/openapi.json", swagger_files))
-    if token is not None:
-        _document_bearer(app, token_all)
-    return app
+    @app.middleware("http")
+    async def _auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path = request.url.path
+        # thumbnails are the images themselves, under guessable sequential ids: guarded whenever a token is set
+        probe = path in PROBES
+        guarded = request.method == "POST" or path.startswith("/v1/images/") or (token_all and not probe)
+        # RFC 7235: the scheme is case-insensitive ("bearer" and "BEARER" are "Bearer")
+        scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+        ok = scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), expected)
+        if guarded and not ok:
+            return JSONResponse(
+                {"detail": "missing or wrong bearer token (send 'Authorization: Bearer <token>')"},
+                status_code=401,
+                headers={"www-authenticate": "Bearer"},
+            )
+        return await call_next(request)
 
 
 def _document_bearer(app: FastAPI, token_all: bool) -> None:
