@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from discopatch.cli import main
+from discopatch.interrupts import PendingInterrupt
 from discopatch.memory import reuse_freed_memory
 from discopatch.model import Discriminator
 from discopatch.train_speed import PARTS, bench_scoring, bench_training, step_flops
@@ -98,7 +99,7 @@ def _train(p, images: np.ndarray, marker: bool, reuse: bool) -> tuple[list[dict[
 
         tr.set_phase_marker(phase)
     with reuse_freed_memory(reuse):
-        st = tr._fit(images, None, False, 1, None)
+        st = tr._fit(images, None, False, 1, None, PendingInterrupt())
     if marker:
         assert set(seen) == set(PARTS) - {"rest"}
     weights = [t.clone() for t in [*tr.D.state_dict().values(), *tr.vae.state_dict().values()]]

@@ -22,7 +22,10 @@ def _write(folder: Path, pngs: list[bytes], prefix: str) -> list[Path]:
     paths = []
     for i, b in enumerate(pngs):
         p = folder / f"{prefix}{i:03d}.png"
-        p.write_bytes(b)
+        # written beside the folder and moved in whole: a watcher polling with settle=0 never sees half a file
+        part = folder.parent / f".{folder.name}-{p.name}.part"
+        part.write_bytes(b)
+        part.replace(p)
         paths.append(p)
     return paths
 
