@@ -250,10 +250,7 @@ class Trainer:
         # VAE step. D's parameters get no gradient here: the paper zeroes them before D's step anyway.
         D.requires_grad_(False)
         with self._autocast():
-            if views is None:
-                recon, mu, logvar, gen, d_recon, d_gen = self._g_step(real, group)
-            else:
-                recon, mu, logvar, gen, d_recon, d_gen = self._g_step(real, group, views)
+            recon, mu, logvar, gen, d_recon, d_gen = self._g_step(real, group, views)
         with self.phase("losses"):
             mse = F.mse_loss(recon.float(), real.float())
             kl = kl_divergence(mu.float(), logvar.float())
