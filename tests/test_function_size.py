@@ -28,8 +28,6 @@ LONG_FUNCTIONS: dict[str, int] = {
     "discopatch.benchmark.report.figures": 65,
     "discopatch.benchmark.runner.run_benchmark": 156,
     "discopatch.cli.benchmark.add_commands": 93,
-    "discopatch.cli.deploy.add_commands": 65,
-    "discopatch.cli.deploy.cmd_bench_speed": 61,
     "discopatch.cli.monitoring.add_commands": 63,
     "discopatch.cli.train.add_commands": 98,
     "discopatch.cli.train._fit_and_save": 62,

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .config import Preset
 from .memory import reuse_freed_memory
-from .speed import _interleaved_times, synthetic_png_inputs
+from .speed import _interleaved_times, flops_per_image, synthetic_png_inputs
 from .training import Trainer, no_phase
 
 #: The parts of a step in the order they are reported; ``rest`` is the step's time outside all of them.
@@ -180,14 +180,15 @@ def _best_gflops(fn: Callable[[], Any], flops: float, min_time: float, fastest: 
     return flops / statistics.median(sorted(times)[:fastest]) / 1e9
 
 
-def matmul_peak(size: int = 512, min_time: float = 0.5) -> float:
-    """fp32 GFLOP/s of ``torch.mm`` on ``size``-square matrices at the current thread count (quickest repeats).
+def matmul_peak(size: int = 512, min_time: float = 0.5, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of ``torch.mm`` on ``size``-square matrices (fp32 unless ``dtype`` says otherwise) at the current
+    thread count (quickest repeats).
 
     512 rather than a larger size: one product then takes a few milliseconds, short enough to run undisturbed
     between the neighbours' time slices on a shared machine (a 1024-square product measured 7 GFLOP/s there
     against 99 for 512 in the same minute)."""
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(size, size, generator=g), torch.randn(size, size, generator=g)
+    a, b = (torch.randn(size, size, generator=g).to(dtype) for _ in range(2))
     return _best_gflops(lambda: torch.mm(a, b), 2.0 * size**3, min_time)
 
 
@@ -306,10 +307,19 @@ def bench_scoring(detector: Any, n_images: int = 256, min_time: float = 1.0, max
     ``detector`` is a :class:`~discopatch.detector.Detector` with a model (and, for a fused score, its statistics
     model); the PNGs are the demo garments at its input size (:func:`discopatch.speed.synthetic_png_inputs`).
     """
+    return bench_pipelines({"": detector}, n_images, min_time, max_reps)[""]
+
+
+def bench_pipelines(
+    detectors: dict[str, Any], n_images: int = 256, min_time: float = 1.0, max_reps: int = 10
+) -> dict[str, dict[str, Any]]:
+    """:func:`bench_scoring`'s figures for several detectors of one input size (say fp32 and bf16 engines), by key.
+
+    All their calls are timed in one loop, in turns, so a comparison between them survives the neighbours' load.
+    """
     from .data.images import preprocess_many
 
-    pre = detector.preprocess_config
-    engine = detector.scoring_engine()
+    pre = next(iter(detectors.values())).preprocess_config
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for i, data in enumerate(synthetic_png_inputs(pre, n_images)):
@@ -317,24 +327,68 @@ def bench_scoring(detector: Any, n_images: int = 256, min_time: float = 1.0, max
             path.write_bytes(data)
             paths.append(str(path))
         stack = np.stack([img for _, img, _ in preprocess_many(paths, pre) if img is not None])
-        calls: dict[str, Callable[[], Any]] = {
-            "files": lambda: list(detector.iter_score_files(paths)),
-            "arrays": lambda: detector.score_preprocessed(stack),
-            "decode": lambda: [img for _, img, _ in preprocess_many(paths, pre)],
-            "model": lambda: engine.score_with_statistics(stack, detector.batch_size),
-        }
+        calls: dict[tuple[str, str], Callable[[], Any]] = {}
+        for key, det in detectors.items():
+            calls.update(_pipeline_calls(key, det, paths, stack))
         times = _interleaved_times(calls, min_time * len(calls), max_reps)
+    return {
+        key: _pipeline_figures(det, {s: times[(key, s)] for s in STAGES}, n_images) for key, det in detectors.items()
+    }
+
+
+#: The timed calls of a scoring pipeline: end to end from files, from decoded arrays, and its two stages alone.
+STAGES = ("files", "arrays", "decode", "model")
+
+
+def _pipeline_calls(
+    key: str, det: Any, paths: list[str], stack: np.ndarray
+) -> dict[tuple[str, str], Callable[[], Any]]:
+    """The four timed calls of one detector (its engine is built lazily, in the untimed warm-up call)."""
+    from .data.images import preprocess_many
+
+    pre = det.preprocess_config
+    return {
+        (key, "files"): lambda: list(det.iter_score_files(paths)),
+        (key, "arrays"): lambda: det.score_preprocessed(stack),
+        (key, "decode"): lambda: [img for _, img, _ in preprocess_many(paths, pre)],
+        (key, "model"): lambda: det.scoring_engine().score_with_statistics(stack, det.batch_size),
+    }
+
+
+def _pipeline_figures(det: Any, times: dict[str, float], n_images: int) -> dict[str, Any]:
+    """Images/s per stage, the pipeline limit (decode + model time per image) and the end-to-end share of it."""
     rate = {k: n_images / t for k, t in times.items()}
     limit = n_images / (times["decode"] + times["model"])
     return {
-        "engine": detector.engine,
+        "engine": det.engine,
+        "precision": det.precision,
         "images": n_images,
-        "image_size": pre.image_size,
-        "patches": detector.n_patches,
-        "files_images_per_s": rate["files"],
-        "arrays_images_per_s": rate["arrays"],
-        "decode_images_per_s": rate["decode"],
-        "model_images_per_s": rate["model"],
+        "image_size": det.preprocess_config.image_size,
+        "patches": det.n_patches,
+        **{f"{k}_images_per_s": rate[k] for k in STAGES},
         "limit_images_per_s": limit,
         "files_share_of_limit": rate["files"] / limit,
+        "gflop_per_image": flops_per_image(det.model_config, det.n_patches) / 1e9,
     }
+
+
+def pipeline_markdown(runs: list[dict[str, Any]]) -> str:
+    """One Markdown table of :func:`bench_pipelines` runs: ``{"threads", "peaks", "rows"}`` each, ms per image
+    per stage and the model stage's GFLOP/s against the same run's matmul peak of its own precision."""
+    lines = [
+        "| threads | engine | precision | end to end from files | from decoded arrays | decode alone | D + statistics "
+        "alone | pipeline limit | end to end / limit | D + statistics GFLOP/s (% of own-precision matmul peak) |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        for s in run["rows"].values():
+            ms = {k: 1e3 / s[f"{k}_images_per_s"] for k in (*STAGES, "limit")}
+            gflops = s["gflop_per_image"] * s["model_images_per_s"]
+            peak = run["peaks"].get(s["precision"])
+            share = f" ({100 * gflops / peak:.0f} %)" if peak else ""
+            lines.append(
+                f"| {run['threads']} | {s['engine']} | {s['precision']} | "
+                + " | ".join(f"{ms[k]:.1f} ms" for k in (*STAGES, "limit"))
+                + f" | {100 * s['files_share_of_limit']:.0f} % | {gflops:.1f}{share} |"
+            )
+    return "\n".join(lines)

@@ -69,17 +69,28 @@ def add_commands(sub: Subcommands) -> None:
         action="store_true",
         help="MODEL only: AUROC of bf16 and int8 vs fp32 on the bundled demo sets (must stay within 0.001)",
     )
+    _add_train_and_pipeline(p)
+    p.add_argument("--json", dest="json_out", help="write the results as JSON")
+    p.add_argument("--markdown", help="write the table as Markdown")
+    p.set_defaults(func=cmd_bench_speed)
+
+
+def _add_train_and_pipeline(p: argparse.ArgumentParser) -> None:
+    """bench-speed's two other measurements: training (``--train``) and the scoring pipeline (``--pipeline``)."""
     p.add_argument(
         "--train",
         action="store_true",
         help="training instead: fp32 peaks (matmul, the preset's convolutions), FLOPs of one step, steps/s, time "
         "per part of a step; then scoring images/s from files, from arrays, and the decode / D+statistics limit",
     )
+    p.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="the scoring figures of --train alone (from files, from arrays, decode, D+statistics, their limit) for "
+        "each --engines x --precision, timed in turns",
+    )
     p.add_argument("--steps", type=int, default=10, help="--train: timed steps per thread count (default 10)")
-    p.add_argument("--score-images", type=int, default=256, help="--train: images for the scoring figures")
-    p.add_argument("--json", dest="json_out", help="write the results as JSON")
-    p.add_argument("--markdown", help="write the table as Markdown")
-    p.set_defaults(func=cmd_bench_speed)
+    p.add_argument("--score-images", type=int, default=256, help="--train, --pipeline: images for the scoring figures")
 
 
 def _load_images(folder: str | None, limit: int) -> Any:
@@ -147,7 +158,61 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _untrained_detector(preset: Any) -> Any:
+def _bench_train_or_pipeline(args: argparse.Namespace) -> int:
+    if args.check_precision or (args.train and args.pipeline):
+        raise UsageError("--check-precision, --train and --pipeline are separate runs")
+    return cmd_bench_train(args) if args.train else cmd_bench_pipeline(args)
+
+
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    """``bench-speed --pipeline``: the scoring pipeline's figures per engine and precision, all timed in turns."""
+    import torch
+
+    from ..config import get_preset
+    from ..detector import Detector
+    from ..train_speed import bench_pipelines, matmul_peak, pipeline_markdown
+
+    combos = [
+        (e, p) for e in args.engines for p in args.precision if (e, p) not in (("torch", "int8"), ("onnx", "bf16"))
+    ]
+    preset = None if args.model else get_preset(args.preset, args.channels)
+    runs: list[dict[str, Any]] = []
+    old = torch.get_num_threads()
+    try:
+        for th in args.threads:
+            torch.set_num_threads(th)  # before the detectors: an ONNX engine takes the thread count it is built at
+            dets = {
+                f"{e}/{p}": Detector.load(
+                    args.model, device="cpu", engine=e, precision=p, allow_legacy=args.allow_legacy_artifact
+                )
+                if args.model
+                else _untrained_detector(preset, e, p)
+                for e, p in combos
+            }
+            dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+            peaks = {p: matmul_peak(min_time=args.min_time, dtype=dtypes[p]) for p in args.precision if p in dtypes}
+            rows = bench_pipelines(dets, args.score_images, args.min_time, args.max_reps)
+            runs.append({"threads": th, "peaks": peaks, "rows": rows})
+    finally:
+        torch.set_num_threads(old)
+    name = args.model or args.preset
+    md = (
+        f"{name}, {args.score_images} PNG files, ms per image (matmul peaks in GFLOP/s: "
+        + "; ".join(
+            f"{r['threads']} thread(s) " + ", ".join(f"{k} {v:.1f}" for k, v in r["peaks"].items()) for r in runs
+        )
+        + ")\n\n"
+        + pipeline_markdown(runs)
+    )
+    print(md)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(runs, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(md + "\n")
+    return EXIT_OK
+
+
+def _untrained_detector(preset: Any, engine: Any = "auto", precision: Any = "fp32") -> Any:
     """A detector with an untrained D of ``preset`` (seed 0) and, for a fused score, statistics fitted on the demo
     garments: scoring costs the same whatever the weights are."""
     import numpy as np
@@ -159,7 +224,7 @@ def _untrained_detector(preset: Any) -> Any:
     from ..speed import synthetic_png_inputs
 
     torch.manual_seed(0)
-    det = Detector(preset, device="cpu")
+    det = Detector(preset, device="cpu", engine=engine, precision=precision)
     det.discriminator = Discriminator(preset.model).eval()
     if preset.score_mode != "d-only":
         stack = np.stack([preprocess(x, preset.preprocess) for x in synthetic_png_inputs(preset.preprocess, 256)])
@@ -170,10 +235,8 @@ def _untrained_detector(preset: Any) -> Any:
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     import torch
 
-    if args.train:
-        if args.check_precision:
-            raise UsageError("--check-precision and --train are separate runs")
-        return cmd_bench_train(args)
+    if args.train or args.pipeline:
+        return _bench_train_or_pipeline(args)
 
     from ..config import get_preset
     from ..model import Discriminator
