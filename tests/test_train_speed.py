@@ -146,3 +146,70 @@ def test_cli_waits_passively_unless_the_environment_says_otherwise() -> None:
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split()[-2] == "ACTIVE"
+
+
+def test_bench_pipelines_times_several_engines_and_bench_scoring_is_one_of_them() -> None:
+    from discopatch.cli.deploy import _untrained_detector
+    from discopatch.train_speed import STAGES, bench_pipelines
+
+    p = tiny_preset()
+    dets = {f"torch/{prec}": _untrained_detector(p, "torch", prec) for prec in ("fp32", "bf16")}
+    got = bench_pipelines(dets, n_images=3, min_time=0.0, max_reps=1)
+    assert set(got) == {"torch/fp32", "torch/bf16"}
+    for key, s in got.items():
+        assert (s["engine"], s["precision"]) == tuple(key.split("/"))
+        assert all(s[f"{k}_images_per_s"] > 0 for k in STAGES) and s["images"] == 3
+        assert s["limit_images_per_s"] < min(s["decode_images_per_s"], s["model_images_per_s"])
+        assert s["gflop_per_image"] > 0
+
+
+@pytest.mark.slow
+def test_cli_bench_pipeline_paper_preset_fp32_and_bf16(tmp_path: Path, capsys) -> None:
+    """``bench-speed --pipeline --preset paper``: an untrained paper-size D, one image, both precisions."""
+    js, md = tmp_path / "p.json", tmp_path / "p.md"
+    args = ["bench-speed", "--pipeline", "--preset", "paper", "--engines", "torch", "--precision", "fp32,bf16"]
+    args += ["--threads", "1", "--score-images", "1", "--min-time", "0", "--max-reps", "1"]
+    assert main([*args, "--json", str(js), "--markdown", str(md)]) == 0
+    (run,) = json.loads(js.read_text())
+    assert run["threads"] == 1 and set(run["peaks"]) == {"fp32", "bf16"} and all(run["peaks"].values())
+    assert set(run["rows"]) == {"torch/fp32", "torch/bf16"}
+    for s in run["rows"].values():
+        assert s["image_size"] == 256 and s["patches"] == 64 and s["images"] == 1
+        assert s["gflop_per_image"] == pytest.approx(29.4, abs=0.1)  # the history table's figure for this geometry
+        assert s["files_images_per_s"] > 0 and s["limit_images_per_s"] > 0
+    assert "| torch | bf16 |" in md.read_text() and "pipeline limit" in capsys.readouterr().out
+    assert main(["bench-speed", "--pipeline", "--train"]) == 2
+
+
+def _compile_script():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_compile_ab.py"
+    spec = importlib.util.spec_from_file_location("train_compile_ab", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_compile_ab_runs_both_trainers_in_turns_with_the_same_losses_under_dynamo() -> None:
+    """The eager backend captures the step with TorchDynamo and runs the graphs unchanged: losses bit-identical."""
+    m = _compile_script()
+    rep = m.compile_ab(tiny_preset(), threads=1, steps=3, backend="eager", n_images=32)
+    assert rep.error is None, rep.error
+    assert len(rep.eager_seconds) == len(rep.compiled_seconds) == 3
+    assert rep.losses_identical and rep.max_abs_loss_diff == 0.0
+    assert rep.eager_steady_s > 0 and rep.compiled_steady_s > 0 and "losses identical: True" in rep.summary()
+
+
+def test_compile_ab_counts_compilation_against_the_steady_gain() -> None:
+    m = _compile_script()
+    rep = m.CompileAB("x", 1, "inductor", 5, eager_seconds=[3.0, 1.0, 1.0, 1.0, 1.0])
+    rep.compiled_seconds = [20.0, 2.0, 0.5, 0.5, 0.5]
+    m._finish(rep, [{"loss": 1.0}] * 5, [{"loss": 1.0}] * 4 + [{"loss": 1.5}])
+    assert rep.compile_seconds == pytest.approx(22.0 - 2 * 0.5)  # the two warm-up steps above the steady rate
+    assert rep.break_even_steps == pytest.approx(21.0 / 0.5)
+    assert rep.max_abs_loss_diff == 0.5 and not rep.losses_identical
+    rep.compiled_seconds = [20.0, 2.0, 1.5, 1.5, 1.5]
+    m._finish(rep, [{"loss": 1.0}], [{"loss": float("nan")}])
+    assert rep.break_even_steps is None and rep.max_abs_loss_diff == float("inf") and "never" in rep.summary()
