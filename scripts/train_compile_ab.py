@@ -12,9 +12,9 @@ compared: the largest absolute difference says whether compilation changes the a
 
 By default inductor draws the step's random numbers (the VAE's sampling noise) with its own generator, so the
 compiled run trains on different noise from the first step; ``--fallback-random`` makes it use eager PyTorch's,
-which leaves rounding as the only source of differences. ``--backend eager`` traces with TorchDynamo but runs the captured graphs unchanged (no code generation): a
-quick check of the harness, and the losses must then be bit-identical. A compile error is reported (with the
-exception's text) instead of raised.
+which leaves rounding as the only source of differences. ``--backend eager`` traces with TorchDynamo but runs
+the captured graphs unchanged (no code generation): a quick check of the harness, and the losses must then be
+bit-identical. A compile error is reported (with the exception's text) instead of raised.
 """
 
 from __future__ import annotations
@@ -164,9 +164,9 @@ def main() -> None:
     ap.add_argument("--json", dest="json_out", help="write the report (step times and losses included) as JSON")
     args = ap.parse_args()
     if args.fallback_random:
-        import torch._inductor.config
+        from torch._inductor import config as inductor_config
 
-        torch._inductor.config.fallback_random = True
+        inductor_config.fallback_random = True
     rep = compile_ab(get_preset(args.preset, args.channels), args.threads, args.steps, args.backend)
     print(rep.summary())
     if args.json_out:

@@ -182,16 +182,20 @@ def test_cli_bench_pipeline_paper_preset_fp32_and_bf16(tmp_path: Path, capsys) -
 
 
 def _compile_script():  # type: ignore[no-untyped-def]
+    """``scripts/train_compile_ab.py`` as a module (scripts are not part of the package)."""
     import importlib.util
+    import sys
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "train_compile_ab.py"
     spec = importlib.util.spec_from_file_location("train_compile_ab", path)
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
 
+@pytest.mark.slow
 def test_compile_ab_runs_both_trainers_in_turns_with_the_same_losses_under_dynamo() -> None:
     """The eager backend captures the step with TorchDynamo and runs the graphs unchanged: losses bit-identical."""
     m = _compile_script()

@@ -46,6 +46,7 @@ def add_commands(sub: Subcommands) -> None:
             "discopatch bench-speed model/ --threads 1,2 --engines torch,onnx --json speed.json",
             "discopatch bench-speed model/ --check-precision",
             "discopatch bench-speed --train --threads 1          # training steps/s, FLOPs, per-part split",
+            "discopatch bench-speed --pipeline --preset paper --precision fp32,bf16 --score-images 8",
         ),
     )
     p.add_argument("model", nargs="?", help="detector directory (default: an untrained D of --preset)")
