@@ -388,7 +388,7 @@ def pipeline_markdown(runs: list[dict[str, Any]]) -> str:
             share = f" ({100 * gflops / peak:.0f} %)" if peak else ""
             lines.append(
                 f"| {run['threads']} | {s['engine']} | {s['precision']} | "
-                + " | ".join(f"{ms[k]:.1f} ms" for k in (*STAGES, "limit"))
+                + " | ".join(f"{ms[k]:.{1 if ms[k] >= 10 else 2}f} ms" for k in (*STAGES, "limit"))
                 + f" | {100 * s['files_share_of_limit']:.0f} % | {gflops:.1f}{share} |"
             )
     return "\n".join(lines)
