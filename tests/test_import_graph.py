@@ -6,7 +6,8 @@ imports B. The rules:
 
 * every ``import`` statement counts, at module level or inside a function, class, ``try`` or ``if``, because a
   function-level import is still a dependency that runs when the function does; the one exception is the body of
-  ``if TYPE_CHECKING:`` (never executed; annotations only), whose ``else`` branch counts again;
+  ``if TYPE_CHECKING:`` (never executed; annotations only), whose ``else`` branch counts again - and a second
+  test counts those annotation-only imports too, so that no cycle hides behind one;
 * absolute (``import discopatch.x``, ``from discopatch.x import y``) and relative (``from .x import y``,
   ``from .. import y``) imports both count; a name that does not exist as a module is resolved to its longest
   module prefix (``import discopatch.x.y`` where ``y`` is an attribute imports ``discopatch.x``);
@@ -50,15 +51,15 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _imports(node: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    """Every import statement under ``node`` except those in the body of ``if TYPE_CHECKING:``."""
+def _imports(node: ast.AST, type_checking: bool = False) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement under ``node``; those in the body of ``if TYPE_CHECKING:`` only with ``type_checking``."""
     found: list[ast.Import | ast.ImportFrom] = []
     stack: list[ast.AST] = [node]
     while stack:
         n = stack.pop()
         if isinstance(n, (ast.Import, ast.ImportFrom)):
             found.append(n)
-        elif isinstance(n, ast.If) and _is_type_checking(n.test):
+        elif isinstance(n, ast.If) and _is_type_checking(n.test) and not type_checking:
             stack.extend(n.orelse)
         else:
             stack.extend(ast.iter_child_nodes(n))
@@ -76,15 +77,17 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     return name or None
 
 
-def import_graph(root: Path = ROOT, package: str = PACKAGE) -> Graph:
-    """The intra-package import graph of ``root / package`` under the rules in this file's docstring."""
+def import_graph(root: Path = ROOT, package: str = PACKAGE, type_checking: bool = False) -> Graph:
+    """The intra-package import graph of ``root / package`` under the rules in this file's docstring; with
+    ``type_checking`` the annotation-only imports under ``if TYPE_CHECKING:`` are edges too."""
     modules = _modules(root, package)
     graph: Graph = {}
     for name, path in modules.items():
         is_package = path.name == "__init__.py"
         here = name if is_package else name.rpartition(".")[0]  # the package relative imports start from
         targets: list[tuple[str | None, int]] = []
-        for node in _imports(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in _imports(tree, type_checking):
             if isinstance(node, ast.Import):
                 targets += [(_resolve(a.name, modules), node.lineno) for a in node.names if _ours(a.name, package)]
                 continue
@@ -186,6 +189,16 @@ def test_no_import_cycles_in_the_package() -> None:
     assert not cycles, "import cycles:\n" + "\n".join(describe(c, graph) for c in cycles)
 
 
+def test_no_cycles_even_through_annotation_only_imports() -> None:
+    """An ``if TYPE_CHECKING:`` import never runs, but one that closes a cycle still means two modules each need
+    the other to be understood; the lower one names what it needs (a ``Protocol``) instead."""
+    graph = import_graph(type_checking=True)
+    cycles = find_cycles(graph)
+    assert not cycles, "import cycles through annotation-only imports:\n" + "\n".join(
+        describe(c, graph) for c in cycles
+    )
+
+
 def _write(root: Path, files: dict[str, str]) -> None:
     for rel, text in files.items():
         path = root / rel
@@ -212,6 +225,8 @@ def test_the_check_sees_function_level_and_package_imports_but_not_type_checking
     assert graph["pkg.b"] == {"pkg.a": "pkg/b.py:1"}
     assert graph["pkg.c"] == {"pkg": "pkg/c.py:1"}
     assert graph["pkg.d"] == {} and graph["pkg.e"] == {"pkg.d": "pkg/e.py:1"}
+    typed = import_graph(tmp_path, "pkg", type_checking=True)
+    assert typed["pkg.d"] == {"pkg.e": "pkg/d.py:3"} and ["pkg.d", "pkg.e", "pkg.d"] in find_cycles(typed)
     assert graph["pkg.sub.x"] == {"pkg": "pkg/sub/x.py:1"}
     cycles = find_cycles(graph)
     assert cycles == [["pkg.a", "pkg.b", "pkg.a"]]

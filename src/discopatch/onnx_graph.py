@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -38,14 +38,21 @@ from .model import Discriminator
 from .model.norm import PatchGroupNorm
 from .score_modes import get as get_score_mode
 
-if TYPE_CHECKING:  # stats_model imports the engine, which imports this module
-    from .stats_model import StatsModel
-
 ONNX_FORMAT = "discopatch-onnx"
 ONNX_FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
 INPUT_NAME = "patches"
 OUTPUT_NAMES = ("logits", "stats", "score")
+
+
+class SavedStatistics(Protocol):
+    """What the graph takes from a statistics model: its tensors under their saved keys.
+
+    :class:`discopatch.stats_model.StatsModel` is one; naming only this keeps the graph below the statistics model,
+    which computes its features through the engine that this graph serves.
+    """
+
+    def to_tensors(self) -> dict[str, torch.Tensor]: ...
 
 
 class OnnxScorer(nn.Module):
@@ -66,7 +73,11 @@ class OnnxScorer(nn.Module):
     fusion: torch.Tensor
 
     def __init__(
-        self, D: Discriminator, n_patches: int, stats_model: StatsModel | None = None, score_mode: ScoreMode = "d-only"
+        self,
+        D: Discriminator,
+        n_patches: int,
+        stats_model: SavedStatistics | None = None,
+        score_mode: ScoreMode = "d-only",
     ) -> None:
         super().__init__()
         if D.cfg.norm != "patch":
@@ -163,7 +174,7 @@ def export_onnx_bytes(
     n_patches: int,
     metadata: dict[str, str] | None = None,
     opset: int = DEFAULT_OPSET,
-    stats_model: StatsModel | None = None,
+    stats_model: SavedStatistics | None = None,
     score_mode: ScoreMode = "d-only",
 ) -> bytes:
     """Serialise D as an ONNX model with a dynamic ``images`` axis; ``N`` is fixed by ``n_patches``.
