@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from discopatch.demo import DEMO_CORRUPTIONS, build_demo_sets, run_demo
+from discopatch.data.demo_sets import DEMO_CORRUPTIONS, build_demo_sets
+from discopatch.demo import run_demo
 from discopatch.detector import Detector
 
 
@@ -24,7 +25,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
 
 def test_demo_sets_share_one_pipeline() -> None:
     det = Detector("small", channels=1, device="cpu")
-    reference, sets = build_demo_sets(det)
+    reference, sets = build_demo_sets(det.preprocess_config)
     control = sets["ID control (clean, held out)"]
     assert reference.images.shape == control.images.shape == (1000, 64, 64)
     for s in sets.values():

@@ -9,7 +9,8 @@
    severity 3), and Animal-MNIST silhouettes (near-OOD).
 
 Every set goes through the same path: preprocess (Lanczos 28 -> 64) -> optional corruption -> preprocess again, so
-the only difference between the control and a shifted set is the shift itself.
+the only difference between the control and a shifted set is the shift itself (:mod:`discopatch.data.demo_sets`
+builds them).
 """
 
 from __future__ import annotations
@@ -20,38 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ._version import __version__
 from .config import DEMO_MAX_TIME, DEMO_STEPS, get_preset
-from .data.builtin import load_demo_animal_mnist, load_demo_fashion_mnist
-from .data.corruptions import corrupt_batch
-from .data.images import stack_images
-from .data.sources import ImageSet
+from .data.builtin import load_demo_fashion_mnist
+from .data.demo_sets import build_demo_sets
 from .detector import Detector
 from .evaluation import evaluate
-
-DEMO_CORRUPTIONS = ("gaussian_noise", "defocus_blur", "jpeg_compression", "contrast", "pixelate")
-DEMO_SEVERITY = 3
-
-
-def _named(images: np.ndarray, prefix: str) -> ImageSet:
-    return ImageSet(images, [f"{prefix}#{i}" for i in range(len(images))])
-
-
-def build_demo_sets(det: Detector, seed: int = 0) -> tuple[ImageSet, dict[str, ImageSet]]:
-    """The ID reference and the named evaluation sets, all preprocessed by the detector's own pipeline."""
-    cfg = det.preprocess_config
-    data = load_demo_fashion_mnist()
-    test = stack_images(data.test_images, cfg)
-    reference, control = test[: len(test) // 2], test[len(test) // 2 :]
-    sets: dict[str, ImageSet] = {"ID control (clean, held out)": _named(stack_images(control, cfg), "control")}
-    for name in DEMO_CORRUPTIONS:
-        shifted = corrupt_batch(control, name, DEMO_SEVERITY, seed=seed)
-        sets[f"{name} (severity {DEMO_SEVERITY})"] = _named(stack_images(shifted, cfg), name)
-    sets["Animal-MNIST (near-OOD)"] = _named(stack_images(load_demo_animal_mnist(), cfg), "animal")
-    return _named(reference, "reference"), sets
 
 
 def run_demo(
@@ -85,7 +62,7 @@ def run_demo(
         data.train_images, max_time=max_time, max_steps=max_steps, checkpoint_dir=out / "checkpoints", progress=progress
     )
     det.save(out / "model")
-    reference, sets = build_demo_sets(det, seed=seed)
+    reference, sets = build_demo_sets(det.preprocess_config, seed=seed)
     res = evaluate(det, reference, sets, id_name="Fashion-MNIST test (reference)")  # rows carry "flagged"
     info = det.training_info
     cal = det.calibration

@@ -324,11 +324,11 @@ def precision_check(
     float32 statistics), int8 on ONNX Runtime (dynamic quantisation of Conv/Gemm weights). ``limit`` keeps the
     first images of each set (for smoke tests; the real check uses all 1,000 per set).
     """
-    from .demo import build_demo_sets
+    from .data.demo_sets import build_demo_sets
     from .metrics import ood_metrics
 
     D = det.require_model().cpu()
-    reference, sets = build_demo_sets(det, seed=seed)
+    reference, sets = build_demo_sets(det.preprocess_config, seed=seed)
     if limit is not None:
         reference = reference.subset(np.arange(min(limit, len(reference))))
         sets = {k: v.subset(np.arange(min(limit, len(v)))) for k, v in sets.items()}
