@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from discopatch.config import get_preset
-from discopatch.engine import OnnxEngine, ScoringEngine, TorchEngine
+from discopatch.inference.engine import OnnxEngine, ScoringEngine, TorchEngine
 from discopatch.model import Discriminator
 
 

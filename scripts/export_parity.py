@@ -20,7 +20,7 @@ import torch
 
 from discopatch.data.images import list_images
 from discopatch.detector import Detector
-from discopatch.export import check_export, export_detector
+from discopatch.inference.export import check_export, export_detector
 
 
 def main() -> None:

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from discopatch.config import ModelConfig, TrainConfig, get_preset
-from discopatch.engine import TorchEngine
+from discopatch.inference.engine import TorchEngine
+from discopatch.inference.speed import flops_per_image
 from discopatch.model import Discriminator
-from discopatch.speed import flops_per_image
 from discopatch.training import Trainer
 
 

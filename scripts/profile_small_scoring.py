@@ -16,10 +16,10 @@ import torch
 
 from discopatch.config import get_preset
 from discopatch.data.images import preprocess
-from discopatch.engine import TorchEngine
+from discopatch.inference.engine import TorchEngine
+from discopatch.inference.speed import synthetic_png_inputs
 from discopatch.model import Discriminator
 from discopatch.patches import content_corners, extract_patches, to_tensor
-from discopatch.speed import synthetic_png_inputs
 
 
 def per_image_ms(fn: Callable[[], object], count: int, reps: int = 15) -> float:

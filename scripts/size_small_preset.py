@@ -18,7 +18,7 @@ import torch
 from discopatch.config import get_preset
 from discopatch.data.builtin import load_demo_fashion_mnist
 from discopatch.data.images import stack_images
-from discopatch.engine import score_array
+from discopatch.inference.engine import score_array
 from discopatch.model import Discriminator
 from discopatch.training import Trainer
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from discopatch.cli import main
 from discopatch.detector import Detector
-from discopatch.explain import Explanation, caption, overlay, save_overlay
+from discopatch.inference.explain import Explanation, caption, overlay, save_overlay
 
 QUADRANTS = [(slice(0, 16), slice(0, 16)), (slice(0, 16), slice(16, 32)), (slice(16, 32), slice(0, 16)),
              (slice(16, 32), slice(16, 32))]  # fmt: skip

@@ -18,8 +18,8 @@ import onnx
 from discopatch.cli import main
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector
-from discopatch.engine import OnnxEngine, TorchEngine, make_engine, resolve_engine_name, score_array
-from discopatch.export import PARITY_RELATIVE_TOLERANCE, check_export, export_detector, read_metadata
+from discopatch.inference.engine import OnnxEngine, TorchEngine, make_engine, resolve_engine_name, score_array
+from discopatch.inference.export import PARITY_RELATIVE_TOLERANCE, check_export, export_detector, read_metadata
 from discopatch.model.norm import PatchGroupNorm
 from helpers.presets import tiny_preset
 
@@ -126,7 +126,7 @@ def test_a_broken_export_fails_the_check(parity_detectors, fmnist, tmp_path: Pat
 
 def test_cli_export_check_fails_on_a_broken_graph(saved, tmp_path: Path, capsys, monkeypatch) -> None:
     """``export --check`` exits 1 when the graph it wrote does not match PyTorch (a wrong normalisation)."""
-    import discopatch.export as export_module
+    import discopatch.inference.export as export_module
 
     model, _ = saved
     real = export_module.export_detector

@@ -36,7 +36,7 @@ LONG_FUNCTIONS: dict[str, int] = {
     "discopatch.monitoring.store.Store.record": 82,
     "discopatch.monitoring.streams.StreamRecorder._record": 73,
     "discopatch.scale.score_dataset": 76,
-    "discopatch.speed.bench_speed": 80,
+    "discopatch.inference.speed.bench_speed": 80,
     "discopatch.train_speed.bench_training": 62,
     "discopatch.training.Trainer._fit": 90,
 }

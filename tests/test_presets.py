@@ -13,7 +13,7 @@ from discopatch.budget import official_epoch_steps
 from discopatch.config import ModelConfig, get_preset, paper_preset, small_1x1_preset, small_preset
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector
-from discopatch.engine import score_array
+from discopatch.inference.engine import score_array
 from discopatch.model import Discriminator
 from discopatch.training import Trainer
 from helpers.presets import tiny_preset

@@ -11,8 +11,8 @@ from PIL import Image
 
 from discopatch import Detector
 from discopatch.data.images import preprocess
-from discopatch.engine import TorchEngine, score_array
 from discopatch.evaluation import collect, evaluate
+from discopatch.inference.engine import TorchEngine, score_array
 from discopatch.monitoring.streams import Item, Scorer
 from discopatch.reproduce import Source, evaluate_sources
 from discopatch.results import ImageResult

@@ -71,8 +71,8 @@ def check_mode_end_to_end(name: str, D: Discriminator, stack: np.ndarray, tmp_pa
     assert loaded.preset.score_mode == name
     np.testing.assert_array_equal(loaded.score_preprocessed(x), scores)
     if HAS_ORT:
-        from discopatch.engine import OnnxEngine
-        from discopatch.export import export_detector, read_metadata
+        from discopatch.inference.engine import OnnxEngine
+        from discopatch.inference.export import export_detector, read_metadata
 
         path = export_detector(det, tmp_path / f"{name}.onnx")
         assert read_metadata(path)["score"] == spec.formula

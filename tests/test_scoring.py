@@ -8,7 +8,7 @@ import torch
 
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector
-from discopatch.engine import score_array
+from discopatch.inference.engine import score_array
 from discopatch.model import Discriminator
 from discopatch.patches import content_corners, extract_patches, image_seed, to_tensor
 from helpers.presets import tiny_preset

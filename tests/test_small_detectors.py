@@ -13,8 +13,8 @@ from discopatch.calibration import Calibration
 from discopatch.cli import main
 from discopatch.detector import Detector
 from discopatch.errors import TooFewCalibrationImagesError
+from discopatch.inference.stats_model import StatsModel
 from discopatch.monitoring.drift import DriftConfig, DriftMonitor, cusum_threshold
-from discopatch.stats_model import StatsModel
 from helpers.presets import tiny_explain_preset
 
 

@@ -11,9 +11,9 @@ import torch
 from discopatch.artifact import STATS_FILE, ArtifactError
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector
-from discopatch.engine import onnx_available
+from discopatch.inference.engine import onnx_available
+from discopatch.inference.stats_model import StatsModel, image_statistics
 from discopatch.model import Discriminator
-from discopatch.stats_model import StatsModel, image_statistics
 from helpers.presets import tiny_preset
 
 

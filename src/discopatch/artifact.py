@@ -7,8 +7,8 @@
       discriminator.safetensors  D's weights (no pickle: loading never executes code)
       calibration.safetensors    the sorted ID calibration scores (float64), for conformal p-values (calibrated
                                  detectors only)
-      statistics.safetensors     the statistics model (:mod:`discopatch.stats_model`; ``fused`` and ``stats-only``
-                                 detectors only)
+      statistics.safetensors     the statistics model (:mod:`discopatch.inference.stats_model`; ``fused`` and
+                                 ``stats-only`` detectors only)
 
 The JSON records the SHA-256 of every safetensors file and a digest over everything in it that decides a score
 (the ``model``, ``preprocess``, ``scoring``, ``calibration`` and ``files`` sections, see :func:`config_digest`), so
@@ -52,10 +52,10 @@ from .artifact_schema import validate as validate_schema
 from .calibration import Calibration
 from .config import PRESETS, ModelConfig, PreprocessConfig, Preset, ScoreMode, from_dict, get_preset, to_dict
 from .errors import BadArtifactError
+from .inference.stats_model import SAVED_KEYS
 from .log import LOGGER
 from .model import Discriminator
 from .score_modes import get as get_score_mode
-from .stats_model import SAVED_KEYS
 
 FORMAT = "discopatch-detector"
 FORMAT_VERSION = 1

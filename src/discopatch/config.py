@@ -50,7 +50,7 @@ TRAIN_AUGMENTS: tuple[TrainAugment, ...] = get_args(TrainAugment)
 #: 20 % of (loader length x patches per image), i.e. about 58 steps of 67 images (docs/METHOD.md).
 EpochRule = Literal["full", "official-truncated"]
 EPOCH_RULES: tuple[EpochRule, ...] = get_args(EpochRule)
-#: What runs D; ``auto`` is resolved to one of the others by :func:`discopatch.engine.resolve_engine_name`.
+#: What runs D; ``auto`` is resolved to one of the others by :func:`discopatch.inference.engine.resolve_engine_name`.
 EngineName = Literal["auto", "torch", "onnx"]
 ENGINES: tuple[EngineName, ...] = get_args(EngineName)
 #: The number format of D's forward pass (not to be confused with an inverse covariance, which the statistics

@@ -46,15 +46,16 @@ from .config import (
 from .data.images import preprocess_many
 from .data.sources import Images, ImageSet, fingerprint_inputs, image_stack, input_list, read_images, split_train_val
 from .distributed import is_main_process
-from .engine import (
+from .errors import NoReadableImagesError, NotFittedError
+from .inference.engine import (
     ScoringEngine,
     make_engine,
     resolve_engine_name,
     score_array,
     scores_from_logits,
 )
-from .errors import NoReadableImagesError, NotFittedError
-from .explain import Explanation, explanations
+from .inference.explain import Explanation, explanations
+from .inference.stats_model import StatsModel
 from .log import LOGGER, progress_bar
 from .model import Discriminator
 from .patches import content_corners
@@ -62,7 +63,6 @@ from .results import ImageResult, Prediction, finite_or_none
 from .runtime import resolve_device
 from .score_modes import ScoreModeSpec
 from .score_modes import get as get_score_mode
-from .stats_model import StatsModel
 from .training import Trainer, TrainState
 
 #: A decoded input: ``(preprocessed image, None)`` or ``(None, why it could not be read)``.

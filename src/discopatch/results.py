@@ -23,7 +23,7 @@ from .row_layout import COLUMNS, VALUE_COLUMNS, columns
 if TYPE_CHECKING:
     import pandas
 
-    from .explain import Explanation
+    from .inference.explain import Explanation
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -2,7 +2,7 @@
 
 A detector's score is computed from two per-image numbers of one forward pass: D's score ``1 - mean sigmoid(logit)``
 and, for modes that need it, the Mahalanobis distance of the image's layer statistics under the statistics model
-(:mod:`discopatch.stats_model`, whose ``fusion`` vector holds the robust location and scale of both scores on
+(:mod:`discopatch.inference.stats_model`, whose ``fusion`` vector holds the robust location and scale of both scores on
 held-out ID images). A :class:`ScoreModeSpec` entry says how the two become the score, once for NumPy (the detector,
 explanations) and once for PyTorch (the ONNX graph), whether the statistics model is needed, and how the mode is
 described. Everything that names a mode reads it from here: the detector, the ONNX graph and its metadata, the

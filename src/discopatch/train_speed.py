@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import Preset
+from .inference.speed import _interleaved_times, flops_per_image, synthetic_png_inputs
 from .memory import reuse_freed_memory
-from .speed import _interleaved_times, flops_per_image, synthetic_png_inputs
 from .training import Trainer, no_phase
 
 #: The parts of a step in the order they are reported; ``rest`` is the step's time outside all of them.
@@ -305,7 +305,7 @@ def bench_scoring(detector: Any, n_images: int = 256, min_time: float = 1.0, max
     """Images/s of ``detector`` from PNG files, from decoded arrays, and of its two stages alone (module doc).
 
     ``detector`` is a :class:`~discopatch.detector.Detector` with a model (and, for a fused score, its statistics
-    model); the PNGs are the demo garments at its input size (:func:`discopatch.speed.synthetic_png_inputs`).
+    model); the PNGs are the demo garments at its input size (:func:`discopatch.inference.speed.synthetic_png_inputs`).
     """
     return bench_pipelines({"": detector}, n_images, min_time, max_reps)[""]
 

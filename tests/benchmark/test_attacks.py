@@ -7,7 +7,7 @@ import torch
 
 from discopatch.benchmark.attacks import _d_score, attack_suite, pgd
 from discopatch.data.images import stack_images
-from discopatch.engine import score_array
+from discopatch.inference.engine import score_array
 from discopatch.model import Discriminator
 from helpers.presets import tiny_preset
 

@@ -40,10 +40,10 @@ from discopatch.benchmark.drift import (
 )
 from discopatch.config import ModelConfig, PreprocessConfig
 from discopatch.data.images import stack_images
+from discopatch.inference.stats_model import StatsModel, image_statistics
 from discopatch.metrics import ood_metrics
 from discopatch.model import VAE, Discriminator
 from discopatch.patches import content_corners
-from discopatch.stats_model import StatsModel, image_statistics
 
 N_PATCHES = 4
 TINY = ModelConfig(channels=1, patch_size=16, widths=(8, 16, 32), latent_dim=16)

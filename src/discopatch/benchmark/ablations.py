@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine import score_array
+from ..inference.engine import score_array
 from ..metrics import ood_metrics
 from ..model import Discriminator
 from ..patches import content_corners, extract_patches, to_tensor

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from ..detector import Detector
+from ..inference.stats_model import StatsModel
 from ..metrics import ood_metrics
 from ..model import Discriminator
 from ..patches import extract_patches, to_tensor
-from ..stats_model import StatsModel
 
 EPSILONS = (1, 2, 4, 8)
 
@@ -159,7 +159,7 @@ def attack_suite(
 
 
 def _d_only(det: Detector, x: np.ndarray) -> np.ndarray:
-    from ..engine import score_array
+    from ..inference.engine import score_array
 
     return score_array(det.require_model(), x, det.n_patches, det.seed, "cpu")
 

@@ -40,7 +40,7 @@ from ..config import NormKind, Preset
 from ..data.corruptions import CORRUPTIONS, PARAM_SOURCES, resolve_params
 from ..data.images import stack_images
 from ..detector import Detector
-from ..engine import score_array
+from ..inference.engine import score_array
 from ..log import stderr_lines
 from ..model import Discriminator
 from ..training import TrainState

@@ -108,7 +108,7 @@ def _load_images(folder: str | None, limit: int) -> Any:
 def cmd_export(args: argparse.Namespace) -> int:
     require_extra("onnx", "onnx", "onnxruntime")
     from ..detector import Detector
-    from ..export import check_export, export_detector
+    from ..inference.export import check_export, export_detector
 
     det = Detector.load(args.model, device="cpu", engine="torch", allow_legacy=args.allow_legacy_artifact)
     out = export_detector(det, args.out, opset=args.opset)
@@ -221,8 +221,8 @@ def _untrained_detector(preset: Any, engine: Any = "auto", precision: Any = "fp3
 
     from ..data.images import preprocess
     from ..detector import Detector
+    from ..inference.speed import synthetic_png_inputs
     from ..model import Discriminator
-    from ..speed import synthetic_png_inputs
 
     torch.manual_seed(0)
     det = Detector(preset, device="cpu", engine=engine, precision=precision)
@@ -240,8 +240,8 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
         return _bench_train_or_pipeline(args)
 
     from ..config import get_preset
+    from ..inference.speed import bench_speed, precision_check
     from ..model import Discriminator
-    from ..speed import bench_speed, precision_check
 
     if args.model:
         from ..detector import Detector

@@ -110,7 +110,7 @@ def _write_heatmap(directory: Path, path: str, explanation: Any) -> str | None:
         return None
     import hashlib
 
-    from ..explain import save_overlay
+    from ..inference.explain import save_overlay
 
     digest = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
     target = directory / f"{Path(path).stem[:100]}-{digest}.png"

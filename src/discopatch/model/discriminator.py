@@ -64,7 +64,7 @@ class Discriminator(nn.Module):
         """Logits and, per group, each layer's channel mean and log-variance of the conv output.
 
         Those statistics are exactly what the per-image normalisation removes (global contrast and brightness among
-        them); :mod:`discopatch.stats_model` scores them.
+        them); :mod:`discopatch.inference.stats_model` scores them.
         Returns ``(logits (N,), stats (N // group_size, 2 * sum(widths)))``.
         """
         feats = []

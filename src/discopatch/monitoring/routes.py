@@ -18,7 +18,7 @@ from fastapi import HTTPException, Query
 from fastapi import Path as PathParam
 from PIL import Image
 
-from ..explain import Explanation, overlay_png
+from ..inference.explain import Explanation, overlay_png
 from .schemas import STREAM_NAME_PATTERN
 from .store import StreamNotFound
 from .streams import check_stream_name

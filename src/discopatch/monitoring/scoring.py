@@ -22,7 +22,7 @@ from ..calibration import Calibration
 from ..data.images import preprocess_many
 from ..detector import Decoded, Detector
 from ..errors import NotFittedError
-from ..explain import Explanation
+from ..inference.explain import Explanation
 
 #: Images decoded and preprocessed at once by one :class:`Scorer` (``serve --max-decodes``).
 MAX_DECODES = 2

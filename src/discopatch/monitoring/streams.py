@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..data.images import utf8_text
 from ..detector import Detector
-from ..explain import Explanation
+from ..inference.explain import Explanation
 from ..row_layout import VALUE_COLUMNS
 from . import THUMBNAILS
 from .alerts import AlertDispatcher

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import torch
 
+from ...inference.stats_model import StatsModel, image_statistics
 from ...model import Discriminator
-from ...stats_model import StatsModel, image_statistics
 from .base import Baseline, _check_stack, _device_of
 
 

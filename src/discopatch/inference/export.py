@@ -1,7 +1,8 @@
 """ONNX export of a detector: write its graph and metadata to a file, read the metadata back, check parity.
 
 The graph itself (D with the per-image normalisation as explicit operations, outputs ``logits``, ``stats`` and
-``score``, and the ``metadata_props``) is built by :mod:`discopatch.onnx_graph`; its names are re-exported here.
+``score``, and the ``metadata_props``) is built by :mod:`discopatch.inference.onnx_graph`; its names are re-exported
+here.
 
 The parity check (:func:`check_export`, ``discopatch export --check``) judges the difference between ONNX Runtime
 and PyTorch on the score's own scale: the spread (interquartile range) of the detector's calibration scores, so a
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.images import ImageInput
-from .detector import Detector
+from ..data.images import ImageInput
+from ..detector import Detector
 from .engine import OnnxEngine, TorchEngine
 from .onnx_graph import (
     DEFAULT_OPSET,
@@ -148,8 +149,8 @@ def check_export(
     through the detector's own preprocessing and content-seeded patch sampling; both sides see the same patches, so
     the difference measures the graph, not the sampling. See the module docstring for the rule.
     """
-    from .data.builtin import load_demo_fashion_mnist
-    from .data.images import stack_images
+    from ..data.builtin import load_demo_fashion_mnist
+    from ..data.images import stack_images
 
     if images is None:
         images = load_demo_fashion_mnist().test_images[:limit]

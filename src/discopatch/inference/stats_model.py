@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
 
+from ..model import Discriminator
+from ..score_modes import get as get_score_mode
 from .engine import TorchEngine
-from .model import Discriminator
-from .score_modes import get as get_score_mode
 
 #: :class:`StatsModel` field -> its key in statistics.safetensors and among the ONNX graph's buffers. The inverse
 #: covariance is saved as ``precision`` (the statistician's word, as sklearn's ``precision_``); the key is part of

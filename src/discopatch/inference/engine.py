@@ -29,11 +29,11 @@ import torch
 
 # ENGINES and the precisions live in config (no torch), so that the CLI offers them as choices without importing
 # this module; they are re-exported here, where they have always been importable from.
-from .config import ENGINES, ONNX_PRECISIONS, PRECISIONS, TORCH_PRECISIONS, EngineName, ModelConfig, Precision  # noqa: F401
-from .errors import UnavailableError
-from .model import Discriminator
+from ..config import ENGINES, ONNX_PRECISIONS, PRECISIONS, TORCH_PRECISIONS, EngineName, ModelConfig, Precision  # noqa: F401
+from ..errors import UnavailableError
+from ..model import Discriminator
+from ..patches import content_corners, extract_patches, to_tensor
 from .onnx_graph import export_onnx_bytes
-from .patches import content_corners, extract_patches, to_tensor
 
 #: What ``engine="auto"`` picks on CPU when onnxruntime is installed. Measured interleaved on the idle 2-core dev
 #: machine (docs/BENCHMARKS.md, "Scoring speed"): ONNX Runtime answers single-image calls 1.7x (1 thread) to 4x
@@ -114,7 +114,7 @@ class ScoringEngine(ABC):
     def forward_with_statistics(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, N)`` and each image's layer statistics ``(B, 2 * sum(widths))``, float32 on the CPU.
 
-        The statistics are what the per-image normalisation removes (:mod:`discopatch.stats_model`); engines
+        The statistics are what the per-image normalisation removes (:mod:`discopatch.inference.stats_model`); engines
         produce them in the same pass as the logits.
         """
 
@@ -252,7 +252,7 @@ class TorchEngine(ScoringEngine):
 
 
 class OnnxEngine(ScoringEngine):
-    """D as the ONNX graph of :mod:`discopatch.onnx_graph`, run by ONNX Runtime on the CPU.
+    """D as the ONNX graph of :mod:`discopatch.inference.onnx_graph`, run by ONNX Runtime on the CPU.
 
     Built in memory from a loaded D (:meth:`from_discriminator`) or from an exported file. The session is a
     snapshot: weights changed later in PyTorch are not seen (the detector rebuilds its engine after ``fit``).

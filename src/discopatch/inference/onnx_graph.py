@@ -8,16 +8,17 @@ warns about (docs/METHOD.md, section 5). :class:`OnnxScorer` therefore re-expres
 standardised with their own mean and biased variance over ``(N, h, w)``, so an image's score can never depend on
 another image in the same request. The graph has three outputs:
 
-* ``logits`` ``(images, N)`` float32 - what :mod:`discopatch.engine` consumes, so the final mean stays float64;
+* ``logits`` ``(images, N)`` float32 - what :mod:`discopatch.inference.engine` consumes, so the final mean stays
+  float64;
 * ``stats`` ``(images, 2 * sum(widths))`` float32 - each layer's per-image channel means and log-variances, the
-  statistics the normalisation removes (the input of :mod:`discopatch.stats_model`);
+  statistics the normalisation removes (the input of :mod:`discopatch.inference.stats_model`);
 * ``score`` ``(images,)`` float32 - the detector's configured score (``score_mode`` in the metadata: D's
   ``1 - mean sigmoid(logit)``, or its fusion with the statistics model, whose parameters are in the graph),
   computed in float64 inside the graph and rounded once, for consumers that want one number per image.
 
 Everything needed to rebuild preprocessing and patch sampling is stored in the model's ``metadata_props``
-(:func:`onnx_metadata`). This module only builds the graph, so that both :mod:`discopatch.engine` (the ONNX
-Runtime engine) and :mod:`discopatch.export` (writing a detector to a file, the parity check) can import it.
+(:func:`onnx_metadata`). This module only builds the graph, so that both :mod:`discopatch.inference.engine` (the ONNX
+Runtime engine) and :mod:`discopatch.inference.export` (writing a detector to a file, the parity check) can import it.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._version import __version__
-from .config import PreprocessConfig, ScoreMode, to_dict
-from .model import Discriminator
-from .model.norm import PatchGroupNorm
-from .score_modes import get as get_score_mode
+from .._version import __version__
+from ..config import PreprocessConfig, ScoreMode, to_dict
+from ..model import Discriminator
+from ..model.norm import PatchGroupNorm
+from ..score_modes import get as get_score_mode
 
 ONNX_FORMAT = "discopatch-onnx"
 ONNX_FORMAT_VERSION = 1
@@ -48,8 +49,8 @@ OUTPUT_NAMES = ("logits", "stats", "score")
 class SavedStatistics(Protocol):
     """What the graph takes from a statistics model: its tensors under their saved keys.
 
-    :class:`discopatch.stats_model.StatsModel` is one; naming only this keeps the graph below the statistics model,
-    which computes its features through the engine that this graph serves.
+    :class:`discopatch.inference.stats_model.StatsModel` is one; naming only this keeps the graph below the statistics
+    model, which computes its features through the engine that this graph serves.
     """
 
     def to_tensors(self) -> dict[str, torch.Tensor]: ...

@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import score_modes
-from .score_modes import ScoreModeSpec
+from .. import score_modes
+from ..score_modes import ScoreModeSpec
 
 if TYPE_CHECKING:
     from .stats_model import StatsModel
 
-#: Which view set a fused score: the larger of the two z-scores wins (:meth:`discopatch.stats_model.StatsModel.fuse`).
+#: Which view set a fused score: the larger of the two z-scores wins
+#: (:meth:`discopatch.inference.stats_model.StatsModel.fuse`).
 SOURCES = ("discriminator", "statistics")
 
 

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import EngineName, ModelConfig, Precision, PreprocessConfig
-from .detector import Detector
+from ..config import EngineName, ModelConfig, Precision, PreprocessConfig
+from ..detector import Detector
+from ..model import Discriminator
 from .engine import ScoringEngine, make_engine
-from .model import Discriminator
 
 AUROC_TOLERANCE = 1e-3
 
@@ -98,7 +98,7 @@ def synthetic_png_inputs(pre: PreprocessConfig, count: int) -> list[bytes]:
     """
     from PIL import Image
 
-    from .data.builtin import load_demo_fashion_mnist
+    from ..data.builtin import load_demo_fashion_mnist
 
     src = load_demo_fashion_mnist().test_images
     out = []
@@ -211,7 +211,7 @@ def bench_speed(
     log: Callable[[str], None] | None = None,
 ) -> SpeedReport:
     """Time the whole scoring path for each (threads, engine, precision, images per call); see the module doc."""
-    from .data.images import preprocess as preprocess_one
+    from ..data.images import preprocess as preprocess_one
 
     D = D.cpu().eval()
     gflop = flops_per_image(D.cfg, n_patches) / 1e9
@@ -324,8 +324,8 @@ def precision_check(
     float32 statistics), int8 on ONNX Runtime (dynamic quantisation of Conv/Gemm weights). ``limit`` keeps the
     first images of each set (for smoke tests; the real check uses all 1,000 per set).
     """
-    from .data.demo_sets import build_demo_sets
-    from .metrics import ood_metrics
+    from ..data.demo_sets import build_demo_sets
+    from ..metrics import ood_metrics
 
     D = det.require_model().cpu()
     reference, sets = build_demo_sets(det.preprocess_config, seed=seed)
