@@ -31,7 +31,7 @@ from discopatch.config import ModelConfig, TrainConfig, get_preset
 from discopatch.inference.engine import TorchEngine
 from discopatch.inference.speed import flops_per_image
 from discopatch.model import Discriminator
-from discopatch.training import Trainer
+from discopatch.training.trainer import Trainer
 
 
 def _sync(device: torch.device) -> None:

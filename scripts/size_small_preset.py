@@ -20,7 +20,7 @@ from discopatch.data.builtin import load_demo_fashion_mnist
 from discopatch.data.images import stack_images
 from discopatch.inference.engine import score_array
 from discopatch.model import Discriminator
-from discopatch.training import Trainer
+from discopatch.training.trainer import Trainer
 
 CANDIDATES = [(16, 32, 64, 128), (32, 64, 128, 256), (64, 128, 256, 512)]
 

@@ -1,7 +1,7 @@
 """Training steps of ``torch.compile`` against eager PyTorch in one process, same seed, steps interleaved.
 
 Two trainers of the preset start from the same weights (the trainer seeds its initialisation); step ``i`` of
-both gets the same images, patch corners and noise (``discopatch.train_speed``'s seeded step), and the steps
+both gets the same images, patch corners and noise (``discopatch.training.speed``'s seeded step), and the steps
 run in turns (eager ``i``, compiled ``i``, eager ``i + 1``, ...), so the neighbours' load on a shared machine
 hits both alike. Compilation happens inside the compiled trainer's first steps and is counted: the compile
 seconds are the warm-up steps' time above the compiled steady rate, and the break-even step count is where the
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from discopatch.config import Preset, get_preset
-from discopatch.memory import reuse_freed_memory
-from discopatch.train_speed import _step
-from discopatch.training import Trainer
+from discopatch.training.memory import reuse_freed_memory
+from discopatch.training.speed import _step
+from discopatch.training.trainer import Trainer
 
 #: Steps of each trainer that are not part of the steady rate: compilation (and recompilation for the second
 #: call's guards) happens in them.

@@ -16,7 +16,7 @@ import time
 import torch
 
 from discopatch.config import get_preset
-from discopatch.training import Trainer
+from discopatch.training.trainer import Trainer
 
 
 def main() -> None:

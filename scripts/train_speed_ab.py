@@ -31,7 +31,7 @@ def child(preset_name: str, channels: int, steps: int, threads: int) -> dict[str
     import torch
 
     from discopatch.config import get_preset
-    from discopatch.training import Trainer
+    from discopatch.training.trainer import Trainer
 
     torch.set_num_threads(threads)
     preset = get_preset(preset_name, channels)

@@ -13,7 +13,6 @@ import pytest
 
 import discopatch.detector as detector_module
 from discopatch import budget as budget_module
-from discopatch import training as training_module
 from discopatch.benchmark.sets import FULL, FULL_PHOTOS
 from discopatch.benchmark.stages import train_main
 from discopatch.budget import (
@@ -27,6 +26,7 @@ from discopatch.config import SMALL_STEPS, get_preset
 from discopatch.detector import Detector
 from discopatch.errors import TooFewCalibrationImagesError
 from discopatch.log import LOGGER
+from discopatch.training import trainer as training_module
 from helpers.presets import tiny_preset
 
 _REAL_BAR = training_module.progress_bar

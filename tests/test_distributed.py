@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from discopatch.data.images import stack_images
-from discopatch.training import Trainer
+from discopatch.training.trainer import Trainer
 from helpers.presets import tiny_preset
 
 

@@ -37,8 +37,8 @@ LONG_FUNCTIONS: dict[str, int] = {
     "discopatch.monitoring.streams.StreamRecorder._record": 73,
     "discopatch.scale.score_dataset": 76,
     "discopatch.inference.speed.bench_speed": 80,
-    "discopatch.train_speed.bench_training": 62,
-    "discopatch.training.Trainer._fit": 90,
+    "discopatch.training.speed.bench_training": 62,
+    "discopatch.training.trainer.Trainer._fit": 90,
 }
 
 #: Modules over the limit today, with their length in lines: split them and delete their entry, never add one.
@@ -51,7 +51,7 @@ LONG_MODULES: dict[str, int] = {
     "discopatch.detector": 513,
     "discopatch.monitoring.drift": 493,
     "discopatch.monitoring.store": 493,
-    "discopatch.training": 583,
+    "discopatch.training.trainer": 583,
 }
 
 

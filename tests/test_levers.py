@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from discopatch.config import ModelConfig, TrainConfig
-from discopatch.levers import N_VIEWS, LeCamAverages, draw_views, view
-from discopatch.training import Trainer
+from discopatch.training.levers import N_VIEWS, LeCamAverages, draw_views, view
+from discopatch.training.trainer import Trainer
 
 MODEL = ModelConfig(channels=1, patch_size=16, widths=(8, 16), latent_dim=8)
 

@@ -15,7 +15,7 @@ from discopatch.data.images import stack_images
 from discopatch.detector import Detector
 from discopatch.inference.engine import score_array
 from discopatch.model import Discriminator
-from discopatch.training import Trainer
+from discopatch.training.trainer import Trainer
 from helpers.presets import tiny_preset
 
 

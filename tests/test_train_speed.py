@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from discopatch.cli import main
-from discopatch.interrupts import PendingInterrupt
-from discopatch.memory import reuse_freed_memory
 from discopatch.model import Discriminator
-from discopatch.train_speed import PARTS, bench_scoring, bench_training, step_flops
-from discopatch.training import Trainer
+from discopatch.training.interrupts import PendingInterrupt
+from discopatch.training.memory import reuse_freed_memory
+from discopatch.training.speed import PARTS, bench_scoring, bench_training, step_flops
+from discopatch.training.trainer import Trainer
 from helpers.presets import tiny_preset
 
 
@@ -150,7 +150,7 @@ def test_cli_waits_passively_unless_the_environment_says_otherwise() -> None:
 
 def test_bench_pipelines_times_several_engines_and_bench_scoring_is_one_of_them() -> None:
     from discopatch.cli.deploy import _untrained_detector
-    from discopatch.train_speed import STAGES, bench_pipelines
+    from discopatch.training.speed import STAGES, bench_pipelines
 
     p = tiny_preset()
     dets = {f"torch/{prec}": _untrained_detector(p, "torch", prec) for prec in ("fp32", "bf16")}

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from discopatch.data.images import stack_images
-from discopatch.training import Trainer
+from discopatch.training.trainer import Trainer
 from helpers.presets import tiny_preset
 
 

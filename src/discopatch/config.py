@@ -42,7 +42,7 @@ RESIZE_MODES: tuple[ResizeMode, ...] = get_args(ResizeMode)
 #: Training normalisation groups: the whole single-domain batch (the paper) or one image's patches.
 TrainGrouping = Literal["domain", "image"]
 TRAIN_GROUPINGS: tuple[TrainGrouping, ...] = get_args(TrainGrouping)
-#: Views of D's training patches (:mod:`discopatch.levers`): none, or flips / 90-degree rotations per image.
+#: Views of D's training patches (:mod:`discopatch.training.levers`): none, or flips / 90-degree rotations per image.
 TrainAugment = Literal["none", "geometric"]
 TRAIN_AUGMENTS: tuple[TrainAugment, ...] = get_args(TrainAugment)
 #: How long one training "epoch" is. ``full``: every image about once. ``official-truncated``: the official code's
@@ -163,7 +163,7 @@ class TrainConfig:
     ema: float = 0.0
     val_fraction: float = 0.1
     seed: int = 0
-    # optional levers of the adversarial game (discopatch.levers); the defaults train as the paper does
+    # optional levers of the adversarial game (discopatch.training.levers); the defaults train as the paper does
     lr_d: float | None = None  # D's learning rate (None: ``lr``, as the paper)
     d_steps: int = 1  # D updates per VAE update
     lecam: float = 0.0  # weight of the LeCam regulariser of D's logits (0 = off)

@@ -45,7 +45,6 @@ from .config import (
 )
 from .data.images import preprocess_many
 from .data.sources import Images, ImageSet, fingerprint_inputs, image_stack, input_list, read_images, split_train_val
-from .distributed import is_main_process
 from .errors import NoReadableImagesError, NotFittedError
 from .inference.engine import (
     ScoringEngine,
@@ -63,7 +62,8 @@ from .results import ImageResult, Prediction, finite_or_none
 from .runtime import resolve_device
 from .score_modes import ScoreModeSpec
 from .score_modes import get as get_score_mode
-from .training import Trainer, TrainState
+from .training.distributed import is_main_process
+from .training.trainer import Trainer, TrainState
 
 #: A decoded input: ``(preprocessed image, None)`` or ``(None, why it could not be read)``.
 Decoded = tuple[np.ndarray | None, str | None]

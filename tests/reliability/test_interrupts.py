@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from discopatch.config import ModelConfig, TrainConfig
-from discopatch.interrupts import interrupt_between_steps
-from discopatch.training import Trainer
+from discopatch.training.interrupts import interrupt_between_steps
+from discopatch.training.trainer import Trainer
 
 MODEL = ModelConfig(channels=1, patch_size=16, widths=(8, 16), latent_dim=8)
 IMAGES = np.random.default_rng(0).integers(0, 256, size=(16, 32, 32, 1), dtype=np.uint8)

@@ -39,7 +39,7 @@ from ..data.images import stack_images
 from ..detector import Detector
 from ..log import stderr_lines
 from ..model import VAE, Discriminator
-from ..training import Trainer, TrainState
+from ..training.trainer import Trainer, TrainState
 from .curve_diagnostics import SUMMARY_KEYS, _score_sets, game_diagnostics, radial_power_spectrum
 from .datasets import load_protocol
 from .runner import _hardware, _versions

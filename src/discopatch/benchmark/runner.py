@@ -43,7 +43,7 @@ from ..detector import Detector
 from ..inference.engine import score_array
 from ..log import stderr_lines
 from ..model import Discriminator
-from ..training import TrainState
+from ..training.trainer import TrainState
 from .ablations import layerwise_discriminator, patch_count_sweep
 from .baselines import specs as baseline_specs
 from .baselines.specs import BaselineInputs

@@ -133,7 +133,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
     from ..config import get_preset
     from ..detector import Detector
-    from ..train_speed import bench_scoring, bench_training
+    from ..training.speed import bench_scoring, bench_training
 
     if args.model:
         det = Detector.load(args.model, device="cpu", allow_legacy=args.allow_legacy_artifact)
@@ -171,7 +171,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
 
     from ..config import get_preset
     from ..detector import Detector
-    from ..train_speed import bench_pipelines, matmul_peak, pipeline_markdown
+    from ..training.speed import bench_pipelines, matmul_peak, pipeline_markdown
 
     combos = [
         (e, p) for e in args.engines for p in args.precision if (e, p) not in (("torch", "int8"), ("onnx", "bf16"))

@@ -197,7 +197,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             f"image size {preset.preprocess.image_size} is smaller than patch size {preset.model.patch_size}"
         )
     out = Path(args.out)
-    from ..distributed import cleanup, init_from_env, launched_by_torchrun
+    from ..training.distributed import cleanup, init_from_env, launched_by_torchrun
 
     distributed = launched_by_torchrun()
     device = str(init_from_env(args.device)) if distributed else args.device
@@ -213,7 +213,7 @@ def _fit_and_save(
 ) -> int:
     """The body of ``fit``; under torchrun every rank trains and rank 0 alone reports and saves."""
     from ..detector import Detector
-    from ..distributed import is_main_process, rank_and_world
+    from ..training.distributed import is_main_process, rank_and_world
 
     det = Detector(preset, device=device, seed=args.seed, test_patches=args.test_patches)
     det.run_config = getattr(args, "run_config", None)

@@ -17,8 +17,8 @@ therefore continues exactly as an uninterrupted one would.
 Speed options: ``channels_last`` (on by default: 1.33-1.40x faster training steps for the small preset on the
 2-core CPU, docs/BENCHMARKS.md "Training speed and GPU"), ``amp`` (bf16 autocast, default on CUDA only; D's head,
 the VAE's mu/logvar heads and the BCE stay float32) and ``compile`` (``torch.compile``, off). Under ``torchrun``
-the two update steps run through DistributedDataParallel (see :mod:`discopatch.distributed`): each rank draws its
-own images, keeps its own per-domain normalisation statistics and DDP averages the gradients.
+the two update steps run through DistributedDataParallel (see :mod:`discopatch.training.distributed`): each rank
+draws its own images, keeps its own per-domain normalisation statistics and DDP averages the gradients.
 """
 
 from __future__ import annotations
@@ -42,17 +42,17 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from .artifact import write_new_file
-from .budget import effective_train_config, epoch_steps, estimate_line, planned_steps, time_limit_warning
-from .config import ModelConfig, TrainConfig, from_dict, to_dict
+from ..artifact import write_new_file
+from ..budget import effective_train_config, epoch_steps, estimate_line, planned_steps, time_limit_warning
+from ..config import ModelConfig, TrainConfig, from_dict, to_dict
+from ..log import LOGGER, progress_bar
+from ..model import VAE, Discriminator, kl_divergence
+from ..patches import extract_patches, patch_corners, to_tensor
+from ..runtime import derive_seed
 from .distributed import any_across_ranks, is_main_process, rank_and_world
 from .interrupts import PendingInterrupt, interrupt_between_steps
 from .levers import LeCamAverages, draw_views, view
-from .log import LOGGER, progress_bar
 from .memory import reuse_freed_memory
-from .model import VAE, Discriminator, kl_divergence
-from .patches import extract_patches, patch_corners, to_tensor
-from .runtime import derive_seed
 
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
@@ -196,7 +196,7 @@ class Trainer:
         self.state = TrainState()
         self.lecam = LeCamAverages()  # D's mean logits over training, for the LeCam regulariser (lecam > 0)
         #: Marks the parts of a step (``data``, ``vae_forward``, ``d_forward``, ``losses``, ``vae_backward``,
-        #: ``d_backward``, ``optimiser``): a context manager factory; :mod:`discopatch.train_speed` times them.
+        #: ``d_backward``, ``optimiser``): a context manager factory; :mod:`discopatch.training.speed` times them.
         self.phase: Callable[[str], AbstractContextManager[object]] = no_phase
 
     def set_phase_marker(self, phase: Callable[[str], AbstractContextManager[object]]) -> None:
@@ -352,8 +352,8 @@ class Trainer:
         :data:`CHECKPOINT_MIN_STEPS` steps), every :data:`CHECKPOINT_MAX_STEPS` steps within a long epoch, and when
         training stops, so a killed run loses at most that much and an interrupted one (Ctrl-C) loses nothing.
         A time limit that stops training before the planned steps logs one warning (:func:`time_limit_warning`).
-        Freed memory stays in the process meanwhile (:func:`discopatch.memory.reuse_freed_memory`: no page faults
-        on every step's large activations; the arithmetic is unchanged).
+        Freed memory stays in the process meanwhile (:func:`discopatch.training.memory.reuse_freed_memory`: no page
+        faults on every step's large activations; the arithmetic is unchanged).
         """
         with reuse_freed_memory(), interrupt_between_steps() as interrupt:
             return self._fit(images, checkpoint_dir, progress, log_every, callback, interrupt)

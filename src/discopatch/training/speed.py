@@ -33,10 +33,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import Preset
-from .inference.speed import _interleaved_times, flops_per_image, synthetic_png_inputs
+from ..config import Preset
+from ..inference.speed import _interleaved_times, flops_per_image, synthetic_png_inputs
 from .memory import reuse_freed_memory
-from .training import Trainer, no_phase
+from .trainer import Trainer, no_phase
 
 #: The parts of a step in the order they are reported; ``rest`` is the step's time outside all of them.
 PARTS = ("data", "vae_forward", "d_forward", "losses", "vae_backward", "d_backward", "optimiser", "rest")
@@ -317,7 +317,7 @@ def bench_pipelines(
 
     All their calls are timed in one loop, in turns, so a comparison between them survives the neighbours' load.
     """
-    from .data.images import preprocess_many
+    from ..data.images import preprocess_many
 
     pre = next(iter(detectors.values())).preprocess_config
     with tempfile.TemporaryDirectory() as tmp:
@@ -344,7 +344,7 @@ def _pipeline_calls(
     key: str, det: Any, paths: list[str], stack: np.ndarray
 ) -> dict[tuple[str, str], Callable[[], Any]]:
     """The four timed calls of one detector (its engine is built lazily, in the untimed warm-up call)."""
-    from .data.images import preprocess_many
+    from ..data.images import preprocess_many
 
     pre = det.preprocess_config
     return {
