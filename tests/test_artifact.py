@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from discopatch.artifact import (
+from discopatch.artifact.files import (
     CALIBRATION_FILE,
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -189,7 +189,7 @@ def test_artefact_without_a_digest_loads_only_when_allowed(trained_detector: Det
 
 def _replace_calibration(saved: Path, content: bytes) -> None:
     """Put ``content`` in place of the calibration file with its checksum and the digest updated to match."""
-    from discopatch.artifact import _sha256
+    from discopatch.artifact.files import _sha256
 
     (saved / CALIBRATION_FILE).write_bytes(content)
     meta = json.loads((saved / CONFIG_FILE).read_text())

@@ -223,7 +223,7 @@ def test_console_entry_point_runs() -> None:
 
 
 def test_score_rows_carry_the_model_id_and_threshold(workspace, tmp_path: Path) -> None:
-    from discopatch.artifact import detector_id
+    from discopatch.artifact.files import detector_id
     from discopatch.detector import Detector
 
     root, model = workspace
@@ -243,7 +243,7 @@ def test_score_rows_carry_the_model_id_and_threshold(workspace, tmp_path: Path) 
 
 
 def test_evaluate_report_and_json_name_the_model_and_give_auroc_intervals(workspace, tmp_path: Path, capsys) -> None:
-    from discopatch.artifact import detector_id
+    from discopatch.artifact.files import detector_id
     from discopatch.detector import Detector
 
     root, model = workspace

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from discopatch.artifact import CONFIG_FILE, config_digest
-from discopatch.artifact_schema import SCHEMA, validate
+from discopatch.artifact.files import CONFIG_FILE, config_digest
+from discopatch.artifact.schema import SCHEMA, validate
 from discopatch.cli import main, parse_args
 from discopatch.detector import Detector
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from discopatch.artifact import WEIGHTS_FILE, ArtifactError
+from discopatch.artifact.files import WEIGHTS_FILE, ArtifactError
 from discopatch.cli import MissingExtra, main
 from discopatch.cli.config_files import ConfigError
 from discopatch.data.images import ImageReadError, InputNotFoundError

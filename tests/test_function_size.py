@@ -20,7 +20,7 @@ MAX_MODULE_LINES = 400
 
 #: Functions over the limit today, with their length: split them and delete their entry, never add one.
 LONG_FUNCTIONS: dict[str, int] = {
-    "discopatch.artifact.load_artifact": 93,
+    "discopatch.artifact.files.load_artifact": 93,
     "discopatch.benchmark.attacks.attack_suite": 67,
     "discopatch.benchmark.curve.run_curve": 104,
     "discopatch.benchmark.curve.curve_markdown": 62,
@@ -43,7 +43,7 @@ LONG_FUNCTIONS: dict[str, int] = {
 
 #: Modules over the limit today, with their length in lines: split them and delete their entry, never add one.
 LONG_MODULES: dict[str, int] = {
-    "discopatch.artifact": 439,
+    "discopatch.artifact.files": 439,
     "discopatch.benchmark.curve": 427,
     "discopatch.benchmark.report": 449,
     "discopatch.data.builtin": 461,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from discopatch import score_modes
-from discopatch.artifact_schema import SCHEMA
+from discopatch.artifact.schema import SCHEMA
 from discopatch.cli import build_parser
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from discopatch.artifact import STATS_FILE, ArtifactError
+from discopatch.artifact.files import STATS_FILE, ArtifactError
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector
 from discopatch.inference.engine import onnx_available
@@ -95,7 +95,7 @@ def test_non_finite_statistics_are_refused_at_load(fused: Detector, tmp_path, ke
     """A NaN/inf in the statistics model used to load and make every fused score NaN (never flagged)."""
     from safetensors.torch import save_file
 
-    from discopatch.artifact import _sha256, config_digest
+    from discopatch.artifact.files import _sha256, config_digest
 
     path = fused.save(tmp_path / "m")
     tensors = {k: v.clone() for k, v in fused.stats_model.to_tensors().items()}  # to_tensors shares memory

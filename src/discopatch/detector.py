@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ._version import __version__
-from .artifact import PROVENANCE_KEYS, ArtifactError, detector_id, load_artifact, save_artifact, utc_now
+from .artifact.files import PROVENANCE_KEYS, ArtifactError, detector_id, load_artifact, save_artifact, utc_now
 from .budget import check_calibration_size, effective_train_config, plan_line, small_folder_warning
 from .calibration import Calibration
 from .config import (

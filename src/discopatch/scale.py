@@ -39,7 +39,7 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .artifact import load_artifact
+from .artifact.files import load_artifact
 from .config import EngineName, Precision
 from .data.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageReadError, expand_paths, preprocess_many, utf8_text
 from .detector import Decoded, Detector

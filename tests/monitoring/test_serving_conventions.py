@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from discopatch.artifact import detector_id
+from discopatch.artifact.files import detector_id
 from discopatch.detector import Detector
 from discopatch.monitoring.service import create_app
 

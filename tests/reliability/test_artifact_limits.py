@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from discopatch.artifact import CALIBRATION_FILE, CONFIG_FILE, STATS_FILE, ArtifactError, _sha256, config_digest
+from discopatch.artifact.files import CALIBRATION_FILE, CONFIG_FILE, STATS_FILE, ArtifactError, _sha256, config_digest
 from discopatch.cli import main
 from discopatch.detector import Detector
 from helpers.presets import tiny_preset
@@ -145,7 +145,7 @@ def test_every_number_is_bounded_by_the_schema(saved: Path, section: str, key, v
         Detector.load(saved)
     assert message in str(info.value)
     jsonschema = pytest.importorskip("jsonschema")
-    from discopatch.artifact_schema import SCHEMA
+    from discopatch.artifact.schema import SCHEMA
 
     assert not jsonschema.Draft202012Validator(SCHEMA).is_valid(meta)  # the standard validator agrees
 

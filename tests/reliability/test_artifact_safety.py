@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import save_file
 
 import discopatch
-from discopatch.artifact import CONFIG_FILE, WEIGHTS_FILE, ArtifactError, _sha256, config_digest
-from discopatch.artifact_schema import SCHEMA, validate
+from discopatch.artifact.files import CONFIG_FILE, WEIGHTS_FILE, ArtifactError, _sha256, config_digest
+from discopatch.artifact.schema import SCHEMA, validate
 from discopatch.detector import Detector
 
 SRC = Path(discopatch.__file__).parent

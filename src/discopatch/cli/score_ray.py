@@ -63,7 +63,7 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
 def cmd_score_ray(args: argparse.Namespace) -> int:
     require_extra("ray", "ray", "ray.data", "pyarrow")
     from .. import scale
-    from ..artifact import load_artifact
+    from ..artifact.files import load_artifact
     from ..data.images import utf8_text
 
     if args.heatmaps:

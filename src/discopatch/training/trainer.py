@@ -42,7 +42,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from ..artifact import write_new_file
+from ..artifact.files import write_new_file
 from ..budget import effective_train_config, epoch_steps, estimate_line, planned_steps, time_limit_warning
 from ..config import ModelConfig, TrainConfig, from_dict, to_dict
 from ..log import LOGGER, progress_bar

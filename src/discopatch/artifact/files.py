@@ -13,7 +13,7 @@
 The JSON records the SHA-256 of every safetensors file and a digest over everything in it that decides a score
 (the ``model``, ``preprocess``, ``scoring``, ``calibration`` and ``files`` sections, see :func:`config_digest`), so
 a truncated file or an edited setting is rejected with a message naming what changed instead of producing
-silently different scores; the JSON itself must match :data:`~discopatch.artifact_schema.SCHEMA`. Provenance sits
+silently different scores; the JSON itself must match :data:`~discopatch.artifact.schema.SCHEMA`. Provenance sits
 outside the digest, since it does not decide a score: ``created`` (UTC ISO-8601, when ``fit`` trained the detector)
 and ``training_data`` (:func:`~discopatch.data.sources.fingerprint_inputs` of what it was given); artefacts saved
 before them load without them. The digest guards
@@ -46,16 +46,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from ._version import __version__
-from .artifact_schema import SCHEMA
-from .artifact_schema import validate as validate_schema
-from .calibration import Calibration
-from .config import PRESETS, ModelConfig, PreprocessConfig, Preset, ScoreMode, from_dict, get_preset, to_dict
-from .errors import BadArtifactError
-from .inference.stats_model import SAVED_KEYS
-from .log import LOGGER
-from .model import Discriminator
-from .score_modes import get as get_score_mode
+from .._version import __version__
+from ..calibration import Calibration
+from ..config import PRESETS, ModelConfig, PreprocessConfig, Preset, ScoreMode, from_dict, get_preset, to_dict
+from ..errors import BadArtifactError
+from ..inference.stats_model import SAVED_KEYS
+from ..log import LOGGER
+from ..model import Discriminator
+from ..score_modes import get as get_score_mode
+from .schema import SCHEMA
+from .schema import validate as validate_schema
 
 FORMAT = "discopatch-detector"
 FORMAT_VERSION = 1

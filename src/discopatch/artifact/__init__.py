@@ -1,0 +1,7 @@
+"""The saved detector: what a fitted detector is on disk, and how every file of it is written and checked.
+
+``files`` (the detector directory: ``detector.json`` and the safetensors files, checksums, the digest over every
+score-deciding setting, ``detector_id``, fresh files written through a rename; also used for training
+checkpoints) and ``schema`` (the JSON Schema of ``detector.json`` and its validator). Below the trainer and the
+detector, above the model and the statistics model; the package itself imports nothing.
+"""
