@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from discopatch.data.demo_sets import DEMO_CORRUPTIONS, build_demo_sets
-from discopatch.demo import run_demo
 from discopatch.detector import Detector
+from discopatch.evaluation.demo import run_demo
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys) -> None:

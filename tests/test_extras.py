@@ -53,6 +53,6 @@ def test_a_module_hidden_by_an_import_finder_in_a_fresh_interpreter(tmp_path: Pa
 
 
 def test_other_import_errors_are_not_disguised(monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "discopatch.demo", None)
+    monkeypatch.setitem(sys.modules, "discopatch.evaluation.demo", None)
     with pytest.raises(ModuleNotFoundError):
         main(["demo", "--out", "x"])

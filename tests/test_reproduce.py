@@ -11,7 +11,13 @@ from PIL import Image
 
 from discopatch.cli import main
 from discopatch.config import PreprocessConfig
-from discopatch.reproduce import imagenet_c_sources, list_source, parse_list_line, pipeline_config, source_from_spec
+from discopatch.evaluation.reproduce import (
+    imagenet_c_sources,
+    list_source,
+    parse_list_line,
+    pipeline_config,
+    source_from_spec,
+)
 
 
 def _save(path: Path, arr: np.ndarray) -> None:

@@ -11,10 +11,10 @@ from PIL import Image
 
 from discopatch import Detector
 from discopatch.data.images import preprocess
-from discopatch.evaluation import collect, evaluate
+from discopatch.evaluation.evaluate import collect, evaluate
+from discopatch.evaluation.reproduce import Source, evaluate_sources
 from discopatch.inference.engine import TorchEngine, score_array
 from discopatch.monitoring.streams import Item, Scorer
-from discopatch.reproduce import Source, evaluate_sources
 from discopatch.results import ImageResult
 
 

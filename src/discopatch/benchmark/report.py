@@ -21,7 +21,7 @@ import numpy as np
 from ..data.corruptions import CORRUPTIONS, SEVERITIES
 
 if TYPE_CHECKING:
-    from ..evaluation import EvaluationResult
+    from ..evaluation.evaluate import EvaluationResult
 
 MAIN = "DisCoPatch (per-image statistics)"
 GROUP_TITLES = {

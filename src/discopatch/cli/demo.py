@@ -29,7 +29,7 @@ def add_commands(sub: Subcommands) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..evaluation.demo import run_demo
 
     run_demo(
         args.out,

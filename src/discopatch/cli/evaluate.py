@@ -14,7 +14,7 @@ from .options import Subcommands, add_device, add_engine, add_model, examples, r
 
 if TYPE_CHECKING:  # the library loads inside the command, so --help stays light
     from ..detector import Detector
-    from ..evaluation import EvaluationResult
+    from ..evaluation.evaluate import EvaluationResult
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -56,7 +56,7 @@ def add_commands(sub: Subcommands) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..detector import Detector
-    from ..evaluation import evaluate, parse_named_dir
+    from ..evaluation.evaluate import evaluate, parse_named_dir
 
     if args.report:
         require_extra("bench", "matplotlib")
@@ -107,8 +107,14 @@ def evaluate_args(det: Detector, args: argparse.Namespace) -> EvaluationResult:
     """``discopatch evaluate`` with image lists, ImageNet-C or ``--official-pipeline`` (streamed scoring, see
     :mod:`discopatch.reproduce`); returns the :class:`~discopatch.evaluation.EvaluationResult`, which the command
     prints and writes."""
-    from ..evaluation import parse_named_dir
-    from ..reproduce import evaluate_sources, folder_source, imagenet_c_sources, list_source, source_from_spec
+    from ..evaluation.evaluate import parse_named_dir
+    from ..evaluation.reproduce import (
+        evaluate_sources,
+        folder_source,
+        imagenet_c_sources,
+        list_source,
+        source_from_spec,
+    )
 
     roots = dict(parse_named_dir(s) for s in getattr(args, "list_root", []))
     if args.id_list:

@@ -1,7 +1,7 @@
 """Evaluate a detector: ID scores once, then every OOD set against them, through the same pipeline.
 
 Both ways in - images in memory or folders (:func:`evaluate`) and streamed file lists, ImageNet-C and the
-official pipelines (:func:`discopatch.reproduce.evaluate_sources`) - score through
+official pipelines (:func:`discopatch.evaluation.reproduce.evaluate_sources`) - score through
 :meth:`~discopatch.detector.Detector.score_items` and meet in :func:`evaluate_results`.
 
 Every output names the detector it judged with: the result's ``meta`` carries its ``model_id`` and ``threshold``,
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from .data.sources import Images, ImageSet
-from .detector import Detector
-from .errors import NoReadableImagesError
-from .metrics import auroc_ci, format_table, ood_metrics
-from .results import ImageResult
+from ..data.sources import Images, ImageSet
+from ..detector import Detector
+from ..errors import NoReadableImagesError
+from ..metrics import auroc_ci, format_table, ood_metrics
+from ..results import ImageResult
 
 
 @dataclass

@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 
-from ._version import __version__
-from .config import DEMO_MAX_TIME, DEMO_STEPS, get_preset
-from .data.builtin import load_demo_fashion_mnist
-from .data.demo_sets import build_demo_sets
-from .detector import Detector
-from .evaluation import evaluate
+from .._version import __version__
+from ..config import DEMO_MAX_TIME, DEMO_STEPS, get_preset
+from ..data.builtin import load_demo_fashion_mnist
+from ..data.demo_sets import build_demo_sets
+from ..detector import Detector
+from .evaluate import evaluate
 
 
 def run_demo(

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PreprocessConfig
-from .data.images import list_images
-from .detector import Detector
-from .errors import InputNotFoundError
-from .evaluation import EvaluationResult, evaluate_results
-from .results import ImageResult
+from ..config import PreprocessConfig
+from ..data.images import list_images
+from ..detector import Detector
+from ..errors import InputNotFoundError
+from ..results import ImageResult
+from .evaluate import EvaluationResult, evaluate_results
 
 OFFICIAL_LABEL = (
     "official pipelines (ID: resize_crop Lanczos; OOD and ImageNet-C: bilinear squash) - NOT leak-free: ID and "
@@ -93,7 +93,7 @@ def source_from_spec(
 
     ``roots`` maps a set name to its own data root (OpenOOD keeps Textures under ``images_classic/``).
     """
-    from .evaluation import parse_named_dir
+    from .evaluate import parse_named_dir
 
     name, path = parse_named_dir(spec)
     data_root = (roots or {}).get(name, data_root)
