@@ -21,6 +21,11 @@ imports B. The rules:
   module below it, and a real problem there still shows up through the explicit rule above;
 * dynamic imports (``importlib.import_module``, ``importlib.resources.files``) are not seen; a module importing
   itself is not a cycle.
+
+Beyond "no cycles", the role packages follow the pipeline (ARCHITECTURE.md): :data:`FORBIDDEN` lists, per package
+or top-level module, the later stages it must not import (``inference`` never imports ``evaluation``, ``training``,
+``monitoring``, ``benchmark`` or ``cli``; ``evaluation`` never imports ``monitoring``, ``benchmark`` or ``cli``;
+...), and the :data:`LEAVES` import nothing of the package.
 """
 
 from __future__ import annotations
@@ -197,6 +202,60 @@ def test_no_cycles_even_through_annotation_only_imports() -> None:
     assert not cycles, "import cycles through annotation-only imports:\n" + "\n".join(
         describe(c, graph) for c in cycles
     )
+
+
+#: The role packages and modules in pipeline order, and what each must never import (directly, annotation-only
+#: imports included): a stage may use the ones before it, never one after it. ``inference`` sits below the trainer,
+#: the evaluation and the services even though ``export`` and ``speed`` build on the detector.
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "data": ("inference", "artifact", "training", "detector", "evaluation", "scale", "monitoring", "benchmark", "cli"),
+    "model": ("data", "inference", "artifact", "training", "detector", "evaluation", "monitoring", "benchmark", "cli"),
+    "inference": ("artifact", "training", "evaluation", "scale", "monitoring", "benchmark", "cli"),
+    "artifact": ("training", "detector", "evaluation", "scale", "monitoring", "benchmark", "cli"),
+    "training": ("detector", "evaluation", "scale", "monitoring", "benchmark", "cli"),
+    "detector": ("evaluation", "scale", "monitoring", "benchmark", "cli"),
+    "evaluation": ("scale", "monitoring", "benchmark", "cli"),
+    "scale": ("evaluation", "monitoring", "benchmark", "cli"),
+    "monitoring": ("evaluation", "scale", "benchmark", "cli"),
+    "benchmark": ("scale", "monitoring", "cli"),
+}
+#: Top-level modules that import nothing of the package, so every layer can use them.
+LEAVES = ("_version", "calibration", "errors", "log", "metrics", "patches", "row_layout", "score_modes")
+
+
+def role(module: str) -> str:
+    """The role a module belongs to: its package or module right under the package (``discopatch`` for the root)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def role_violations(graph: Graph) -> list[str]:
+    """Every import that goes against :data:`FORBIDDEN` or out of a :data:`LEAVES` module, with its line."""
+    found = []
+    for a, edges in sorted(graph.items()):
+        for b, where in sorted(edges.items()):
+            if role(b) in FORBIDDEN.get(role(a), ()) or (role(a) in LEAVES and role(a) != role(b)):
+                found.append(f"{a} -> {b} ({where})")
+    return found
+
+
+def test_role_packages_import_only_earlier_stages() -> None:
+    graph = import_graph(type_checking=True)
+    assert {"discopatch.inference.engine", "discopatch.evaluation.evaluate"} <= set(graph)  # the roles exist
+    problems = role_violations(graph)
+    assert not problems, "imports against the pipeline order:\n" + "\n".join(problems)
+
+
+def test_the_role_rule_notices_a_backward_import() -> None:
+    graph: Graph = {
+        "discopatch.inference.speed": {"discopatch.evaluation.demo": "discopatch/inference/speed.py:9"},
+        "discopatch.metrics": {"discopatch.config": "discopatch/metrics.py:3"},
+        "discopatch.evaluation.demo": {"discopatch.inference.speed": "discopatch/evaluation/demo.py:5"},
+    }
+    assert role_violations(graph) == [
+        "discopatch.inference.speed -> discopatch.evaluation.demo (discopatch/inference/speed.py:9)",
+        "discopatch.metrics -> discopatch.config (discopatch/metrics.py:3)",
+    ]
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
