@@ -73,8 +73,8 @@ class Detector:
     """DisCoPatch detector. Construct from a preset name or a :class:`~discopatch.config.Preset`.
 
     ``engine`` picks what runs D when scoring: ``torch``, ``onnx`` (ONNX Runtime, CPU, needs the ``[onnx]``
-    extra) or ``auto`` (:data:`discopatch.engine.DEFAULT_CPU_ENGINE` on CPU, torch on CUDA). Their scores agree
-    within 1e-4 (:mod:`discopatch.engine`). ``precision="bf16"`` (torch engine: a bfloat16 copy of D's
+    extra) or ``auto`` (:data:`discopatch.inference.engine.DEFAULT_CPU_ENGINE` on CPU, torch on CUDA). Their scores
+    agree within 1e-4 (:mod:`discopatch.inference.engine`). ``precision="bf16"`` (torch engine: a bfloat16 copy of D's
     convolutions, not autocast) and ``precision="int8"`` (ONNX engine: dynamic quantisation) trade exactness for
     speed; see docs/BENCHMARKS.md for their AUROC check.
     """
@@ -112,7 +112,7 @@ class Detector:
         self.training_info: dict[str, Any] = {}
         self.trainer: Trainer | None = None
         self.stats_model: StatsModel | None = None
-        #: Hash of the saved files (:func:`~discopatch.artifact.detector_id`); ``None`` until saved or loaded.
+        #: Hash of the saved files (:func:`~discopatch.artifact.files.detector_id`); ``None`` until saved or loaded.
         self.detector_id: str | None = None
         #: The resolved ``discopatch fit`` options (``fit --print-config``) this detector was trained with, saved as
         #: ``run_config`` in ``detector.json`` so the run can be repeated; provenance only, outside the digest of
@@ -257,7 +257,7 @@ class Detector:
 
         The contributions (``1 - sigmoid(logit)`` per patch) come from the same forward pass and per-image
         normalisation group as :meth:`score`, and their mean is D's score exactly. They explain D's share only:
-        the per-image statistics of a fused score are global and have no position (see :mod:`discopatch.explain`).
+        the per-image statistics of a fused score are global and have no position (:mod:`discopatch.inference.explain`).
         """
         return self._explain_stack(self._stack(images))
 
@@ -459,7 +459,7 @@ class Detector:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the detector directory (:mod:`discopatch.artifact`); sets :attr:`detector_id`.
+        """Write the detector directory (:mod:`discopatch.artifact.files`); sets :attr:`detector_id`.
 
         A detector built without :meth:`fit` and never saved before gets ``created`` now; one loaded from an
         artefact older than provenance keeps having none rather than a made-up time.

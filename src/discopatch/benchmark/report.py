@@ -441,7 +441,7 @@ def evaluation_figures(res: EvaluationResult) -> dict[str, str]:
 
 def write_evaluation_report(res: EvaluationResult, path: Path, model: str) -> Path:
     """``discopatch evaluate --report``: one self-contained HTML file (add ``auroc_ci95`` to the rows first with
-    :meth:`~discopatch.evaluation.EvaluationResult.add_auroc_ci`)."""
+    :meth:`~discopatch.evaluation.evaluate.EvaluationResult.add_auroc_ci`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         html_page(f"discopatch evaluate: {model}", evaluation_markdown(res, model), evaluation_figures(res))

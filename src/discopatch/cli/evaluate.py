@@ -104,9 +104,9 @@ def _judged_by(res: Any) -> str:
 
 
 def evaluate_args(det: Detector, args: argparse.Namespace) -> EvaluationResult:
-    """``discopatch evaluate`` with image lists, ImageNet-C or ``--official-pipeline`` (streamed scoring, see
-    :mod:`discopatch.reproduce`); returns the :class:`~discopatch.evaluation.EvaluationResult`, which the command
-    prints and writes."""
+    """``discopatch evaluate`` with image lists, ImageNet-C or ``--official-pipeline`` (streamed scoring:
+    :mod:`discopatch.evaluation.reproduce`); returns the :class:`~discopatch.evaluation.evaluate.EvaluationResult`,
+    which the command prints and writes."""
     from ..evaluation.evaluate import parse_named_dir
     from ..evaluation.reproduce import (
         evaluate_sources,

@@ -248,7 +248,7 @@ def log_level(args: argparse.Namespace) -> int:
 
 
 def add_lever_options(group: Any) -> None:
-    """The optional levers of the adversarial game (``discopatch.levers``); unset means the preset's (all off)."""
+    """The optional levers of the adversarial game (``discopatch.training.levers``); unset: the preset's (all off)."""
     group.add_argument("--lr-d", type=float, help="D's own learning rate (default: --lr, as the paper)")
     group.add_argument("--d-steps", type=int, help="D updates per VAE update (default: 1)")
     group.add_argument("--lecam", type=float, help="weight of the LeCam regulariser of D's logits (default: 0, off)")

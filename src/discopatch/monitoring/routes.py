@@ -40,8 +40,8 @@ def score_histogram(
 
 def heatmap_png(explanation: dict[str, Any], thumbnail: bytes) -> bytes:
     """A kept explanation's overlay over its thumbnail with the legend strip below it (colour ramp, the score and
-    which view set it) and the caption as the PNG's ``Description``: :func:`discopatch.explain.overlay_png`, the
-    ``score --heatmaps`` picture. The thumbnail is first scaled up (nearest neighbour) to the preprocessed
+    which view set it) and the caption as the PNG's ``Description``: :func:`discopatch.inference.explain.overlay_png`,
+    the ``score --heatmaps`` picture. The thumbnail is first scaled up (nearest neighbour) to the preprocessed
     size when it was stored smaller."""
     size = int(explanation["image_size"])
     with Image.open(io.BytesIO(thumbnail)) as im:

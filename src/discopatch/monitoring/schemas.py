@@ -101,7 +101,7 @@ HEATMAP_NOTE = (
 
 
 class HeatMap(BaseModel):
-    """D's per-patch contributions behind one score, from the scoring pass itself (:mod:`discopatch.explain`)."""
+    """D's per-patch contributions behind one score, from the scoring pass (:mod:`discopatch.inference.explain`)."""
 
     score: float = Field(description="the detector's score (the same as the result's score)")
     score_mode: str = SCORE_MODE_FIELD

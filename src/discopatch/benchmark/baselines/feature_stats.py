@@ -26,14 +26,14 @@ class NMDStatistics(Baseline):
     ID mean is NMD's "discrepancy"), Ledoit-Wolf shrunk covariance, squared Mahalanobis distance as score.
     Fitted on ID training images only.
 
-    What is shared with the detector's statistics score (:mod:`discopatch.stats_model`), and what is not:
+    What is shared with the detector's statistics score (:mod:`discopatch.inference.stats_model`), and what is not:
 
-    * the features come from the same pass: :func:`~discopatch.stats_model.image_statistics` (the scoring engine's
-      per-image layer statistics, the channel means taken from the normalisation itself, float32); this baseline
+    * the features come from the same pass: :func:`~discopatch.inference.stats_model.image_statistics` (the scoring
+      engine's per-image layer statistics, the channel means from the normalisation itself, float32); this baseline
       keeps only the means, because NMD is a *mean* discrepancy - the detector's model also uses each channel's
       log-variance, so the benchmark's "per-image statistics only" row is this baseline plus variances (and fitted
       on the training split rather than on every ID training image);
-    * the Gaussian is :class:`~discopatch.stats_model.StatsModel` itself (standardise, Ledoit-Wolf, squared
+    * the Gaussian is :class:`~discopatch.inference.stats_model.StatsModel` itself (standardise, Ledoit-Wolf, squared
       Mahalanobis distance); its fusion with D's score is not used here - the baseline scores the statistics alone.
     """
 
