@@ -26,7 +26,6 @@ LONG_FUNCTIONS: dict[str, int] = {
     "discopatch.benchmark.curve.curve_markdown": 62,
     "discopatch.benchmark.report.markdown_summary": 64,
     "discopatch.benchmark.report.figures": 65,
-    "discopatch.benchmark.runner.run_benchmark": 156,
     "discopatch.cli.benchmark.add_commands": 93,
     "discopatch.cli.monitoring.add_commands": 63,
     "discopatch.cli.train.add_commands": 98,

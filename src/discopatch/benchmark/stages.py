@@ -1,4 +1,4 @@
-"""The benchmark's stages beyond the main row: training variants, mixed batches, drift-test power.
+"""The benchmark's stages beyond the main row: training variants, ablations, mixed batches, drift-test power.
 
 Each stage takes the trained main detector and the shared :class:`~discopatch.benchmark.sets.Sets`; the
 variants and norm ablations train through :func:`_train` with the budget chosen by :func:`_ablation_budget`.
@@ -7,20 +7,25 @@ variants and norm ablations train through :func:`_train` with the budget chosen 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ..config import Preset
+from ..config import NormKind, Preset
 from ..data.corruptions import CORRUPTIONS
 from ..detector import Detector
+from ..engine import score_array
 from ..log import progress_bar
-from .ablations import mixed_batch_aurocs
+from .ablations import layerwise_discriminator, mixed_batch_aurocs
 from .datasets import ProtocolData
 from .drift import UntrainedAutoencoderFeatures, images_for_power, ks_test, mean_score_test, mmd_test
 from .sets import Budget, Sets
+
+#: The norms D is retrained with in the ablation stage, against its per-image statistics.
+NORM_ABLATIONS: tuple[NormKind, ...] = ("batchnorm", "groupnorm", "instancenorm")
 
 
 def _train(
@@ -170,6 +175,49 @@ def mixed_stage(det: Detector, sets: Sets, budget: Budget, seed: int) -> dict[st
         )
         for name, ood in choices.items()
     }
+
+
+def ablation_stage(
+    det: Detector,
+    data: ProtocolData,
+    train_stack: np.ndarray,
+    preset: Preset,
+    budget: Budget,
+    seed: int,
+    progress: bool,
+    record: Callable[..., None],
+) -> None:
+    """What the per-image statistics are worth: the leaky pooled mode, per-image statistics in one layer at a
+    time (the others fixed at ID population values), and D retrained with each other norm."""
+    D, n = det.require_model(), det.n_patches
+    record(
+        "leaky: statistics pooled over 64 test images",
+        "ablation-leaky",
+        lambda x: _pooled(det, x, 64),
+        0.0,
+        "NOT a valid detector: statistics cross images of one test set",
+    )
+    for k in range(len(D.blocks)):
+        Dk = layerwise_discriminator(D, train_stack[: budget.layer_images], k, n, seed)
+        record(
+            f"per-image statistics in layer {k + 1} only",
+            "ablation-layer",
+            functools.partial(score_array, Dk, n_patches=n, seed=seed),
+            0.0,
+            "other layers: fixed ID population statistics",
+        )
+    for norm in NORM_ABLATIONS:
+        p_norm = preset.replace(model=dataclasses.replace(preset.model, norm=norm))
+        t0 = time.monotonic()
+        seconds, kw, how = _ablation_budget(budget)
+        d_norm = _train(p_norm, data, seconds, seed, progress, **kw)
+        record(
+            f"norm ablation: {norm}",
+            "ablation-norm",
+            d_norm.score_preprocessed,
+            time.monotonic() - t0,
+            f"{d_norm.training_info['steps']} steps ({how})",
+        )
 
 
 #: A two-sample batch test: (reference, batch) -> p-value.
