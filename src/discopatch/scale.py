@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 from .artifact import load_artifact
 from .config import EngineName, Precision
 from .data.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageReadError, expand_paths, preprocess_many, utf8_text
-from .detector import Decoded, Detector
+from .detector import Detector
+from .detector_scoring import Decoded
 from .row_layout import columns
 
 if TYPE_CHECKING:
