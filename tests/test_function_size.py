@@ -22,8 +22,6 @@ MAX_MODULE_LINES = 400
 LONG_FUNCTIONS: dict[str, int] = {
     "discopatch.artifact.load_artifact": 93,
     "discopatch.benchmark.attacks.attack_suite": 67,
-    "discopatch.benchmark.report.markdown_summary": 64,
-    "discopatch.benchmark.report.figures": 65,
     "discopatch.cli.benchmark.add_commands": 93,
     "discopatch.cli.monitoring.add_commands": 63,
     "discopatch.cli.train.add_commands": 98,
@@ -40,7 +38,6 @@ LONG_FUNCTIONS: dict[str, int] = {
 #: Modules over the limit today, with their length in lines: split them and delete their entry, never add one.
 LONG_MODULES: dict[str, int] = {
     "discopatch.artifact": 439,
-    "discopatch.benchmark.report": 449,
     "discopatch.data.builtin": 461,
     "discopatch.data.images": 449,
     "discopatch.monitoring.drift": 493,
