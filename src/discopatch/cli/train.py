@@ -11,7 +11,7 @@ from typing import Any
 from .. import score_modes
 from .._version import __version__
 from ..config import ABLATIONS, NORM_KINDS, RESIZE_MODES, TRAIN_GROUPINGS
-from ..errors import EXIT_OK, UsageError
+from ..errors import EXIT_OK
 from .config_files import add_config_options
 from .options import (
     Subcommands,
@@ -192,10 +192,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )
     if args.score is not None:
         preset = preset.replace(score_mode=args.score)
-    if preset.preprocess.image_size < preset.model.patch_size:
-        raise UsageError(
-            f"image size {preset.preprocess.image_size} is smaller than patch size {preset.model.patch_size}"
-        )
     out = Path(args.out)
     from ..distributed import cleanup, init_from_env, launched_by_torchrun
 
