@@ -24,8 +24,6 @@ LONG_FUNCTIONS: dict[str, int] = {
     "discopatch.benchmark.attacks.attack_suite": 67,
     "discopatch.cli.benchmark.add_commands": 93,
     "discopatch.cli.monitoring.add_commands": 63,
-    "discopatch.cli.train.add_commands": 98,
-    "discopatch.cli.train._fit_and_save": 62,
     "discopatch.monitoring.schemas.images_body": 67,
     "discopatch.monitoring.store.Store.record": 82,
     "discopatch.monitoring.streams.StreamRecorder._record": 73,
