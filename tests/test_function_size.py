@@ -22,7 +22,6 @@ MAX_MODULE_LINES = 400
 LONG_FUNCTIONS: dict[str, int] = {
     "discopatch.artifact.load_artifact": 93,
     "discopatch.benchmark.attacks.attack_suite": 67,
-    "discopatch.cli.monitoring.add_commands": 63,
     "discopatch.monitoring.schemas.images_body": 67,
     "discopatch.monitoring.store.Store.record": 82,
     "discopatch.monitoring.streams.StreamRecorder._record": 73,
