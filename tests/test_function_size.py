@@ -23,7 +23,6 @@ LONG_FUNCTIONS: dict[str, int] = {
     "discopatch.artifact.load_artifact": 93,
     "discopatch.benchmark.attacks.attack_suite": 67,
     "discopatch.monitoring.schemas.images_body": 67,
-    "discopatch.monitoring.store.Store.record": 82,
     "discopatch.monitoring.streams.StreamRecorder._record": 73,
     "discopatch.scale.score_dataset": 76,
     "discopatch.speed.bench_speed": 80,
@@ -37,7 +36,6 @@ LONG_MODULES: dict[str, int] = {
     "discopatch.data.builtin": 461,
     "discopatch.data.images": 449,
     "discopatch.monitoring.drift": 493,
-    "discopatch.monitoring.store": 493,
     "discopatch.training": 583,
 }
 

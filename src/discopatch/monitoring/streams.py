@@ -30,7 +30,8 @@ from .alerts import AlertDispatcher
 from .drift import DriftConfig, DriftMonitor
 from .health import DbFailures
 from .scoring import MAX_DECODES, Item, Scorer
-from .store import STORED_VALUES, AlreadyRecorded, Store, StoredRequest, StreamConflict
+from .store import AlreadyRecorded, Store, StoredRequest, StreamConflict
+from .tables import STORED_VALUES
 
 log = logging.getLogger("discopatch.monitoring")
 
