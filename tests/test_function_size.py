@@ -22,7 +22,6 @@ MAX_MODULE_LINES = 400
 LONG_FUNCTIONS: dict[str, int] = {
     "discopatch.artifact.load_artifact": 93,
     "discopatch.benchmark.attacks.attack_suite": 67,
-    "discopatch.scale.score_dataset": 76,
     "discopatch.speed.bench_speed": 80,
     "discopatch.train_speed.bench_training": 62,
     "discopatch.training.Trainer._fit": 90,
