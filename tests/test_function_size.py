@@ -31,7 +31,6 @@ LONG_MODULES: dict[str, int] = {
     "discopatch.artifact": 439,
     "discopatch.data.builtin": 461,
     "discopatch.data.images": 449,
-    "discopatch.monitoring.drift": 493,
     "discopatch.training": 583,
 }
 
