@@ -29,7 +29,6 @@ LONG_FUNCTIONS: dict[str, int] = {
 #: Modules over the limit today, with their length in lines: split them and delete their entry, never add one.
 LONG_MODULES: dict[str, int] = {
     "discopatch.artifact": 439,
-    "discopatch.data.images": 449,
     "discopatch.training": 583,
 }
 
