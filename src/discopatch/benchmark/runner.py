@@ -49,6 +49,7 @@ from .datasets import ProtocolData, load_protocol
 from .report import save_json, write_reports
 from .sets import FULL, FULL_PHOTOS, QUICK, Budget, Sets, build_sets, evaluate_scores, protocol_preset, summarise
 from .stages import (
+    StageInputs,
     ablation_stage,
     drift_power,
     mixed_stage,
@@ -181,17 +182,10 @@ class _Snapshot:
             self.seconds = time.monotonic() - self.t0
 
 
-def main_stage(
-    preset: Preset,
-    data: ProtocolData,
-    budget: Budget,
-    seed: int,
-    progress: bool,
-    record: Record,
-    log: Callable[[str], None],
-) -> Detector:
+def main_stage(run: StageInputs, record: Record, log: Callable[[str], None]) -> Detector:
     """Train DisCoPatch's main row as ``fit`` trains it and record it (D's score); with a step budget for the
     variants, also record its snapshot at that step, so each variant has a main row trained exactly as long."""
+    budget = run.budget
     steps, limit = budget.main_steps, budget.main_train
     how = f"{steps} steps" if steps else "the preset's budget, as fit"
     log(f"[benchmark] training DisCoPatch for {how}" + (f" (at most {limit:g} s)" if limit else ""))
@@ -200,7 +194,7 @@ def main_stage(
     hooks: dict[str, Any] = (
         {"callback": snapshot.callback, "on_detector": snapshot.on_detector} if snapshot is not None else {}
     )
-    det = train_main(preset, data, seed, progress, max_steps=steps, max_time=limit, **hooks)
+    det = train_main(run.preset, run.data, run.seed, run.progress, max_steps=steps, max_time=limit, **hooks)
     steps_run = det.training_info["steps"]
     record(
         "DisCoPatch (per-image statistics)",
@@ -211,7 +205,7 @@ def main_stage(
     )
     if snapshot is not None and snapshot.state is not None:
         early = copy.copy(det)
-        D_early = Discriminator(preset.model)
+        D_early = Discriminator(run.preset.model)
         D_early.load_state_dict(snapshot.state)
         early.discriminator = D_early.eval()
         record(
@@ -224,26 +218,20 @@ def main_stage(
     return det
 
 
-def _section_stages(
-    det: Detector,
-    data: ProtocolData,
-    sets: Sets,
-    preset: Preset,
-    budget: Budget,
-    seed: int,
-    progress: bool,
-    stages: tuple[str, ...],
-) -> dict[str, Any]:
+def _section_stages(det: Detector, run: StageInputs, stages: tuple[str, ...]) -> dict[str, Any]:
     """The stages that add a section of their own to the results rather than rows: drift-test power, mixed
     batches, the patch-count sweep."""
     out: dict[str, Any] = {}
+    sets = run.sets
     if "drift" in stages:
-        out["drift_power"] = drift_power(det, data, sets, preset, budget, seed, progress)
+        out["drift_power"] = drift_power(det, run)
     if "mixed" in stages:
-        out["mixed_batches"] = mixed_stage(det, sets, budget, seed)
+        out["mixed_batches"] = mixed_stage(det, sets, run.budget, run.seed)
     if "patches" in stages:
         subset = {f"{c}/3": sets.covariate[(c, 3)] for c in CORRUPTIONS}
-        out["patch_count_sweep"] = patch_count_sweep(det.require_model(), sets.reference, subset, budget.n_values, seed)
+        out["patch_count_sweep"] = patch_count_sweep(
+            det.require_model(), sets.reference, subset, run.budget.n_values, run.seed
+        )
     return out
 
 
@@ -275,19 +263,20 @@ def run_benchmark(
         f"[benchmark] {protocol}: {len(data.id_train)} ID train, {len(sets.reference)} reference, "
         f"{len(sets.covariate)} covariate sets, near {list(sets.near)}, far {list(sets.far)}"
     )
+    run = StageInputs(data, sets, train_stack, preset, budget, seed, progress)
     record = Recorder(sets, log)
     results = {**_run_header(protocol, quick, seed, budget, data, sets, preset), "methods": record.methods}
-    det = main_stage(preset, data, budget, seed, progress, record, log)
+    det = main_stage(run, record, log)
     results["main_training"] = det.training_info
     if "variants" in stages:
-        variant_stage(det, data, train_stack, preset, budget, seed, progress, record)
+        variant_stage(det, run, record)
     if "ablations" in stages:
-        ablation_stage(det, data, train_stack, preset, budget, seed, progress, record)
+        ablation_stage(det, run, record)
     if "baselines" in stages:
         vae = det.trainer.vae if det.trainer is not None else None
         inputs = BaselineInputs(train_stack, data.id_train_labels, det.require_model(), vae, det.n_patches, seed)
         baseline_stage(inputs, budget, record)
-    results.update(_section_stages(det, data, sets, preset, budget, seed, progress, stages))
+    results.update(_section_stages(det, run, stages))
     results["wall_seconds"] = round(time.monotonic() - t_start, 1)
     if out is not None:
         write_reports(results, record.raw_scores, Path(out))
