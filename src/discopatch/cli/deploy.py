@@ -47,7 +47,7 @@ def _add_export(sub: Subcommands) -> None:
 
 def _add_bench_speed(sub: Subcommands) -> None:
     """``bench-speed``: what to measure (a detector or a preset's untrained D), the grid of batch sizes, threads,
-    engines and precisions, and the ``--train`` run."""
+    engines and precisions, and the ``--train`` and ``--pipeline`` runs."""
     p = sub.add_parser(
         "bench-speed",
         help="images/s, ms/image and achieved GFLOP/s against a measured matmul peak",
