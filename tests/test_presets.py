@@ -34,6 +34,27 @@ def test_1x1_last_map_is_refused_with_the_reason() -> None:
         ModelConfig(ablation="typo")
 
 
+def test_a_preset_refuses_parts_that_cannot_work_together() -> None:
+    tiny = tiny_preset()  # 32 px images, 16 px patches, gray
+    with pytest.raises(ValueError, match="image size 8 is smaller than patch size 16"):
+        tiny.replace(preprocess=dataclasses.replace(tiny.preprocess, image_size=8))
+    with pytest.raises(ValueError, match=r"preprocessing gives 3 channel\(s\) but the model takes 1"):
+        tiny.replace(preprocess=dataclasses.replace(tiny.preprocess, channels=3))
+    with pytest.raises(ValueError, match="test_patches must be positive, got 0"):
+        tiny.replace(test_patches=0)
+    assert tiny.replace(preprocess=dataclasses.replace(tiny.preprocess, image_size=16)).preprocess.image_size == 16
+    assert get_preset("small", channels=3).preprocess.channels == 3  # both parts change together
+
+
+def test_fit_reports_an_impossible_preset_as_a_usage_error_before_reading_images(tmp_path, capsys) -> None:
+    from discopatch.cli import main
+
+    args = ["fit", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m"), "--channels", "1", "--image-size", "16"]
+    assert main(args) == 2
+    assert "image size 16 is smaller than patch size 32" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def test_presets_end_in_a_map_larger_than_1x1() -> None:
     for p in (small_preset(1), small_preset(3), paper_preset()):
         assert p.model.final_spatial >= 2, p.name

@@ -212,6 +212,17 @@ class Preset:
     notes: str = ""
     score_mode: ScoreMode = "d-only"  # a registered mode (discopatch.score_modes): d-only, fused, stats-only
 
+    def __post_init__(self) -> None:
+        """The invariants between the parts, checked wherever a preset is made (a named one, ``replace``, the CLI's
+        overrides, a loaded artefact), so no configuration that cannot score reaches training."""
+        pre, model = self.preprocess, self.model
+        if pre.image_size < model.patch_size:
+            raise ValueError(f"image size {pre.image_size} is smaller than patch size {model.patch_size}")
+        if pre.channels != model.channels:
+            raise ValueError(f"preprocessing gives {pre.channels} channel(s) but the model takes {model.channels}")
+        if self.test_patches < 1:
+            raise ValueError(f"test_patches must be positive, got {self.test_patches}")
+
     def replace(self, **kwargs: Any) -> Preset:
         return dataclasses.replace(self, **kwargs)
 

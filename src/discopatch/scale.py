@@ -29,21 +29,21 @@ Ray and pyarrow come with the ``[ray]`` extra and are imported inside the functi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import tempfile
 import warnings
-from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .artifact.files import load_artifact
 from .config import EngineName, Precision
-from .data.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageReadError, expand_paths, preprocess_many, utf8_text
-from .detector import Decoded, Detector
-from .row_layout import columns
+from .data.images import IMAGE_EXTENSIONS, expand_paths, utf8_text
+from .detector import Detector
+from .scale_actor import RAW_PATH_COLUMN, ScoreActor, is_uri
 
 if TYPE_CHECKING:
     import pyarrow
@@ -51,13 +51,8 @@ if TYPE_CHECKING:
 
 #: CPUs each actor reserves: a fraction, so that on a 2-core machine two actors still leave room for read tasks.
 DEFAULT_CPUS_PER_ACTOR = 0.5
-#: Column of :func:`score_inputs`' dataset holding each local path's bytes (``os.fsencode``): a file name that is not
-#: valid UTF-8 cannot live in an Arrow string column, and it must still be opened by its real name.
-RAW_PATH_COLUMN = "_discopatch_raw_path"
 #: Restarts per actor and retries per batch after a worker dies (not for errors raised by the code: those fail).
 DEFAULT_RESTARTS = 8
-#: Reads of URIs in flight per actor (see :meth:`ScoreActor.read_ahead`).
-READ_AHEAD = 8
 HINT = "install it with: pip install 'discopatch[ray]'"
 
 
@@ -109,12 +104,6 @@ def quiet_data_context() -> None:
     ctx.enable_auto_log_stats = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
-
-
-def is_uri(text: str) -> bool:
-    """``scheme://...`` (a pyarrow file-system URI), not a local path (``C:\\x`` has no ``//``)."""
-    scheme, sep, _ = text.partition("://")
-    return bool(sep) and scheme.isascii() and scheme.replace("+", "").isalnum() and len(scheme) > 1
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[str | Path]:
@@ -209,26 +198,12 @@ def score_dataset(
     import ray
     import ray.data
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if cpus_per_actor < 0 or gpus_per_actor < 0:
-        raise ValueError("cpus_per_actor and gpus_per_actor must not be negative")
-    schema = ds.schema(fetch_if_missing=False)  # known without running anything, or not checked here
-    names = list(schema.names) if schema is not None else []
-    for column in (path_column, bytes_column):
-        if column is not None and names and column not in names:
-            raise ValueError(f"the dataset has no column {column!r} (columns: {', '.join(names)})")
-    if actors is None:
-        res: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
-        actors = int(res.get("GPU", 0) // gpus_per_actor) if gpus_per_actor else int(res.get("CPU", 1))
-    if actors < 1:
-        raise ValueError(f"need at least one actor, got {actors} (no GPUs in the cluster?)")
+    _check_options(ds, path_column, bytes_column, batch_size, cpus_per_actor, gpus_per_actor)
+    actors = _pool_size(actors, gpus_per_actor)
     files = model_files(model, allow_legacy)
     options = {"device": device if gpus_per_actor else "cpu", "batch_size": batch_size}
     options |= {"engine": engine, "precision": precision, "allow_legacy": allow_legacy}
-    with warnings.catch_warnings():
-        # Ray 2.60 has no other way to bound restarts (its defaults are unbounded) and calls this one deprecated
-        warnings.filterwarnings("ignore", message="`ray_remote_args_fn` is deprecated")
+    with _remote_args_fn_allowed():
         return ds.map_batches(
             ScoreActor,
             batch_size=batch_size,
@@ -245,10 +220,56 @@ def score_dataset(
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=cpus_per_actor,
             num_gpus=gpus_per_actor,
-            # a worker that dies on every try (a native crash on one file) must end the run, which --resume
-            # then continues, not loop forever
-            ray_remote_args_fn=functools.partial(dict, max_restarts=max_restarts, max_task_retries=max_restarts),
+            ray_remote_args_fn=_restart_limits(max_restarts),
         )
+
+
+def _check_options(
+    ds: ray.data.Dataset,
+    path_column: str,
+    bytes_column: str | None,
+    batch_size: int,
+    cpus_per_actor: float,
+    gpus_per_actor: float,
+) -> None:
+    """Refuse bad options before any actor starts: sizes, and a missing input column where the dataset's schema is
+    known without running anything (otherwise the columns are not checked here)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if cpus_per_actor < 0 or gpus_per_actor < 0:
+        raise ValueError("cpus_per_actor and gpus_per_actor must not be negative")
+    schema = ds.schema(fetch_if_missing=False)
+    names = list(schema.names) if schema is not None else []
+    for column in (path_column, bytes_column):
+        if column is not None and names and column not in names:
+            raise ValueError(f"the dataset has no column {column!r} (columns: {', '.join(names)})")
+
+
+def _pool_size(actors: int | None, gpus_per_actor: float) -> int:
+    """The actors to start: as given, or one per CPU of the cluster (per ``gpus_per_actor`` of its GPUs)."""
+    import ray
+
+    if actors is None:
+        res: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        actors = int(res.get("GPU", 0) // gpus_per_actor) if gpus_per_actor else int(res.get("CPU", 1))
+    if actors < 1:
+        raise ValueError(f"need at least one actor, got {actors} (no GPUs in the cluster?)")
+    return actors
+
+
+@contextlib.contextmanager
+def _remote_args_fn_allowed() -> Iterator[None]:
+    """Ray 2.60 bounds an actor's restarts only through ``ray_remote_args_fn`` (its defaults are unbounded), which
+    it calls deprecated: that one warning is silenced around the call."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args_fn` is deprecated")
+        yield
+
+
+def _restart_limits(max_restarts: int) -> Callable[[], dict[str, int]]:
+    """Restarts per actor and retries per batch: a worker that dies on every try (a native crash on one file) must
+    end the run, which ``--resume`` then continues, not loop forever."""
+    return functools.partial(dict, max_restarts=max_restarts, max_task_retries=max_restarts)
 
 
 def model_files(model: str | os.PathLike[str] | Detector, allow_legacy: bool = False) -> dict[str, bytes]:
@@ -260,133 +281,3 @@ def model_files(model: str | os.PathLike[str] | Detector, allow_legacy: bool = F
     root = Path(model)
     load_artifact(root, allow_legacy)  # a damaged or mismatched detector fails here, named, not in every actor
     return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.is_file()}
-
-
-def output_schema(with_d_score: bool) -> pyarrow.Schema:
-    """The score columns, typed, so that a batch of nothing but unreadable files has the same schema as any other."""
-    import pyarrow as pa
-
-    types = {"path": pa.string(), "is_ood": pa.bool_(), "error": pa.string(), "model_id": pa.string()}
-    return pa.schema([(name, types.get(name, pa.float64())) for name in columns("path", with_d_score)])
-
-
-class ScoreActor:
-    """One actor of the pool: loads the detector once, then decodes and scores one batch per call."""
-
-    def __init__(
-        self,
-        model: list[Any],
-        options: dict[str, Any],
-        threads: int,
-        path_column: str,
-        bytes_column: str | None,
-    ) -> None:
-        import ray
-        import torch
-
-        torch.set_num_threads(threads)  # also ONNX Runtime's thread count (engine.OnnxEngine)
-        files: dict[str, bytes] = ray.get(model[0])
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, data in files.items():
-                Path(tmp, name).write_bytes(data)
-            self.detector = Detector.load(tmp, **options)
-        self.with_d = self.detector.score_spec.needs_statistics
-        self.schema = output_schema(self.with_d)
-        self.path_column = path_column
-        self.bytes_column = bytes_column
-        self.filesystems: dict[str, Any] = {}
-
-    def __call__(self, batch: pyarrow.Table) -> pyarrow.Table:
-        import pyarrow as pa
-
-        shown = [utf8_text(str(p)) for p in batch.column(self.path_column).to_pylist()]
-        decoded = self.decode(batch, shown)
-        det = self.detector
-        results = det.score_decoded(shown, decoded)
-        rows = [r.file_row(det.threshold, det.detector_id, self.with_d) for r in results]
-        for row in rows:
-            row["error"] = None if row["error"] is None else utf8_text(row["error"])
-        out = pa.Table.from_pylist(rows, schema=self.schema)
-        drop = {self.bytes_column, RAW_PATH_COLUMN, *self.schema.names}
-        for name in batch.schema.names:
-            if name not in drop:
-                out = out.append_column(batch.schema.field(name), batch.column(name))
-        return out
-
-    def decode(self, batch: pyarrow.Table, shown: list[str]) -> list[Decoded]:
-        """Each input through the product's decoder; a local path exactly as ``discopatch score`` reads it."""
-        cfg = self.detector.preset.preprocess
-        if self.bytes_column is not None:
-            blobs = batch.column(self.bytes_column).to_pylist()
-            return [self.decode_bytes(name, data, cfg) for name, data in zip(shown, blobs)]
-        if RAW_PATH_COLUMN in batch.schema.names:
-            sources: list[str] = [os.fsdecode(b) for b in batch.column(RAW_PATH_COLUMN).to_pylist()]
-        else:
-            sources = [str(p) for p in batch.column(self.path_column).to_pylist()]
-        uris = [src for src in sources if is_uri(src)]
-        fetched = self.read_ahead(uris)
-        out: list[Decoded] = []
-        for name, src in zip(shown, sources):
-            if is_uri(src):
-                out.append(self.decode_bytes(name, next(fetched), cfg))
-            else:
-                out.extend((img, err) for _, img, err in preprocess_many([src], cfg))
-        fetched.close()
-        return out
-
-    def read_ahead(self, uris: list[str]) -> Generator[bytes | str, None, None]:
-        """Each URI's bytes in order, :data:`READ_AHEAD` reads in flight (an object store answers each request after
-        tens of milliseconds; one at a time would bound an actor to a few dozen images per second), so at most that
-        many undecoded files are held at once."""
-        if not uris:
-            return
-        from concurrent.futures import Future, ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(READ_AHEAD, len(uris))) as pool:
-            pending: deque[Future[bytes | str]] = deque()
-            for uri in uris:
-                pending.append(pool.submit(self.read_uri, uri))
-                if len(pending) >= READ_AHEAD:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-
-    def decode_bytes(self, name: str, data: bytes | str | None, cfg: Any) -> Decoded:
-        """Decode raw bytes; a read error (a ``str``) passes through; messages name the input, not ``<bytes>``."""
-        if data is None or isinstance(data, str):
-            return None, data or f"{name}: no bytes"
-        if not data:  # as a local file's message: the bytes came from a file or object
-            return None, f"{name}: empty file (0 bytes)"
-        if len(data) > MAX_FILE_BYTES:
-            return None, f"{name}: file of {len(data)} bytes exceeds the {MAX_FILE_BYTES}-byte limit"
-        ((_, img, err),) = preprocess_many([data], cfg)
-        if err is not None:
-            err = name + err.removeprefix("<bytes>").removeprefix("<input>")
-        return img, err
-
-    def read_uri(self, uri: str) -> bytes | str:
-        """A URI's bytes, or why they cannot be read: the size is checked before reading, like a local file."""
-        import pyarrow.fs as pafs
-
-        head = uri.index("://") + 3
-        cut = uri.find("/", head) + 1 or len(uri)
-        key, rest = uri[:cut], uri[cut:]  # one file system per scheme and bucket/host, built once
-        try:
-            if key not in self.filesystems:
-                self.filesystems[key] = pafs.FileSystem.from_uri(key)
-            fs, base = self.filesystems[key]
-            path = base.rstrip("/") + "/" + rest if rest else base
-            info = fs.get_file_info(path)
-            if info.type == pafs.FileType.NotFound:
-                return f"{uri}: file not found"
-            if info.type == pafs.FileType.Directory:
-                return f"{uri}: is a folder, not an image"
-            if info.size == 0:
-                return f"{uri}: empty file (0 bytes)"
-            if info.size is not None and info.size > MAX_FILE_BYTES:
-                return f"{uri}: file of {info.size} bytes exceeds the {MAX_FILE_BYTES}-byte limit"
-            with fs.open_input_file(path) as f:
-                data: bytes = f.read()
-            return data
-        except (OSError, ValueError, ImageReadError) as e:
-            return f"{uri}: cannot read ({e})"

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 
 from discopatch.calibration import Calibration
-from discopatch.monitoring.drift import (
-    DriftConfig,
-    DriftMonitor,
-    cusum_arl,
-    cusum_threshold,
-    simulate_run_lengths,
-    window_tests,
-)
+from discopatch.monitoring.cusum import cusum_arl, cusum_threshold, simulate_run_lengths
+from discopatch.monitoring.drift import DriftConfig, DriftMonitor, window_tests
 
 ALIBI_KEYS = {"is_drift", "p_val", "threshold", "distance", "time"}
 

@@ -1,15 +1,13 @@
 """Benchmark outputs: ``results.json``, a Markdown summary and a self-contained HTML report with figures; and the
 same kind of report for ``discopatch evaluate --report`` (:func:`write_evaluation_report`).
 
-Figures are rendered with matplotlib (Agg) and embedded as base64 PNG, so the HTML file has no external fetches.
+Figures are rendered with matplotlib (Agg) and embedded as base64 PNG, so the HTML file has no external fetches
+(:mod:`discopatch.benchmark.report_render`).
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
-import io
 import json
 import math
 from datetime import datetime, timezone
@@ -19,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..data.corruptions import CORRUPTIONS, SEVERITIES
+from .report_render import figure_png, html_page, pyplot, roc_figure, score_histogram
 
 if TYPE_CHECKING:
     from ..evaluation.evaluate import EvaluationResult
@@ -88,9 +87,9 @@ def sets_table(m: dict[str, Any], prefixes: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def markdown_summary(results: dict[str, Any]) -> str:
-    main = results["methods"].get(MAIN)
-    parts = [
+def _run_lines(results: dict[str, Any]) -> list[str]:
+    """The title and how the run was made: when, on what, with which versions and data, and how to read the %."""
+    return [
         f"# DisCoPatch benchmark: protocol `{results['protocol']}`"
         + (" (quick smoke run)" if results["quick"] else ""),
         "",
@@ -102,53 +101,63 @@ def markdown_summary(results: dict[str, Any]) -> str:
         "- AUROC in % with OOD as the positive class; FPR95(OOD+) = share of ID flagged when 95 % of OOD is caught; "
         "FPR95(ID+) = share of OOD accepted when 95 % of ID is accepted.",
         "",
-        "## Methods",
-        method_table(results),
     ]
-    if main:
-        parts += [
-            "",
-            "## DisCoPatch: covariate shift per corruption and severity (AUROC %)",
-            "",
-            grid_table(main),
-            "",
-            "## DisCoPatch: controls, near- and far-OOD",
-            "",
-            sets_table(main, ("control/", "near/", "far/")),
-        ]
-    if "drift_power" in results:
-        dp = results["drift_power"]
-        tests = list(next(iter(dp["shifts"].values())).keys()) if dp["shifts"] else []
-        parts += [
-            "",
-            f"## Images needed for {int(100 * dp['target_power'])} % power at alpha {dp['alpha']} "
-            f"(batch tests; n tried: {dp['ns']}, {dp['trials']} trials; '>' = not reached)",
-            "",
-            "| shift | " + " | ".join(tests) + " |",
-            "|---|" + "---|" * len(tests),
-        ]
-        for shift, r in dp["shifts"].items():
-            parts.append(
-                f"| {shift} | "
-                + " | ".join(
-                    str(r[t]["n_for_power"]) if r[t]["n_for_power"] is not None else f">{max(dp['ns'])}" for t in tests
-                )
-                + " |"
-            )
-        parts.append(
-            "\nType-I error on held-out ID per n: " + "; ".join(f"{t}: {v}" for t, v in dp["type1_error"].items())
+
+
+def _main_method_lines(main: dict[str, Any]) -> list[str]:
+    """DisCoPatch's own row in detail: the corruption x severity grid, then the controls, near- and far-OOD."""
+    return [
+        "",
+        "## DisCoPatch: covariate shift per corruption and severity (AUROC %)",
+        "",
+        grid_table(main),
+        "",
+        "## DisCoPatch: controls, near- and far-OOD",
+        "",
+        sets_table(main, ("control/", "near/", "far/")),
+    ]
+
+
+def _drift_power_lines(dp: dict[str, Any]) -> list[str]:
+    """The images each batch test needs for the target power per shift (``>`` = not reached), and its type-I error."""
+    tests = list(next(iter(dp["shifts"].values())).keys()) if dp["shifts"] else []
+    lines = [
+        "",
+        f"## Images needed for {int(100 * dp['target_power'])} % power at alpha {dp['alpha']} "
+        f"(batch tests; n tried: {dp['ns']}, {dp['trials']} trials; '>' = not reached)",
+        "",
+        "| shift | " + " | ".join(tests) + " |",
+        "|---|" + "---|" * len(tests),
+    ]
+    for shift, r in dp["shifts"].items():
+        cells = [str(r[t]["n_for_power"]) if r[t]["n_for_power"] is not None else f">{max(dp['ns'])}" for t in tests]
+        lines.append(f"| {shift} | " + " | ".join(cells) + " |")
+    lines.append("\nType-I error on held-out ID per n: " + "; ".join(f"{t}: {v}" for t, v in dp["type1_error"].items()))
+    return lines
+
+
+def _mixed_batch_lines(mixed: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Per kind of OOD, AUROC with per-image against pooled statistics as the OOD share of a batch grows."""
+    lines = ["", "## Mixed batches of 64 images (AUROC %, per-image vs pooled statistics)", ""]
+    for name, rows in mixed.items():
+        shares = (
+            f"{int(100 * r['ood_fraction'])} % OOD: {_pct(r['per_image_auroc'])} / {_pct(r['pooled_auroc'])}"
+            for r in rows
         )
+        lines += [f"**{name}**: " + ", ".join(shares), ""]
+    return lines
+
+
+def markdown_summary(results: dict[str, Any]) -> str:
+    """``summary.md``: the run, every method's row, then a section per stage that ran."""
+    main = results["methods"].get(MAIN)
+    parts = [*_run_lines(results), "## Methods", method_table(results)]
+    if main:
+        parts += _main_method_lines(main)
+    if "drift_power" in results:
+        parts += _drift_power_lines(results["drift_power"])
     if "mixed_batches" in results:
-        parts += ["", "## Mixed batches of 64 images (AUROC %, per-image vs pooled statistics)", ""]
-        for name, rows in results["mixed_batches"].items():
-            parts.append(
-                f"**{name}**: "
-                + ", ".join(
-                    f"{int(100 * r['ood_fraction'])} % OOD: {_pct(r['per_image_auroc'])} / {_pct(r['pooled_auroc'])}"
-                    for r in rows
-                )
-            )
-            parts.append("")
+        parts += _mixed_batch_lines(results["mixed_batches"])
     if "patch_count_sweep" in results:
         parts += patch_sweep_lines(results["patch_count_sweep"])
     return "\n".join(parts) + "\n"
@@ -165,175 +174,76 @@ def patch_sweep_lines(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _figure_png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def roc_figure(
-    reference: np.ndarray, sets: dict[str, np.ndarray], labels: dict[str, str], title: str = "DisCoPatch ROC curves"
-) -> str:
-    """Base64 PNG of one ROC curve per set against the ID ``reference`` scores (OOD = positive, higher = OOD)."""
-    from sklearn.metrics import roc_curve
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for k, s in sets.items():
-        y = np.r_[np.zeros(len(reference)), np.ones(len(s))]
-        fpr, tpr, _ = roc_curve(y, np.r_[reference, s])
-        ax.plot(fpr, tpr, label=labels.get(k, k))
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set(
-        xlabel="false-positive rate (ID flagged)",
-        ylabel="true-positive rate (OOD caught)",
-        title=f"{title} (AUROC %)",
+def _histograms_png(scores: dict[str, np.ndarray]) -> str:
+    """Score histograms of the main row: clean and strongly corrupted, near-OOD, far-OOD, each against ID."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5), sharey=False)
+    groups = (
+        ["control/null", "gaussian_noise/5", "defocus_blur/5"],
+        [k for k in scores if k.startswith("near/")],
+        [k for k in scores if k.startswith("far/")],
     )
-    ax.legend(fontsize=7)
-    png = _figure_png(fig)
+    for ax, group in zip(axes, groups):
+        score_histogram(ax, scores["reference"], {k: scores[k] for k in group if k in scores})
+    fig.suptitle("DisCoPatch score histograms")
+    png = figure_png(fig)
     plt.close(fig)
     return png
 
 
-def score_histogram(
-    ax: Any, reference: np.ndarray, sets: dict[str, np.ndarray], threshold: float | None = None
-) -> None:
-    """The ID ``reference`` scores filled, each set's as an outline, on shared bins; the threshold as a dashed line."""
-    lo = min(float(np.min(v)) for v in [reference, *sets.values()])
-    hi = max(float(np.max(v)) for v in [reference, *sets.values()])
-    bins = np.linspace(lo, hi + 1e-12, 40)
-    ax.hist(reference, bins=bins, alpha=0.5, density=True, label="ID reference")
-    for k, v in sets.items():
-        ax.hist(v, bins=bins, histtype="step", density=True, label=k)
-    if threshold is not None and math.isfinite(threshold):
-        ax.axvline(threshold, color="k", ls="--", lw=1, label="threshold")
-    ax.set(xlabel="score (higher = more OOD)")
-    ax.legend(fontsize=7)
+def _heatmap_png(main: dict[str, Any]) -> str:
+    """The main row's AUROC per corruption and severity, each cell labelled in %."""
+    plt = pyplot()
+    grid = np.array([[main["covariate_auroc"][c][str(s)] for s in SEVERITIES] for c in CORRUPTIONS])
+    fig, ax = plt.subplots(figsize=(5.5, 6))
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(SEVERITIES)), [str(s) for s in SEVERITIES])
+    ax.set_yticks(range(len(CORRUPTIONS)), CORRUPTIONS)
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            colour = "white" if grid[i, j] < 0.6 else "black"
+            ax.text(j, i, f"{100 * grid[i, j]:.0f}", ha="center", va="center", fontsize=7, color=colour)
+    ax.set(xlabel="severity", title="DisCoPatch covariate-shift AUROC (%)")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    png = figure_png(fig)
+    plt.close(fig)
+    return png
+
+
+def _patch_sweep_png(rows: list[dict[str, Any]]) -> str:
+    """AUROC and latency against the number of patches per image, on two axes."""
+    plt = pyplot()
+    fig, ax1 = plt.subplots(figsize=(6, 4))
+    ns = [r["n_patches"] for r in rows]
+    ax1.plot(ns, [r["mean_auroc"] for r in rows], "o-", color="C0")
+    ax1.set(xscale="log", xlabel="patches per image N", ylabel="mean AUROC (severity 3)")
+    ax2 = ax1.twinx()
+    ax2.plot(ns, [r["latency_ms"] for r in rows], "s--", color="C1")
+    ax2.set(ylabel="ms per image")
+    ax1.set_title("Patch-count ablation")
+    png = figure_png(fig)
+    plt.close(fig)
+    return png
+
+
+#: The sets of the main row's ROC figure (with every near- and far-OOD set).
+ROC_SETS = ("control/null", "control/hflip", "gaussian_noise/3", "defocus_blur/3", "contrast/3", "jpeg_compression/3")
 
 
 def figures(results: dict[str, Any], raw: dict[str, dict[str, np.ndarray]]) -> dict[str, str]:
     """Base64 PNGs: ROC curves, score histograms, the corruption x severity heat map, the N sweep."""
-    plt = _pyplot()
     out: dict[str, str] = {}
     main = results["methods"].get(MAIN)
     scores = raw.get(MAIN)
     if main and scores:
-        picks = [
-            "control/null",
-            "control/hflip",
-            "gaussian_noise/3",
-            "defocus_blur/3",
-            "contrast/3",
-            "jpeg_compression/3",
-        ] + [k for k in scores if k.startswith(("near/", "far/"))]
+        picks = [*ROC_SETS, *(k for k in scores if k.startswith(("near/", "far/")))]
         labels = {k: f"{k} ({100 * main['sets'][k]['auroc']:.1f})" for k in picks if k in scores}
         out["roc"] = roc_figure(scores["reference"], {k: scores[k] for k in labels}, labels)
-
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.5), sharey=False)
-        for ax, group in zip(
-            axes,
-            (
-                ["control/null", "gaussian_noise/5", "defocus_blur/5"],
-                [k for k in scores if k.startswith("near/")],
-                [k for k in scores if k.startswith("far/")],
-            ),
-        ):
-            score_histogram(ax, scores["reference"], {k: scores[k] for k in group if k in scores})
-        fig.suptitle("DisCoPatch score histograms")
-        out["histograms"] = _figure_png(fig)
-        plt.close(fig)
-
-        grid = np.array([[main["covariate_auroc"][c][str(s)] for s in SEVERITIES] for c in CORRUPTIONS])
-        fig, ax = plt.subplots(figsize=(5.5, 6))
-        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(SEVERITIES)), [str(s) for s in SEVERITIES])
-        ax.set_yticks(range(len(CORRUPTIONS)), CORRUPTIONS)
-        for i in range(grid.shape[0]):
-            for j in range(grid.shape[1]):
-                ax.text(
-                    j,
-                    i,
-                    f"{100 * grid[i, j]:.0f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if grid[i, j] < 0.6 else "black",
-                )
-        ax.set(xlabel="severity", title="DisCoPatch covariate-shift AUROC (%)")
-        fig.colorbar(im, ax=ax, fraction=0.04)
-        out["heatmap"] = _figure_png(fig)
-        plt.close(fig)
+        out["histograms"] = _histograms_png(scores)
+        out["heatmap"] = _heatmap_png(main)
     if results.get("patch_count_sweep"):
-        rows = results["patch_count_sweep"]
-        fig, ax1 = plt.subplots(figsize=(6, 4))
-        ns = [r["n_patches"] for r in rows]
-        ax1.plot(ns, [r["mean_auroc"] for r in rows], "o-", color="C0")
-        ax1.set(xscale="log", xlabel="patches per image N", ylabel="mean AUROC (severity 3)")
-        ax2 = ax1.twinx()
-        ax2.plot(ns, [r["latency_ms"] for r in rows], "s--", color="C1")
-        ax2.set(ylabel="ms per image")
-        ax1.set_title("Patch-count ablation")
-        out["patches"] = _figure_png(fig)
-        plt.close(fig)
+        out["patches"] = _patch_sweep_png(results["patch_count_sweep"])
     return out
-
-
-def _md_to_html(md: str) -> str:
-    """A tiny Markdown subset (headings, tables, bullets, bold) is all the summary uses."""
-    out, in_table = [], False
-    for line in md.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if all(set(c) <= {"-"} for c in cells):
-                continue
-            tag = "th" if not in_table else "td"
-            if not in_table:
-                out.append("<table>")
-                in_table = True
-            out.append("<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells) + "</tr>")
-            continue
-        if in_table:
-            out.append("</table>")
-            in_table = False
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
-        elif line.startswith("- "):
-            out.append(f"<li>{_inline(line[2:])}</li>")
-        elif line.strip():
-            out.append(f"<p>{_inline(line)}</p>")
-    if in_table:
-        out.append("</table>")
-    return "\n".join(out)
-
-
-def _inline(text: str) -> str:
-    t = html.escape(text)
-    parts = t.split("**")
-    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts)).replace("`", "")
-
-
-def html_page(title: str, md: str, figs: dict[str, str]) -> str:
-    """A self-contained HTML page: the Markdown body, then each figure under its name."""
-    body = _md_to_html(md)
-    imgs = "".join(f'<h2>{html.escape(k)}</h2><img alt="{k}" src="data:image/png;base64,{v}">' for k, v in figs.items())
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child{text-align:left}"
-    )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body>{body}{imgs}</body></html>"
-    )
 
 
 def save_json(results: dict[str, Any], path: Path) -> None:
@@ -421,7 +331,7 @@ def evaluation_figures(res: EvaluationResult) -> dict[str, str]:
             f"{k} ({_pct(res.rows[k]['auroc'])}" + ("" if ci is None else f", CI {_pct(ci[0])}-{_pct(ci[1])}") + ")"
         )
     out = {"ROC curves": roc_figure(res.id_scores, {k: res.ood_scores[k] for k in names}, labels, "ROC" + more)}
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.2 * rows), squeeze=False)
@@ -434,7 +344,7 @@ def evaluation_figures(res: EvaluationResult) -> dict[str, str]:
         ax.axis("off")
     fig.suptitle(f"Score histograms, ID: {res.id_name}{more}")
     fig.tight_layout()
-    out["Score histograms"] = _figure_png(fig)
+    out["Score histograms"] = figure_png(fig)
     plt.close(fig)
     return out
 

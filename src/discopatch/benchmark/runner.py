@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import os
 import platform
 import sys
@@ -36,32 +35,28 @@ import sklearn
 import torch
 
 from .._version import __version__
-from ..config import NormKind, Preset
+from ..config import Preset
 from ..data.corruptions import CORRUPTIONS, PARAM_SOURCES, resolve_params
 from ..data.images import stack_images
 from ..detector import Detector
-from ..inference.engine import score_array
 from ..log import stderr_lines
 from ..model import Discriminator
 from ..training.trainer import TrainState
-from .ablations import layerwise_discriminator, patch_count_sweep
+from .ablations import patch_count_sweep
 from .baselines import specs as baseline_specs
 from .baselines.specs import BaselineInputs
-from .datasets import load_protocol
+from .datasets import ProtocolData, load_protocol
 from .report import save_json, write_reports
 from .sets import FULL, FULL_PHOTOS, QUICK, Budget, Sets, build_sets, evaluate_scores, protocol_preset, summarise
 from .stages import (
-    _ablation_budget,
-    _pooled,
-    _train,
+    StageInputs,
+    ablation_stage,
     drift_power,
     mixed_stage,
     train_main,
     trained_variants,
     variant_stage,
 )
-
-NORM_ABLATIONS: tuple[NormKind, ...] = ("batchnorm", "groupnorm", "instancenorm")
 
 
 def _versions() -> dict[str, str]:
@@ -95,6 +90,31 @@ def _hardware() -> dict[str, Any]:
 Record = Callable[[str, str, Callable[[np.ndarray], np.ndarray], float, str], None]
 
 
+class Recorder:
+    """The rows of one run: each method's metrics (``results.json``) and raw scores (the report's figures).
+
+    Calling it scores one method on every set of ``sets`` and logs its headline numbers, so every stage records
+    its rows the same way."""
+
+    def __init__(self, sets: Sets, log: Callable[[str], None]) -> None:
+        self.sets = sets
+        self.log = log
+        self.methods: dict[str, dict[str, Any]] = {}
+        self.raw_scores: dict[str, dict[str, np.ndarray]] = {}
+
+    def __call__(
+        self, name: str, group: str, score_fn: Callable[[np.ndarray], np.ndarray], train_s: float, notes: str = ""
+    ) -> None:
+        res, raw = evaluate_scores(score_fn, self.sets)
+        res.update({"group": group, "train_seconds": round(train_s, 1), "notes": notes})
+        self.methods[name] = res
+        self.raw_scores[name] = raw
+        self.log(
+            f"[benchmark] {name:34s} cov {res['covariate_mean_auroc']:.3f}  near {res['near_mean_auroc']}  "
+            f"far {res['far_mean_auroc']}  null {res['null_auroc']:.3f}"
+        )
+
+
 def baseline_stage(inputs: BaselineInputs, budget: Budget, record: Record) -> None:
     """Fit and record every baseline of :data:`~discopatch.benchmark.baselines.specs.BASELINES`, in order.
 
@@ -107,6 +127,112 @@ def baseline_stage(inputs: BaselineInputs, budget: Budget, record: Record) -> No
         train_s = 0.0 if spec.budget_key is None else time.monotonic() - t0
         for key, score_fn in rows.items():
             record(spec.row_name(key), spec.group, score_fn, train_s, spec.notes)
+
+
+def _run_header(
+    protocol: str, quick: bool, seed: int, budget: Budget, data: ProtocolData, sets: Sets, preset: Preset
+) -> dict[str, Any]:
+    """How the run was made - command, versions, hardware, budget, data, corruption table, preset - so a
+    ``results.json`` can be judged and repeated on its own."""
+    return {
+        "protocol": protocol,
+        "quick": quick,
+        "seed": seed,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": " ".join(["discopatch", *sys.argv[1:]]) if sys.argv and "discopatch" in sys.argv[0] else None,
+        "versions": _versions(),
+        "hardware": _hardware(),
+        "budget": dataclasses.asdict(budget),
+        "data": {
+            "provenance": data.provenance,
+            "skipped": data.skipped,
+            "n_train": len(data.id_train),
+            "n_reference": len(sets.reference),
+            "n_target": len(sets.controls["control/null"]),
+        },
+        "corruption_params": {"table": resolve_params("auto", *sets.reference.shape[1:3]), "source": PARAM_SOURCES},
+        "preset": {
+            "model": dataclasses.asdict(preset.model),
+            "preprocess": dataclasses.asdict(preset.preprocess),
+            "train": dataclasses.asdict(preset.train),
+            "test_patches": preset.test_patches,
+        },
+    }
+
+
+class _Snapshot:
+    """Keeps D's weights when the main training reaches ``step``, so the main model can also be scored at the
+    variants' step budget without training it twice."""
+
+    def __init__(self, step: int, t0: float) -> None:
+        self.step, self.t0 = step, t0
+        self.detector: Detector | None = None
+        self.state: dict[str, Any] | None = None
+        self.seconds = 0.0
+
+    def on_detector(self, det: Detector) -> None:
+        """Remember the detector before training starts: its trainer holds D during the run."""
+        self.detector = det
+
+    def callback(self, st: TrainState, logs: dict[str, float]) -> None:
+        """The training step callback: copy D's weights at ``step``."""
+        trainer = self.detector.trainer if self.detector is not None else None
+        if st.step == self.step and trainer is not None:
+            self.state = copy.deepcopy(trainer.detector_discriminator.state_dict())
+            self.seconds = time.monotonic() - self.t0
+
+
+def main_stage(run: StageInputs, record: Record, log: Callable[[str], None]) -> Detector:
+    """Train DisCoPatch's main row as ``fit`` trains it and record it (D's score); with a step budget for the
+    variants, also record its snapshot at that step, so each variant has a main row trained exactly as long."""
+    budget = run.budget
+    steps, limit = budget.main_steps, budget.main_train
+    how = f"{steps} steps" if steps else "the preset's budget, as fit"
+    log(f"[benchmark] training DisCoPatch for {how}" + (f" (at most {limit:g} s)" if limit else ""))
+    t0 = time.monotonic()
+    snapshot = _Snapshot(budget.ablation_steps, t0) if budget.ablation_steps else None
+    hooks: dict[str, Any] = (
+        {"callback": snapshot.callback, "on_detector": snapshot.on_detector} if snapshot is not None else {}
+    )
+    det = train_main(run.preset, run.data, run.seed, run.progress, max_steps=steps, max_time=limit, **hooks)
+    steps_run = det.training_info["steps"]
+    record(
+        "DisCoPatch (per-image statistics)",
+        "discopatch",
+        det.score_preprocessed,
+        time.monotonic() - t0,
+        f"{steps_run} steps",
+    )
+    if snapshot is not None and snapshot.state is not None:
+        early = copy.copy(det)
+        D_early = Discriminator(run.preset.model)
+        D_early.load_state_dict(snapshot.state)
+        early.discriminator = D_early.eval()
+        record(
+            f"DisCoPatch at {snapshot.step} steps (the variants' budget)",
+            "variant",
+            early.score_preprocessed,
+            snapshot.seconds,
+            f"snapshot of the main training at step {snapshot.step}",
+        )
+    return det
+
+
+def _section_stages(det: Detector, run: StageInputs, stages: tuple[str, ...]) -> dict[str, Any]:
+    """The stages that add a section of their own to the results rather than rows: drift-test power, mixed
+    batches, the patch-count sweep."""
+    out: dict[str, Any] = {}
+    sets = run.sets
+    if "drift" in stages:
+        out["drift_power"] = drift_power(det, run)
+    if "mixed" in stages:
+        out["mixed_batches"] = mixed_stage(det, sets, run.budget, run.seed)
+    if "patches" in stages:
+        subset = {f"{c}/3": sets.covariate[(c, 3)] for c in CORRUPTIONS}
+        out["patch_count_sweep"] = patch_count_sweep(
+            det.require_model(), sets.reference, subset, run.budget.n_values, run.seed
+        )
+    return out
 
 
 def run_benchmark(
@@ -137,133 +263,23 @@ def run_benchmark(
         f"[benchmark] {protocol}: {len(data.id_train)} ID train, {len(sets.reference)} reference, "
         f"{len(sets.covariate)} covariate sets, near {list(sets.near)}, far {list(sets.far)}"
     )
-    results: dict[str, Any] = {
-        "protocol": protocol,
-        "quick": quick,
-        "seed": seed,
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "command": " ".join(["discopatch", *sys.argv[1:]]) if sys.argv and "discopatch" in sys.argv[0] else None,
-        "versions": _versions(),
-        "hardware": _hardware(),
-        "budget": dataclasses.asdict(budget),
-        "data": {
-            "provenance": data.provenance,
-            "skipped": data.skipped,
-            "n_train": len(data.id_train),
-            "n_reference": len(sets.reference),
-            "n_target": len(sets.controls["control/null"]),
-        },
-        "corruption_params": {"table": resolve_params("auto", *sets.reference.shape[1:3]), "source": PARAM_SOURCES},
-        "preset": {
-            "model": dataclasses.asdict(preset.model),
-            "preprocess": dataclasses.asdict(preset.preprocess),
-            "train": dataclasses.asdict(preset.train),
-            "test_patches": preset.test_patches,
-        },
-        "methods": {},
-    }
-    raw_scores: dict[str, dict[str, np.ndarray]] = {}
-    methods = results["methods"]
-
-    def record(
-        name: str, group: str, score_fn: Callable[[np.ndarray], np.ndarray], train_s: float, notes: str = ""
-    ) -> None:
-        res, raw = evaluate_scores(score_fn, sets)
-        res.update({"group": group, "train_seconds": round(train_s, 1), "notes": notes})
-        methods[name] = res
-        raw_scores[name] = raw
-        log(
-            f"[benchmark] {name:34s} cov {res['covariate_mean_auroc']:.3f}  near {res['near_mean_auroc']}  "
-            f"far {res['far_mean_auroc']}  null {res['null_auroc']:.3f}"
-        )
-
-    # ---- DisCoPatch (the preset's own training, D's score) ---------------------------------------------------------
-    steps, limit = budget.main_steps, budget.main_train
-    how = f"{steps} steps" if steps else "the preset's budget, as fit"
-    log(f"[benchmark] training DisCoPatch for {how}" + (f" (at most {limit:g} s)" if limit else ""))
-    t0 = time.monotonic()
-    early: dict[str, Any] = {}
-
-    def keep_early(st: TrainState, logs: dict[str, float]) -> None:
-        trainer = det_ref[0].trainer if det_ref else None
-        if st.step == budget.ablation_steps and trainer is not None:
-            early["D"] = copy.deepcopy(trainer.detector_discriminator.state_dict())
-            early["seconds"] = time.monotonic() - t0
-
-    det_ref: list[Detector] = []
-    snap: dict[str, Any] = {"callback": keep_early, "on_detector": det_ref.append} if budget.ablation_steps else {}
-    det = train_main(preset, data, seed, progress, max_steps=steps, max_time=limit, **snap)
-    main_train_s = time.monotonic() - t0
-    D, n = det.require_model(), det.n_patches
-    record(
-        "DisCoPatch (per-image statistics)",
-        "discopatch",
-        det.score_preprocessed,
-        main_train_s,
-        f"{det.training_info['steps']} steps",
-    )
+    run = StageInputs(data, sets, train_stack, preset, budget, seed, progress)
+    record = Recorder(sets, log)
+    results = {**_run_header(protocol, quick, seed, budget, data, sets, preset), "methods": record.methods}
+    det = main_stage(run, record, log)
     results["main_training"] = det.training_info
-    if "D" in early:  # the main model at the variants' step budget
-        ref = copy.copy(det)
-        D_early = Discriminator(preset.model)
-        D_early.load_state_dict(early["D"])
-        ref.discriminator = D_early.eval()
-        record(
-            f"DisCoPatch at {budget.ablation_steps} steps (the variants' budget)",
-            "variant",
-            ref.score_preprocessed,
-            early["seconds"],
-            f"snapshot of the main training at step {budget.ablation_steps}",
-        )
-
     if "variants" in stages:
-        variant_stage(det, data, train_stack, preset, budget, seed, progress, record)
-
+        variant_stage(det, run, record)
     if "ablations" in stages:
-        record(
-            "leaky: statistics pooled over 64 test images",
-            "ablation-leaky",
-            lambda x: _pooled(det, x, 64),
-            0.0,
-            "NOT a valid detector: statistics cross images of one test set",
-        )
-        for k in range(len(D.blocks)):
-            Dk = layerwise_discriminator(D, train_stack[: budget.layer_images], k, n, seed)
-            record(
-                f"per-image statistics in layer {k + 1} only",
-                "ablation-layer",
-                functools.partial(score_array, Dk, n_patches=n, seed=seed),
-                0.0,
-                "other layers: fixed ID population statistics",
-            )
-        for norm in NORM_ABLATIONS:
-            p_norm = preset.replace(model=dataclasses.replace(preset.model, norm=norm))
-            t0 = time.monotonic()
-            seconds, kw, how = _ablation_budget(budget)
-            d_norm = _train(p_norm, data, seconds, seed, progress, **kw)
-            record(
-                f"norm ablation: {norm}",
-                "ablation-norm",
-                d_norm.score_preprocessed,
-                time.monotonic() - t0,
-                f"{d_norm.training_info['steps']} steps ({how})",
-            )
-
+        ablation_stage(det, run, record)
     if "baselines" in stages:
         vae = det.trainer.vae if det.trainer is not None else None
-        baseline_stage(BaselineInputs(train_stack, data.id_train_labels, D, vae, n, seed), budget, record)
-
-    if "drift" in stages:
-        results["drift_power"] = drift_power(det, data, sets, preset, budget, seed, progress)
-    if "mixed" in stages:
-        results["mixed_batches"] = mixed_stage(det, sets, budget, seed)
-    if "patches" in stages:
-        subset = {f"{c}/3": sets.covariate[(c, 3)] for c in CORRUPTIONS}
-        results["patch_count_sweep"] = patch_count_sweep(D, sets.reference, subset, budget.n_values, seed)
-
+        inputs = BaselineInputs(train_stack, data.id_train_labels, det.require_model(), vae, det.n_patches, seed)
+        baseline_stage(inputs, budget, record)
+    results.update(_section_stages(det, run, stages))
     results["wall_seconds"] = round(time.monotonic() - t_start, 1)
     if out is not None:
-        write_reports(results, raw_scores, Path(out))
+        write_reports(results, record.raw_scores, Path(out))
     return results
 
 

@@ -1,26 +1,47 @@
-"""The benchmark's stages beyond the main row: training variants, mixed batches, drift-test power.
+"""The benchmark's stages beyond the main row: training variants, ablations, mixed batches, drift-test power.
 
-Each stage takes the trained main detector and the shared :class:`~discopatch.benchmark.sets.Sets`; the
-variants and norm ablations train through :func:`_train` with the budget chosen by :func:`_ablation_budget`.
+Each stage takes the trained main detector and the run's :class:`StageInputs` (the images, the shared
+:class:`~discopatch.benchmark.sets.Sets`, the preset, the budget, the seed) as one object; the variants and norm
+ablations train through :func:`_train` with the budget chosen by :func:`_ablation_budget`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..config import Preset
+from ..config import NormKind, Preset
 from ..data.corruptions import CORRUPTIONS
 from ..detector import Detector
+from ..inference.engine import score_array
 from ..log import progress_bar
-from .ablations import mixed_batch_aurocs
+from .ablations import layerwise_discriminator, mixed_batch_aurocs
 from .datasets import ProtocolData
 from .drift import UntrainedAutoencoderFeatures, images_for_power, ks_test, mean_score_test, mmd_test
 from .sets import Budget, Sets
+
+#: The norms D is retrained with in the ablation stage, against its per-image statistics.
+NORM_ABLATIONS: tuple[NormKind, ...] = ("batchnorm", "groupnorm", "instancenorm")
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    """What the stages of one benchmark run share: the protocol's images, the scored sets, the ID training images
+    through the shared pipeline, the DisCoPatch preset, the budget, the seed and whether to show progress."""
+
+    data: ProtocolData
+    sets: Sets
+    train_stack: np.ndarray
+    preset: Preset
+    budget: Budget
+    seed: int
+    progress: bool
 
 
 def _train(
@@ -93,17 +114,9 @@ def _with_statistics(det: Detector, stack: np.ndarray, mode: str) -> Detector:
     return out.fit_statistics(stack[tr], stack[va])
 
 
-def variant_stage(
-    det: Detector,
-    data: ProtocolData,
-    train_stack: np.ndarray,
-    preset: Preset,
-    budget: Budget,
-    seed: int,
-    progress: bool,
-    record: Callable[..., None],
-) -> None:
+def variant_stage(det: Detector, run: StageInputs, record: Callable[..., None]) -> None:
     """Statistics-aware scores on the main model, then each training variant (D alone and fused)."""
+    train_stack, preset = run.train_stack, run.preset
     for mode, label in (
         ("fused", "DisCoPatch + per-image statistics (fused)"),
         ("stats-only", "per-image statistics only"),
@@ -120,8 +133,8 @@ def variant_stage(
     for label, (model_kw, train_kw) in trained_variants(preset).items():
         p_var = preset.replace(model=dataclasses.replace(preset.model, **model_kw))
         t0 = time.monotonic()
-        seconds, kw, how = _ablation_budget(budget)
-        d_var = _train(p_var, data, seconds, seed, progress, **train_kw, **kw)
+        seconds, kw, how = _ablation_budget(run.budget)
+        d_var = _train(p_var, run.data, seconds, run.seed, run.progress, **train_kw, **kw)
         t_train = time.monotonic() - t0
         steps = f"{d_var.training_info['steps']} steps ({how})"
         record(f"variant: {label}", "variant", d_var.score_preprocessed, t_train, steps)
@@ -172,14 +185,47 @@ def mixed_stage(det: Detector, sets: Sets, budget: Budget, seed: int) -> dict[st
     }
 
 
+def ablation_stage(det: Detector, run: StageInputs, record: Callable[..., None]) -> None:
+    """What the per-image statistics are worth: the leaky pooled mode, per-image statistics in one layer at a
+    time (the others fixed at ID population values), and D retrained with each other norm."""
+    D, n, seed = det.require_model(), det.n_patches, run.seed
+    record(
+        "leaky: statistics pooled over 64 test images",
+        "ablation-leaky",
+        lambda x: _pooled(det, x, 64),
+        0.0,
+        "NOT a valid detector: statistics cross images of one test set",
+    )
+    for k in range(len(D.blocks)):
+        Dk = layerwise_discriminator(D, run.train_stack[: run.budget.layer_images], k, n, seed)
+        record(
+            f"per-image statistics in layer {k + 1} only",
+            "ablation-layer",
+            functools.partial(score_array, Dk, n_patches=n, seed=seed),
+            0.0,
+            "other layers: fixed ID population statistics",
+        )
+    for norm in NORM_ABLATIONS:
+        p_norm = run.preset.replace(model=dataclasses.replace(run.preset.model, norm=norm))
+        t0 = time.monotonic()
+        seconds, kw, how = _ablation_budget(run.budget)
+        d_norm = _train(p_norm, run.data, seconds, seed, run.progress, **kw)
+        record(
+            f"norm ablation: {norm}",
+            "ablation-norm",
+            d_norm.score_preprocessed,
+            time.monotonic() - t0,
+            f"{d_norm.training_info['steps']} steps ({how})",
+        )
+
+
 #: A two-sample batch test: (reference, batch) -> p-value.
 BatchTest = Callable[[np.ndarray, np.ndarray], float]
 
 
-def drift_power(
-    det: Detector, data: ProtocolData, sets: Sets, preset: Preset, budget: Budget, seed: int, progress: bool
-) -> dict[str, Any]:
+def drift_power(det: Detector, run: StageInputs) -> dict[str, Any]:
     """Images needed for 80 % power at alpha 0.05: MMD and KS on UAE features vs the DisCoPatch mean-score test."""
+    sets, budget, seed, progress = run.sets, run.budget, run.seed, run.progress
     uae = UntrainedAutoencoderFeatures(seed=seed)
     ref_imgs = sets.reference
     half = len(ref_imgs) // 2

@@ -27,6 +27,12 @@ from .options import (
 
 
 def add_commands(sub: Subcommands) -> None:
+    _add_benchmark(sub)
+    _add_attack(sub)
+
+
+def _add_benchmark(sub: Subcommands) -> None:
+    """``benchmark``: the comparison's options, then the learning curve's in a group of their own."""
     p = sub.add_parser(
         "benchmark",
         help="DisCoPatch vs ablations and baselines on registry-installable data",
@@ -63,7 +69,14 @@ def add_commands(sub: Subcommands) -> None:
         default="variants,ablations,baselines,drift,mixed,patches",
         help="comma-separated optional stages (default: all)",
     )
-    g = p.add_argument_group("learning curve (--curve): one configuration, evaluated at log-spaced steps")
+    _add_curve_options(
+        p.add_argument_group("learning curve (--curve): one configuration, evaluated at log-spaced steps")
+    )
+    p.set_defaults(func=cmd_benchmark)
+
+
+def _add_curve_options(g: Any) -> None:
+    """``benchmark --curve``: steps and seeds, merging runs made apart, and the candidate configuration."""
     g.add_argument("--curve", action="store_true", help="run the learning curve instead of the comparison")
     add_preset(g, "D's preset (default: small)")
     g.add_argument(
@@ -94,8 +107,10 @@ def add_commands(sub: Subcommands) -> None:
     g.add_argument("--resize", choices=RESIZE_MODES, help="candidate geometry: resize mode")
     g.add_argument("--patch-size", type=int, help="candidate geometry: patch side")
     g.add_argument("--widths", type=positive_ints, help="candidate geometry: D/VAE widths, e.g. 32,64")
-    p.set_defaults(func=cmd_benchmark)
 
+
+def _add_attack(sub: Subcommands) -> None:
+    """``attack``: which detector (a saved one or one trained now), the data and the attacks' budgets."""
     p = sub.add_parser(
         "attack",
         help="white-box PGD and statistics-matching attacks on DisCoPatch and a baseline",

@@ -16,6 +16,12 @@ from .options import Subcommands, add_allow_legacy, add_model, add_preset, examp
 
 
 def add_commands(sub: Subcommands) -> None:
+    _add_export(sub)
+    _add_bench_speed(sub)
+
+
+def _add_export(sub: Subcommands) -> None:
+    """``export``: the detector, the file to write and the parity check against PyTorch."""
     p = sub.add_parser(
         "export",
         help="export the discriminator to ONNX (per-image normalisation as explicit ops)",
@@ -38,6 +44,10 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--check-limit", type=int, default=256, help="at most this many images for --check")
     p.set_defaults(func=cmd_export)
 
+
+def _add_bench_speed(sub: Subcommands) -> None:
+    """``bench-speed``: what to measure (a detector or a preset's untrained D), the grid of batch sizes, threads,
+    engines and precisions, and the ``--train`` and ``--pipeline`` runs."""
     p = sub.add_parser(
         "bench-speed",
         help="images/s, ms/image and achieved GFLOP/s against a measured matmul peak",
@@ -274,21 +284,26 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     out: dict[str, Any] = report.to_dict()
     md = report.markdown()
     if args.check_precision:
-        checks = precision_check(det)
-        out["precision_check"] = [c.__dict__ for c in checks]
-        lines = ["", "precision  engine  max |dAUROC| vs fp32  max |dscore|  within 0.001"]
-        for c in checks:
-            lines.append(
-                f"{c.precision:9s}  {c.engine:6s}  {c.max_abs_delta:19.5f}  {c.max_score_delta:12.3g}  "
-                f"{'yes' if c.passed else 'no'}"
-            )
-        print("\n".join(lines))
-        md += "\n\n| precision | engine | max abs AUROC change vs fp32 | within 0.001 |\n|---|---|---|---|\n"
-        md += "\n".join(
-            f"| {c.precision} | {c.engine} | {c.max_abs_delta:.5f} | {'yes' if c.passed else 'no'} |" for c in checks
-        )
+        out["precision_check"], table, md_table = _precision_report(precision_check(det))
+        print(table)
+        md += md_table
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=2))
     if args.markdown:
         Path(args.markdown).write_text(md + "\n")
     return EXIT_OK
+
+
+def _precision_report(checks: list[Any]) -> tuple[list[dict[str, Any]], str, str]:
+    """``--check-precision``'s results three ways: JSON rows, the printed table and the Markdown table."""
+    lines = ["", "precision  engine  max |dAUROC| vs fp32  max |dscore|  within 0.001"]
+    for c in checks:
+        lines.append(
+            f"{c.precision:9s}  {c.engine:6s}  {c.max_abs_delta:19.5f}  {c.max_score_delta:12.3g}  "
+            f"{'yes' if c.passed else 'no'}"
+        )
+    md = "\n\n| precision | engine | max abs AUROC change vs fp32 | within 0.001 |\n|---|---|---|---|\n"
+    md += "\n".join(
+        f"| {c.precision} | {c.engine} | {c.max_abs_delta:.5f} | {'yes' if c.passed else 'no'} |" for c in checks
+    )
+    return [c.__dict__ for c in checks], "\n".join(lines), md

@@ -172,7 +172,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Subcommands) -> None:
     """Register ``serve`` and ``monitor`` on the top-level sub-parsers."""
+    _add_serve(sub)
+    _add_monitor(sub)
 
+
+def _add_serve(sub: Subcommands) -> None:
+    """``serve``: the shared model, database and drift options, where to listen, and the hardening limits."""
     p = sub.add_parser(
         "serve",
         help="HTTP scoring API with stream drift monitoring and a dashboard",
@@ -213,6 +218,9 @@ def add_commands(sub: Subcommands) -> None:
     add_config_options(p)
     p.set_defaults(func=cmd_serve)
 
+
+def _add_monitor(sub: Subcommands) -> None:
+    """``monitor``: the shared options, where the images come from (a watched folder or standard input), the stream."""
     p = sub.add_parser(
         "monitor",
         help="score new files in a folder (or paths on stdin) into a monitored stream",

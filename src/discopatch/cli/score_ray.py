@@ -218,7 +218,7 @@ class _Writer:
                 return  # nothing new: the resumed file stays as it is
             import pyarrow.parquet as pq
 
-            from ..scale import output_schema
+            from ..scale_actor import output_schema
 
             self.partial = self.out_path.with_name(f".{self.out_path.name}.partial")
             self.pq = pq.ParquetWriter(self.partial, output_schema(True))

@@ -6,12 +6,12 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import score_modes
 from .._version import __version__
 from ..config import ABLATIONS, NORM_KINDS, RESIZE_MODES, TRAIN_GROUPINGS
-from ..errors import EXIT_OK, UsageError
+from ..errors import EXIT_OK
 from .config_files import add_config_options
 from .options import (
     Subcommands,
@@ -24,6 +24,9 @@ from .options import (
     positive_ints,
     seed_value,
 )
+
+if TYPE_CHECKING:
+    from ..detector import Detector
 
 #: ``fit --amp`` -> the trainer's ``amp`` (``None``: on for CUDA only).
 AMP_MODES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
@@ -42,6 +45,18 @@ def add_commands(sub: Subcommands) -> None:
             "discopatch fit id_images/ --out model/ --print-config > fit.yaml",
         ),
     )
+    _add_run_options(p)
+    _add_overrides(p.add_argument_group("overrides (default: the preset's)"))
+    _add_speed_options(
+        p.add_argument_group("speed and scale (see docs/BENCHMARKS.md; torchrun runs DistributedDataParallel)")
+    )
+    add_device(p)
+    add_config_options(p)
+    p.set_defaults(func=cmd_fit)
+
+
+def _add_run_options(p: Any) -> None:
+    """What to train on, where the detector goes, how long it trains and how it is calibrated."""
     p.add_argument("images", help="folder of ID images (searched recursively)")
     p.add_argument("--out", required=True, help="directory to write the detector to")
     add_preset(
@@ -77,7 +92,10 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate of the threshold (default 0.05)")
     p.add_argument("--val-fraction", type=float, help="share of images held out for calibration (default 0.1)")
-    g = p.add_argument_group("overrides (default: the preset's)")
+
+
+def _add_overrides(g: Any) -> None:
+    """The preset's fields a user may override: image and patch geometry, D and the VAE, the game's schedule."""
     g.add_argument("--image-size", type=int, help="side of the square every image is resized to, in pixels")
     g.add_argument("--resize", choices=RESIZE_MODES, help="how a non-square image becomes square")
     g.add_argument("--patch-size", type=int, help="side of D's square patches, in pixels")
@@ -115,7 +133,10 @@ def add_commands(sub: Subcommands) -> None:
         choices=score_modes.NAMES,
         help=score_modes.help_text(),
     )
-    g = p.add_argument_group("speed and scale (see docs/BENCHMARKS.md; torchrun runs DistributedDataParallel)")
+
+
+def _add_speed_options(g: Any) -> None:
+    """Options that change only how fast training runs, never what it computes."""
     g.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
@@ -124,9 +145,6 @@ def add_commands(sub: Subcommands) -> None:
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the two update steps (slow first steps)")
     g.add_argument("--amp", choices=list(AMP_MODES), default="auto", help="bf16 autocast (auto: on for CUDA)")
-    add_device(p)
-    add_config_options(p)
-    p.set_defaults(func=cmd_fit)
 
 
 def _detect_channels(folder: str, limit: int = 64) -> int:
@@ -192,10 +210,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )
     if args.score is not None:
         preset = preset.replace(score_mode=args.score)
-    if preset.preprocess.image_size < preset.model.patch_size:
-        raise UsageError(
-            f"image size {preset.preprocess.image_size} is smaller than patch size {preset.model.patch_size}"
-        )
     out = Path(args.out)
     from ..training.distributed import cleanup, init_from_env, launched_by_torchrun
 
@@ -213,25 +227,13 @@ def _fit_and_save(
 ) -> int:
     """The body of ``fit``; under torchrun every rank trains and rank 0 alone reports and saves."""
     from ..detector import Detector
-    from ..training.distributed import is_main_process, rank_and_world
+    from ..training.distributed import is_main_process
 
     det = Detector(preset, device=device, seed=args.seed, test_patches=args.test_patches)
     det.run_config = getattr(args, "run_config", None)
     main = is_main_process()
     if main:
-        print(
-            f"discopatch {__version__}: preset {preset.name}, {channels} channel(s), "
-            f"{preset.preprocess.image_size} px images, {preset.model.patch_size} px patches, device {det.device}",
-            file=sys.stderr,
-        )
-    if ddp and main:
-        k, b = rank_and_world()[1], args.batch_images or preset.train.batch_images
-        tp = args.train_patches or preset.train.train_patches
-        print(
-            f"DistributedDataParallel over {k} processes: each step trains on {k} x {b} images x {tp} patches "
-            f"= {k * b * tp} real patches; normalisation statistics stay per rank and per domain ({b * tp} patches)",
-            file=sys.stderr,
-        )
+        _announce(args, det, channels, ddp)
     det.fit(
         args.images,
         epochs=args.epochs,
@@ -250,6 +252,32 @@ def _fit_and_save(
     if not main:
         return EXIT_OK
     det.save(out)
+    _report(det, out)
+    return EXIT_OK
+
+
+def _announce(args: argparse.Namespace, det: Detector, channels: int, ddp: bool) -> None:
+    """Before training (rank 0): what is trained where, and under torchrun how the step splits over the ranks."""
+    from ..training.distributed import rank_and_world
+
+    preset = det.preset
+    print(
+        f"discopatch {__version__}: preset {preset.name}, {channels} channel(s), "
+        f"{preset.preprocess.image_size} px images, {preset.model.patch_size} px patches, device {det.device}",
+        file=sys.stderr,
+    )
+    if ddp:
+        k, b = rank_and_world()[1], args.batch_images or preset.train.batch_images
+        tp = args.train_patches or preset.train.train_patches
+        print(
+            f"DistributedDataParallel over {k} processes: each step trains on {k} x {b} images x {tp} patches "
+            f"= {k * b * tp} real patches; normalisation statistics stay per rank and per domain ({b * tp} patches)",
+            file=sys.stderr,
+        )
+
+
+def _report(det: Detector, out: Path) -> None:
+    """After saving: the steps trained and why they stopped, the images used, the threshold, where it went."""
     info = det.training_info
     planned = "" if info.get("budget_complete", True) else f" of {info['planned_steps']} planned"
     print(
@@ -269,4 +297,3 @@ def _fit_and_save(
             file=sys.stderr,
         )
     print(f"saved detector to {out}", file=sys.stderr)
-    return EXIT_OK

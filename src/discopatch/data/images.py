@@ -25,6 +25,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..config import PreprocessConfig
 from ..errors import BadInputError, InputNotFoundError
+from .convert import convert_strip, nominal_range, resize_square
 from .decoding import (
     ACCEPTED_FORMATS,
     DecodeCost,
@@ -57,10 +58,6 @@ STRIP_PIXELS = 1 << 20
 #: Files larger than this are refused from their size on disk, before a byte is read (the server's per-image limit,
 #: ``max_image_bytes``, is far smaller). 1 GiB holds an uncompressed RGBA image at :data:`MAX_PIXELS`.
 MAX_FILE_BYTES = 1 << 30
-
-#: ``resize_crop`` resamples only the centre square once the resized image would exceed this many times
-#: ``image_size ** 2`` pixels (aspect ratios beyond 16:1), so a 1 x 100000 strip cannot exhaust memory.
-MAX_RESIZE_FACTOR = 16
 
 #: Leading bytes of the formats we expect; an undecodable file that starts with one is reported as damaged.
 _SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"RIFF": "WebP"}
@@ -319,68 +316,13 @@ def _to_mode(img: Image.Image, channels: int) -> Image.Image:
             if img.mode == "F" and not np.isfinite(a).all():
                 raise ImageReadError("non-finite pixel values (NaN or infinity) in a floating-point image")
             lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
-        value_range = _value_range(img.mode, lo, hi)
+        value_range = nominal_range(img.mode, lo, hi)
     if len(strips) == 1:
-        return _convert(img, target, value_range)
+        return convert_strip(img, target, value_range)
     out = Image.new(target, img.size)
     for box in strips:
-        out.paste(_convert(img.crop(box), target, value_range), box[:2])
+        out.paste(convert_strip(img.crop(box), target, value_range), box[:2])
     return out
-
-
-def _convert(img: Image.Image, target: str, value_range: tuple[float, float] | None) -> Image.Image:
-    """One strip (or a whole small image) to ``target``; ``value_range`` is the whole image's, for high bit depth."""
-    if value_range is not None:
-        lo, hi = value_range
-        a = np.asarray(img, dtype=np.float64)
-        a = np.clip((a - lo) / max(hi - lo, 1e-12), 0, 1) * 255.0
-        img = Image.fromarray(np.round(a).astype(np.uint8), mode="L")
-    if img.mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-    if img.mode in ("LA", "La", "PA"):
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "RGBa"):
-        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
-    if img.mode != target:
-        img = img.convert(target)
-    return img
-
-
-def _value_range(mode: str, lo: float, hi: float) -> tuple[float, float]:
-    """The nominal range of a high-bit-depth image with extremes ``lo``, ``hi``: 16-bit and [0, 1] float are fixed,
-    others min-max."""
-    if mode.startswith("I;16") or (mode == "I" and lo >= 0 and 255 < hi <= 65535):
-        return 0.0, 65535.0
-    if mode == "I" and lo >= 0 and hi <= 255:
-        return 0.0, 255.0
-    if mode == "F" and lo >= 0 and hi <= 1:
-        return 0.0, 1.0
-    return lo, hi
-
-
-def _resize(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
-    s = cfg.image_size
-    w, h = img.size
-    if (w, h) == (s, s):
-        return img
-    if cfg.resize == "squash":
-        return img.resize((s, s), Image.Resampling.BILINEAR)
-    if cfg.resize == "pad" and w <= s and h <= s:
-        canvas = Image.new(img.mode, (s, s), 0)
-        canvas.paste(img, ((s - w) // 2, (s - h) // 2))
-        return canvas
-    # resize_crop (and pad for larger images): short side to s, Lanczos, centre crop.
-    scale = s / min(w, h)
-    nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
-    if nw * nh > MAX_RESIZE_FACTOR * s * s:
-        # Extreme aspect ratio: resample the centre square of the source directly (same pixels, no huge buffer).
-        side = min(w, h)
-        left, top = (w - side) / 2, (h - side) / 2
-        return img.resize((s, s), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side))
-    img = img.resize((nw, nh), Image.Resampling.LANCZOS)
-    left, top = (nw - s) // 2, (nh - s) // 2
-    return img.crop((left, top, left + s, top + s))
 
 
 def array_to_pil(arr: np.ndarray) -> Image.Image:
@@ -419,7 +361,7 @@ def preprocess(source: ImageInput, cfg: PreprocessConfig) -> np.ndarray:
         if isinstance(source, (str, os.PathLike)):
             raise ImageReadError(f"{source}: {e}") from None
         raise
-    out = np.asarray(_resize(img, cfg), dtype=np.uint8)
+    out = np.asarray(resize_square(img, cfg), dtype=np.uint8)
     return np.ascontiguousarray(out)
 
 

@@ -19,7 +19,8 @@ three different questions:
     Sequential: a CUSUM of ``-log p`` over every image, ``S_t = max(0, S_{t-1} - log p_t - k)``, alarming when
     ``S_t > h`` (then ``S`` restarts at 0). ``k = -log(theta) / (1 - theta)`` is the reference value of the
     likelihood-ratio CUSUM for p-values ~ ``Beta(theta, 1)`` against uniform ones; ``h`` is chosen so that the
-    expected run length between false alarms on ID images equals ``ert`` (see :func:`cusum_threshold`).
+    expected run length between false alarms on ID images equals ``ert``
+    (:func:`~discopatch.monitoring.cusum.cusum_threshold`).
 
 The window tests are combined with a Bonferroni correction: the reported ``p_val`` is ``min(1, n_tests * min p)``
 and each test is judged at ``p_val_threshold / n_tests``. They are re-evaluated after every update, so over a long
@@ -33,7 +34,6 @@ The output dict uses alibi-detect's keys (``is_drift``, ``p_val``, ``threshold``
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import math
 import time as _time
@@ -45,9 +45,10 @@ from typing import Any, Literal, get_args
 import numpy as np
 from scipy import stats
 
-from ..budget import check_monitor_calibration, cusum_min_calibration
+from ..budget import check_monitor_calibration
 from ..calibration import Calibration
 from .choices import BINOMIAL_METHODS, BinomialMethod
+from .cusum import cusum_threshold
 
 TESTS = ("binomial", "ks", "cusum")
 WINDOW_TESTS = ("binomial", "ks")
@@ -112,103 +113,6 @@ class DriftConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# CUSUM threshold for a given expected run length
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _null_cdf(x: np.ndarray, n_calibration: int | None) -> np.ndarray:
-    """CDF of ``-log p`` under the null: Exp(1) for uniform p, or for a conformal p-value with n calibration scores.
-
-    A conformal p-value of an ID image is ``j / (n + 1)`` with ``j`` uniform on ``1..n+1``.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    cdf: np.ndarray
-    if n_calibration is None:
-        cdf = np.where(x < 0, 0.0, -np.expm1(-np.maximum(x, 0.0)))
-    else:
-        m = n_calibration + 1.0
-        cdf = np.clip((m + 1.0 - np.ceil(m * np.exp(-np.maximum(x, -50.0)) - 1e-9)) / m, 0.0, 1.0)
-    return cdf
-
-
-def cusum_arl(h: float, k: float, n_calibration: int | None = None, n_states: int = 400) -> float:
-    """Average run length from ``S = 0`` to the first ``S > h`` on null p-values (Brook-Evans Markov chain).
-
-    ``[0, h]`` is cut into ``n_states`` cells (the first one holds the reset point 0); the run length is
-    ``(I - Q)^-1 1`` at state 0, where ``Q`` are the transition probabilities between non-alarming cells.
-    """
-    if h <= 0:
-        raise ValueError(f"h must be > 0, got {h}")
-    delta = h / (n_states - 0.5)
-    centres = np.arange(n_states) * delta
-    uppers = (np.arange(n_states) + 0.5) * delta
-    cdf = _null_cdf(uppers[None, :] - centres[:, None] + k, n_calibration)
-    q = np.diff(cdf, axis=1, prepend=0.0)
-    run = np.linalg.solve(np.eye(n_states) - q, np.ones(n_states))
-    return float(run[0])
-
-
-@functools.lru_cache(maxsize=64)
-def cusum_threshold(ert: float, k: float, n_calibration: int | None = None, rtol: float = 1e-3) -> float:
-    """The smallest CUSUM threshold ``h`` (to ``rtol``) whose null average run length is at least ``ert``.
-
-    Deterministic and fast (milliseconds), so a monitor can compute it at start-up; tests check it against
-    :func:`simulate_run_lengths`. The shared calibration set makes p-values of one stream slightly dependent;
-    the ERT holds on average over calibration sets.
-    """
-    if not ert > 1:
-        raise ValueError(f"ert must be > 1, got {ert}")
-    if n_calibration is not None and n_calibration < cusum_min_calibration(k):
-        raise ValueError(f"a CUSUM with k={k:.3g} never rises on p-values from {n_calibration} calibration scores")
-    lo, hi = 1e-6, 1.0
-    a_lo, a_hi = cusum_arl(lo, k, n_calibration), cusum_arl(hi, k, n_calibration)
-    if a_lo >= ert:
-        raise ValueError(f"ert={ert} is below the shortest run length reachable with k={k:.3g}")
-    while a_hi < ert:
-        lo, a_lo, hi = hi, a_hi, hi * 2.0
-        if hi > 1e4:
-            raise ValueError(f"no CUSUM threshold reaches ert={ert}")
-        a_hi = cusum_arl(hi, k, n_calibration)
-    # log ARL is close to linear in h, so interpolate there; the clamp keeps the bracket shrinking.
-    while hi - lo > rtol * hi and a_hi > ert * (1 + rtol):
-        f = (math.log(ert) - math.log(a_lo)) / (math.log(a_hi) - math.log(a_lo))
-        mid = lo + min(max(f, 0.1), 0.9) * (hi - lo)
-        a_mid = cusum_arl(mid, k, n_calibration)
-        if a_mid < ert:
-            lo, a_lo = mid, a_mid
-        else:
-            hi, a_hi = mid, a_mid
-    return hi
-
-
-def simulate_run_lengths(
-    h: float,
-    k: float,
-    n_calibration: int | None = None,
-    n_runs: int = 1000,
-    seed: int = 0,
-    max_steps: int = 10_000_000,
-) -> np.ndarray:
-    """Run lengths of ``n_runs`` independent CUSUMs fed null p-values (seeded); for checking :func:`cusum_arl`."""
-    rng = np.random.default_rng(seed)
-    s = np.zeros(n_runs)
-    lengths = np.zeros(n_runs, dtype=np.int64)
-    alive = np.arange(n_runs)
-    for step in range(1, max_steps + 1):
-        if n_calibration is None:
-            p = 1.0 - rng.random(alive.size)
-        else:
-            p = rng.integers(1, n_calibration + 2, alive.size) / (n_calibration + 1.0)
-        s[alive] = np.maximum(0.0, s[alive] - np.log(p) - k)
-        hit = s[alive] > h
-        lengths[alive[hit]] = step
-        alive = alive[~hit]
-        if alive.size == 0:
-            break
-    lengths[alive] = max_steps
-    return lengths
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Window tests (usable on any batch of scores)
 # ---------------------------------------------------------------------------------------------------------------

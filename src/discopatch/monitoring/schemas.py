@@ -13,73 +13,80 @@ from ..row_layout import description
 STREAM_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
+def _multipart_images(max_images: int) -> dict[str, Any]:
+    """Image files as the parts of a form, optionally named by ``source_id`` fields."""
+    return {
+        "schema": {
+            "type": "object",
+            "required": ["images"],
+            "properties": {
+                "images": {
+                    "type": "array",
+                    "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                    "minItems": 1,
+                    "description": f"image files, each part with a filename (at most {max_images}: 413 "
+                    "over it); optional source_id fields name them, the i-th the i-th image",
+                },
+            },
+        },
+        # image bytes of any type: the server looks at the data, not at the part's declared type
+        "encoding": {"images": {"contentType": "application/octet-stream"}},
+    }
+
+
+def _json_images(max_images: int) -> dict[str, Any]:
+    """Images as base64 strings or ``{data, source_id}`` objects, with optional ``source_ids`` beside them."""
+    image = {
+        "anyOf": [
+            {"type": "string", "contentEncoding": "base64"},
+            {
+                "type": "object",
+                "required": ["data"],
+                "properties": {
+                    "data": {"type": "string", "contentEncoding": "base64"},
+                    "source_id": {"type": ["string", "null"]},
+                },
+            },
+        ]
+    }
+    return {
+        "schema": {
+            "type": "object",
+            "required": ["images"],
+            "properties": {
+                "images": {
+                    "type": "array",
+                    "items": image,
+                    "minItems": 1,
+                    "description": "base64 (a data: URL prefix is accepted), or {data, source_id}; at most "
+                    f"{max_images} (413 over it)",
+                },
+                "source_ids": {
+                    "type": ["array", "null"],
+                    "description": "optional: the i-th names the i-th image (default: images[i])",
+                    "items": {"type": ["string", "null"]},
+                },
+            },
+        }
+    }
+
+
 def images_body(max_images: int) -> dict[str, Any]:
     """The ``requestBody`` of the scoring routes. At least one image, so that an empty request (answered 422) is
     outside the documented schema rather than a valid request refused; over ``max_images`` is 413, a limit of the
     server rather than a rule of the schema. What is inside an image string (bad base64, not an image) is that
     image's error in a 200, so the strings carry their encoding as an annotation (``contentEncoding``), not a
     ``format`` the request would be refused for."""
-    body: dict[str, Any] = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["images"],
-                        "properties": {
-                            "images": {
-                                "type": "array",
-                                "items": {"type": "string", "contentMediaType": "application/octet-stream"},
-                                "minItems": 1,
-                                "description": f"image files, each part with a filename (at most {max_images}: 413 "
-                                "over it); optional source_id fields name them, the i-th the i-th image",
-                            },
-                        },
-                    },
-                    # image bytes of any type: the server looks at the data, not at the part's declared type
-                    "encoding": {"images": {"contentType": "application/octet-stream"}},
-                },
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["images"],
-                        "properties": {
-                            "images": {
-                                "type": "array",
-                                "items": {
-                                    "anyOf": [
-                                        {"type": "string", "contentEncoding": "base64"},
-                                        {
-                                            "type": "object",
-                                            "required": ["data"],
-                                            "properties": {
-                                                "data": {"type": "string", "contentEncoding": "base64"},
-                                                "source_id": {"type": ["string", "null"]},
-                                            },
-                                        },
-                                    ]
-                                },
-                                "minItems": 1,
-                                "description": "base64 (a data: URL prefix is accepted), or {data, source_id}; at most "
-                                f"{max_images} (413 over it)",
-                            },
-                            "source_ids": {
-                                "type": ["array", "null"],
-                                "description": "optional: the i-th names the i-th image (default: images[i])",
-                                "items": {"type": ["string", "null"]},
-                            },
-                        },
-                    }
-                },
-                "image/*": {
-                    "schema": {"type": "string", "format": "binary"},
-                    "description": "one raw image (png, jpeg, gif, webp, bmp or tiff); ?source_id= names it",
-                },
-            },
-        }
+    raw = {
+        "schema": {"type": "string", "format": "binary"},
+        "description": "one raw image (png, jpeg, gif, webp, bmp or tiff); ?source_id= names it",
     }
-    return body
+    content = {
+        "multipart/form-data": _multipart_images(max_images),
+        "application/json": _json_images(max_images),
+        "image/*": raw,
+    }
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def _score_mode_schema(schema: dict[str, Any]) -> None:

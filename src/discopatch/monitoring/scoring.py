@@ -20,7 +20,8 @@ import numpy as np
 
 from ..calibration import Calibration
 from ..data.images import preprocess_many
-from ..detector import Decoded, Detector
+from ..detector import Detector
+from ..detector_scoring import Decoded
 from ..errors import NotFittedError
 from ..inference.explain import Explanation
 

@@ -30,7 +30,8 @@ from .alerts import AlertDispatcher
 from .drift import DriftConfig, DriftMonitor
 from .health import DbFailures
 from .scoring import MAX_DECODES, Item, Scorer
-from .store import STORED_VALUES, AlreadyRecorded, Store, StoredRequest, StreamConflict
+from .store import AlreadyRecorded, Store, StoredRequest, StreamConflict
+from .tables import STORED_VALUES
 
 log = logging.getLogger("discopatch.monitoring")
 
@@ -246,19 +247,7 @@ class StreamRecorder:
         model = {"model_id": self.detector.detector_id}
         for r in results:
             make_storable(r)
-        # a kept image keeps its explanation too (corners and contributions of the full-size preprocessed image), so
-        # its heat map is exact even where the thumbnail is smaller than what the detector saw
-        thumbs: dict[int, bytes] = {}
-        maps: dict[int, dict[str, Any]] = {}
-        for r in results:
-            e = explained.get(r["index"])
-            if (
-                e is not None
-                and r["score"] is not None
-                and (self.thumbnails == "all" or (self.thumbnails == "flagged" and r["is_ood"]))
-            ):
-                thumbs[r["index"]] = thumbnail_png(e.image, self.thumbnail_size)
-                maps[r["index"]] = e.to_dict()
+        thumbs, maps = self._kept_views(results, explained)
         with self._lock(name):
             for attempt in range(MAX_RESYNC + 1):
                 mon = self._monitor(name).copy()
@@ -266,14 +255,10 @@ class StreamRecorder:
                 now = time.time()
                 verdict = mon.update([r["score"] for r in results if r["score"] is not None], now)
                 rows = [
-                    {
-                        "time": now,
-                        **{k: r[k] for k in ("source_id", *STORED_VALUES)},
-                        "thumbnail": thumbs.get(r["index"]),
-                        "explanation": maps.get(r["index"]),
-                    }
+                    {"time": now, **{k: r[k] for k in ("source_id", *STORED_VALUES)},
+                     "thumbnail": thumbs.get(r["index"]), "explanation": maps.get(r["index"])}
                     for r in results
-                ]
+                ]  # fmt: skip
                 alerts = [self._alert(name, verdict, now)] if verdict["transition"] else []
                 request = None
                 if key is not None:
@@ -298,6 +283,26 @@ class StreamRecorder:
             a["seq"] = ids[-1][1] if ids else None
             self.alerts.send(a)
         return {"stream": name, "results": results, "drift": verdict, **model, "replayed": False}
+
+    def _kept_views(
+        self, results: list[dict[str, Any]], explained: dict[int, Explanation]
+    ) -> tuple[dict[int, bytes], dict[int, dict[str, Any]]]:
+        """Thumbnails of the images ``thumbnails`` keeps, by result index, and their explanations.
+
+        A kept image keeps its explanation too (corners and contributions of the full-size preprocessed image), so
+        its heat map is exact even where the thumbnail is smaller than what the detector saw."""
+        thumbs: dict[int, bytes] = {}
+        maps: dict[int, dict[str, Any]] = {}
+        for r in results:
+            e = explained.get(r["index"])
+            if (
+                e is not None
+                and r["score"] is not None
+                and (self.thumbnails == "all" or (self.thumbnails == "flagged" and r["is_ood"]))
+            ):
+                thumbs[r["index"]] = thumbnail_png(e.image, self.thumbnail_size)
+                maps[r["index"]] = e.to_dict()
+        return thumbs, maps
 
     @staticmethod
     def _alert(name: str, verdict: dict[str, Any], now: float) -> dict[str, Any]:
