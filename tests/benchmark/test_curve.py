@@ -91,3 +91,30 @@ def test_seeds_run_apart_merge_into_one_curve_with_per_step_spread() -> None:
     model["preset"]["train"]["grouping"] = "domain" if a["preset"]["train"]["grouping"] == "image" else "image"
     with pytest.raises(ValueError, match="preset"):
         merge_curves([a, model])
+
+
+@pytest.mark.slow
+def test_a_protocol_without_near_ood_sets_still_writes_its_curve(tmp_path, monkeypatch) -> None:
+    """A host that lacks a near-OOD source (the loader skips it) gives a curve with no near-OOD axis, not a crash
+    after the training is done."""
+    import discopatch.benchmark.curve as curve_module
+
+    real_load = curve_module.load_protocol
+
+    def without_near(*args: object, **kwargs: object) -> object:
+        data = real_load(*args, **kwargs)  # type: ignore[arg-type]
+        data.near_ood.clear()
+        data.skipped["near"] = "source missing on this host"
+        return data
+
+    monkeypatch.setattr(curve_module, "load_protocol", without_near)
+    res = run_curve(
+        "fmnist", tmp_path, preset=tiny_preset(), at_steps=(2,), seeds=(0,), quick=True,
+        n_train=200, n_test=40, n_ood=16, stats_images=100, diag_images=16, progress=True,
+    )  # fmt: skip
+    point = res["runs"]["0"][-1]
+    assert point["d-only"]["near_mean_auroc"] is None and point["fused"]["near_mean_auroc"] is None
+    assert 0.0 <= point["d-only"]["far_mean_auroc"] <= 1.0
+    assert json.loads((tmp_path / "curve.json").read_text())["runs"]["0"][-1]["d-only"]["near_mean_auroc"] is None
+    assert "| seed | step |" in (tmp_path / "curve.md").read_text()
+    assert (tmp_path / "curve.png").stat().st_size > 1000

@@ -190,15 +190,20 @@ def evaluate_snapshot(
     }
 
 
+def _auroc(value: float | None) -> str:
+    """An AUROC for the progress line; ``-`` where the protocol has no such set (a source missing on this host)."""
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _row_line(seed: int, row: dict[str, Any]) -> str:
     """A curve point's progress line: both scores' headline AUROCs and the ID-only criterion."""
     d, f = row["d-only"], row["fused"]
     return (
         f"[curve] seed {seed} step {row['step']:6d} ({row['cpu_minutes']:.1f} CPU-min): D cov "
-        f"{d['covariate_mean_auroc']:.3f} near {d['near_mean_auroc']:.3f} far "
-        f"{d['far_mean_auroc']:.3f} null {d['null_auroc']:.3f} | fused cov "
-        f"{f['covariate_mean_auroc']:.3f} near {f['near_mean_auroc']:.3f} | ID-sep "
-        f"{row['game']['id_separation']:.3f}"
+        f"{_auroc(d['covariate_mean_auroc'])} near {_auroc(d['near_mean_auroc'])} far "
+        f"{_auroc(d['far_mean_auroc'])} null {_auroc(d['null_auroc'])} | fused cov "
+        f"{_auroc(f['covariate_mean_auroc'])} near {_auroc(f['near_mean_auroc'])} | ID-sep "
+        f"{_auroc(row['game']['id_separation'])}"
     )
 
 
