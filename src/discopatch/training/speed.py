@@ -237,6 +237,23 @@ def step_flops(trainer: Trainer, images: np.ndarray) -> tuple[int, dict[str, int
     return counter.get_total_flops(), clock.flops
 
 
+def _timed_steps(
+    trainer: Trainer, images: np.ndarray, steps: int, threads: int, clock: _PhaseClock
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Wall and per-thread CPU seconds of plain, then ``clock``-marked steps, taken in turns so load hits both alike."""
+    wall: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(steps):
+        for mark in (False, True):
+            trainer.set_phase_marker(clock if mark else no_phase)
+            t0, c0 = time.perf_counter(), time.process_time()
+            _step(trainer, images, 3 + 2 * i + mark)
+            wall[mark].append(time.perf_counter() - t0)
+            cpu[mark].append((time.process_time() - c0) / threads)
+    trainer.set_phase_marker(no_phase)
+    return wall[False], cpu[False], wall[True], cpu[True]
+
+
 def bench_training(
     preset: Preset,
     threads: int,
@@ -266,18 +283,7 @@ def bench_training(
             for i in range(2):
                 _step(trainer, images, i + 1)
             clock = _PhaseClock()
-            plain: list[float] = []
-            plain_cpu: list[float] = []
-            marked: list[float] = []
-            marked_cpu: list[float] = []
-            for i in range(steps):
-                for mark in (False, True):
-                    trainer.set_phase_marker(clock if mark else no_phase)
-                    t0, c0 = time.perf_counter(), time.process_time()
-                    _step(trainer, images, 3 + 2 * i + mark)
-                    (marked if mark else plain).append(time.perf_counter() - t0)
-                    (marked_cpu if mark else plain_cpu).append((time.process_time() - c0) / threads)
-            trainer.set_phase_marker(no_phase)
+            plain, plain_cpu, marked, marked_cpu = _timed_steps(trainer, images, steps, threads, clock)
     finally:
         torch.set_num_threads(old)
     per_step = statistics.median(plain)
