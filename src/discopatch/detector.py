@@ -46,8 +46,9 @@ from .model import Discriminator
 from .results import Prediction, finite_or_none
 from .runtime import resolve_device
 from .score_modes import get as get_score_mode
+from .training.checkpoint import TrainState
 from .training.distributed import is_main_process
-from .training.trainer import Trainer, TrainState
+from .training.trainer import Trainer
 
 
 class Detector(ScoringDetector):

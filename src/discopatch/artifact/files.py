@@ -26,7 +26,7 @@ closed sets of values, the allowed file names) is the schema's; :func:`load_arti
 express - JSON without NaN/infinity, a supported format version, the digest, the files' checksums, settings that
 must agree with each other (channels, image vs patch size, calibration and statistics files present when the
 configuration needs them) and the tensors against the configuration (names, shapes, finite values, the stored
-calibration threshold).
+calibration threshold), the last through :mod:`discopatch.artifact.checks`, which also holds the strict JSON reader.
 """
 
 from __future__ import annotations
@@ -39,21 +39,19 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from .._version import __version__
 from ..calibration import Calibration
 from ..config import PRESETS, ModelConfig, PreprocessConfig, Preset, ScoreMode, from_dict, get_preset, to_dict
-from ..errors import BadArtifactError
-from ..inference.stats_model import SAVED_KEYS
 from ..log import LOGGER
 from ..model import Discriminator
 from ..score_modes import get as get_score_mode
+from .checks import ArtifactError as ArtifactError  # re-exported: the error callers catch is named here too
+from .checks import load_calibration, load_statistics, load_weights, read_strict_json, require
 from .schema import SCHEMA
 from .schema import validate as validate_schema
 
@@ -66,10 +64,6 @@ STATS_FILE = "statistics.safetensors"
 DIGEST_KEY = "digest"
 DIGEST_SECTIONS = ("model", "preprocess", "scoring", "calibration", "files")
 PROVENANCE_KEYS = ("created", "training_data")
-
-
-class ArtifactError(BadArtifactError, ValueError):
-    """A saved detector is missing, damaged or does not match its configuration."""
 
 
 def utc_now() -> str:
@@ -176,55 +170,6 @@ def _check_digest(meta: dict[str, Any], cfg_path: Path, allow_legacy: bool) -> N
     )
 
 
-def _reject_constant(name: str) -> Any:
-    raise ArtifactError(f"non-finite number {name} (only finite numbers are allowed)")
-
-
-#: The longest integer literal read from ``detector.json``: more digits than any bound in the schema has, far fewer
-#: than Python's int-conversion limit (4300 digits), so a huge literal is one clear ArtifactError.
-MAX_INT_DIGITS = 40
-
-
-def _parse_float(text: str) -> float:
-    """A JSON number with a fraction or exponent; ``1e400`` parses to infinity in Python, so it is refused here."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ArtifactError(f"number {text[:40]} is out of the floating-point range")
-    return value
-
-
-def _parse_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ArtifactError(f"integer with {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS} are allowed)")
-    return int(text)
-
-
-def _only_tensors(tensors: dict[str, torch.Tensor], allowed: set[str], path: Path) -> None:
-    """A file holds the tensors its format names and nothing else (an extra one would be ignored silently)."""
-    extra = sorted(set(tensors) - allowed)
-    _require(not extra, f"{path}: unexpected tensors {extra[:5]} (expected only {sorted(allowed)})")
-
-
-def _positive_spread(stats: dict[str, torch.Tensor], path: Path) -> None:
-    """The statistics model divides by its feature scales and by the two fusion IQRs: a zero (or negative) one would
-    make scores infinite, so such a file is refused (fitting floors them; only a hand-edited or degenerate file has
-    one)."""
-    fusion, scale = stats.get(SAVED_KEYS["fusion"]), stats.get(SAVED_KEYS["feat_scale"])
-    if fusion is not None and fusion.numel() == 4:
-        bad = [name for name, v in (("D score", fusion[1]), ("statistics score", fusion[3])) if not float(v) > 0]
-        _require(not bad, f"{path}: zero spread (IQR <= 0) of the {' and '.join(bad)} on the ID validation images, "
-                          "so every score would be infinite; refit the detector")  # fmt: skip
-    if scale is not None and scale.is_floating_point():
-        _require(bool((scale > 0).all()), f"{path}: a feature scale is zero or negative; refit the detector")
-
-
-def _all_finite(tensors: dict[str, torch.Tensor], path: Path, skip: tuple[str, ...] = ()) -> None:
-    for k, v in tensors.items():
-        if any(s in k for s in skip) or not v.is_floating_point():
-            continue
-        _require(bool(torch.isfinite(v).all()), f"{path}: non-finite value (NaN or infinity) in {k}")
-
-
 def write_new_file(path: Path, data: bytes) -> None:
     """Write ``data`` to a file created afresh by ``open``, so it gets the ordinary mode (0666 minus the umask).
 
@@ -247,13 +192,6 @@ def replace_file(path: Path, data: bytes) -> None:
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """A safetensors file with the same bytes as ``save_file`` writes, through :func:`replace_file`."""
     replace_file(path, safetensors_bytes(tensors, metadata=metadata))
-
-
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise ArtifactError(f"{path}: unreadable safetensors file ({e})") from None
 
 
 def save_artifact(
@@ -319,11 +257,6 @@ def detector_id(directory: str | os.PathLike[str]) -> str:
     return hashlib.sha256((Path(directory) / CONFIG_FILE).read_bytes()).hexdigest()[:16]
 
 
-def _require(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ArtifactError(msg)
-
-
 def _legacy_model_fields(model: dict[str, Any], cfg_path: Path) -> dict[str, Any]:
     """Artefacts written before the 1x1 guard (discopatch 0.1.0's ``small`` preset) load as that named ablation."""
     if "ablation" in model:
@@ -344,96 +277,79 @@ def _legacy_model_fields(model: dict[str, Any], cfg_path: Path) -> dict[str, Any
     return candidate
 
 
-def load_artifact(directory: str | os.PathLike[str], allow_legacy: bool = False) -> Artifact:
-    """Read and check a detector directory; ``allow_legacy`` accepts one without a configuration digest (see
-    :func:`_check_digest`)."""
-    directory = Path(directory)
-    _require(directory.is_dir(), f"{directory}: not a detector directory (expected a folder with {CONFIG_FILE})")
-    cfg_path = directory / CONFIG_FILE
-    _require(cfg_path.is_file(), f"{directory}: missing {CONFIG_FILE}")
-    try:
-        meta = json.loads(
-            cfg_path.read_text(), parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int
-        )
-    except ArtifactError as e:
-        raise ArtifactError(f"{cfg_path}: {e}") from None
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # JSONDecodeError is a ValueError
-        raise ArtifactError(f"{cfg_path}: not valid JSON ({e})") from None
-    # Types, bounds, required keys and enums are the schema's (artifact_schema.SCHEMA), checked only there. Two
-    # questions come first because a newer or foreign file need not match this schema at all: is it a detector
-    # (the schema's own rule for "format", asked on its own), and is its format version one this reader supports.
+def _read_config(cfg_path: Path) -> dict[str, Any]:
+    """``detector.json`` parsed strictly and checked against the schema.
+
+    Types, bounds, required keys and enums are the schema's (:data:`~discopatch.artifact.schema.SCHEMA`), checked
+    only there. Two questions come first because a newer or foreign file need not match this schema at all: is it a
+    detector (the schema's own rule for "format", asked on its own), and is its format version one this reader
+    supports.
+    """
+    meta = read_strict_json(cfg_path)
     problems = validate_schema(meta)
     if isinstance(meta, dict):
         fmt = meta.get("format")
-        _require(
+        require(
             not validate_schema(fmt, SCHEMA["properties"]["format"]),
             f"{cfg_path}: not a discopatch detector (format={fmt!r})",
         )
         version = meta.get("format_version")
-        _require(
+        require(
             version == FORMAT_VERSION,
             f"{cfg_path}: artefact format version {version} is not supported by discopatch {__version__} "
             f"(expects {FORMAT_VERSION})",
         )
-    _require(
+    require(
         not problems,
         f"{cfg_path}: does not match the detector.json schema ({'; '.join(problems[:5])}"
         + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         + ")",
     )
-    _check_digest(meta, cfg_path, allow_legacy)
+    return cast(dict[str, Any], meta)  # the schema requires an object
+
+
+def _configs(meta: dict[str, Any], cfg_path: Path) -> tuple[ModelConfig, PreprocessConfig]:
+    """The model and preprocessing configurations, which must agree with each other (channels, image size)."""
     try:
         model = from_dict(ModelConfig, _legacy_model_fields(meta["model"], cfg_path))
         pre = from_dict(PreprocessConfig, meta["preprocess"])
     except (TypeError, ValueError) as e:
         raise ArtifactError(f"{cfg_path}: invalid configuration ({e})") from None
-    _require(pre.channels == model.channels, f"{cfg_path}: preprocess channels != model channels")
-    _require(pre.image_size >= model.patch_size, f"{cfg_path}: image_size is smaller than patch_size")
-    scoring = meta["scoring"]
-    n_patches, seed = scoring["test_patches"], scoring["seed"]
+    require(pre.channels == model.channels, f"{cfg_path}: preprocess channels != model channels")
+    require(pre.image_size >= model.patch_size, f"{cfg_path}: image_size is smaller than patch_size")
+    return model, pre
 
-    files = meta["files"]  # the schema names the only files allowed and requires the weights' checksum
+
+def _check_files(directory: Path, files: dict[str, str]) -> None:
+    """Every file ``detector.json`` lists exists with its recorded checksum (the schema names the only files
+    allowed and requires the weights' checksum), before any of them is parsed."""
     for name, digest in files.items():
         path = directory / name
-        _require(path.is_file(), f"{directory}: missing {name}")
-        _require(
-            _sha256(path) == digest,
-            f"{path}: checksum mismatch (file changed or truncated since it was saved)",
-        )
-    sd = _load_safetensors(directory / WEIGHTS_FILE)
-    expected = {k: tuple(v.shape) for k, v in Discriminator(model).state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in sd.items()}
-    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
-    _require(
-        not missing and not unexpected,
-        f"{directory / WEIGHTS_FILE}: weights do not match the configured model "
-        f"(missing {missing[:5]}, unexpected {unexpected[:5]})",
-    )
-    bad = [k for k in expected if expected[k] != got[k]]
-    _require(not bad, f"{directory / WEIGHTS_FILE}: shape mismatch for {bad[:5]}")
-    _all_finite(sd, directory / WEIGHTS_FILE, skip=("num_batches",))
+        require(path.is_file(), f"{directory}: missing {name}")
+        require(_sha256(path) == digest, f"{path}: checksum mismatch (file changed or truncated since it was saved)")
 
+
+def load_artifact(directory: str | os.PathLike[str], allow_legacy: bool = False) -> Artifact:
+    """Read and check a detector directory; ``allow_legacy`` accepts one without a configuration digest (see
+    :func:`_check_digest`)."""
+    directory = Path(directory)
+    require(directory.is_dir(), f"{directory}: not a detector directory (expected a folder with {CONFIG_FILE})")
+    cfg_path = directory / CONFIG_FILE
+    require(cfg_path.is_file(), f"{directory}: missing {CONFIG_FILE}")
+    meta = _read_config(cfg_path)
+    _check_digest(meta, cfg_path, allow_legacy)
+    model, pre = _configs(meta, cfg_path)
+    scoring, files = meta["scoring"], meta["files"]
+    _check_files(directory, files)
+    sd = load_weights(directory / WEIGHTS_FILE, model)
     calibration = None
     cal_meta = meta.get("calibration")
     if cal_meta is not None:
-        _require(CALIBRATION_FILE in files, f"{cfg_path}: calibration present but {CALIBRATION_FILE} not listed")
-        cal_tensors = _load_safetensors(directory / CALIBRATION_FILE)
-        _only_tensors(cal_tensors, {"scores"}, directory / CALIBRATION_FILE)
-        scores = cal_tensors.get("scores")
-        if scores is None or scores.ndim != 1 or not scores.is_floating_point():
-            raise ArtifactError(f"{directory / CALIBRATION_FILE}: no 1-D floating-point 'scores'")
-        _all_finite(cal_tensors, directory / CALIBRATION_FILE)
-        _require(scores.numel() == cal_meta["n"], f"{cfg_path}: calibration.n does not match the stored scores")
-        calibration = Calibration.from_scores(scores.double().numpy(), float(cal_meta["target_fpr"]))
-        stored = cal_meta.get("threshold")
-        recomputed = None if math.isinf(calibration.threshold) else calibration.threshold
-        _require(stored == recomputed, f"{cfg_path}: calibration threshold does not match the stored scores")
+        require(CALIBRATION_FILE in files, f"{cfg_path}: calibration present but {CALIBRATION_FILE} not listed")
+        calibration = load_calibration(directory / CALIBRATION_FILE, cal_meta, cfg_path)
     score_mode = scoring.get("score_mode", "d-only")  # absent in artefacts saved before the statistics model
     stats = None
     if get_score_mode(score_mode).needs_statistics:
-        _require(STATS_FILE in files, f"{cfg_path}: score_mode {score_mode!r} needs {STATS_FILE}")
-        stats = _load_safetensors(directory / STATS_FILE)
-        _only_tensors(stats, set(SAVED_KEYS.values()), directory / STATS_FILE)
-        _all_finite(stats, directory / STATS_FILE)
-        _positive_spread(stats, directory / STATS_FILE)
-    return Artifact(model, pre, n_patches, seed, sd, calibration, meta, score_mode, stats)
+        require(STATS_FILE in files, f"{cfg_path}: score_mode {score_mode!r} needs {STATS_FILE}")
+        stats = load_statistics(directory / STATS_FILE)
+    return Artifact(model, pre, scoring["test_patches"], scoring["seed"], sd, calibration, meta, score_mode, stats)

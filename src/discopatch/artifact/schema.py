@@ -3,7 +3,7 @@
 The checksums and the configuration digest in ``detector.json`` detect changes, but a digest recomputed by hand (or
 an artefact from an earlier version, which has none) could still carry a string where a size belongs, or a size that
 would exhaust memory. Validating types and bounds before anything is built turns those into one clear
-:class:`~discopatch.artifact.files.ArtifactError`.
+:class:`~discopatch.artifact.checks.ArtifactError`.
 
 :data:`SCHEMA` is standard JSON Schema (draft 2020-12), so other tools can check artefacts too; the package
 validates it with :func:`validate` rather than depending on ``jsonschema`` (the test suite checks that both agree).

@@ -37,7 +37,8 @@ from ..data.images import stack_images
 from ..detector import Detector
 from ..log import stderr_lines
 from ..model import VAE, Discriminator
-from ..training.trainer import Trainer, TrainState
+from ..training.checkpoint import TrainState
+from ..training.trainer import Trainer
 from .curve_diagnostics import _score_sets, game_diagnostics, radial_power_spectrum
 from .curve_report import curve_markdown, merge_curves, step_summary, summarise_curve, write_curve
 from .datasets import ProtocolData, load_protocol

@@ -41,7 +41,7 @@ from ..data.images import stack_images
 from ..detector import Detector
 from ..log import stderr_lines
 from ..model import Discriminator
-from ..training.trainer import TrainState
+from ..training.checkpoint import TrainState
 from .ablations import patch_count_sweep
 from .baselines import specs as baseline_specs
 from .baselines.specs import BaselineInputs

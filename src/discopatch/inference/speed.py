@@ -222,10 +222,7 @@ def bench_speed(
     try:
         for th in threads:
             torch.set_num_threads(th)
-            for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-                if dtype_name == "fp32" or "bf16" in precisions:
-                    rep.peaks[f"{dtype_name}@{th}"] = matmul_peak_gflops(th, dtype=dtype, min_time=min_time)
-            peak = rep.peaks[f"fp32@{th}"]
+            _measure_peaks(rep.peaks, th, precisions, min_time)
             combos = [
                 (e, p) for e in engines for p in precisions if (e, p) not in (("torch", "int8"), ("onnx", "bf16"))
             ]
@@ -245,26 +242,7 @@ def bench_speed(
                     max_reps,
                 )
                 for (eng_name, prec), t in times.items():
-                    flops = gflop * b
-                    model_t = max(t - t_dec, 1e-9)
-                    row = SpeedRow(
-                        engine=eng_name,
-                        precision=prec,
-                        threads=th,
-                        images_per_call=b,
-                        seconds_per_call=t,
-                        decode_seconds=min(t_dec, t),
-                        images_per_s=b / t,
-                        ms_per_image=1e3 * t / b,
-                        gflops_end_to_end=flops / t,
-                        gflops_model=flops / model_t,
-                        peak_gflops=peak,
-                        ratio_end_to_end=flops / t / peak,
-                        ratio_model=flops / model_t / peak,
-                        ratio_own_precision=(
-                            flops / t / rep.peaks[f"{prec}@{th}"] if f"{prec}@{th}" in rep.peaks else None
-                        ),
-                    )
+                    row = _speed_row(eng_name, prec, th, b, t, t_dec, gflop, rep.peaks)
                     rep.rows.append(row)
                     if log:
                         log(
@@ -274,6 +252,41 @@ def bench_speed(
     finally:
         torch.set_num_threads(old_threads)
     return rep
+
+
+def _measure_peaks(peaks: dict[str, float], threads: int, precisions: Sequence[Precision], min_time: float) -> None:
+    """Add the matmul peaks at ``threads`` threads that the rows are compared with: fp32 always (every row's
+    reference), bf16 only when a bf16 row is timed (its own-precision reference)."""
+    for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if dtype_name == "fp32" or "bf16" in precisions:
+            peaks[f"{dtype_name}@{threads}"] = matmul_peak_gflops(threads, dtype=dtype, min_time=min_time)
+
+
+def _speed_row(
+    engine: str, precision: str, threads: int, b: int, t: float, t_dec: float, gflop: float, peaks: dict[str, float]
+) -> SpeedRow:
+    """One row from a call's median time ``t`` for ``b`` images: throughput, and its share of the fp32 peak end to
+    end and for the model alone (the decode time ``t_dec`` taken off), so rows of any engine compare on one scale."""
+    flops = gflop * b
+    model_t = max(t - t_dec, 1e-9)
+    peak = peaks[f"fp32@{threads}"]
+    own = f"{precision}@{threads}"
+    return SpeedRow(
+        engine=engine,
+        precision=precision,
+        threads=threads,
+        images_per_call=b,
+        seconds_per_call=t,
+        decode_seconds=min(t_dec, t),
+        images_per_s=b / t,
+        ms_per_image=1e3 * t / b,
+        gflops_end_to_end=flops / t,
+        gflops_model=flops / model_t,
+        peak_gflops=peak,
+        ratio_end_to_end=flops / t / peak,
+        ratio_model=flops / model_t / peak,
+        ratio_own_precision=flops / t / peaks[own] if own in peaks else None,
+    )
 
 
 def _scoring_call(

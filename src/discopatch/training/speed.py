@@ -1,14 +1,13 @@
 """Training and scoring speed against limits measured in the same run (``discopatch bench-speed --train``).
 
 Training: one process measures the fp32 peaks of this CPU at the run's thread count (the quickest repeats of
-``torch.mm`` on 512-square matrices, and of the best forward convolution among the preset's own layer shapes at
-the training batch), counts the FLOPs of one training step with
-:class:`torch.utils.flop_counter.FlopCounterMode`, times full steps (patch sampling included, as ``fit`` runs
-them) and splits a step into its parts through the trainer's phase markers: ``data`` (batch gather, patch corners
-and extraction), ``vae_forward``, ``d_forward`` (D's five calls: two in the VAE update, three in D's),
-``vae_backward`` (through D to its inputs, and the VAE), ``d_backward``, ``losses``, ``optimiser``, and ``rest``
-(the step's time outside them: Python, gradient bookkeeping, the logged floats). Each part gets its own FLOPs and
-achieved GFLOP/s, so the gap to the peak is visible where it is.
+``torch.mm`` on 512-square matrices, and of the best forward convolution among the preset's own layer shapes at the
+training batch), counts the FLOPs of one training step with :class:`torch.utils.flop_counter.FlopCounterMode`, times
+full steps (patch sampling included, as ``fit`` runs them) and splits a step into its parts through the trainer's phase
+markers: ``data`` (batch gather, patch corners and extraction), ``vae_forward``, ``d_forward`` (D's five calls: two in
+the VAE update, three in D's), ``vae_backward`` (through D to its inputs, and the VAE), ``d_backward``, ``losses``,
+``optimiser``, and ``rest`` (the step's time outside them: Python, gradient bookkeeping, the logged floats). Each part
+gets its own FLOPs and achieved GFLOP/s, so the gap to the peak is visible where it is.
 
 Scoring: images/s end to end from PNG files (the ``discopatch score`` path: read, decode, preprocess, D with the
 per-image statistics, fusion), from already decoded arrays, and the two stages alone: decoding, and D plus the
@@ -36,7 +35,8 @@ import torch.nn.functional as F
 from ..config import Preset
 from ..inference.speed import _interleaved_times, flops_per_image, synthetic_png_inputs
 from .memory import reuse_freed_memory
-from .trainer import Trainer, no_phase
+from .steps import no_phase
+from .trainer import Trainer
 
 #: The parts of a step in the order they are reported; ``rest`` is the step's time outside all of them.
 PARTS = ("data", "vae_forward", "d_forward", "losses", "vae_backward", "d_backward", "optimiser", "rest")
@@ -237,6 +237,23 @@ def step_flops(trainer: Trainer, images: np.ndarray) -> tuple[int, dict[str, int
     return counter.get_total_flops(), clock.flops
 
 
+def _timed_steps(
+    trainer: Trainer, images: np.ndarray, steps: int, threads: int, clock: _PhaseClock
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Wall and per-thread CPU seconds of plain, then ``clock``-marked steps, taken in turns so load hits both alike."""
+    wall: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(steps):
+        for mark in (False, True):
+            trainer.set_phase_marker(clock if mark else no_phase)
+            t0, c0 = time.perf_counter(), time.process_time()
+            _step(trainer, images, 3 + 2 * i + mark)
+            wall[mark].append(time.perf_counter() - t0)
+            cpu[mark].append((time.process_time() - c0) / threads)
+    trainer.set_phase_marker(no_phase)
+    return wall[False], cpu[False], wall[True], cpu[True]
+
+
 def bench_training(
     preset: Preset,
     threads: int,
@@ -266,18 +283,7 @@ def bench_training(
             for i in range(2):
                 _step(trainer, images, i + 1)
             clock = _PhaseClock()
-            plain: list[float] = []
-            plain_cpu: list[float] = []
-            marked: list[float] = []
-            marked_cpu: list[float] = []
-            for i in range(steps):
-                for mark in (False, True):
-                    trainer.set_phase_marker(clock if mark else no_phase)
-                    t0, c0 = time.perf_counter(), time.process_time()
-                    _step(trainer, images, 3 + 2 * i + mark)
-                    (marked if mark else plain).append(time.perf_counter() - t0)
-                    (marked_cpu if mark else plain_cpu).append((time.process_time() - c0) / threads)
-            trainer.set_phase_marker(no_phase)
+            plain, plain_cpu, marked, marked_cpu = _timed_steps(trainer, images, steps, threads, clock)
     finally:
         torch.set_num_threads(old)
     per_step = statistics.median(plain)
