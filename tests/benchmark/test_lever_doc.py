@@ -1,0 +1,51 @@
+"""The levers tables in docs/BENCHMARKS.md are what ``scripts/lever_table.py`` makes of the committed runs.
+
+Adoption of a lever rests on these rows (mean and seed spread per axis), so a table edited by hand, or a run replaced
+without updating the table, fails here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CURVES = ROOT / "docs" / "benchmarks" / "curve"
+
+#: The groups of each documented ``python scripts/lever_table.py ...`` command.
+DOCUMENTED = {
+    "fmnist": [
+        ("default", [CURVES / "small-image-groups"]),
+        ("lr-d-4x", [CURVES / "lever-ttur4"]),
+        ("d-steps-2", [CURVES / "lever-dsteps2"]),
+    ],
+}
+
+
+def _script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # lever_table reuses data_size_table's cells
+    spec = importlib.util.spec_from_file_location("lever_table", ROOT / "scripts" / "lever_table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("protocol", sorted(DOCUMENTED))
+def test_every_lever_row_in_the_docs_comes_from_a_committed_run(protocol: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    script, doc = _script(monkeypatch), (ROOT / "docs" / "BENCHMARKS.md").read_text()
+    rows = script.table(DOCUMENTED[protocol])[2:]
+    assert len(rows) >= len(DOCUMENTED[protocol])
+    missing = [row for row in rows if row not in doc]
+    assert not missing, f"rows not in docs/BENCHMARKS.md (re-run the command there): {missing}"
+
+
+def test_a_row_shows_the_seed_spread_and_the_game(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = _script(monkeypatch).table([("x", [CURVES / "lever-ttur4"])])
+    first = [c.strip() for c in rows[2].split("|")]
+    assert first[1:4] == ["x", "1380", "3"] and "+/-" in first[4]
+    real, recon, gen = (float(v) for v in first[-2].split("/"))
+    assert 0 <= recon < real <= 1 and 0 <= gen < real
