@@ -254,3 +254,18 @@ def test_every_builtin_refusal_left_in_the_package_is_listed_as_internal() -> No
                 key = path.relative_to(src).as_posix()
                 found[key] = found.get(key, 0) + 1
     assert found == INTERNAL_RAISES
+
+
+def test_command_line_files_that_are_not_there_or_not_ours_are_still_usage_errors(trained_detector, tmp_path, capsys):
+    """Two refusals that used to reach the user as a builtin error (so as exit 2 only through the old catch-all):
+    a ``--merge`` folder without a curve, and a JSONL output that this program did not write, for ``--resume``."""
+    argv = ["benchmark", "--protocol", "fmnist", "--curve", "--merge", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main(argv) == UsageError.exit_code
+    assert f"--merge: no curve.json in {tmp_path / 'curve.json'}" in capsys.readouterr().err
+    saved, image = str(trained_detector.save(tmp_path / "model")), str(_image(tmp_path / "in"))
+    out = tmp_path / "scores.jsonl"
+    out.write_text('{"path": "/x.png"\n')
+    assert main(["score", saved, image, "--out", str(out), "--resume"]) == UsageError.exit_code
+    err = capsys.readouterr().err
+    assert err.startswith("discopatch score: error: ") and "malformed JSON line" in err and err.count("\n") == 1
+    assert out.read_text() == '{"path": "/x.png"\n'
