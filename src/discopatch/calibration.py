@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -33,11 +35,11 @@ class Calibration:
     def from_scores(cls, scores: np.ndarray, target_fpr: float = 0.05) -> Calibration:
         s = np.sort(np.asarray(scores, dtype=np.float64).ravel())
         if s.size == 0:
-            raise ValueError("calibration needs at least one in-distribution score")
+            raise ConfigError("calibration needs at least one in-distribution score")
         if not np.all(np.isfinite(s)):
-            raise ValueError("calibration scores contain NaN or infinity")
+            raise ConfigError("calibration scores contain NaN or infinity")
         if not 0.0 < target_fpr < 1.0:
-            raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+            raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
         return cls(scores=s, target_fpr=float(target_fpr), threshold=conformal_threshold(s, target_fpr))
 
     @property
@@ -62,7 +64,7 @@ def min_calibration_images(target_fpr: float) -> int:
     """The fewest calibration scores that give a finite threshold at ``target_fpr``: ``ceil(1 / a) - 1``, found
     with the same floating-point rule :func:`conformal_threshold` uses."""
     if not 0.0 < target_fpr < 1.0:
-        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+        raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
     n = max(1, math.ceil(1.0 / target_fpr) - 2)
     while _rank(n, target_fpr) > n:
         n += 1

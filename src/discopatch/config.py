@@ -17,6 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
+from .errors import ConfigError
 from .score_modes import ScoreMode
 
 if TYPE_CHECKING:
@@ -82,21 +83,21 @@ class ModelConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+            raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         if self.norm not in NORM_KINDS:
-            raise ValueError(f"norm must be one of {NORM_KINDS}, got {self.norm!r}")
+            raise ConfigError(f"norm must be one of {NORM_KINDS}, got {self.norm!r}")
         if self.ablation is not None and self.ablation not in ABLATIONS:
-            raise ValueError(f"ablation must be one of {ABLATIONS} or None, got {self.ablation!r}")
+            raise ConfigError(f"ablation must be one of {ABLATIONS} or None, got {self.ablation!r}")
         if not self.widths:
-            raise ValueError("widths must name at least one layer")
+            raise ConfigError("widths must name at least one layer")
         down = 2 ** len(self.widths)
         if self.patch_size % down:
-            raise ValueError(
+            raise ConfigError(
                 f"patch_size {self.patch_size} must be divisible by 2**len(widths) = {down} "
                 "(every layer halves the patch)"
             )
         if self.erases_image and self.ablation != "1x1-last-map":
-            raise ValueError(
+            raise ConfigError(
                 f"patch_size {self.patch_size} with {len(self.widths)} stride-2 layers leaves D a 1x1 last map, and "
                 f"the {self.norm!r} normalisation over one image's patches then sets every channel's image mean to "
                 "the learned shift: the image score can only move through the spread of its patches (at 1 patch "
@@ -132,11 +133,11 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be resize_crop, pad or squash, got {self.resize!r}")
+            raise ConfigError(f"resize must be resize_crop, pad or squash, got {self.resize!r}")
         if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+            raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         if self.image_size < 4:
-            raise ValueError(f"image_size must be at least 4, got {self.image_size}")
+            raise ConfigError(f"image_size must be at least 4, got {self.image_size}")
 
 
 @dataclass(frozen=True)
@@ -172,31 +173,31 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.epoch_rule not in EPOCH_RULES:
-            raise ValueError(f"epoch_rule must be one of {EPOCH_RULES}, got {self.epoch_rule!r}")
+            raise ConfigError(f"epoch_rule must be one of {EPOCH_RULES}, got {self.epoch_rule!r}")
         if self.grouping not in TRAIN_GROUPINGS:
-            raise ValueError(f"grouping must be 'domain' or 'image', got {self.grouping!r}")
+            raise ConfigError(f"grouping must be 'domain' or 'image', got {self.grouping!r}")
         if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema must be in [0, 1) (0 = off), got {self.ema}")
+            raise ConfigError(f"ema must be in [0, 1) (0 = off), got {self.ema}")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be positive, got {self.max_steps}")
+            raise ConfigError(f"max_steps must be positive, got {self.max_steps}")
         if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"epochs must be positive, got {self.epochs}")
+            raise ConfigError(f"epochs must be positive, got {self.epochs}")
         if self.max_time is not None and not self.max_time > 0:
-            raise ValueError(f"max_time must be positive, got {self.max_time}")
+            raise ConfigError(f"max_time must be positive, got {self.max_time}")
         if self.epochs is None and self.max_steps is None and self.max_time is None:
-            raise ValueError("training needs a length: max_steps, epochs or max_time")
+            raise ConfigError("training needs a length: max_steps, epochs or max_time")
         if self.batch_images < 1 or self.train_patches < 1:
-            raise ValueError("batch_images and train_patches must be positive")
+            raise ConfigError("batch_images and train_patches must be positive")
         if self.lr_d is not None and not self.lr_d > 0:
-            raise ValueError(f"lr_d must be positive, got {self.lr_d}")
+            raise ConfigError(f"lr_d must be positive, got {self.lr_d}")
         if self.d_steps < 1:
-            raise ValueError(f"d_steps must be positive, got {self.d_steps}")
+            raise ConfigError(f"d_steps must be positive, got {self.d_steps}")
         if not self.lecam >= 0:
-            raise ValueError(f"lecam must be >= 0 (0 = off), got {self.lecam}")
+            raise ConfigError(f"lecam must be >= 0 (0 = off), got {self.lecam}")
         if self.augment not in TRAIN_AUGMENTS:
-            raise ValueError(f"augment must be one of {TRAIN_AUGMENTS}, got {self.augment!r}")
+            raise ConfigError(f"augment must be one of {TRAIN_AUGMENTS}, got {self.augment!r}")
 
 
 @dataclass(frozen=True)
@@ -217,11 +218,11 @@ class Preset:
         overrides, a loaded artefact), so no configuration that cannot score reaches training."""
         pre, model = self.preprocess, self.model
         if pre.image_size < model.patch_size:
-            raise ValueError(f"image size {pre.image_size} is smaller than patch size {model.patch_size}")
+            raise ConfigError(f"image size {pre.image_size} is smaller than patch size {model.patch_size}")
         if pre.channels != model.channels:
-            raise ValueError(f"preprocessing gives {pre.channels} channel(s) but the model takes {model.channels}")
+            raise ConfigError(f"preprocessing gives {pre.channels} channel(s) but the model takes {model.channels}")
         if self.test_patches < 1:
-            raise ValueError(f"test_patches must be positive, got {self.test_patches}")
+            raise ConfigError(f"test_patches must be positive, got {self.test_patches}")
 
     def replace(self, **kwargs: Any) -> Preset:
         return dataclasses.replace(self, **kwargs)
@@ -310,7 +311,7 @@ PRESETS = {"paper": paper_preset, "small": small_preset, "small-1x1": small_1x1_
 def get_preset(name: str, channels: int | None = None) -> Preset:
     """Return the named preset, optionally with another channel count (1 = gray, 3 = RGB)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     preset = PRESETS[name]()
     if channels is not None and channels != preset.model.channels:
         preset = preset.replace(
@@ -338,7 +339,7 @@ def from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        raise ConfigError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
     return cls(**data)
 
 

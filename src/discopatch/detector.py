@@ -38,7 +38,7 @@ from .calibration import Calibration
 from .config import PRECISIONS, TORCH_PRECISIONS, EngineName, Precision, Preset, get_preset
 from .data.sources import Images, ImageSet, fingerprint_inputs, read_images, split_train_val
 from .detector_scoring import ScoringDetector
-from .errors import NoReadableImagesError, NotFittedError
+from .errors import ConfigError, NoReadableImagesError, NotFittedError
 from .inference.engine import ScoringEngine, resolve_engine_name
 from .inference.stats_model import StatsModel
 from .log import LOGGER
@@ -81,7 +81,7 @@ class Detector(ScoringDetector):
         self.device = resolve_device(device)
         self.batch_size = batch_size
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, got {precision!r}")
+            raise ConfigError(f"precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, got {precision!r}")
         self.precision = precision
         # bf16 exists in the torch engine only (a bfloat16 copy of D's convolutions); int8 in the ONNX one
         # (dynamic quantisation).

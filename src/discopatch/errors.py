@@ -10,15 +10,16 @@ code   class                       meaning
 =====  ==========================  ========================================================================
 0      -                           success
 1      -                           some inputs could not be scored (``score``: see the error column), a
-                                   check failed (``export --check``), or an unexpected run-time failure
-                                   (any other ``RuntimeError``, e.g. out of memory: one line, the traceback
-                                   with ``--verbose``)
-2      :class:`UsageError`         the command line asked for something impossible: argparse errors, bad
-                                   ``--config`` files (``ConfigError``), a missing optional extra
-                                   (``MissingExtra``), a device or engine not available here
-                                   (``UnavailableError``), contradictory options; also any other
-                                   ``ValueError`` or ``FileNotFoundError`` the library raises about its
-                                   arguments
+                                   check failed (``export --check``), or an unexpected failure (any error
+                                   outside this hierarchy, e.g. out of memory or a ``ValueError`` from a
+                                   dependency: a bug or the machine, not the command line; one line, the
+                                   traceback with ``--verbose``)
+2      :class:`UsageError`         the command line asked for something impossible: argparse errors, an
+                                   invalid setting, option value or argument, in a ``--config`` file or
+                                   not (``ConfigError``), a file the command needs that is not there
+                                   (``MissingFileError``), a missing optional extra (``MissingExtra``), a
+                                   device or engine not available here (``UnavailableError``),
+                                   contradictory options
 3      :class:`BadInputError`      an input image or input folder is missing or unreadable
                                    (``ImageReadError``, ``InputNotFoundError``,
                                    ``NoReadableImagesError``), or too few ID images to calibrate
@@ -43,6 +44,17 @@ class UsageError(DiscopatchError):
     """The command line (or a config file) asks for something that cannot be done as given."""
 
     exit_code = 2
+
+
+class ConfigError(UsageError, ValueError):
+    """A setting, option value or argument the library does not accept (a config field out of range, an unknown
+    preset, engine or score mode, a config file that cannot be read); still a ``ValueError``, as before the
+    hierarchy, so the library stays usable without the CLI."""
+
+
+class MissingFileError(UsageError, FileNotFoundError):
+    """A file the command needs besides its inputs is not there (a checkpoint for ``--resume``, a built-in data
+    set's files); still a ``FileNotFoundError``, as before the hierarchy."""
 
 
 class UnavailableError(UsageError, RuntimeError):

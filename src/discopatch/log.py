@@ -18,6 +18,8 @@ from typing import Any, Literal, TextIO, get_args
 
 from tqdm.auto import tqdm
 
+from .errors import ConfigError
+
 LOGGER = logging.getLogger("discopatch")
 LOG_INTERVAL_S = 5.0
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -44,7 +46,7 @@ def setup_logging(level: int = logging.INFO, fmt: LogFormat = "text") -> logging
     """Give the ``discopatch`` logger one standard-error handler in ``fmt`` (``text`` or ``json``) at ``level``, and
     route Python warnings through it (:func:`log_warning`), so that they follow ``--log-format`` and the level."""
     if fmt not in LOG_FORMATS:
-        raise ValueError(f"unknown log format {fmt!r}; use text or json")
+        raise ConfigError(f"unknown log format {fmt!r}; use text or json")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     for old in list(LOGGER.handlers):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from .errors import ConfigError
+
 
 def _fpr_at_tpr(labels: np.ndarray, scores: np.ndarray, tpr_level: float) -> float:
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
@@ -26,9 +28,9 @@ def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, floa
     id_scores = np.asarray(id_scores, dtype=np.float64).ravel()
     ood_scores = np.asarray(ood_scores, dtype=np.float64).ravel()
     if id_scores.size == 0 or ood_scores.size == 0:
-        raise ValueError("both the ID and the OOD set need at least one score")
+        raise ConfigError("both the ID and the OOD set need at least one score")
     if not (np.all(np.isfinite(id_scores)) and np.all(np.isfinite(ood_scores))):
-        raise ValueError("scores contain NaN or infinity")
+        raise ConfigError("scores contain NaN or infinity")
     scores = np.concatenate([id_scores, ood_scores])
     is_ood = np.concatenate([np.zeros(id_scores.size, int), np.ones(ood_scores.size, int)])
     return {

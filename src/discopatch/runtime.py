@@ -6,7 +6,7 @@ import hashlib
 
 import torch
 
-from .errors import UnavailableError
+from .errors import ConfigError, UnavailableError
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -20,7 +20,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             "--device cuda was requested but no CUDA device is available (torch.cuda.is_available())"
         )
     if device not in ("cpu",) and not device.startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}")
     return torch.device(device)
 
 

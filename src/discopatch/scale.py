@@ -43,6 +43,7 @@ from .artifact.files import load_artifact
 from .config import EngineName, Precision
 from .data.images import IMAGE_EXTENSIONS, expand_paths, utf8_text
 from .detector import Detector
+from .errors import ConfigError
 from .scale_actor import RAW_PATH_COLUMN, ScoreActor, is_uri
 
 if TYPE_CHECKING:
@@ -235,14 +236,14 @@ def _check_options(
     """Refuse bad options before any actor starts: sizes, and a missing input column where the dataset's schema is
     known without running anything (otherwise the columns are not checked here)."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     if cpus_per_actor < 0 or gpus_per_actor < 0:
-        raise ValueError("cpus_per_actor and gpus_per_actor must not be negative")
+        raise ConfigError("cpus_per_actor and gpus_per_actor must not be negative")
     schema = ds.schema(fetch_if_missing=False)
     names = list(schema.names) if schema is not None else []
     for column in (path_column, bytes_column):
         if column is not None and names and column not in names:
-            raise ValueError(f"the dataset has no column {column!r} (columns: {', '.join(names)})")
+            raise ConfigError(f"the dataset has no column {column!r} (columns: {', '.join(names)})")
 
 
 def _pool_size(actors: int | None, gpus_per_actor: float) -> int:
@@ -253,7 +254,7 @@ def _pool_size(actors: int | None, gpus_per_actor: float) -> int:
         res: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         actors = int(res.get("GPU", 0) // gpus_per_actor) if gpus_per_actor else int(res.get("CPU", 1))
     if actors < 1:
-        raise ValueError(f"need at least one actor, got {actors} (no GPUs in the cluster?)")
+        raise ConfigError(f"need at least one actor, got {actors} (no GPUs in the cluster?)")
     return actors
 
 

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .errors import ConfigError
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -61,7 +63,7 @@ def robust_z(d: Any, s: Any, fusion: Any) -> tuple[Any, Any]:
 def _given(x: Any, what: str) -> Any:
     """``x``, or a clear error when a statistics-based combiner is called without the statistics."""
     if x is None:
-        raise ValueError(f"this score mode needs the {what}")
+        raise ConfigError(f"this score mode needs the {what}")
     return x
 
 
@@ -138,13 +140,13 @@ def get(name: str) -> ScoreModeSpec:
     try:
         return _MODES[name]
     except KeyError:
-        raise ValueError(f"unknown score mode {name!r}; choose one of {', '.join(NAMES)}") from None
+        raise ConfigError(f"unknown score mode {name!r}; choose one of {', '.join(NAMES)}") from None
 
 
 def register(mode: ScoreModeSpec) -> ScoreModeSpec:
     """Add ``mode`` to the registry (a name may be registered once); returns it."""
     if mode.name in _MODES:
-        raise ValueError(f"score mode {mode.name!r} is already registered")
+        raise ConfigError(f"score mode {mode.name!r} is already registered")
     _MODES[mode.name] = mode
     NAMES.append(mode.name)
     return mode
@@ -153,7 +155,7 @@ def register(mode: ScoreModeSpec) -> ScoreModeSpec:
 def unregister(name: str) -> None:
     """Remove a mode added with :func:`register` (the built-in ones stay: saved detectors name them)."""
     if any(m.name == name for m in BUILTIN):
-        raise ValueError(f"score mode {name!r} is built in")
+        raise ConfigError(f"score mode {name!r} is built in")
     del _MODES[get(name).name]
     NAMES.remove(name)
 

@@ -35,6 +35,7 @@ from ..budget import effective_train_config, planned_steps
 from ..config import Preset
 from ..data.images import stack_images
 from ..detector import Detector
+from ..errors import ConfigError
 from ..log import stderr_lines
 from ..model import VAE, Discriminator
 from ..training.checkpoint import TrainState
@@ -49,7 +50,7 @@ from .sets import Sets, build_sets, protocol_preset
 def curve_steps(total: int, points: int, first: int = 25) -> list[int]:
     """``points`` log-spaced step counts from about ``first`` to ``total`` (unique, increasing, ending at total)."""
     if total < 1 or points < 1:
-        raise ValueError("total and points must be positive")
+        raise ConfigError("total and points must be positive")
     first = max(1, min(first, total // 2 ** (points - 1)))
     steps = np.unique(np.round(np.geomspace(first, total, points)).astype(int))
     return [int(s) for s in steps]
@@ -59,7 +60,7 @@ def fit_steps(preset: Preset, n_train: int) -> int:
     """The steps ``discopatch fit`` runs with ``preset`` on ``n_train`` training images (the curve's default end)."""
     steps = planned_steps(effective_train_config(preset.train), n_train)
     if steps is None:
-        raise ValueError(f"preset {preset.name!r} has no step or epoch budget; give the curve's steps")
+        raise ConfigError(f"preset {preset.name!r} has no step or epoch budget; give the curve's steps")
     return steps
 
 
@@ -250,7 +251,7 @@ def run_curve(
     steps = fit_steps(base, len(images.train)) if steps is None else steps
     at = sorted({int(s) for s in at_steps}) if at_steps else curve_steps(steps, points)
     if at[0] < 1:
-        raise ValueError(f"evaluation steps must be positive: {at}")
+        raise ConfigError(f"evaluation steps must be positive: {at}")
     log(f"[curve] {protocol}: preset {base.name}, {len(images.train)} train images, steps {at}, seeds {list(seeds)}")
     results = _curve_header(protocol, base, at, seeds, data, sets, images)
     for i, seed in enumerate(seeds):

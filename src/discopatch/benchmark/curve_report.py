@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..data.corruptions import CORRUPTIONS, SEVERITIES
+from ..errors import ConfigError
 from .curve_diagnostics import SUMMARY_KEYS
 
 
@@ -41,17 +42,17 @@ def merge_curves(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Refuses parts that differ in protocol, configuration or data, or that repeat a seed.
     """
     if not parts:
-        raise ValueError("nothing to merge")
+        raise ConfigError("nothing to merge")
     first = parts[0]
     merged = copy.deepcopy(first)
     merged["runs"] = {}
     for part in parts:
         for key in ("protocol", "preset_name", "preset", "data"):
             if _comparable(part[key], key) != _comparable(first[key], key):
-                raise ValueError(f"cannot merge curves that differ in {key!r}")
+                raise ConfigError(f"cannot merge curves that differ in {key!r}")
         for seed, rows in part["runs"].items():
             if seed in merged["runs"]:
-                raise ValueError(f"seed {seed} appears in more than one part")
+                raise ConfigError(f"seed {seed} appears in more than one part")
             merged["runs"][seed] = rows
     merged["seeds"] = [int(s) for s in merged["runs"]]
     merged["steps"] = sorted({r["step"] for rows in merged["runs"].values() for r in rows})

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._version import __version__
-from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, DiscopatchError, UsageError
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, ConfigError, DiscopatchError
 from ..log import LOGGER, setup_logging
 from . import benchmark, config_files, demo, deploy, evaluate, monitoring, score, train
 from .options import MissingExtra, Parser, Subcommands, add_verbosity, extra_of, log_level
@@ -67,7 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if path is not None:
         try:
             originals = config_files.apply_config(command, path)
-        except config_files.ConfigError as e:  # one line: the usage block says nothing about the file's contents
+        except ConfigError as e:  # one line: the usage block says nothing about the file's contents
             print(f"{command.prog}: error: {e}", file=sys.stderr)
             raise SystemExit(e.exit_code) from None
     args = parser.parse_args(argv)
@@ -110,10 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _failed(args.command, MissingExtra(e.name or "", extra))
     except DiscopatchError as e:
         return _failed(args.command, e)
-    except (ValueError, FileNotFoundError) as e:
-        # the library refused its arguments as given: it raises builtins, so that it is usable without the CLI
-        return _failed(args.command, UsageError(str(e)))
-    except RuntimeError as e:  # not a usage error: a failure while running (out of memory, a backend's error)
+    except (RuntimeError, ValueError, OSError) as e:
+        # outside the hierarchy, so no deliberate refusal: a failure while running (out of memory, a backend's
+        # error) or a bug; every refusal of the command's arguments is a DiscopatchError, caught above
         LOGGER.debug("traceback of the unexpected error", exc_info=True)
         text = " ".join(str(e).split()) or "(no message)"
         print(

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..benchmark import PROTOCOLS
 from ..config import RESIZE_MODES, TRAIN_GROUPINGS
-from ..errors import EXIT_OK, UsageError
+from ..errors import EXIT_OK, MissingFileError, UsageError
 from .options import (
     Subcommands,
     add_allow_legacy,
@@ -175,7 +175,11 @@ def _cmd_curve(args: argparse.Namespace) -> int:
     if args.merge:
         if not args.out:
             raise UsageError("--merge needs --out")
-        parts = [json.loads((Path(d) / "curve.json").read_text()) for d in args.merge.split(",") if d]
+        files = [Path(d) / "curve.json" for d in args.merge.split(",") if d]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:  # the user's list of run folders: a refusal of the command line, not a failure while running
+            raise MissingFileError(f"--merge: no curve.json in {', '.join(missing)}")
+        parts = [json.loads(f.read_text()) for f in files]
         res = merge_curves(parts)
         write_curve(res, Path(args.out))
         print(curve_markdown(res))

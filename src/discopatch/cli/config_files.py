@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import UsageError
+from ..errors import ConfigError
 
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml"}
 #: Destinations that are about the config file itself, never read from or written to one.
@@ -56,10 +56,6 @@ MASK = "***"
 PATH_KEYS = ("images", "out", "model", "db", "alerts-jsonl")
 #: A config file is a few hundred bytes; anything this large is the wrong file.
 MAX_CONFIG_BYTES = 1 << 20
-
-
-class ConfigError(UsageError, ValueError):
-    """A config file that cannot be read, or a key or value the command does not accept."""
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:

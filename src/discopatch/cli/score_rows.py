@@ -56,7 +56,10 @@ def rows_written(out_path: Path, jsonl: bool, fields: list[str]) -> tuple[set[st
     keep = data[: data.rfind(b"\n") + 1]  # everything up to the last complete line
     text = keep.decode("utf-8")
     if jsonl:
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        try:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as e:  # as for a CSV: a file this program did not write, refused as given
+            raise UsageError(f"{out_path}: malformed JSON line ({e}), cannot --resume into it") from None
         done = {r["path"] for r in records}
         failed = {r["path"] for r in records if r.get("error") is not None}
     else:

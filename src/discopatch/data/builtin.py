@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..errors import ConfigError, MissingFileError
 from .host import host_path
 from .idx import read_idx, write_idx
 
@@ -128,7 +129,7 @@ def _load_asset(name: str) -> dict[str, np.ndarray]:
     """
     resource = files(__package__ or "discopatch.data").joinpath("assets").joinpath(name)
     if not resource.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"discopatch demo asset {name!r} is missing from the installed package; reinstall "
             "discopatch or regenerate it with `python scripts/make_demo_assets.py`"
         )
@@ -198,12 +199,12 @@ def load_fashion_mnist(
         ValueError: if ``split`` is unknown or the files are not valid Fashion-MNIST IDX files.
     """
     if split not in _FASHION_FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     base = _fashion_root(root)
     image_path, label_path = (base / name for name in _FASHION_FILES[split])
     missing = [str(p) for p in (image_path, label_path) if not p.is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Fashion-MNIST {split} files not found: {', '.join(missing)}. On Debian/Ubuntu install "
             f"them with `apt-get install dataset-fashion-mnist` (they go to {DEFAULT_FASHION_MNIST_ROOT}),"
             f" or set {FASHION_MNIST_ENV_VAR} to a directory holding the official IDX .gz files. "

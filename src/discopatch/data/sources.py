@@ -12,9 +12,9 @@ import numpy as np
 from PIL import Image
 
 from ..config import PreprocessConfig
-from ..errors import InputNotFoundError
+from ..errors import ConfigError, InputNotFoundError
 from ..log import progress_bar
-from .images import IMAGE_EXTENSIONS, ImageInput, expand_paths, list_images, preprocess, preprocess_many
+from .images import IMAGE_EXTENSIONS, ImageInput, ImageReadError, expand_paths, list_images, preprocess, preprocess_many
 
 
 @dataclass
@@ -139,7 +139,7 @@ Images = str | os.PathLike[str] | np.ndarray | Sequence[ImageInput]
 
 def _stack_items(images: np.ndarray) -> list[ImageInput]:
     if images.ndim not in (3, 4):
-        raise ValueError(f"an image stack must be (N, H, W) or (N, H, W, C); got shape {images.shape}")
+        raise ConfigError(f"an image stack must be (N, H, W) or (N, H, W, C); got shape {images.shape}")
     return list(images)
 
 
@@ -156,7 +156,7 @@ def image_stack(images: Images | ImageSet, cfg: PreprocessConfig, progress: bool
     if isinstance(images, (str, os.PathLike)):
         data = load_folder(images, cfg, progress=progress)
         if data.errors:
-            raise ValueError(f"{len(data.errors)} unreadable image(s), first: {data.errors[0][1]}")
+            raise ImageReadError(f"{len(data.errors)} unreadable image(s), first: {data.errors[0][1]}")
         return data.images
     if isinstance(images, ImageSet):
         return images.images

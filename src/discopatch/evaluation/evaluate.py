@@ -21,7 +21,7 @@ import numpy as np
 
 from ..data.sources import Images, ImageSet
 from ..detector import Detector
-from ..errors import NoReadableImagesError
+from ..errors import ConfigError, NoReadableImagesError
 from ..metrics import auroc_ci, format_table, ood_metrics
 from ..results import ImageResult
 
@@ -152,6 +152,6 @@ def parse_named_dir(spec: str) -> tuple[str, str]:
     if "=" in spec:
         name, _, path = spec.partition("=")
         if not name or not path:
-            raise ValueError(f"expected NAME=DIR, got {spec!r}")
+            raise ConfigError(f"expected NAME=DIR, got {spec!r}")
         return name, path
     return os.path.basename(os.path.normpath(spec)) or spec, spec

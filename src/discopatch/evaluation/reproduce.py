@@ -27,7 +27,7 @@ import numpy as np
 from ..config import PreprocessConfig
 from ..data.images import list_images
 from ..detector import Detector
-from ..errors import InputNotFoundError
+from ..errors import ConfigError, InputNotFoundError
 from ..results import ImageResult
 from .evaluate import EvaluationResult, evaluate_results
 
@@ -66,7 +66,7 @@ def read_image_list(list_file: str | os.PathLike[str]) -> list[str]:
         raise InputNotFoundError(f"no such image list: {list_file}")
     paths = [p for p in (parse_list_line(line) for line in list_file.read_text().splitlines()) if p is not None]
     if not paths:
-        raise ValueError(f"{list_file}: the image list is empty")
+        raise ConfigError(f"{list_file}: the image list is empty")
     return paths
 
 
@@ -102,7 +102,7 @@ def source_from_spec(
     if Path(path).is_file():
         if Path(path).suffix.lower() in (".txt", ".lst", ".list", ".csv", ""):
             return list_source(Path(name).stem if "=" not in spec else name, path, data_root, kind)
-        raise ValueError(f"{path}: expected a folder or an image list (.txt), got a {Path(path).suffix} file")
+        raise ConfigError(f"{path}: expected a folder or an image list (.txt), got a {Path(path).suffix} file")
     raise InputNotFoundError(f"no such folder or image list: {path}")
 
 
@@ -120,7 +120,7 @@ def imagenet_c_sources(root: str | os.PathLike[str]) -> list[Source]:
                 name = f"{corruption.name}/{sev.name}"
                 out.append(Source(name, files, [str(f.relative_to(root)) for f in files], "imagenet-c"))
     if not out:
-        raise ValueError(f"{root}: no <corruption>/<severity>/ folders with images (expected the ImageNet-C layout)")
+        raise ConfigError(f"{root}: no <corruption>/<severity>/ folders with images (expected the ImageNet-C layout)")
     return out
 
 

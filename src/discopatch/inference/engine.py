@@ -30,7 +30,7 @@ import torch
 # ENGINES and the precisions live in config (no torch), so that the CLI offers them as choices without importing
 # this module; they are re-exported here, where they have always been importable from.
 from ..config import ENGINES, ONNX_PRECISIONS, PRECISIONS, TORCH_PRECISIONS, EngineName, ModelConfig, Precision  # noqa: F401
-from ..errors import UnavailableError
+from ..errors import ConfigError, UnavailableError
 from ..model import Discriminator
 from ..patches import content_corners, extract_patches, to_tensor
 from .onnx_graph import export_onnx_bytes
@@ -205,9 +205,9 @@ class TorchEngine(ScoringEngine):
             run_images = cpu_run_images(D.cfg, int(n_patches), TORCH_RUN_BYTES)
         super().__init__(D.cfg, n_patches, seed, dev, run_images)
         if precision not in TORCH_PRECISIONS:
-            raise ValueError(f"the torch engine supports {' and '.join(TORCH_PRECISIONS)}, not {precision!r}")
+            raise ConfigError(f"the torch engine supports {' and '.join(TORCH_PRECISIONS)}, not {precision!r}")
         if pool_images < 1:
-            raise ValueError(f"pool_images must be at least 1, got {pool_images}")
+            raise ConfigError(f"pool_images must be at least 1, got {pool_images}")
         self.pool_images = int(pool_images)
         self.precision = precision
         self.channels_last = channels_last
@@ -274,7 +274,7 @@ class OnnxEngine(ScoringEngine):
         import onnxruntime as ort
 
         if precision not in ONNX_PRECISIONS:
-            raise ValueError(f"the onnx engine supports {' and '.join(ONNX_PRECISIONS)}, not {precision!r}")
+            raise ConfigError(f"the onnx engine supports {' and '.join(ONNX_PRECISIONS)}, not {precision!r}")
         self.precision = precision
         if precision == "int8":
             model = quantize_dynamic_bytes(model)
@@ -347,14 +347,14 @@ ResolvedEngine = Literal["torch", "onnx"]
 def resolve_engine_name(engine: EngineName, device: torch.device) -> ResolvedEngine:
     """``auto`` -> the measured CPU default (ONNX only where installed) or torch on CUDA."""
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "auto":
         if device.type != "cpu":
             return "torch"
         return "onnx" if DEFAULT_CPU_ENGINE == "onnx" and onnx_available() else "torch"
     if engine == "onnx":
         if device.type != "cpu":
-            raise ValueError("the onnx engine runs on the CPU only; use engine='torch' with CUDA")
+            raise ConfigError("the onnx engine runs on the CPU only; use engine='torch' with CUDA")
         if not onnx_available():
             raise UnavailableError("engine 'onnx' needs the optional extra: pip install 'discopatch[onnx]'")
     return engine

@@ -35,6 +35,7 @@ from torch import nn
 
 from .._version import __version__
 from ..config import PreprocessConfig, ScoreMode, to_dict
+from ..errors import ConfigError
 from ..model import Discriminator
 from ..model.norm import PatchGroupNorm
 from ..score_modes import get as get_score_mode
@@ -82,10 +83,10 @@ class OnnxScorer(nn.Module):
     ) -> None:
         super().__init__()
         if D.cfg.norm != "patch":
-            raise ValueError(f"ONNX export supports norm='patch' (the method) only, not the ablation {D.cfg.norm!r}")
+            raise ConfigError(f"ONNX export supports norm='patch' (the method) only, not the ablation {D.cfg.norm!r}")
         self.spec = get_score_mode(score_mode)
         if self.spec.needs_statistics and stats_model is None:
-            raise ValueError(f"score_mode {score_mode!r} needs the detector's statistics model")
+            raise ConfigError(f"score_mode {score_mode!r} needs the detector's statistics model")
         self.cfg = D.cfg
         self.n_patches = int(n_patches)
         self.score_mode = score_mode
@@ -95,7 +96,7 @@ class OnnxScorer(nn.Module):
         for block, norm in zip(D.blocks, norms):
             inner = getattr(block.norm, "inner", None)
             if norm is None and not isinstance(inner, nn.Identity):
-                raise ValueError(f"cannot export normalisation layer {block.norm!r}")
+                raise ConfigError(f"cannot export normalisation layer {block.norm!r}")
         self.norms = nn.ModuleList(n if n is not None else nn.Identity() for n in norms)
         self.head = D.head
         self.slope = float(D.cfg.negative_slope)

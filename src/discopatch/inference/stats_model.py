@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
 
+from ..errors import ConfigError
 from ..model import Discriminator
 from ..score_modes import get as get_score_mode
 from .engine import TorchEngine
@@ -69,7 +70,7 @@ class StatsModel:
     @classmethod
     def fit(cls, features: np.ndarray) -> StatsModel:
         if len(features) < 2:
-            raise ValueError("the statistics model needs at least two ID images")
+            raise ConfigError("the statistics model needs at least two ID images")
         mean, std = features.mean(0), features.std(0)
         scale = np.maximum(std, REL_FLOOR * float(np.median(std))) + 1e-6
         z = (features - mean) / scale

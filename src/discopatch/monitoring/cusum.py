@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ..budget import cusum_min_calibration
+from ..errors import ConfigError
 
 
 def _null_cdf(x: np.ndarray, n_calibration: int | None) -> np.ndarray:
@@ -38,7 +39,7 @@ def cusum_arl(h: float, k: float, n_calibration: int | None = None, n_states: in
     ``(I - Q)^-1 1`` at state 0, where ``Q`` are the transition probabilities between non-alarming cells.
     """
     if h <= 0:
-        raise ValueError(f"h must be > 0, got {h}")
+        raise ConfigError(f"h must be > 0, got {h}")
     delta = h / (n_states - 0.5)
     centres = np.arange(n_states) * delta
     uppers = (np.arange(n_states) + 0.5) * delta
@@ -57,17 +58,17 @@ def cusum_threshold(ert: float, k: float, n_calibration: int | None = None, rtol
     the ERT holds on average over calibration sets.
     """
     if not ert > 1:
-        raise ValueError(f"ert must be > 1, got {ert}")
+        raise ConfigError(f"ert must be > 1, got {ert}")
     if n_calibration is not None and n_calibration < cusum_min_calibration(k):
-        raise ValueError(f"a CUSUM with k={k:.3g} never rises on p-values from {n_calibration} calibration scores")
+        raise ConfigError(f"a CUSUM with k={k:.3g} never rises on p-values from {n_calibration} calibration scores")
     lo, hi = 1e-6, 1.0
     a_lo, a_hi = cusum_arl(lo, k, n_calibration), cusum_arl(hi, k, n_calibration)
     if a_lo >= ert:
-        raise ValueError(f"ert={ert} is below the shortest run length reachable with k={k:.3g}")
+        raise ConfigError(f"ert={ert} is below the shortest run length reachable with k={k:.3g}")
     while a_hi < ert:
         lo, a_lo, hi = hi, a_hi, hi * 2.0
         if hi > 1e4:
-            raise ValueError(f"no CUSUM threshold reaches ert={ert}")
+            raise ConfigError(f"no CUSUM threshold reaches ert={ert}")
         a_hi = cusum_arl(hi, k, n_calibration)
     # log ARL is close to linear in h, so interpolate there; the clamp keeps the bracket shrinking.
     while hi - lo > rtol * hi and a_hi > ert * (1 + rtol):

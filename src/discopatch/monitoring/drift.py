@@ -47,6 +47,7 @@ from scipy import stats
 
 from ..budget import check_monitor_calibration
 from ..calibration import Calibration
+from ..errors import ConfigError
 from .choices import BINOMIAL_METHODS, BinomialMethod
 from .cusum import cusum_threshold
 
@@ -73,24 +74,24 @@ class DriftConfig:
 
     def __post_init__(self) -> None:
         if self.window_size is None and self.window_seconds is None:
-            raise ValueError("a drift window needs window_size, window_seconds or both")
+            raise ConfigError("a drift window needs window_size, window_seconds or both")
         if self.window_size is not None and self.window_size < 1:
-            raise ValueError(f"window_size must be >= 1, got {self.window_size}")
+            raise ConfigError(f"window_size must be >= 1, got {self.window_size}")
         if self.window_seconds is not None and not self.window_seconds > 0:
-            raise ValueError(f"window_seconds must be > 0, got {self.window_seconds}")
+            raise ConfigError(f"window_seconds must be > 0, got {self.window_seconds}")
         if not 0.0 < self.p_val < 1.0:
-            raise ValueError(f"p_val must be in (0, 1), got {self.p_val}")
+            raise ConfigError(f"p_val must be in (0, 1), got {self.p_val}")
         unknown = set(self.tests) - set(TESTS)
         if unknown or not self.tests:
-            raise ValueError(f"tests must be a non-empty subset of {TESTS}, got {self.tests}")
+            raise ConfigError(f"tests must be a non-empty subset of {TESTS}, got {self.tests}")
         if self.binomial_method not in BINOMIAL_METHODS:
-            raise ValueError(f"binomial_method must be 'beta-binomial' or 'binomial', got {self.binomial_method!r}")
+            raise ConfigError(f"binomial_method must be 'beta-binomial' or 'binomial', got {self.binomial_method!r}")
         if self.ks_alternative not in KS_ALTERNATIVES:
-            raise ValueError(f"ks_alternative must be two-sided, less or greater, got {self.ks_alternative!r}")
+            raise ConfigError(f"ks_alternative must be two-sided, less or greater, got {self.ks_alternative!r}")
         if not 0.0 < self.cusum_theta < 1.0:
-            raise ValueError(f"cusum_theta must be in (0, 1), got {self.cusum_theta}")
+            raise ConfigError(f"cusum_theta must be in (0, 1), got {self.cusum_theta}")
         if not self.ert > 1.0:
-            raise ValueError(f"ert must be > 1, got {self.ert}")
+            raise ConfigError(f"ert must be > 1, got {self.ert}")
         object.__setattr__(self, "tests", tuple(t for t in TESTS if t in self.tests))
 
     @property
@@ -248,10 +249,10 @@ class DriftMonitor:
         else:
             t_arr = np.asarray(stamp, dtype=np.float64).ravel()
             if t_arr.size != s.size:
-                raise ValueError(f"{s.size} scores but {t_arr.size} times")
+                raise ConfigError(f"{s.size} scores but {t_arr.size} times")
             latest = float(t_arr.max()) if t_arr.size else _time.time()
         if not np.all(np.isfinite(s)):
-            raise ValueError("scores must be finite")
+            raise ConfigError("scores must be finite")
         p = self.calibration.p_values(s)
         flags = self.calibration.is_ood(s)
         k, h = self.config.cusum_k, self.cusum_h

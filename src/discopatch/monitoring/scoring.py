@@ -22,7 +22,7 @@ from ..calibration import Calibration
 from ..data.images import preprocess_many
 from ..detector import Detector
 from ..detector_scoring import Decoded
-from ..errors import NotFittedError
+from ..errors import ConfigError, NotFittedError
 from ..inference.explain import Explanation
 
 #: Images decoded and preprocessed at once by one :class:`Scorer` (``serve --max-decodes``).
@@ -57,7 +57,7 @@ class Scorer:
         if detector.calibration is None:
             raise NotFittedError("the detector is not calibrated: monitoring needs its threshold and p-values")
         if max_decodes < 1:
-            raise ValueError(f"max_decodes must be at least 1, got {max_decodes}")
+            raise ConfigError(f"max_decodes must be at least 1, got {max_decodes}")
         self.detector = detector
         self.calibration: Calibration = detector.calibration
         self.max_decodes = max_decodes

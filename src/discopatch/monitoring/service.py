@@ -40,6 +40,7 @@ from starlette.staticfiles import StaticFiles
 
 from .._version import __version__
 from ..detector import Detector
+from ..errors import ConfigError
 from .alerts import AlertDispatcher
 from .api import api_router
 from .choices import DEFAULT_DB_URL
@@ -91,7 +92,7 @@ def create_app(
     decoded at once over all requests, and with it the memory decoding takes.
     """
     if token is not None and not token:
-        raise ValueError("the bearer token must not be empty")
+        raise ConfigError("the bearer token must not be empty")
     if isinstance(detector, (str, os.PathLike)):
         detector = Detector.load(detector)
     recorder = StreamRecorder(detector, Store(db_url), drift_config, alerts, thumbnails, max_decodes=max_decodes)

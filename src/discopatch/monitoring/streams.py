@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..data.images import utf8_text
 from ..detector import Detector
+from ..errors import ConfigError
 from ..inference.explain import Explanation
 from ..row_layout import VALUE_COLUMNS
 from . import THUMBNAILS
@@ -52,7 +53,7 @@ class KeyReused(ValueError):
 
 def check_stream_name(name: str) -> str:
     if not STREAM_NAME.fullmatch(name):  # ``match`` lets ``$`` accept a trailing newline
-        raise ValueError(
+        raise ConfigError(
             f"invalid stream name {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name
@@ -60,7 +61,7 @@ def check_stream_name(name: str) -> str:
 
 def check_idempotency_key(key: str) -> str:
     if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise ValueError(
+        raise ConfigError(
             "invalid idempotency key: use 1-255 printable ASCII characters (no leading or trailing space), "
             "for example a UUID"
         )
@@ -129,7 +130,7 @@ class StreamRecorder:
         max_decodes: int = MAX_DECODES,
     ) -> None:
         if thumbnails not in THUMBNAILS:
-            raise ValueError(f"thumbnails must be one of {THUMBNAILS}, got {thumbnails!r}")
+            raise ConfigError(f"thumbnails must be one of {THUMBNAILS}, got {thumbnails!r}")
         self.scorer = Scorer(detector, max_decodes)
         self.detector = detector
         self.calibration = self.scorer.calibration

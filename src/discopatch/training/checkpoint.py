@@ -27,6 +27,7 @@ from torch import nn
 
 from ..artifact.files import write_new_file
 from ..config import TrainConfig, to_dict
+from ..errors import ConfigError, MissingFileError
 
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
@@ -100,12 +101,12 @@ def read_checkpoint(directory: Path) -> tuple[dict[str, Any], Path]:
     when it has one (always, since it was added), which is the one that matches those weights."""
     meta_path, w_path = directory / CHECKPOINT_STATE, directory / CHECKPOINT_WEIGHTS
     if not meta_path.exists() or not w_path.exists():
-        raise FileNotFoundError(f"no checkpoint in {directory} (expected {CHECKPOINT_STATE} and {CHECKPOINT_WEIGHTS})")
+        raise MissingFileError(f"no checkpoint in {directory} (expected {CHECKPOINT_STATE} and {CHECKPOINT_WEIGHTS})")
     with safe_open(str(w_path), "pt") as f:
         embedded = (f.metadata() or {}).get("checkpoint")
     meta = json.loads(embedded if embedded else meta_path.read_text())
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{meta_path} is not a discopatch checkpoint")
+        raise ConfigError(f"{meta_path} is not a discopatch checkpoint")
     return meta, w_path
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ConfigError
+
 #: The number of flips / 90-degree rotations of a square (the dihedral group of order 8).
 N_VIEWS = 8
 
@@ -42,9 +44,9 @@ def view(patches: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """
     n, side = patches.shape[0], patches.shape[-1]
     if patches.shape[-2] != side:
-        raise ValueError(f"geometric views need square patches, got {tuple(patches.shape[-2:])}")
+        raise ConfigError(f"geometric views need square patches, got {tuple(patches.shape[-2:])}")
     if n % len(codes):
-        raise ValueError(f"{n} patches do not split into {len(codes)} equal groups")
+        raise ConfigError(f"{n} patches do not split into {len(codes)} equal groups")
     grouped = patches.reshape(len(codes), n // len(codes), *patches.shape[1:])
     out = grouped.clone()
     for code in codes.unique().tolist():

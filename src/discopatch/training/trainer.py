@@ -24,6 +24,7 @@ from torch import nn
 
 from ..budget import effective_train_config, epoch_steps, estimate_line, planned_steps, time_limit_warning
 from ..config import ModelConfig, TrainConfig, from_dict, to_dict
+from ..errors import ConfigError, MissingFileError
 from ..log import LOGGER, progress_bar
 from ..runtime import derive_seed
 from .checkpoint import (
@@ -127,7 +128,7 @@ class Trainer(AdversarialStep):
             images = images[..., None]
         n = len(images)
         if n < 1:
-            raise ValueError("no training images")
+            raise ConfigError("no training images")
         st = self.state
         st.planned_steps = self.planned_steps(n)
         progress = progress and is_main_process()
@@ -315,9 +316,9 @@ class Trainer(AdversarialStep):
         if not resume:
             return cls(model_cfg, cfg, device, **trainer_kwargs)
         if checkpoint_dir is None or not (Path(checkpoint_dir) / CHECKPOINT_STATE).exists():
-            raise FileNotFoundError(f"--resume given but no checkpoint found in {checkpoint_dir}")
+            raise MissingFileError(f"--resume given but no checkpoint found in {checkpoint_dir}")
         schedule = {k: v for k, v in given.items() if k in ("epochs", "max_time", "max_steps")}
         trainer = cls.from_checkpoint(checkpoint_dir, device, budget=schedule, **trainer_kwargs)
         if trainer.model_cfg != model_cfg:
-            raise ValueError("the checkpoint was trained with another model configuration than requested")
+            raise ConfigError("the checkpoint was trained with another model configuration than requested")
         return trainer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import UnavailableError
+from ...errors import ConfigError, UnavailableError
 from .common import PROTOCOLS, Built, ProtocolData, _Builder, _describe, _rng, _Sizes, _sizes
 from .digits import _add_animal, _add_mnist
 from .emoji import _add_emoji
@@ -112,10 +112,10 @@ def load_protocol(
     :meth:`SourceDirs.from_env`, built at this call).
     """
     if name not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {name!r}; choose one of {PROTOCOLS}")
+        raise ConfigError(f"unknown protocol {name!r}; choose one of {PROTOCOLS}")
     for label, v in (("n_test", n_test), ("n_train", n_train), ("n_ood", n_ood)):
         if v is not None and v < 1:
-            raise ValueError(f"{label} must be positive, got {v}")
+            raise ConfigError(f"{label} must be positive, got {v}")
     sizes = _sizes(name, quick, n_train, n_test, n_ood)
     dirs = SourceDirs.from_env() if dirs is None else dirs
     return _load_fmnist(seed, sizes, dirs) if name == "fmnist" else _load_photos(quick, seed, sizes, dirs)
@@ -124,7 +124,7 @@ def load_protocol(
 def install_hint(name: str) -> str:
     """Shell commands (run as root) that make every set of protocol ``name`` available on Debian/Ubuntu."""
     if name not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {name!r}; choose one of {PROTOCOLS}")
+        raise ConfigError(f"unknown protocol {name!r}; choose one of {PROTOCOLS}")
     photos_apt = "mate-backgrounds plasma-workspace-wallpapers"
     if name == "fmnist":
         return "\n".join([

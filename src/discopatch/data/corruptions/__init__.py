@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import ConfigError
 from .functions import _FUNCS
 from .tables import (
     CORRUPTION_FAMILIES,
@@ -92,14 +93,14 @@ _AUTO_MAX_CIFAR_SIDE = 64
 
 def _check_name_severity(name: str, severity: int) -> None:
     if name not in _FUNCS:
-        raise ValueError(f"unknown corruption {name!r}; valid names: {', '.join(CORRUPTIONS)}")
+        raise ConfigError(f"unknown corruption {name!r}; valid names: {', '.join(CORRUPTIONS)}")
     if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
-        raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
+        raise ConfigError(f"severity must be an integer in 1..5, got {severity!r}")
 
 
 def _check_hw(h: int, w: int) -> None:
     if min(h, w) < _MIN_SIDE:
-        raise ValueError(f"images must be at least {_MIN_SIDE}x{_MIN_SIDE} px, got {h}x{w}")
+        raise ConfigError(f"images must be at least {_MIN_SIDE}x{_MIN_SIDE} px, got {h}x{w}")
 
 
 def resolve_params(params: str, height: int, width: int) -> str:
@@ -107,7 +108,7 @@ def resolve_params(params: str, height: int, width: int) -> str:
     if params == "auto":
         return "cifar" if min(height, width) <= _AUTO_MAX_CIFAR_SIDE else "imagenet"
     if params not in PARAMS:
-        raise ValueError(f"params must be 'auto', 'cifar' or 'imagenet', got {params!r}")
+        raise ConfigError(f"params must be 'auto', 'cifar' or 'imagenet', got {params!r}")
     return params
 
 
@@ -143,9 +144,9 @@ def corrupt(
     """
     _check_name_severity(name, severity)
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        raise ValueError(f"image must be a uint8 numpy array, got {getattr(image, 'dtype', type(image))}")
+        raise ConfigError(f"image must be a uint8 numpy array, got {getattr(image, 'dtype', type(image))}")
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-        raise ValueError(f"image must have shape (H, W) or (H, W, 3), got {image.shape}")
+        raise ConfigError(f"image must have shape (H, W) or (H, W, 3), got {image.shape}")
     _check_hw(image.shape[0], image.shape[1])
     resolve_params(params, image.shape[0], image.shape[1])
     if rng is None:
@@ -171,13 +172,13 @@ def corrupt_batch(
     """
     _check_name_severity(name, severity)
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
-        raise ValueError(f"images must be a uint8 numpy array, got {getattr(images, 'dtype', type(images))}")
+        raise ConfigError(f"images must be a uint8 numpy array, got {getattr(images, 'dtype', type(images))}")
     if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)):
-        raise ValueError(f"images must have shape (N, H, W) or (N, H, W, 3), got {images.shape}")
+        raise ConfigError(f"images must have shape (N, H, W) or (N, H, W, 3), got {images.shape}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
-        raise ValueError(f"start must be a non-negative integer, got {start!r}")
+        raise ConfigError(f"start must be a non-negative integer, got {start!r}")
     _check_hw(images.shape[1], images.shape[2])
     resolve_params(params, images.shape[1], images.shape[2])
     out = np.empty_like(images)
