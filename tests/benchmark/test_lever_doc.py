@@ -22,6 +22,10 @@ DOCUMENTED = {
         ("lr-d-4x", [CURVES / "lever-ttur4"]),
         ("d-steps-2", [CURVES / "lever-dsteps2"]),
     ],
+    "photos": [
+        ("photos-default", [CURVES / "photos-default"]),
+        ("photos-lr-d-4x", [CURVES / "photos-lever-ttur4"]),
+    ],
 }
 
 
