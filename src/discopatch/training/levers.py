@@ -13,7 +13,7 @@ They stay inside the method's own negatives (reconstructions and prior samples);
 * ``TrainConfig.lr_d`` (D's own learning rate: two time-scales) and ``TrainConfig.d_steps`` (D updates per VAE
   update) are plain settings of the training loop.
 
-Their measured effect belongs in docs/BENCHMARKS.md; until measured there they are experiments, not advice.
+Their measured effect is in docs/BENCHMARKS.md ("Levers"): none wins on every axis, so none is a preset's default.
 """
 
 from __future__ import annotations
