@@ -118,3 +118,20 @@ def test_a_protocol_without_near_ood_sets_still_writes_its_curve(tmp_path, monke
     assert json.loads((tmp_path / "curve.json").read_text())["runs"]["0"][-1]["d-only"]["near_mean_auroc"] is None
     assert "| seed | step |" in (tmp_path / "curve.md").read_text()
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_other_test_patch_counts_rescore_the_same_snapshot() -> None:
+    """The inference-time lever is paired: the preset's own count reproduces the row, another count differs."""
+    preset = tiny_preset()
+    own, more = preset.test_patches, 2 * preset.test_patches
+    res = run_curve(
+        "fmnist", preset=preset, at_steps=(3,), seeds=(0,), quick=True, n_train=200, n_test=40, n_ood=16,
+        stats_images=100, diag_images=16, progress=False, other_test_patches=(own, more),
+    )  # fmt: skip
+    row = res["runs"]["0"][0]
+    assert set(row["by_test_patches"]) == {str(own), str(more)}
+    for kind in ("d-only", "fused"):
+        assert row["by_test_patches"][str(own)][kind]["per_set_auroc"] == row[kind]["per_set_auroc"]
+    assert row["by_test_patches"][str(more)]["d-only"]["per_set_auroc"] != row["d-only"]["per_set_auroc"]
+    assert res["preset"]["test_patches"] == own

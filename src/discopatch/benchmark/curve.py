@@ -40,7 +40,7 @@ from ..log import stderr_lines
 from ..model import VAE, Discriminator
 from ..training.checkpoint import TrainState
 from ..training.trainer import Trainer
-from .curve_diagnostics import _score_sets, game_diagnostics, radial_power_spectrum
+from .curve_diagnostics import _score_sets, game_diagnostics, radial_power_spectrum, score_other_test_patches
 from .curve_report import curve_markdown, merge_curves, step_summary, summarise_curve, write_curve
 from .datasets import ProtocolData, load_protocol
 from .runner import _hardware, _versions
@@ -174,10 +174,16 @@ def _curve_header(
 
 
 def evaluate_snapshot(
-    det: Detector, snap: dict[str, Any], sets: Sets, images: CurveImages, seed: int
+    det: Detector,
+    snap: dict[str, Any],
+    sets: Sets,
+    images: CurveImages,
+    seed: int,
+    other_test_patches: Sequence[int] = (),
 ) -> dict[str, Any]:
     """One point of the curve: load a snapshot's D into ``det``, refit the statistics model for it, and score every
-    set with both scores, plus the game's diagnostics from the snapshot's D and VAE."""
+    set with both scores, plus the game's diagnostics from the snapshot's D and VAE. ``other_test_patches`` scores
+    the same D again with those numbers of test patches (``by_test_patches``: the inference-time lever, paired)."""
     preset = det.preset
     D = Discriminator(preset.model)
     D.load_state_dict(snap.pop("D"))
@@ -185,11 +191,14 @@ def evaluate_snapshot(
     vae.load_state_dict(snap.pop("vae"))
     det.discriminator = D.eval()
     det.fit_statistics(images.stats, images.val)
-    return {
+    row = {
         **snap,
         **_score_sets(det, sets),
         "game": game_diagnostics(D, vae, images.diag, preset.test_patches, seed, images.diag_train),
     }
+    if other_test_patches:
+        row["by_test_patches"] = score_other_test_patches(det, sets, images.stats, images.val, other_test_patches)
+    return row
 
 
 def _auroc(value: float | None) -> str:
@@ -228,6 +237,7 @@ def run_curve(
     progress: bool = True,
     model: dict[str, Any] | None = None,
     preprocess: dict[str, Any] | None = None,
+    other_test_patches: Sequence[int] = (),
     **train: Any,
 ) -> dict[str, Any]:
     """Train ``preset`` for ``steps`` steps per seed, snapshot at :func:`curve_steps`, evaluate every snapshot.
@@ -240,7 +250,8 @@ def run_curve(
     these steps (training runs to the largest), e.g. the steps that one core makes in 5, 20 and 60 minutes.
 
     ``train``, ``model`` and ``preprocess`` override fields of the preset's configurations (a candidate geometry,
-    ``betas``, ...); the resolved configuration is recorded with the results. Writes ``curve.json``, ``curve.md``
+    ``betas``, ...); the resolved configuration is recorded with the results. ``other_test_patches`` also scores
+    every snapshot with those numbers of test patches (:func:`evaluate_snapshot`). Writes ``curve.json``, ``curve.md``
     and (with matplotlib) ``curve.png`` into ``out``.
     """
     log = stderr_lines(progress)
@@ -259,7 +270,7 @@ def run_curve(
         det, snaps = _train_with_snapshots(base, images.train_raw, at[-1], seed_at, seed, progress)
         rows = []
         for snap in snaps:
-            rows.append(evaluate_snapshot(det, snap, sets, images, seed))
+            rows.append(evaluate_snapshot(det, snap, sets, images, seed, other_test_patches))
             log(_row_line(seed, rows[-1]))
         results["runs"][str(seed)] = rows
         summarise_curve(results)

@@ -8,6 +8,7 @@ and calls these.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -124,3 +125,25 @@ def _score_sets(det: Detector, sets: Sets) -> SnapshotScores:
     assert feats_ref is not None
     res["stats_spread"] = float(np.median(np.std(feats_ref, axis=0)))
     return res
+
+
+def score_other_test_patches(
+    det: Detector, sets: Sets, stats: np.ndarray, val: np.ndarray, counts: Sequence[int]
+) -> dict[str, Any]:
+    """The same snapshot scored again with each of ``counts`` test patches per image, keyed by the count.
+
+    The number of test patches is an inference-time lever: measuring it on the D that was just scored (paired)
+    removes the seed-to-seed training spread from the comparison. The statistics model is refitted per count on
+    ``stats`` (fusion scales on ``val``): the per-image statistics change with the patches they average over.
+    ``det``'s preset is restored afterwards.
+    """
+    base = det.preset
+    out: dict[str, Any] = {}
+    try:
+        for count in counts:
+            det.preset = base.replace(test_patches=int(count))
+            det.fit_statistics(stats, val)
+            out[str(count)] = _score_sets(det, sets)
+    finally:
+        det.preset = base
+    return out

@@ -107,6 +107,13 @@ def _add_curve_options(g: Any) -> None:
     g.add_argument("--resize", choices=RESIZE_MODES, help="candidate geometry: resize mode")
     g.add_argument("--patch-size", type=int, help="candidate geometry: patch side")
     g.add_argument("--widths", type=positive_ints, help="candidate geometry: D/VAE widths, e.g. 32,64")
+    g.add_argument(
+        "--also-test-patches",
+        type=positive_ints,
+        default=(),
+        metavar="K,K,...",
+        help="also score every snapshot with these numbers of test patches (same D: an inference-time lever)",
+    )
 
 
 def _add_attack(sub: Subcommands) -> None:
@@ -201,8 +208,7 @@ def _cmd_curve(args: argparse.Namespace) -> int:
     res = run_curve(
         args.protocol, args.out, preset=args.preset, steps=args.max_steps, points=args.points, seeds=seeds,
         quick=args.quick, n_train=args.n_train, all_points=not args.end_only, at_steps=at, progress=not args.quiet,
-        model=model,
-        preprocess=pre, **quick, **train,
+        model=model, preprocess=pre, other_test_patches=args.also_test_patches, **quick, **train,
     )  # fmt: skip
     print(curve_markdown(res))
     return EXIT_OK
