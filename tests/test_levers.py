@@ -119,3 +119,39 @@ def test_fit_takes_the_levers_and_records_them_in_the_detector(tmp_path, fmnist)
     assert main(["fit", str(folder), "--out", str(tmp_path / "model"), "--device", "cpu", *tiny, *levers]) == 0
     train = json.loads((tmp_path / "model" / "detector.json").read_text())["training"]["train_config"]
     assert (train["augment"], train["lecam"], train["d_steps"], train["lr_d"]) == ("geometric", 0.2, 2, 1e-4)
+
+
+def test_d_widths_must_match_the_vae_layer_count() -> None:
+    with pytest.raises(ValueError, match="one per layer"):
+        ModelConfig(channels=1, patch_size=16, widths=(8, 16), latent_dim=8, d_widths=(16,))
+    assert MODEL.disc_widths == MODEL.widths  # default: D as wide as the VAE, as in the paper
+
+
+def test_a_wider_d_trains_saves_loads_and_exports_with_its_own_widths(tmp_path, fmnist) -> None:
+    """``--d-widths`` widens D alone: the VAE keeps ``--widths``, and the artefact, its statistics and the ONNX
+    graph all follow D's widths."""
+    import json
+
+    from PIL import Image
+
+    from discopatch.cli import main
+    from discopatch.detector import Detector
+
+    folder = tmp_path / "train"
+    folder.mkdir()
+    for i, image in enumerate(fmnist.train_images[:240]):
+        Image.fromarray(image).save(folder / f"{i:04d}.png")
+    tiny = ["--widths", "8,16", "--d-widths", "16,32", "--latent-dim", "8", "--batch-images", "8"]
+    tiny += ["--train-patches", "2", "--image-size", "32", "--patch-size", "16", "--resize", "pad", "--quiet"]
+    model = tmp_path / "model"
+    args = ["fit", str(folder), "--out", str(model), "--device", "cpu", "--score", "fused", "--max-steps", "2"]
+    assert main([*args, *tiny]) == 0
+    assert json.loads((model / "detector.json").read_text())["model"]["d_widths"] == [16, 32]
+    det = Detector.load(model)
+    convs = [m for m in det.require_model().modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 32]
+    scores = det.score(fmnist.test_images[:6])
+    assert np.isfinite(scores).all()
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(model), "--format", "onnx", "--out", str(out), "--check", "--check-limit", "16"]) == 0

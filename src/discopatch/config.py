@@ -67,7 +67,11 @@ MAX_SEED = 2**63 - 1
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shapes of D and the VAE. D's widths are the VAE's too, as in the paper."""
+    """Shapes of D and the VAE. D's widths are the VAE's too, as in the paper, unless ``d_widths`` sets D's own.
+
+    ``d_widths`` (same number of layers as ``widths``, so the same last map) widens or narrows D alone: a lever for
+    RGB photos, where D has more to tell apart than the VAE has to reconstruct (docs/BENCHMARKS.md, "Levers").
+    """
 
     channels: int = 3
     patch_size: int = 64
@@ -79,6 +83,7 @@ class ModelConfig:
     negative_slope: float = 0.01
     groupnorm_groups: int = 32
     ablation: Ablation | None = None  # one of ABLATIONS: a configuration kept for comparison, guarded otherwise
+    d_widths: tuple[int, ...] | None = None  # D's own conv widths; None: the VAE's ``widths``
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -90,6 +95,13 @@ class ModelConfig:
             raise ConfigError(f"ablation must be one of {ABLATIONS} or None, got {self.ablation!r}")
         if not self.widths:
             raise ConfigError("widths must name at least one layer")
+        if self.d_widths is not None:
+            object.__setattr__(self, "d_widths", tuple(int(w) for w in self.d_widths))
+            if len(self.d_widths) != len(self.widths) or min(self.d_widths) < 1:
+                raise ConfigError(
+                    f"d_widths {list(self.d_widths)} must give {len(self.widths)} positive widths, one per layer of "
+                    f"widths {list(self.widths)} (D and the VAE halve the patch the same number of times)"
+                )
         down = 2 ** len(self.widths)
         if self.patch_size % down:
             raise ConfigError(
@@ -110,6 +122,11 @@ class ModelConfig:
     def erases_image(self) -> bool:
         """True when D's last map is 1x1 and normalised over the image's patches (see the guard above)."""
         return self.final_spatial == 1 and self.norm in IMAGE_POOLED_NORMS
+
+    @property
+    def disc_widths(self) -> tuple[int, ...]:
+        """The widths of D's conv blocks: ``d_widths`` when set, else the VAE's ``widths``."""
+        return self.widths if self.d_widths is None else self.d_widths
 
     @property
     def final_spatial(self) -> int:

@@ -299,7 +299,7 @@ class Detector(ScoringDetector):
         det.detector_id = detector_id(path)
         if art.stats is not None:
             try:
-                det.stats_model = StatsModel.from_tensors(art.stats, 2 * sum(art.model.widths))
+                det.stats_model = StatsModel.from_tensors(art.stats, 2 * sum(art.model.disc_widths))
             except ValueError as e:
                 raise ArtifactError(f"{path}: {e}") from None
         return det

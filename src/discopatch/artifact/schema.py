@@ -72,6 +72,7 @@ SCHEMA: dict[str, Any] = {
                 "negative_slope": {"type": "number", "minimum": 0, "maximum": 1},
                 "groupnorm_groups": {"type": "integer", "minimum": 1, "maximum": 8192},
                 "ablation": {"enum": [None, *ABLATIONS]},
+                "d_widths": {"type": ["array", "null"], "minItems": 1, "maxItems": 16, "items": _SIZE},
             },
         },
         "preprocess": {

@@ -107,6 +107,7 @@ def _add_curve_options(g: Any) -> None:
     g.add_argument("--resize", choices=RESIZE_MODES, help="candidate geometry: resize mode")
     g.add_argument("--patch-size", type=int, help="candidate geometry: patch side")
     g.add_argument("--widths", type=positive_ints, help="candidate geometry: D/VAE widths, e.g. 32,64")
+    g.add_argument("--d-widths", type=positive_ints, help="D's own widths, one per layer (default: --widths)")
     g.add_argument(
         "--also-test-patches",
         type=positive_ints,
@@ -201,6 +202,8 @@ def _cmd_curve(args: argparse.Namespace) -> int:
     model = {"patch_size": args.patch_size} if args.patch_size else {}
     if args.widths:
         model["widths"] = args.widths
+    if args.d_widths:
+        model["d_widths"] = args.d_widths
     pre = {k: v for k, v in (("image_size", args.image_size), ("resize", args.resize)) if v}
     seeds = args.seeds
     quick = {"n_test": 40, "n_ood": 20} if args.quick else {}

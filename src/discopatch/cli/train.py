@@ -102,6 +102,11 @@ def _add_overrides(g: Any) -> None:
     g.add_argument(
         "--widths", type=positive_ints, help="channels of D's (and the VAE's) conv blocks, e.g. 32,64,128,256"
     )
+    g.add_argument(
+        "--d-widths",
+        type=positive_ints,
+        help="D's own conv widths, one per layer of --widths (a wider D for photos; default: --widths)",
+    )
     g.add_argument("--latent-dim", type=int, help="VAE latent size")
     g.add_argument(
         "--norm",
@@ -181,6 +186,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         for k, v in {
             "patch_size": args.patch_size,
             "widths": args.widths,
+            "d_widths": args.d_widths,
             "latent_dim": args.latent_dim,
             "norm": args.norm,
             "norm_first_layer": False if args.no_first_norm else None,

@@ -66,7 +66,7 @@ CHANNELS_LAST_DEFAULT = True
 
 def cpu_run_images(cfg: ModelConfig, n_patches: int, budget: int = CPU_RUN_BYTES) -> int:
     """Images per forward run on the CPU so that the first layer's float32 output stays within ``budget``."""
-    first = n_patches * cfg.widths[0] * (cfg.patch_size // 2) ** 2 * 4
+    first = n_patches * cfg.disc_widths[0] * (cfg.patch_size // 2) ** 2 * 4
     return max(1, budget // first)
 
 
@@ -156,7 +156,7 @@ class ScoringEngine(ABC):
         behind the fused score rather than a recomputation.
         """
         logits = torch.empty(len(images), self.n_patches, dtype=torch.float32)
-        feats = np.empty((len(images), 2 * sum(self.cfg.widths)), dtype=np.float64)
+        feats = np.empty((len(images), 2 * sum(self.cfg.disc_widths)), dtype=np.float64)
         done = 0
         for i in range(0, len(images), max(1, batch_size)):
             for run in self._runs(images[i : i + batch_size]):

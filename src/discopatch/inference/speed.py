@@ -37,7 +37,7 @@ AUROC_TOLERANCE = 1e-3
 def discriminator_macs(cfg: ModelConfig) -> int:
     """Multiply-accumulates of D for one patch: 3x3 stride-2 convolutions (all taps) plus the linear head."""
     macs, size, cin = 0, cfg.patch_size, cfg.channels
-    for cout in cfg.widths:
+    for cout in cfg.disc_widths:
         size = (size + 2 - 3) // 2 + 1
         macs += 9 * cin * cout * size * size
         cin = cout

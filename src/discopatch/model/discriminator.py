@@ -45,7 +45,7 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        chans = (cfg.channels, *cfg.widths)
+        chans = (cfg.channels, *cfg.disc_widths)
         self.blocks = cast(
             "Sequence[DiscriminatorBlock]",
             nn.ModuleList(
@@ -53,7 +53,7 @@ class Discriminator(nn.Module):
                 for i, (a, b) in enumerate(zip(chans[:-1], chans[1:]))
             ),
         )
-        self.head = nn.Linear(cfg.widths[-1] * cfg.final_spatial**2, 1)
+        self.head = nn.Linear(cfg.disc_widths[-1] * cfg.final_spatial**2, 1)
 
     def features(self, x: torch.Tensor, group_size: int | None = None) -> torch.Tensor:
         for block in self.blocks:

@@ -45,7 +45,7 @@ class NMDStatistics(Baseline):
         self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.model_: StatsModel | None = None
-        widths = D.cfg.widths
+        widths = D.cfg.disc_widths
         starts = np.cumsum([0, *widths[:-1]]) * 2  # each layer's [means | log-variances] block in the statistics
         self._mean_columns = np.concatenate([np.arange(s, s + w) for s, w in zip(starts, widths, strict=True)])
 
