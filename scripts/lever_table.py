@@ -1,6 +1,8 @@
 """Print the levers table of docs/BENCHMARKS.md from learning-curve outputs (``curve.json`` files).
 
 Each argument is ``LABEL=FOLDER[,FOLDER...]``: the curve folders of one configuration (one seed each, or merged).
+``LABEL@K=...`` reads the scores the curve measured with ``K`` test patches per image (``--also-test-patches``:
+the same D as the row without ``@K``, scored again).
 One row per (configuration, evaluated step) with the mean +/- sd over the seeds that reached that step of D's and
 the fused score's AUROC per axis, and what the game is doing there: D's training loss (from the run's log) and D's
 mean output per image on held-out real / reconstructed / generated patches::
@@ -26,10 +28,14 @@ HEADER = (
 )
 
 
-def _points(folder: Path) -> list[dict[str, Any]]:
-    """Every evaluated point of every seed in one curve folder."""
+def _points(folder: Path, test_patches: str | None = None) -> list[dict[str, Any]]:
+    """Every evaluated point of every seed in one curve folder; with ``test_patches``, its scores re-measured with
+    that many test patches (the game's diagnostics stay the point's own)."""
     curve = json.loads((folder / "curve.json").read_text())
-    return [point for seed_points in curve["runs"].values() for point in seed_points]
+    points = [point for seed_points in curve["runs"].values() for point in seed_points]
+    if test_patches is None:
+        return points
+    return [point | point["by_test_patches"][test_patches] for point in points]
 
 
 def _game(points: list[dict[str, Any]]) -> tuple[str, str]:
@@ -44,8 +50,9 @@ def table(groups: list[tuple[str, list[Path]]]) -> list[str]:
     lines = [HEADER, "|" + "---|" * (HEADER.count("|") - 1)]
     for label, folders in groups:
         by_step: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        test_patches = label.partition("@")[2] or None
         for folder in folders:
-            for point in _points(folder):
+            for point in _points(folder, test_patches):
                 by_step[point["step"]].append(point)
         for step in sorted(by_step):
             points = by_step[step]
