@@ -16,7 +16,12 @@ def add_commands(sub: Subcommands) -> None:
         epilog=examples("discopatch demo --out demo-out", "discopatch demo --max-steps 100 --seed 1"),
     )
     p.add_argument("--out", default="demo-out", help="output directory (model under OUT/model)")
-    p.add_argument("--max-steps", type=int, default=DEMO_STEPS, help="training steps (the README's table: 400)")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=DEMO_STEPS,
+        help="training steps (default: fit's 1380, as in the README's table)",
+    )
     p.add_argument(
         "--max-time",
         type=float,
