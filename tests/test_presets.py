@@ -56,13 +56,35 @@ def test_fit_reports_an_impossible_preset_as_a_usage_error_before_reading_images
 
 
 def test_presets_end_in_a_map_larger_than_1x1() -> None:
-    for p in (small_preset(1), small_preset(3), paper_preset()):
+    for p in (small_preset(1), small_preset(3), get_preset("small-photo"), paper_preset()):
         assert p.model.final_spatial >= 2, p.name
         assert p.model.patch_size * 2 <= p.preprocess.image_size, p.name  # patches at most half the image side
         assert p.model.ablation is None
     assert small_preset().model.final_spatial == paper_preset().model.final_spatial == 4
     assert small_1x1_preset().model.ablation == "1x1-last-map"
     assert get_preset("small-1x1", channels=1).model.channels == 1
+
+
+def test_small_photo_is_small_at_128_px_scored_by_d_alone() -> None:
+    """The photo preset changes only what the photos protocol measured (image size, score mode)."""
+    small, photo = small_preset(3), get_preset("small-photo")
+    assert (photo.preprocess.image_size, photo.score_mode) == (128, "d-only")
+    assert photo.model == small.model and photo.train == small.train and photo.test_patches == small.test_patches
+    assert photo.model.final_spatial == 4 and photo.preprocess.resize == small.preprocess.resize
+
+
+def test_each_protocol_runs_its_default_preset_as_fit_would() -> None:
+    """No silent enlargement: ``small`` on photos is measured at small's 64 px, the photo preset at 128 px."""
+    from types import SimpleNamespace
+
+    from discopatch.benchmark.sets import protocol_preset
+
+    photos, fmnist = SimpleNamespace(channels=3, image_size=128), SimpleNamespace(channels=1, image_size=32)
+    assert protocol_preset("photos", photos).name == "small-photo"  # type: ignore[arg-type]
+    assert protocol_preset("photos", photos).preprocess.image_size == 128  # type: ignore[arg-type]
+    assert protocol_preset("photos", photos, "small").preprocess.image_size == 64  # type: ignore[arg-type]
+    assert protocol_preset("fmnist", fmnist).name == "small"  # type: ignore[arg-type]
+    assert protocol_preset("fmnist", fmnist).preprocess == small_preset(1).preprocess  # type: ignore[arg-type]
 
 
 def test_small_trains_with_one_image_per_group_and_the_benchmark_keeps_the_other_as_a_variant() -> None:

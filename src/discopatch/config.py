@@ -67,11 +67,8 @@ MAX_SEED = 2**63 - 1
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shapes of D and the VAE. D's widths are the VAE's too, as in the paper, unless ``d_widths`` sets D's own.
-
-    ``d_widths`` (same number of layers as ``widths``, so the same last map) widens or narrows D alone: a lever for
-    RGB photos, where D has more to tell apart than the VAE has to reconstruct (docs/BENCHMARKS.md, "Levers").
-    """
+    """Shapes of D and the VAE. D's widths are the VAE's, as in the paper, unless ``d_widths`` (one per layer of
+    ``widths``) sets D's own: a measured lever, not a default (docs/BENCHMARKS.md, "Levers, third round")."""
 
     channels: int = 3
     patch_size: int = 64
@@ -246,10 +243,8 @@ class Preset:
 
 
 def paper_preset() -> Preset:
-    """DisCoPatch-64 as in the official code (docs/METHOD.md): 80 truncated epochs of about 58 steps on ImageNet.
-
-    Its length is the official epoch rule (4,640 steps on ImageNet-1K; fewer on a smaller folder), its own budget
-    definition; ``--max-steps`` replaces it with a step count."""
+    """DisCoPatch-64 as in the official code (docs/METHOD.md): 80 truncated epochs of about 58 steps on ImageNet-1K
+    (4,640 steps; fewer on a smaller folder: the official epoch rule); ``--max-steps`` sets a step count instead."""
     return Preset(
         name="paper",
         model=ModelConfig(channels=3, patch_size=64, widths=(128, 256, 512, 1024), latent_dim=1024),
@@ -264,10 +259,8 @@ def paper_preset() -> Preset:
 #: The ``small`` preset's training budget: the learning curve's best point (docs/BENCHMARKS.md, "Longer training").
 SMALL_STEPS = 1380
 
-#: The demo's training budget: ``fit``'s own, so the demo shows the detector a user gets (at 400 steps, the budget
-#: until 0.3, defocus blur scored 41.8 % and JPEG 55.3 %; at 1,380 71.2 % and 91.8 %: README). A step count keeps
-#: its printed table the same on any machine and under any load. The time limit is only a safety cap for very slow
-#: machines: hitting it prints a warning (planned vs trained steps) and the table then differs from the README's.
+#: The demo's budget is ``fit``'s, so it shows the detector a user gets (README). A step count keeps its table the
+#: same on any machine and load; the time limit is a safety cap for very slow machines (it warns, the table differs).
 DEMO_STEPS = SMALL_STEPS
 DEMO_MAX_TIME = 3600.0
 
@@ -278,18 +271,15 @@ def small_preset(channels: int = 3) -> Preset:
     Like the paper (256 px images, 64 px patches, 4x4 last map), patches are half the image side or less and D's
     head has a weight per position of a 4x4 map, so the per-image normalisation leaves the image something to say.
     Widths 16/32/64 (D: 24.5 k parameters gray). Scores are fused with the per-image layer statistics
-    (``score_mode="fused"``); ``--score d-only`` gives the paper's scoring. Evidence: docs/BENCHMARKS.md,
-    "Detection quality" and "Learning curve"; the previous preset is :func:`small_1x1_preset`.
+    (``score_mode="fused"``; ``--score d-only`` is the paper's scoring; the previous preset: :func:`small_1x1_preset`).
+    D trains with one image's patches per normalisation group (``grouping="image"``), as it scores (the paper pools
+    a 64-image batch: ``--grouping domain``); over three seeds that lifted D's own score from 77 / 82 / 89 to 86 /
+    92 / 95 % (covariate / near / far; docs/BENCHMARKS.md, "Longer training").
 
-    D is trained with one image's patches per normalisation group (``grouping="image"``), as it is used at
-    scoring; the paper pools a 64-image batch. Over three seeds this lifted D's own score from 77 / 82 / 89 to
-    86 / 92 / 95 % (covariate / near / far, docs/BENCHMARKS.md, "Longer training"); ``--grouping domain`` gives the
-    paper's groups.
-
-    Training runs 1,380 optimiser steps (:data:`SMALL_STEPS`; about 11 CPU minutes on one core), where the pooled-group
-    learning curve was at its best (later the VAE overtook D and near-OOD fell), whatever the folder's size: no
-    epoch count and no time limit cut it unless the user asks (``--epochs``, ``--max-time``). A budget in steps
-    keeps the detector the same on a fast, slow or loaded machine and for a folder of 500 or 60,000 images.
+    Training runs 1,380 optimiser steps (:data:`SMALL_STEPS`, about 11 CPU minutes on one core), the pooled-group
+    learning curve's best point (later the VAE overtook D and near-OOD fell), whatever the folder's size or the
+    machine's speed or load: no epoch count or time limit cuts it unless asked (``--epochs``, ``--max-time``).
+    For natural photos see :func:`small_photo_preset`.
     """
     return Preset(
         name="small",
@@ -301,6 +291,20 @@ def small_preset(channels: int = 3) -> Preset:
         notes="CPU preset: 64 px images, 32 px patches (4x4 last map), 8 train / 16 test patches per image, one "
         "image per training normalisation group; D fused with the per-image statistics (docs/BENCHMARKS.md, "
         "'Detection quality').",
+    )
+
+
+def small_photo_preset(channels: int = 3) -> Preset:
+    """``small`` for natural photos: 128 px images, scored by D alone, where the photos protocol disagrees with
+    fmnist (64 px and the per-image statistics both cost D's photo scores: docs/BENCHMARKS.md, "Levers, third
+    round"). Everything else is ``small``'s."""
+    base = small_preset(channels)
+    return base.replace(
+        name="small-photo",
+        preprocess=dataclasses.replace(base.preprocess, image_size=128),
+        score_mode="d-only",
+        notes="CPU preset for natural photos: small's model at 128 px images (32 px patches, 4x4 last map), "
+        "8 train / 16 test patches per image, D's own score (docs/BENCHMARKS.md, 'Levers, third round').",
     )
 
 
@@ -323,7 +327,12 @@ def small_1x1_preset(channels: int = 3) -> Preset:
     )
 
 
-PRESETS = {"paper": paper_preset, "small": small_preset, "small-1x1": small_1x1_preset}
+PRESETS = {
+    "paper": paper_preset,
+    "small": small_preset,
+    "small-photo": small_photo_preset,
+    "small-1x1": small_1x1_preset,
+}
 
 
 def get_preset(name: str, channels: int | None = None) -> Preset:
@@ -383,6 +392,7 @@ __all__ = [
     "get_preset",
     "paper_preset",
     "small_1x1_preset",
+    "small_photo_preset",
     "small_preset",
     "to_dict",
 ]

@@ -126,7 +126,7 @@ def curve_images(data: ProtocolData, preset: Preset, sets: Sets, stats_images: i
 def curve_preset(
     protocol: str,
     data: ProtocolData,
-    preset: str | Preset,
+    preset: str | Preset | None,
     model: dict[str, Any] | None,
     preprocess: dict[str, Any] | None,
     train: dict[str, Any],
@@ -222,7 +222,7 @@ def run_curve(
     protocol: str,
     out: str | os.PathLike[str] | None = None,
     *,
-    preset: str | Preset = "small",
+    preset: str | Preset | None = None,
     steps: int | None = None,
     points: int = 7,
     seeds: Sequence[int] = (0, 1, 2),

@@ -243,11 +243,12 @@ def run_benchmark(
     progress: bool = True,
     budget: Budget | None = None,
     stages: tuple[str, ...] = ("variants", "ablations", "baselines", "drift", "mixed", "patches"),
-    preset: str | Preset = "small",
+    preset: str | Preset | None = None,
 ) -> dict[str, Any]:
     """Run one protocol end to end; write results.json, summary.md and report.html into ``out`` if given.
 
-    ``preset`` is the DisCoPatch configuration (see :func:`protocol_preset`); the smoke test passes a tiny one.
+    ``preset`` is the DisCoPatch configuration (default: the protocol's, see :func:`protocol_preset`); the smoke
+    test passes a tiny one.
     """
     t_start = time.monotonic()
     budget = budget or (QUICK if quick else FULL_PHOTOS if protocol == "photos" else FULL)

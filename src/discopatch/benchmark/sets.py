@@ -77,17 +77,22 @@ QUICK = Budget(
 )
 
 
-def protocol_preset(protocol: str, data: ProtocolData, preset: str | Preset = "small") -> Preset:
-    """The detector configuration for a protocol: the preset at its own image size, or the protocol's if larger.
+#: Each protocol's default preset: the one a user fits on such images (``small-photo`` for natural photos).
+PROTOCOL_PRESETS = {"fmnist": "small", "photos": "small-photo"}
 
-    ``fmnist`` (28 px images) runs the ``small`` preset at its 64 px, upsampled with ``resize_crop``; ``photos``
-    (128 px crops) keeps 128 px. The main row is the preset as trained by default (its own training groups: one
-    image per group for ``small``, the pooled batch for ``paper``) scored with D alone, no EMA; the fused score and
-    the other grouping are rows of their own (:func:`trained_variants`).
+
+def protocol_preset(protocol: str, data: ProtocolData, preset: str | Preset | None = None) -> Preset:
+    """The detector configuration for a protocol: ``preset`` (default: :data:`PROTOCOL_PRESETS`) as ``fit`` runs it.
+
+    The images go through the preset's own preprocessing, as in ``fit``: ``fmnist`` (28 px) runs ``small`` at its
+    64 px, ``photos`` (128 px crops) runs ``small-photo`` at 128 px, and ``--preset small`` on photos at 64 px.
+    (Until 0.3 a preset smaller than the protocol's images was silently enlarged to them, so ``small`` on photos
+    was measured at 128 px, a detector ``fit --preset small`` does not give.) The main row is the preset as trained
+    by default (its own training groups: one image per group for ``small``, the pooled batch for ``paper``) scored
+    with D alone, no EMA; the fused score and the other grouping are rows of their own (:func:`trained_variants`).
     """
+    preset = PROTOCOL_PRESETS.get(protocol, "small") if preset is None else preset
     p = get_preset(preset, channels=data.channels) if isinstance(preset, str) else preset
-    if data.image_size > p.preprocess.image_size:
-        p = p.replace(preprocess=dataclasses.replace(p.preprocess, image_size=data.image_size, resize=data.resize))
     return p.replace(
         score_mode="d-only",
         train=dataclasses.replace(p.train, ema=0.0),

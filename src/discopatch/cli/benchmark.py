@@ -78,7 +78,7 @@ def _add_benchmark(sub: Subcommands) -> None:
 def _add_curve_options(g: Any) -> None:
     """``benchmark --curve``: steps and seeds, merging runs made apart, and the candidate configuration."""
     g.add_argument("--curve", action="store_true", help="run the learning curve instead of the comparison")
-    add_preset(g, "D's preset (default: small)")
+    add_preset(g, "D's preset (default: the protocol's: small for fmnist, small-photo for photos)", default=None)
     g.add_argument(
         "--max-steps",
         type=int,

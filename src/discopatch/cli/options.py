@@ -29,7 +29,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "ray": ("ray", "pyarrow"),
 }
 #: The preset names, in the order the help lists them.
-PRESET_NAMES: tuple[str, ...] = ("small", "paper", "small-1x1")
+PRESET_NAMES: tuple[str, ...] = ("small", "small-photo", "paper", "small-1x1")
 assert set(PRESET_NAMES) == set(PRESETS), "a preset is missing from the CLI's list"
 
 
@@ -218,8 +218,8 @@ def add_precision(p: Any) -> None:
     )
 
 
-def add_preset(p: Any, text: str) -> None:
-    p.add_argument("--preset", default="small", choices=PRESET_NAMES, help=text)
+def add_preset(p: Any, text: str, default: str | None = "small") -> None:
+    p.add_argument("--preset", default=default, choices=PRESET_NAMES, help=text)
 
 
 def add_batch_size(p: Any) -> None:

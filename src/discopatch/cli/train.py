@@ -61,8 +61,9 @@ def _add_run_options(p: Any) -> None:
     p.add_argument("--out", required=True, help="directory to write the detector to")
     add_preset(
         p,
-        "small: CPU scale model of the paper (64 px images, 32 px patches); paper: DisCoPatch-64; small-1x1: "
-        "the previous small preset, an ablation (default: small)",
+        "small: CPU scale model of the paper (64 px images, 32 px patches); small-photo: small at 128 px scored by "
+        "D alone, for natural photos; paper: DisCoPatch-64; small-1x1: the previous small preset, an ablation "
+        "(default: small)",
     )
     p.add_argument(
         "--channels",
