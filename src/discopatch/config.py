@@ -279,16 +279,17 @@ def small_preset(channels: int = 3) -> Preset:
     Training runs 1,380 optimiser steps (:data:`SMALL_STEPS`, about 11 CPU minutes on one core), the pooled-group
     learning curve's best point (later the VAE overtook D and near-OOD fell), whatever the folder's size or the
     machine's speed or load: no epoch count or time limit cuts it unless asked (``--epochs``, ``--max-time``).
-    For natural photos see :func:`small_photo_preset`.
+    32 test patches (16 until 0.3) lifted every axis on three seeds, at twice the scoring cost (docs/BENCHMARKS.md,
+    "Levers, third round"). For natural photos see :func:`small_photo_preset`.
     """
     return Preset(
         name="small",
         model=ModelConfig(channels=channels, patch_size=32, widths=(16, 32, 64), latent_dim=128),
         preprocess=PreprocessConfig(image_size=64, channels=channels, resize="resize_crop"),
         train=TrainConfig(epochs=None, max_steps=SMALL_STEPS, batch_images=64, train_patches=8, grouping="image"),
-        test_patches=16,
+        test_patches=32,
         score_mode="fused",
-        notes="CPU preset: 64 px images, 32 px patches (4x4 last map), 8 train / 16 test patches per image, one "
+        notes="CPU preset: 64 px images, 32 px patches (4x4 last map), 8 train / 32 test patches per image, one "
         "image per training normalisation group; D fused with the per-image statistics (docs/BENCHMARKS.md, "
         "'Detection quality').",
     )
@@ -304,7 +305,7 @@ def small_photo_preset(channels: int = 3) -> Preset:
         preprocess=dataclasses.replace(base.preprocess, image_size=128),
         score_mode="d-only",
         notes="CPU preset for natural photos: small's model at 128 px images (32 px patches, 4x4 last map), "
-        "8 train / 16 test patches per image, D's own score (docs/BENCHMARKS.md, 'Levers, third round').",
+        "8 train / 32 test patches per image, D's own score (docs/BENCHMARKS.md, 'Levers, third round').",
     )
 
 
