@@ -91,6 +91,14 @@ def test_seeds_run_apart_merge_into_one_curve_with_per_step_spread() -> None:
     model["preset"]["train"]["grouping"] = "domain" if a["preset"]["train"]["grouping"] == "image" else "image"
     with pytest.raises(ValueError, match="preset"):
         merge_curves([a, model])
+    # A part written before a setting existed ran it at its default, and merges with one that records it.
+    older = copy.deepcopy(b)
+    del older["preset"]["model"]["d_widths"]
+    assert merge_curves([a, older])["seeds"] == [0, 1]
+    wider = copy.deepcopy(b)
+    wider["preset"]["model"]["d_widths"] = [2 * w for w in b["preset"]["model"]["widths"]]
+    with pytest.raises(ValueError, match="preset"):
+        merge_curves([a, wider])
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from parts (:func:`merge_curves`) gets the same summaries and reports as one run
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import ModelConfig, PreprocessConfig, TrainConfig, json_ready
 from ..data.corruptions import CORRUPTIONS, SEVERITIES
 from ..errors import ConfigError
 from .curve_diagnostics import SUMMARY_KEYS
@@ -26,11 +28,20 @@ def summarise_curve(results: dict[str, Any]) -> None:
     results["selection"] = selection_summary(results)
 
 
+#: The preset's sections and their dataclasses: a field a part lacks (written before it existed) is its default.
+_SECTIONS = {"model": ModelConfig, "preprocess": PreprocessConfig, "train": TrainConfig}
+
+
 def _comparable(value: Any, key: str) -> Any:
-    """A part's field as far as merging cares: the preset's stopping budget is the curve's steps, not configuration."""
+    """A part's field as far as merging cares: the preset's stopping budget is the curve's steps, not configuration,
+    and a setting added since a part was written counts at its default (the configuration that part ran)."""
     if key != "preset" or not isinstance(value, dict):
         return value
     out = copy.deepcopy(value)
+    for section, cls in _SECTIONS.items():
+        if isinstance(out.get(section), dict):
+            defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+            out[section] = {**json_ready(defaults), **out[section]}
     out.get("train", {}).pop("max_steps", None)
     out.get("train", {}).pop("max_time", None)
     return out
