@@ -26,6 +26,22 @@ DOCUMENTED = {
         ("photos-default", [CURVES / "photos-default"]),
         ("photos-lr-d-4x", [CURVES / "photos-lever-ttur4"]),
     ],
+    "fmnist, third round": [
+        ("default", [CURVES / "small-image-groups"]),
+        ("lr-d-2x", [CURVES / "lever-ttur2"]),
+        ("lr-d-4x", [CURVES / "lever-ttur4"]),
+        ("tp16", [CURVES / "fmnist-test-patches"]),
+        ("tp16@32", [CURVES / "fmnist-test-patches"]),
+        ("tp16@64", [CURVES / "fmnist-test-patches"]),
+    ],
+    "photos, third round": [
+        ("photos-128px", [CURVES / "photos-test-patches"]),
+        ("photos-128px@32", [CURVES / "photos-test-patches"]),
+        ("photos-128px@64", [CURVES / "photos-test-patches"]),
+        ("photos-64px", [CURVES / "photos-64px"]),
+        ("photos-wide-d", [CURVES / "photos-wide-d"]),
+        ("photos-wide-d@64", [CURVES / "photos-wide-d"]),
+    ],
 }
 
 
@@ -45,6 +61,13 @@ def test_every_lever_row_in_the_docs_comes_from_a_committed_run(protocol: str, m
     assert len(rows) >= len(DOCUMENTED[protocol])
     missing = [row for row in rows if row not in doc]
     assert not missing, f"rows not in docs/BENCHMARKS.md (re-run the command there): {missing}"
+
+
+def test_a_row_at_another_test_patch_count_reads_the_paired_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LABEL@K`` rows come from the same runs scored with K patches: same game, other AUROCs."""
+    script = _script(monkeypatch)
+    own, more = (script.table([(label, [CURVES / "fmnist-test-patches"])])[2] for label in ("x", "x@32"))
+    assert own.split("|")[-3:] == more.split("|")[-3:] and own.split("|")[4:13] != more.split("|")[4:13]
 
 
 def test_a_row_shows_the_seed_spread_and_the_game(monkeypatch: pytest.MonkeyPatch) -> None:
