@@ -58,7 +58,8 @@ def test_cli_bench_speed_json(tmp_path: Path, capsys) -> None:
     assert main([*args, "--max-reps", "1", "--engines", "torch", "--json", str(js), "--markdown", str(md)]) == 0
     data = json.loads(js.read_text())
     assert data["rows"][0]["images_per_call"] == 2
-    assert data["gflop_per_image"] == pytest.approx(flops_per_image(get_preset("small").model, 16) / 1e9)
+    small = get_preset("small")
+    assert data["gflop_per_image"] == pytest.approx(flops_per_image(small.model, small.test_patches) / 1e9)
     assert "% of fp32 peak" in md.read_text() and "ms/img" in capsys.readouterr().out
     assert data["rows"][0]["ratio_own_precision"] == pytest.approx(data["rows"][0]["ratio_end_to_end"])
     assert main(["bench-speed", "--check-precision"]) == 2  # needs a trained model
