@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -102,21 +104,30 @@ def test_invalid_lever_settings_are_refused(bad: dict[str, object]) -> None:
         TrainConfig(**bad)  # type: ignore[arg-type]
 
 
-def test_fit_takes_the_levers_and_records_them_in_the_detector(tmp_path, fmnist) -> None:
-    import json
+#: ``fit`` options of a two-layer model on 32 px images that trains in seconds.
+TINY_FIT = ["--widths", "8,16", "--latent-dim", "8", "--batch-images", "8", "--train-patches", "2", "--image-size"]
+TINY_FIT += ["32", "--patch-size", "16", "--resize", "pad", "--max-steps", "2", "--quiet", "--device", "cpu"]
 
+
+def _fit(tmp_path, images: np.ndarray, *options: str) -> Path:
+    """``discopatch fit`` on a folder of ``images`` as PNG files, with :data:`TINY_FIT` and ``options``."""
     from PIL import Image
 
     from discopatch.cli import main
 
-    folder = tmp_path / "train"
+    folder, model = tmp_path / "train", tmp_path / "model"
     folder.mkdir()
-    for i, image in enumerate(fmnist.train_images[:240]):
+    for i, image in enumerate(images):
         Image.fromarray(image).save(folder / f"{i:04d}.png")
-    tiny = ["--widths", "8,16", "--latent-dim", "8", "--batch-images", "8", "--train-patches", "2"]
-    tiny += ["--image-size", "32", "--patch-size", "16", "--resize", "pad", "--max-steps", "2", "--quiet"]
+    assert main(["fit", str(folder), "--out", str(model), *TINY_FIT, *options]) == 0
+    return model
+
+
+def test_fit_takes_the_levers_and_records_them_in_the_detector(tmp_path, fmnist) -> None:
+    import json
+
     levers = ["--augment", "geometric", "--lecam", "0.2", "--d-steps", "2", "--lr-d", "1e-4"]
-    assert main(["fit", str(folder), "--out", str(tmp_path / "model"), "--device", "cpu", *tiny, *levers]) == 0
+    _fit(tmp_path, fmnist.train_images[:240], *levers)
     train = json.loads((tmp_path / "model" / "detector.json").read_text())["training"]["train_config"]
     assert (train["augment"], train["lecam"], train["d_steps"], train["lr_d"]) == ("geometric", 0.2, 2, 1e-4)
 
@@ -132,20 +143,10 @@ def test_a_wider_d_trains_saves_loads_and_exports_with_its_own_widths(tmp_path, 
     graph all follow D's widths."""
     import json
 
-    from PIL import Image
-
     from discopatch.cli import main
     from discopatch.detector import Detector
 
-    folder = tmp_path / "train"
-    folder.mkdir()
-    for i, image in enumerate(fmnist.train_images[:240]):
-        Image.fromarray(image).save(folder / f"{i:04d}.png")
-    tiny = ["--widths", "8,16", "--d-widths", "16,32", "--latent-dim", "8", "--batch-images", "8"]
-    tiny += ["--train-patches", "2", "--image-size", "32", "--patch-size", "16", "--resize", "pad", "--quiet"]
-    model = tmp_path / "model"
-    args = ["fit", str(folder), "--out", str(model), "--device", "cpu", "--score", "fused", "--max-steps", "2"]
-    assert main([*args, *tiny]) == 0
+    model = _fit(tmp_path, fmnist.train_images[:240], "--d-widths", "16,32", "--score", "fused")
     assert json.loads((model / "detector.json").read_text())["model"]["d_widths"] == [16, 32]
     det = Detector.load(model)
     convs = [m for m in det.require_model().modules() if isinstance(m, torch.nn.Conv2d)]
