@@ -135,9 +135,9 @@ def score_other_test_patches(
     The number of test patches is an inference-time lever: measuring it on the D that was just scored (paired)
     removes the seed-to-seed training spread from the comparison. The statistics model is refitted per count on
     ``stats`` (fusion scales on ``val``): the per-image statistics change with the patches they average over.
-    ``det``'s preset is restored afterwards.
+    ``det``'s preset and statistics model are restored afterwards.
     """
-    base = det.preset
+    base, base_stats = det.preset, det.stats_model
     out: dict[str, Any] = {}
     try:
         for count in counts:
@@ -145,5 +145,5 @@ def score_other_test_patches(
             det.fit_statistics(stats, val)
             out[str(count)] = _score_sets(det, sets)
     finally:
-        det.preset = base
+        det.preset, det.stats_model = base, base_stats
     return out

@@ -91,7 +91,7 @@ def protocol_preset(protocol: str, data: ProtocolData, preset: str | Preset | No
     by default (its own training groups: one image per group for ``small``, the pooled batch for ``paper``) scored
     with D alone, no EMA; the fused score and the other grouping are rows of their own (:func:`trained_variants`).
     """
-    preset = PROTOCOL_PRESETS.get(protocol, "small") if preset is None else preset
+    preset = PROTOCOL_PRESETS[protocol] if preset is None else preset
     p = get_preset(preset, channels=data.channels) if isinstance(preset, str) else preset
     return p.replace(
         score_mode="d-only",
