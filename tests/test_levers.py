@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from discopatch.config import ModelConfig, TrainConfig
-from discopatch.training.levers import N_VIEWS, LeCamAverages, draw_views, view
+from discopatch.training.levers import LR_FLOOR, N_VIEWS, LeCamAverages, draw_views, lr_factor, view
 from discopatch.training.trainer import Trainer
 
 MODEL = ModelConfig(channels=1, patch_size=16, widths=(8, 16), latent_dim=8)
@@ -65,14 +65,17 @@ def test_lecam_penalty_pulls_real_and_fake_logits_towards_each_others_average() 
 
 def test_the_levers_are_off_by_default_and_defaults_train_exactly_as_before() -> None:
     cfg = TrainConfig()
-    assert (cfg.lr_d, cfg.d_steps, cfg.lecam, cfg.augment) == (None, 1, 0.0, "none")
+    assert (cfg.lr_d, cfg.d_steps, cfg.lecam, cfg.augment, cfg.lr_decay) == (None, 1, 0.0, "none", None)
     plain = _train()
-    explicit = _train(lr_d=TrainConfig().lr, d_steps=1, lecam=0.0, augment="none")
+    explicit = _train(lr_d=TrainConfig().lr, d_steps=1, lecam=0.0, augment="none", lr_decay=None)
     assert _losses(plain) == _losses(explicit)
     assert all(torch.equal(a, b) for a, b in zip(plain.D.parameters(), explicit.D.parameters()))
 
 
-@pytest.mark.parametrize("levers", [{"augment": "geometric"}, {"lecam": 0.3}, {"d_steps": 2}, {"lr_d": 3e-4}], ids=str)
+LEVERS = [{"augment": "geometric"}, {"lecam": 0.3}, {"d_steps": 2}, {"lr_d": 3e-4}, {"lr_decay": 2}]
+
+
+@pytest.mark.parametrize("levers", LEVERS, ids=str)
 def test_each_lever_changes_training_and_keeps_it_finite(levers: dict[str, object]) -> None:
     plain, changed = _train(), _train(**levers)
     weights = [(a, b) for a, b in zip(plain.D.parameters(), changed.D.parameters())]
@@ -89,6 +92,22 @@ def test_d_steps_and_lr_d_reach_the_optimiser() -> None:
     assert trainer.opt_d.param_groups[0]["lr"] == 2e-4 and trainer.opt_g.param_groups[0]["lr"] == TrainConfig().lr
 
 
+def test_lr_decay_is_a_half_cosine_to_the_floor_held_afterwards() -> None:
+    assert lr_factor(0, None) == lr_factor(10**6, None) == 1.0
+    assert lr_factor(0, 100) == 1.0
+    assert lr_factor(50, 100) == pytest.approx((1 + LR_FLOOR) / 2)
+    assert lr_factor(100, 100) == lr_factor(400, 100) == pytest.approx(LR_FLOOR)
+    falling = [lr_factor(s, 100) for s in range(0, 101, 10)]
+    assert falling == sorted(falling, reverse=True)
+
+
+def test_lr_decay_sets_both_optimisers_from_the_step() -> None:
+    trainer = _train(steps=3, lr_decay=2, lr_d=2e-4)
+    # the last of 3 steps ran with 2 steps done: at the floor for both, each from its own starting rate
+    assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(TrainConfig().lr * LR_FLOOR)
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(2e-4 * LR_FLOOR)
+
+
 def test_lecam_averages_and_d_learning_rate_survive_a_checkpoint(tmp_path) -> None:
     trainer = _train(steps=2, lecam=0.5, lr_d=2e-4)
     assert trainer.lecam.real is not None
@@ -98,7 +117,7 @@ def test_lecam_averages_and_d_learning_rate_survive_a_checkpoint(tmp_path) -> No
     assert restored.opt_d.param_groups[0]["lr"] == 2e-4
 
 
-@pytest.mark.parametrize("bad", [{"lr_d": 0.0}, {"d_steps": 0}, {"lecam": -1.0}, {"augment": "blur"}], ids=str)
+@pytest.mark.parametrize("bad", [{"lr_d": 0.0}, {"d_steps": 0}, {"lecam": -1.0}, {"augment": "blur"}, {"lr_decay": 0}], ids=str)
 def test_invalid_lever_settings_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         TrainConfig(**bad)  # type: ignore[arg-type]
@@ -126,10 +145,11 @@ def _fit(tmp_path, images: np.ndarray, *options: str) -> Path:
 def test_fit_takes_the_levers_and_records_them_in_the_detector(tmp_path, fmnist) -> None:
     import json
 
-    levers = ["--augment", "geometric", "--lecam", "0.2", "--d-steps", "2", "--lr-d", "1e-4"]
+    levers = ["--augment", "geometric", "--lecam", "0.2", "--d-steps", "2", "--lr-d", "1e-4", "--lr-decay", "5"]
     _fit(tmp_path, fmnist.train_images[:240], *levers)
     train = json.loads((tmp_path / "model" / "detector.json").read_text())["training"]["train_config"]
-    assert (train["augment"], train["lecam"], train["d_steps"], train["lr_d"]) == ("geometric", 0.2, 2, 1e-4)
+    got = (train["augment"], train["lecam"], train["d_steps"], train["lr_d"], train["lr_decay"])
+    assert got == ("geometric", 0.2, 2, 1e-4, 5)
 
 
 def test_d_widths_must_match_the_vae_layer_count() -> None:

@@ -7,8 +7,7 @@ a loaded one can be rebuilt exactly. Three groups:
 * :class:`PreprocessConfig` - how any input image becomes a fixed-size uint8 array (identical for ID and OOD);
 * :class:`TrainConfig` - the adversarial training schedule and loss weights.
 
-Presets are plain functions returning a :class:`Preset`; every field can be overridden afterwards with
-:func:`dataclasses.replace` or from the CLI.
+Presets are plain functions returning a :class:`Preset`; any field can be overridden (dataclasses.replace, CLI).
 """
 
 from __future__ import annotations
@@ -183,6 +182,7 @@ class TrainConfig:
     d_steps: int = 1  # D updates per VAE update
     lecam: float = 0.0  # weight of the LeCam regulariser of D's logits (0 = off)
     augment: TrainAugment = "none"  # geometric views of every patch D trains on
+    lr_decay: int | None = None  # step by which both learning rates have fallen (cosine) to a tenth (None: constant)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -206,8 +206,8 @@ class TrainConfig:
             raise ConfigError("batch_images and train_patches must be positive")
         if self.lr_d is not None and not self.lr_d > 0:
             raise ConfigError(f"lr_d must be positive, got {self.lr_d}")
-        if self.d_steps < 1:
-            raise ConfigError(f"d_steps must be positive, got {self.d_steps}")
+        if self.d_steps < 1 or (self.lr_decay is not None and self.lr_decay < 1):
+            raise ConfigError(f"d_steps and lr_decay must be positive, got {self.d_steps} and {self.lr_decay}")
         if not self.lecam >= 0:
             raise ConfigError(f"lecam must be >= 0 (0 = off), got {self.lecam}")
         if self.augment not in TRAIN_AUGMENTS:

@@ -253,6 +253,9 @@ def add_lever_options(group: Any) -> None:
     group.add_argument("--d-steps", type=int, help="D updates per VAE update (default: 1)")
     group.add_argument("--lecam", type=float, help="weight of the LeCam regulariser of D's logits (default: 0, off)")
     group.add_argument(
+        "--lr-decay", type=int, metavar="STEPS", help="both learning rates fall to a tenth by this step (default: off)"
+    )
+    group.add_argument(
         "--augment",
         choices=TRAIN_AUGMENTS,
         help="geometric: flips / 90-degree rotations of D's training patches, one per image (default: none)",
@@ -261,4 +264,4 @@ def add_lever_options(group: Any) -> None:
 
 def lever_values(args: argparse.Namespace) -> dict[str, Any]:
     """The lever options as ``TrainConfig`` fields (``None``: not given)."""
-    return {"lr_d": args.lr_d, "d_steps": args.d_steps, "lecam": args.lecam, "augment": args.augment}
+    return {"lr_d": args.lr_d, "d_steps": args.d_steps, "lecam": args.lecam, "augment": args.augment, "lr_decay": args.lr_decay}

@@ -10,6 +10,9 @@ They stay inside the method's own negatives (reconstructions and prior samples);
   whose edge is itself a high-frequency artefact D could learn.
 * **LeCam** (``TrainConfig.lecam``, Tseng et al., CVPR 2021): pulls D's logits on real patches towards the moving
   average of its logits on generated ones and vice versa, bounding how far D can push the two apart.
+* **Learning-rate decay** (``TrainConfig.lr_decay``): both learning rates fall along a half cosine to
+  :data:`LR_FLOOR` of their value by that step and stay there, so training past it moves the game little (aimed at
+  the late fall, where the VAE keeps improving and D's near-OOD score drifts down). Set from the step, not stored.
 * ``TrainConfig.lr_d`` (D's own learning rate: two time-scales) and ``TrainConfig.d_steps`` (D updates per VAE
   update) are plain settings of the training loop.
 
@@ -18,6 +21,7 @@ Their measured effect is in docs/BENCHMARKS.md ("Levers"): none wins on every ax
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +33,18 @@ N_VIEWS = 8
 
 #: Decay of LeCam's moving averages of D's mean logits (the paper's value).
 LECAM_DECAY = 0.99
+
+#: Where a decaying learning rate ends, as a fraction of its starting value (``TrainConfig.lr_decay``).
+LR_FLOOR = 0.1
+
+
+def lr_factor(step: int, decay_steps: int | None) -> float:
+    """The learning rates' multiplier at ``step`` (steps done): 1 without decay, else a half cosine from 1 at step 0
+    to :data:`LR_FLOOR` at ``decay_steps``, held there afterwards."""
+    if decay_steps is None:
+        return 1.0
+    t = min(step / decay_steps, 1.0)
+    return LR_FLOOR + (1.0 - LR_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def draw_views(n_groups: int, generator: torch.Generator) -> torch.Tensor:

@@ -37,7 +37,7 @@ from ..patches import extract_patches, patch_corners, to_tensor
 from ..runtime import derive_seed
 from .checkpoint import TrainState
 from .distributed import rank_and_world
-from .levers import LeCamAverages, draw_views, view
+from .levers import LeCamAverages, draw_views, lr_factor, view
 
 
 def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -197,6 +197,7 @@ class AdversarialStep:
         D.train()
         vae.train()
         views = self._views(real.shape[0])
+        self._set_learning_rates()
 
         # VAE step. D's parameters get no gradient here: the paper zeroes them before D's step anyway.
         D.requires_grad_(False)
@@ -251,6 +252,15 @@ class AdversarialStep:
         with self.phase("optimiser"):
             self.opt_d.step()
         return loss_d, (l_real, l_gen, l_recon)
+
+    def _set_learning_rates(self) -> None:
+        """Both optimisers' rates for this step: constant unless ``lr_decay`` is set (:func:`lr_factor`)."""
+        if self.cfg.lr_decay is None:
+            return
+        factor = lr_factor(self.state.step, self.cfg.lr_decay)
+        for opt, base in ((self.opt_g, self.cfg.lr), (self.opt_d, self.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
 
     def _update_d_average(self) -> None:
         """Fold D's new weights into its moving average (``ema`` > 0 only)."""
