@@ -117,7 +117,9 @@ def test_lecam_averages_and_d_learning_rate_survive_a_checkpoint(tmp_path) -> No
     assert restored.opt_d.param_groups[0]["lr"] == 2e-4
 
 
-@pytest.mark.parametrize("bad", [{"lr_d": 0.0}, {"d_steps": 0}, {"lecam": -1.0}, {"augment": "blur"}, {"lr_decay": 0}], ids=str)
+@pytest.mark.parametrize(
+    "bad", [{"lr_d": 0.0}, {"d_steps": 0}, {"lecam": -1.0}, {"augment": "blur"}, {"lr_decay": 0}], ids=str
+)
 def test_invalid_lever_settings_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         TrainConfig(**bad)  # type: ignore[arg-type]

@@ -264,4 +264,10 @@ def add_lever_options(group: Any) -> None:
 
 def lever_values(args: argparse.Namespace) -> dict[str, Any]:
     """The lever options as ``TrainConfig`` fields (``None``: not given)."""
-    return {"lr_d": args.lr_d, "d_steps": args.d_steps, "lecam": args.lecam, "augment": args.augment, "lr_decay": args.lr_decay}
+    return {
+        "lr_d": args.lr_d,
+        "d_steps": args.d_steps,
+        "lecam": args.lecam,
+        "augment": args.augment,
+        "lr_decay": args.lr_decay,
+    }
