@@ -42,6 +42,17 @@ DOCUMENTED = {
         ("photos-wide-d", [CURVES / "photos-wide-d"]),
         ("photos-wide-d@64", [CURVES / "photos-wide-d"]),
     ],
+    "fmnist, fourth round": [
+        ("default@32", [CURVES / "fmnist-test-patches"]),
+        ("lecam-0.01", [CURVES / "lever-lecam01"]),
+        ("lr-decay", [CURVES / "lever-lr-decay"]),
+    ],
+    "photos, fourth round": [
+        ("photos-128px@32", [CURVES / "photos-test-patches"]),
+        ("photos-augment", [CURVES / "photos-augment"]),
+        ("photos-lecam-0.01", [CURVES / "photos-lecam01"]),
+        ("photos-lr-decay", [CURVES / "photos-lr-decay"]),
+    ],
 }
 
 
