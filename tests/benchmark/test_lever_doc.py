@@ -44,7 +44,7 @@ DOCUMENTED = {
     ],
     "fmnist, fourth round": [
         ("default@32", [CURVES / "fmnist-test-patches"]),
-        ("lecam-0.01", [CURVES / "lever-lecam01"]),
+        ("lecam-0.01", [CURVES / "lever-lecam01", CURVES / "lever-lecam01-2x"]),
         ("lr-decay", [CURVES / "lever-lr-decay"]),
     ],
     "photos, fourth round": [
