@@ -159,8 +159,7 @@ class TrainConfig:
 
     Training ends at ``max_steps`` steps or after ``epochs`` epochs, whichever comes first (``None``: no such
     limit; at least one of them or ``max_time`` must be set), or at ``max_time`` seconds (a limit, off unless set).
-    How user options combine with a preset's: :func:`discopatch.budget.effective_train_config`.
-    """
+    How user options combine with a preset's: :func:`discopatch.budget.effective_train_config`."""
 
     epochs: int | None = 80
     steps_per_epoch: int | None = None
@@ -206,8 +205,10 @@ class TrainConfig:
             raise ConfigError("batch_images and train_patches must be positive")
         if self.lr_d is not None and not self.lr_d > 0:
             raise ConfigError(f"lr_d must be positive, got {self.lr_d}")
-        if self.d_steps < 1 or (self.lr_decay is not None and self.lr_decay < 1):
-            raise ConfigError(f"d_steps and lr_decay must be positive, got {self.d_steps} and {self.lr_decay}")
+        if self.d_steps < 1:
+            raise ConfigError(f"d_steps must be positive, got {self.d_steps}")
+        if self.lr_decay is not None and self.lr_decay < 1:
+            raise ConfigError(f"lr_decay must be a positive step (None: constant rates), got {self.lr_decay}")
         if not self.lecam >= 0:
             raise ConfigError(f"lecam must be >= 0 (0 = off), got {self.lecam}")
         if self.augment not in TRAIN_AUGMENTS:
