@@ -16,8 +16,10 @@ from discopatch import budget as budget_module
 from discopatch.benchmark.sets import FULL, FULL_PHOTOS
 from discopatch.benchmark.stages import train_main
 from discopatch.budget import (
+    LONG_TRAINING_STEPS,
     MIN_FOLDER_IMAGES,
     effective_train_config,
+    long_training_warning,
     planned_steps,
 )
 from discopatch.calibration import Calibration, min_calibration_images
@@ -141,6 +143,27 @@ def test_a_small_folder_warns_on_one_line(fmnist, log) -> None:
     log.clear()
     Detector(preset, device="cpu", seed=0).fit(fmnist.train_images[:MIN_FOLDER_IMAGES], progress=False)
     assert not [r for r in log.records if r.levelno == logging.WARNING]
+
+
+def test_small_trained_long_without_lecam_warns_before_training(fmnist, log) -> None:
+    """The late fall was measured on ``small`` without LeCam: a user who asks for more steps hears of it first."""
+    long = LONG_TRAINING_STEPS + 1
+    preset = _small_schedule(max_steps=long, lecam=0.0).replace(name="small")
+    with pytest.raises(_Stop):
+        Detector(preset, device="cpu", seed=0).fit(fmnist.train_images[:300], progress=False, callback=_stop)
+    warned = [r.getMessage() for r in log.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and f"{long:,} training steps without LeCam" in warned[0] and "--lecam 0.01" in warned[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "steps", "lecam"),
+    [("small", LONG_TRAINING_STEPS, 0.0), ("small", 10 * SMALL_STEPS, 0.01), ("paper", 10 * SMALL_STEPS, 0.0)],
+    ids=["at-the-limit", "with-lecam", "other-preset"],
+)
+def test_no_long_training_warning_where_no_fall_was_measured(name: str, steps: int, lecam: float) -> None:
+    cfg = dataclasses.replace(get_preset("small", channels=1).train, max_steps=steps, lecam=lecam)
+    assert long_training_warning(name, cfg, n_train=54_000) is None
+    assert long_training_warning("small", dataclasses.replace(cfg, lecam=0.0, max_steps=steps + 1), 54_000)
 
 
 def test_checkpoints_are_periodic_when_epochs_are_one_step(fmnist, tmp_path, monkeypatch) -> None:

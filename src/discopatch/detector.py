@@ -33,7 +33,7 @@ import torch
 
 from ._version import __version__
 from .artifact.files import PROVENANCE_KEYS, ArtifactError, detector_id, load_artifact, save_artifact, utc_now
-from .budget import check_calibration_size, effective_train_config, plan_line, small_folder_warning
+from .budget import check_calibration_size, effective_train_config, fit_warnings, plan_line
 from .calibration import Calibration
 from .config import PRECISIONS, TORCH_PRECISIONS, EngineName, Precision, Preset, get_preset
 from .data.sources import Images, ImageSet, fingerprint_inputs, read_images, split_train_val
@@ -146,9 +146,9 @@ class Detector(ScoringDetector):
         train, val = self._training_split(data)
         speed = {"amp": amp, "channels_last": channels_last, "compile": compile}
         trainer = Trainer.start_or_resume(self.preset.model, tcfg, self.device, checkpoint_dir, resume, budget, **speed)
-        if is_main_process():  # before training: what it will be, and one line if the folder is small
-            if (few := small_folder_warning(len(data))) is not None:
-                LOGGER.warning(few)
+        if is_main_process():  # before training: what it will be, and a line for a small folder or a long run
+            for warning in fit_warnings(self.preset.name, trainer.cfg, len(data), len(train), trainer.world_size):
+                LOGGER.warning(warning)
             LOGGER.info("fit: %s", plan_line(trainer.cfg, len(train), len(val), trainer.world_size))
         self.trainer = trainer
         self._engine = None

@@ -47,6 +47,11 @@ DOCUMENTED = {
         ("lecam-0.01", [CURVES / "lever-lecam01", CURVES / "lever-lecam01-2x"]),
         ("lr-decay", [CURVES / "lever-lr-decay"]),
     ],
+    "fmnist, fifth round": [
+        ("default@32", [CURVES / "fmnist-test-patches"]),
+        ("default", [CURVES / "small-image-groups"]),
+        ("lecam-0.01", [CURVES / "lever-lecam01-4x"]),
+    ],
     "photos, fourth round": [
         ("photos-128px@32", [CURVES / "photos-test-patches"]),
         ("photos-augment", [CURVES / "photos-augment"]),
