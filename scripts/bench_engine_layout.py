@@ -16,9 +16,9 @@ import time
 import numpy as np
 import torch
 
-from discopatch.config import get_preset
 from discopatch.inference.engine import OnnxEngine, ScoringEngine, TorchEngine
 from discopatch.model import Discriminator
+from discopatch.presets import get_preset
 
 
 def main() -> None:

@@ -16,11 +16,11 @@ import argparse
 import json
 from pathlib import Path
 
-from discopatch.config import get_preset
 from discopatch.data.builtin import load_demo_fashion_mnist
 from discopatch.data.demo_sets import build_demo_sets
 from discopatch.detector import Detector
 from discopatch.evaluation.evaluate import evaluate
+from discopatch.presets import get_preset
 
 
 def main() -> None:

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from discopatch.config import ModelConfig, TrainConfig, get_preset
+from discopatch.config import ModelConfig, TrainConfig
 from discopatch.inference.engine import TorchEngine
 from discopatch.inference.speed import flops_per_image
 from discopatch.model import Discriminator
+from discopatch.presets import get_preset
 from discopatch.training.trainer import Trainer
 
 

@@ -14,12 +14,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from discopatch.config import get_preset
 from discopatch.data.images import preprocess
 from discopatch.inference.engine import TorchEngine
 from discopatch.inference.speed import synthetic_png_inputs
 from discopatch.model import Discriminator
 from discopatch.patches import content_corners, extract_patches, to_tensor
+from discopatch.presets import get_preset
 
 
 def per_image_ms(fn: Callable[[], object], count: int, reps: int = 15) -> float:

@@ -15,11 +15,11 @@ import time
 import numpy as np
 import torch
 
-from discopatch.config import get_preset
 from discopatch.data.builtin import load_demo_fashion_mnist
 from discopatch.data.images import stack_images
 from discopatch.inference.engine import score_array
 from discopatch.model import Discriminator
+from discopatch.presets import get_preset
 from discopatch.training.trainer import Trainer
 
 CANDIDATES = [(16, 32, 64, 128), (32, 64, 128, 256), (64, 128, 256, 512)]

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from discopatch.config import Preset, get_preset
+from discopatch.config import Preset
+from discopatch.presets import get_preset
 from discopatch.training.memory import reuse_freed_memory
 from discopatch.training.speed import _step
 from discopatch.training.trainer import Trainer

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from discopatch.config import get_preset
+from discopatch.presets import get_preset
 from discopatch.training.trainer import Trainer
 
 

@@ -30,7 +30,7 @@ def child(preset_name: str, channels: int, steps: int, threads: int) -> dict[str
     import numpy as np
     import torch
 
-    from discopatch.config import get_preset
+    from discopatch.presets import get_preset
     from discopatch.training.trainer import Trainer
 
     torch.set_num_threads(threads)

@@ -24,10 +24,10 @@ from discopatch.budget import (
 )
 from discopatch.calibration import Calibration, min_calibration_images
 from discopatch.cli import main
-from discopatch.config import SMALL_STEPS, get_preset
 from discopatch.detector import Detector
 from discopatch.errors import TooFewCalibrationImagesError
 from discopatch.log import LOGGER
+from discopatch.presets import SMALL_STEPS, get_preset
 from discopatch.training import trainer as training_module
 from helpers.presets import tiny_preset
 
@@ -164,6 +164,14 @@ def test_no_long_training_warning_where_no_fall_was_measured(name: str, steps: i
     cfg = dataclasses.replace(get_preset("small", channels=1).train, max_steps=steps, lecam=lecam)
     assert long_training_warning(name, cfg, n_train=54_000) is None
     assert long_training_warning("small", dataclasses.replace(cfg, lecam=0.0, max_steps=steps + 1), 54_000)
+
+
+def test_the_long_preset_trains_long_without_a_warning_unless_lecam_is_turned_off() -> None:
+    long = get_preset("small-long", channels=1).train
+    assert planned_steps(long, 54_000) == planned_steps(long, 225) > LONG_TRAINING_STEPS
+    assert long_training_warning("small-long", long, n_train=225) is None
+    warned = long_training_warning("small-long", dataclasses.replace(long, lecam=0.0), n_train=225)
+    assert warned is not None and "--preset small-long" in warned
 
 
 def test_checkpoints_are_periodic_when_epochs_are_one_step(fmnist, tmp_path, monkeypatch) -> None:

@@ -10,11 +10,20 @@ import pytest
 import torch
 
 from discopatch.budget import official_epoch_steps
-from discopatch.config import ModelConfig, get_preset, paper_preset, small_1x1_preset, small_preset
+from discopatch.config import ModelConfig
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector
 from discopatch.inference.engine import score_array
 from discopatch.model import Discriminator
+from discopatch.presets import (
+    SMALL_LONG_LECAM,
+    SMALL_LONG_STEPS,
+    SMALL_STEPS,
+    get_preset,
+    paper_preset,
+    small_1x1_preset,
+    small_preset,
+)
 from discopatch.training.trainer import Trainer
 from helpers.presets import tiny_preset
 
@@ -71,6 +80,21 @@ def test_small_photo_is_small_at_128_px_scored_by_d_alone() -> None:
     assert (photo.preprocess.image_size, photo.score_mode) == (128, "d-only")
     assert photo.model == small.model and photo.train == small.train and photo.test_patches == small.test_patches
     assert photo.model.final_spatial == 4 and photo.preprocess.resize == small.preprocess.resize
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_small_long_is_small_trained_three_times_as_long_with_lecam(channels: int) -> None:
+    """The long preset changes only what the fifth lever round measured: the step budget and LeCam's weight."""
+    small, long = small_preset(channels), get_preset("small-long", channels)
+    assert (long.train.max_steps, long.train.lecam) == (SMALL_LONG_STEPS, SMALL_LONG_LECAM) == (4150, 0.01)
+    assert 3 * SMALL_STEPS <= SMALL_LONG_STEPS < 4 * SMALL_STEPS and small.train.lecam == 0.0
+    assert dataclasses.replace(long.train, max_steps=SMALL_STEPS, lecam=0.0) == small.train
+    assert (long.model, long.preprocess, long.test_patches, long.score_mode) == (
+        small.model,
+        small.preprocess,
+        small.test_patches,
+        small.score_mode,
+    )
 
 
 def test_each_protocol_runs_its_default_preset_as_fit_would() -> None:

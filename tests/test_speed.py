@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from discopatch.cli import main
-from discopatch.config import get_preset
 from discopatch.inference.speed import bench_speed, discriminator_macs, flops_per_image, precision_check
 from discopatch.model import Discriminator
+from discopatch.presets import get_preset
 from helpers.presets import tiny_preset
 
 

@@ -11,8 +11,9 @@ DataFrame, with the ``[pandas]`` extra).
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .config import Preset, get_preset, paper_preset, small_preset
+from .config import Preset
 from .errors import NotFittedError
+from .presets import get_preset, paper_preset, small_preset
 
 if TYPE_CHECKING:
     from .detector import Detector

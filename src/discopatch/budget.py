@@ -3,7 +3,7 @@
 One rule, :func:`effective_train_config`, turns a preset's schedule and the user's explicit options into the
 training that runs; ``fit``, ``demo``, the benchmark's main row and the learning curve all go through it, so a
 benchmark measures the detector ``fit`` gives. A preset defines its length either in optimiser steps (``small``:
-:data:`~discopatch.config.SMALL_STEPS`, the same for any folder size and any machine) or in epochs (``paper``: the
+:data:`~discopatch.presets.SMALL_STEPS`, the same for any folder size and any machine) or in epochs (``paper``: the
 official code's truncated epochs, its own budget definition). An explicit ``max_steps`` replaces the preset's epoch
 count, explicit ``epochs`` replace its step count, both given stop at whichever comes first; a time limit applies
 only when given, and stopping on it before the planned steps is a warning (:func:`time_limit_warning`).
@@ -17,8 +17,9 @@ import dataclasses
 import math
 
 from .calibration import Calibration, min_calibration_images
-from .config import SMALL_STEPS, TrainConfig
+from .config import TrainConfig
 from .errors import TooFewCalibrationImagesError
+from .presets import SMALL_STEPS
 
 #: Below this many images in a training folder ``fit`` warns: the smallest folder measured. At the default budget
 #: 250 Fashion-MNIST images (225 trained on) stay within one seed spread of 54,000 on every axis (three seeds;
@@ -91,6 +92,8 @@ def plan_line(cfg: TrainConfig, n_train: int, n_val: int, world_size: int = 1) -
 #: Past this many steps ``small`` without LeCam lost near-OOD on Fashion-MNIST (seed 0: 94.3 % at 2,760 steps,
 #: 86.9 % at 4,150), where LeCam at 0.01 held to 5,520 steps on three seeds (docs/BENCHMARKS.md, "Levers").
 LONG_TRAINING_STEPS = 2 * SMALL_STEPS
+#: The presets of ``small``'s model and schedule, whose late fall without LeCam the learning curve measured.
+LATE_FALL_PRESETS = ("small", "small-long")
 
 
 def fit_warnings(preset_name: str, cfg: TrainConfig, n_images: int, n_train: int, world_size: int = 1) -> list[str]:
@@ -100,16 +103,18 @@ def fit_warnings(preset_name: str, cfg: TrainConfig, n_images: int, n_train: int
 
 
 def long_training_warning(preset_name: str, cfg: TrainConfig, n_train: int, world_size: int = 1) -> str | None:
-    """One line when ``small`` is asked to train past :data:`LONG_TRAINING_STEPS` without LeCam, else ``None``.
+    """One line when ``small`` (or ``small-long`` with LeCam turned off) is asked to train past
+    :data:`LONG_TRAINING_STEPS` without LeCam, else ``None``.
 
     Only ``small``'s late fall was measured; other presets (``paper``'s own epochs included) are left alone.
     """
     steps = planned_steps(cfg, n_train, world_size)
-    if preset_name != "small" or cfg.lecam > 0 or steps is None or steps <= LONG_TRAINING_STEPS:
+    if preset_name not in LATE_FALL_PRESETS or cfg.lecam > 0 or steps is None or steps <= LONG_TRAINING_STEPS:
         return None
     return (
         f"{steps:,} training steps without LeCam: past {LONG_TRAINING_STEPS:,} the small preset's near-OOD detection "
-        "fell in the benchmark (docs/BENCHMARKS.md 'Levers'); add --lecam 0.01 to train this long"
+        "fell in the benchmark (docs/BENCHMARKS.md 'Levers'); add --lecam 0.01 to train this long, or use "
+        "--preset small-long"
     )
 
 

@@ -35,7 +35,7 @@ from ._version import __version__
 from .artifact.files import PROVENANCE_KEYS, ArtifactError, detector_id, load_artifact, save_artifact, utc_now
 from .budget import check_calibration_size, effective_train_config, fit_warnings, plan_line
 from .calibration import Calibration
-from .config import PRECISIONS, TORCH_PRECISIONS, EngineName, Precision, Preset, get_preset
+from .config import PRECISIONS, TORCH_PRECISIONS, EngineName, Precision, Preset
 from .data.sources import Images, ImageSet, fingerprint_inputs, read_images, split_train_val
 from .detector_scoring import ScoringDetector
 from .errors import ConfigError, NoReadableImagesError, NotFittedError
@@ -43,6 +43,7 @@ from .inference.engine import ScoringEngine, resolve_engine_name
 from .inference.stats_model import StatsModel
 from .log import LOGGER
 from .model import Discriminator
+from .presets import get_preset
 from .results import Prediction, finite_or_none
 from .runtime import resolve_device
 from .score_modes import get as get_score_mode

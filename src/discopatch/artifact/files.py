@@ -46,9 +46,10 @@ from safetensors.torch import save as safetensors_bytes
 
 from .._version import __version__
 from ..calibration import Calibration
-from ..config import PRESETS, ModelConfig, PreprocessConfig, Preset, ScoreMode, from_dict, get_preset, to_dict
+from ..config import ModelConfig, PreprocessConfig, Preset, ScoreMode, from_dict, to_dict
 from ..log import LOGGER
 from ..model import Discriminator
+from ..presets import PRESETS, get_preset
 from ..score_modes import get as get_score_mode
 from .checks import ArtifactError as ArtifactError  # re-exported: the error callers catch is named here too
 from .checks import load_calibration, load_statistics, load_weights, read_strict_json, require

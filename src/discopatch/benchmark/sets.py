@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Preset, get_preset
+from ..config import Preset
 from ..data.corruptions import CORRUPTIONS, SEVERITIES
 from ..data.corruptions import corrupt_batch as _corrupt_batch
 from ..data.images import stack_images
 from ..log import progress_bar
 from ..metrics import ood_metrics
+from ..presets import get_preset
 from .datasets import ProtocolData
 
 

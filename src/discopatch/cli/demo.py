@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import DEMO_MAX_TIME, DEMO_STEPS
 from ..errors import EXIT_OK
+from ..presets import DEMO_MAX_TIME, DEMO_STEPS
 from .options import Subcommands, add_device, examples, seed_value
 
 

@@ -142,8 +142,8 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     """``bench-speed --train``: training and scoring against limits measured in the same run."""
     import torch
 
-    from ..config import get_preset
     from ..detector import Detector
+    from ..presets import get_preset
     from ..training.speed import bench_scoring, bench_training
 
     if args.model:
@@ -180,8 +180,8 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     """``bench-speed --pipeline``: the scoring pipeline's figures per engine and precision, all timed in turns."""
     import torch
 
-    from ..config import get_preset
     from ..detector import Detector
+    from ..presets import get_preset
     from ..training.speed import bench_pipelines, matmul_peak, pipeline_markdown
 
     combos = [
@@ -250,9 +250,9 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     if args.train or args.pipeline:
         return _bench_train_or_pipeline(args)
 
-    from ..config import get_preset
     from ..inference.speed import bench_speed, precision_check
     from ..model import Discriminator
+    from ..presets import get_preset
 
     if args.model:
         from ..detector import Detector

@@ -15,9 +15,10 @@ import logging
 import re
 from typing import Any
 
-from ..config import ENGINES, MAX_SEED, PRESETS, TORCH_PRECISIONS, TRAIN_AUGMENTS
+from ..config import ENGINES, MAX_SEED, TORCH_PRECISIONS, TRAIN_AUGMENTS
 from ..errors import UsageError
 from ..log import LOG_FORMATS
+from ..presets import PRESETS
 
 #: Optional extras (pyproject.toml) and the top-level modules each provides; a missing one becomes a one-line hint.
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -29,7 +30,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "ray": ("ray", "pyarrow"),
 }
 #: The preset names, in the order the help lists them.
-PRESET_NAMES: tuple[str, ...] = ("small", "small-photo", "paper", "small-1x1")
+PRESET_NAMES: tuple[str, ...] = ("small", "small-long", "small-photo", "paper", "small-1x1")
 assert set(PRESET_NAMES) == set(PRESETS), "a preset is missing from the CLI's list"
 
 

@@ -178,7 +178,7 @@ def _palette_has_colour(im: Any) -> bool:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from ..config import get_preset
+    from ..presets import get_preset
 
     channels = _detect_channels(args.images) if args.channels == "auto" else int(args.channels)
     preset = get_preset(args.preset, channels)

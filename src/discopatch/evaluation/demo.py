@@ -1,7 +1,7 @@
 """``discopatch demo``: the whole job on data that ships with the package, in about the time ``fit`` takes.
 
 1. Train the ``small`` preset (gray, 64 px) on 4,000 Fashion-MNIST training images for ``fit``'s 1,380 steps
-   (:data:`~discopatch.config.DEMO_STEPS`; a one-hour safety cap warns if it stops them early); 10 % of them are
+   (:data:`~discopatch.presets.DEMO_STEPS`; a one-hour safety cap warns if it stops them early); 10 % of them are
    held out and calibrate the threshold at 5 % FPR.
 2. Split 2,000 Fashion-MNIST test images into an ID reference (1,000) and a held-out ID control (1,000).
 3. Evaluate the reference against: the control itself (null shift: AUROC should be about 0.5), the control
@@ -24,10 +24,10 @@ from typing import Any
 import torch
 
 from .._version import __version__
-from ..config import DEMO_MAX_TIME, DEMO_STEPS, get_preset
 from ..data.builtin import load_demo_fashion_mnist
 from ..data.demo_sets import build_demo_sets
 from ..detector import Detector
+from ..presets import DEMO_MAX_TIME, DEMO_STEPS, get_preset
 from .evaluate import evaluate
 
 
