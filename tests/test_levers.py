@@ -160,6 +160,16 @@ def test_d_widths_must_match_the_vae_layer_count() -> None:
     assert MODEL.disc_widths == MODEL.widths  # default: D as wide as the VAE, as in the paper
 
 
+def test_the_statistics_feature_length_follows_ds_own_widths() -> None:
+    """``stats_dim`` (the artefact's statistics, the ONNX output) is what D returns: a mean and a log-variance per
+    channel of D's layers, not the VAE's."""
+    from discopatch.model import Discriminator
+
+    cfg = ModelConfig(channels=1, patch_size=16, widths=(8, 16), latent_dim=8, d_widths=(12, 20))
+    _, stats = Discriminator(cfg).forward_with_statistics(torch.rand(8, 1, 16, 16), group_size=4)
+    assert stats.shape == (2, cfg.stats_dim) and cfg.stats_dim == 2 * (12 + 20)
+
+
 def test_a_wider_d_trains_saves_loads_and_exports_with_its_own_widths(tmp_path, fmnist) -> None:
     """``--d-widths`` widens D alone: the VAE keeps ``--widths``, and the artefact, its statistics and the ONNX
     graph all follow D's widths."""

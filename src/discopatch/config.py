@@ -126,6 +126,11 @@ class ModelConfig:
         return self.widths if self.d_widths is None else self.d_widths
 
     @property
+    def stats_dim(self) -> int:
+        """Length of one image's statistics feature: a mean and a log-variance per channel of each of D's layers."""
+        return 2 * sum(self.disc_widths)
+
+    @property
     def final_spatial(self) -> int:
         return self.patch_size // (1 << len(self.widths))
 

@@ -300,7 +300,7 @@ class Detector(ScoringDetector):
         det.detector_id = detector_id(path)
         if art.stats is not None:
             try:
-                det.stats_model = StatsModel.from_tensors(art.stats, 2 * sum(art.model.disc_widths))
+                det.stats_model = StatsModel.from_tensors(art.stats, art.model.stats_dim)
             except ValueError as e:
                 raise ArtifactError(f"{path}: {e}") from None
         return det

@@ -125,7 +125,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(
         f"wrote {out}: input 'patches' (images, {det.n_patches}, {det.model_config.channels}, "
         f"{det.model_config.patch_size}, {det.model_config.patch_size}), outputs 'logits' (images, "
-        f"{det.n_patches}), 'stats' (images, {2 * sum(det.model_config.disc_widths)}) and 'score' (images,) "
+        f"{det.n_patches}), 'stats' (images, {det.model_config.stats_dim}) and 'score' (images,) "
         "in float32; "
         f"score = the detector's {det.preset.score_mode!r} score",
         file=sys.stderr,

@@ -156,7 +156,7 @@ class ScoringEngine(ABC):
         behind the fused score rather than a recomputation.
         """
         logits = torch.empty(len(images), self.n_patches, dtype=torch.float32)
-        feats = np.empty((len(images), 2 * sum(self.cfg.disc_widths)), dtype=np.float64)
+        feats = np.empty((len(images), self.cfg.stats_dim), dtype=np.float64)
         done = 0
         for i in range(0, len(images), max(1, batch_size)):
             for run in self._runs(images[i : i + batch_size]):

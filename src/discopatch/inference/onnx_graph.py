@@ -204,7 +204,7 @@ def export_onnx_bytes(
             do_constant_folding=True,
         )
     model = onnx.load_from_string(buf.getvalue())
-    fixed = {"logits": int(n_patches), "stats": 2 * sum(D.cfg.disc_widths)}
+    fixed = {"logits": int(n_patches), "stats": D.cfg.stats_dim}
     for out in model.graph.output:  # the exporter leaves these widths symbolic; they are fixed by the model
         if out.name in fixed:
             out.type.tensor_type.shape.dim[1].dim_value = fixed[out.name]
