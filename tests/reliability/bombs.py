@@ -181,22 +181,26 @@ def flat_tiff(
         return _ifd_entry(tag, 4, 1, values[0]) if len(values) == 1 else struct.pack("<HHII", tag, 4, len(values), at)
 
     assert samples in (1, 3, 4), "two samples would have to be stored inline"
-    ifd = struct.pack("<H", entries) + b"".join(
-        [
-            _ifd_entry(256, 4, 1, width),
-            _ifd_entry(257, 4, 1, height),
-            shorts(258, bits, arrays_at),
-            _ifd_entry(259, 3, 1, 8 if compress else 1),
-            _ifd_entry(262, 3, 1, 2 if samples >= 3 else 1),
-            longs(273, offsets, offsets_at),
-            _ifd_entry(277, 3, 1, samples),
-            _ifd_entry(278, 4, 1, rows),
-            longs(279, sizes, counts_at),
-            _ifd_entry(284, 3, 1, 1),
-            _ifd_entry(338, 3, 1, 2) if samples == 4 else _ifd_entry(305, 2, 1, 0),
-            shorts(339, sample_format, formats_at),
-        ]
-    ) + struct.pack("<I", 0)
+    ifd = (
+        struct.pack("<H", entries)
+        + b"".join(
+            [
+                _ifd_entry(256, 4, 1, width),
+                _ifd_entry(257, 4, 1, height),
+                shorts(258, bits, arrays_at),
+                _ifd_entry(259, 3, 1, 8 if compress else 1),
+                _ifd_entry(262, 3, 1, 2 if samples >= 3 else 1),
+                longs(273, offsets, offsets_at),
+                _ifd_entry(277, 3, 1, samples),
+                _ifd_entry(278, 4, 1, rows),
+                longs(279, sizes, counts_at),
+                _ifd_entry(284, 3, 1, 1),
+                _ifd_entry(338, 3, 1, 2) if samples == 4 else _ifd_entry(305, 2, 1, 0),
+                shorts(339, sample_format, formats_at),
+            ]
+        )
+        + struct.pack("<I", 0)
+    )
     with open(path, "wb") as f:
         f.write(b"II*\x00" + struct.pack("<I", 8) + ifd)
         f.write(struct.pack(f"<{samples}H", *([bits] * samples)))

@@ -139,8 +139,10 @@ def test_worst_case_of_each_format_stays_within_the_bound(tmp_path, name, suffix
     write(big, side)
     out = _measure(small, big)
     grew = out["grew"]
-    print(f"\n| {name} | {side} x {side} | {big.stat().st_size} | {'scored' if out['error'] is None else 'refused'} "
-          f"| {(out['cost'] or 0) / MIB:.0f} | {grew / MIB:.0f} |")
+    print(
+        f"\n| {name} | {side} x {side} | {big.stat().st_size} | {'scored' if out['error'] is None else 'refused'} "
+        f"| {(out['cost'] or 0) / MIB:.0f} | {grew / MIB:.0f} |"
+    )
     assert grew < 2 * MAX_DECODE_BYTES + SLACK, f"{name}: peak grew by {grew / MIB:.0f} MiB"  # the overall bound
     if accepted:
         assert out["error"] is None, out["error"]

@@ -173,8 +173,11 @@ def tiff_cost(img: ImageFile.ImageFile, file_bytes: int) -> DecodeCost:
     raw = min(_tag(img, counts, 0), file_bytes)
     return DecodeCost(
         pixels + block + raw,
-        (("bytes of decoded pixels", pixels), ("bytes of libtiff's strip or tile buffer", block),
-         ("bytes of compressed strip", raw)),
+        (
+            ("bytes of decoded pixels", pixels),
+            ("bytes of libtiff's strip or tile buffer", block),
+            ("bytes of compressed strip", raw),
+        ),
     )
 
 
