@@ -6,7 +6,8 @@ import json
 
 from discopatch.data.demo_sets import DEMO_CORRUPTIONS, build_demo_sets
 from discopatch.detector import Detector
-from discopatch.evaluation.demo import run_demo
+from discopatch.evaluation.demo import DEMO_PRESETS, demo_budget, run_demo
+from discopatch.presets import DEMO_MAX_TIME, DEMO_STEPS, SMALL_LONG_STEPS
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
@@ -21,6 +22,23 @@ def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
     assert saved["training"]["steps"] == 3  # a step budget: the printed numbers do not depend on the load
     det = Detector.load(tmp_path / "model", device="cpu")
     assert det.calibration is not None and det.calibration.n == 400
+
+
+def test_the_demo_trains_the_long_preset_on_request(tmp_path, capsys) -> None:
+    """``demo --preset small-long`` trains that preset (LeCam recorded in the detector); the budget is its own."""
+    from discopatch.cli import main
+    from discopatch.cli.demo import DEMO_PRESET_NAMES
+
+    assert DEMO_PRESET_NAMES == DEMO_PRESETS
+    assert demo_budget("small") == (DEMO_STEPS, DEMO_MAX_TIME)
+    steps, cap = demo_budget("small-long")
+    assert steps == SMALL_LONG_STEPS and cap == DEMO_MAX_TIME * SMALL_LONG_STEPS / DEMO_STEPS
+    args = ["demo", "--preset", "small-long", "--max-steps", "2", "--out", str(tmp_path), "--device", "cpu"]
+    assert main([*args, "--quiet"]) == 0
+    assert "training the 'small-long' preset" in capsys.readouterr().err
+    assert json.loads((tmp_path / "results.json").read_text())["preset"] == "small-long"
+    saved = json.loads((tmp_path / "model" / "detector.json").read_text())
+    assert saved["preset"] == "small-long" and saved["training"]["train_config"]["lecam"] == 0.01
 
 
 def test_demo_sets_share_one_pipeline() -> None:

@@ -5,28 +5,39 @@ from __future__ import annotations
 import argparse
 
 from ..errors import EXIT_OK
-from ..presets import DEMO_MAX_TIME, DEMO_STEPS
 from .options import Subcommands, add_device, examples, seed_value
+
+#: ``evaluation.demo.DEMO_PRESETS``, repeated so that ``--help`` does not import PyTorch (a test keeps them equal).
+DEMO_PRESET_NAMES = ("small", "small-long")
 
 
 def add_commands(sub: Subcommands) -> None:
     p = sub.add_parser(
         "demo",
         help="train, calibrate and evaluate on the bundled Fashion-MNIST data",
-        epilog=examples("discopatch demo --out demo-out", "discopatch demo --max-steps 100 --seed 1"),
+        epilog=examples(
+            "discopatch demo --out demo-out",
+            "discopatch demo --max-steps 100 --seed 1",
+            "discopatch demo --preset small-long --out demo-long",
+        ),
     )
     p.add_argument("--out", default="demo-out", help="output directory (model under OUT/model)")
     p.add_argument(
+        "--preset",
+        choices=DEMO_PRESET_NAMES,
+        default="small",
+        help="what to train: small (fit's default) or small-long (3x the steps, LeCam)",
+    )
+    p.add_argument(
         "--max-steps",
         type=int,
-        default=DEMO_STEPS,
-        help="training steps (default: fit's 1380, as in the README's table)",
+        help="training steps (default: the preset's, as fit trains it: small 1380, as in the README's table)",
     )
     p.add_argument(
         "--max-time",
         type=float,
-        default=DEMO_MAX_TIME,
-        help="safety cap on training time in seconds; stopping before the planned steps warns (quality is lower)",
+        help="safety cap on training time in seconds (default: one hour per 1380 steps); stopping before the "
+        "planned steps warns (quality is lower)",
     )
     p.add_argument("--seed", type=seed_value, default=0, help="seed of training and the test patch positions")
     add_device(p)
@@ -34,14 +45,16 @@ def add_commands(sub: Subcommands) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..evaluation.demo import run_demo
+    from ..evaluation.demo import demo_budget, run_demo
 
+    steps, cap = demo_budget(args.preset)
     run_demo(
         args.out,
-        max_time=args.max_time,
-        max_steps=args.max_steps,
+        max_time=cap if args.max_time is None else args.max_time,
+        max_steps=steps if args.max_steps is None else args.max_steps,
         seed=args.seed,
         device=args.device,
         progress=not args.quiet,
+        preset_name=args.preset,
     )
     return EXIT_OK

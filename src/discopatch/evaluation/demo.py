@@ -30,6 +30,9 @@ from ..detector import Detector
 from ..presets import DEMO_MAX_TIME, DEMO_STEPS, get_preset
 from .evaluate import evaluate
 
+#: The presets the demo can train: the Fashion-MNIST ones (``paper`` and ``small-photo`` are sized for RGB photos).
+DEMO_PRESETS = ("small", "small-long")
+
 
 def run_demo(
     out: str | Path = "demo-out",
@@ -38,22 +41,26 @@ def run_demo(
     device: str = "auto",
     progress: bool = True,
     max_steps: int | None = DEMO_STEPS,
+    preset_name: str = "small",
 ) -> dict[str, Any]:
     """Train, calibrate and evaluate on the bundled data; print the table and write ``results.json``.
 
     Training stops after ``max_steps`` (so the printed numbers are the same on any machine and under any load);
     ``max_time`` is a safety cap: reaching it first prints a warning (planned vs trained steps), records it in the
-    training summary, and the table then differs from the README's.
+    training summary, and the table then differs from the README's. ``preset_name`` is one of
+    :data:`DEMO_PRESETS`; :func:`demo_budget` gives its steps and cap as ``discopatch demo`` uses them.
     """
+    if preset_name not in DEMO_PRESETS:
+        raise ValueError(f"the demo trains one of {DEMO_PRESETS}, not {preset_name!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    preset = get_preset("small", channels=1)
+    preset = get_preset(preset_name, channels=1)
     det = Detector(preset, device=device, seed=seed)
     data = load_demo_fashion_mnist()
     cap = f"safety cap {max_time:g} s" if max_time else "no time limit"
     print(
-        f"discopatch {__version__} demo: training the 'small' preset on {len(data.train_images)} Fashion-MNIST "
+        f"discopatch {__version__} demo: training the {preset_name!r} preset on {len(data.train_images)} Fashion-MNIST "
         f"images for {max_steps or 'unlimited'} steps ({cap}) "
         f"on {det.device} ({torch.get_num_threads()} threads)",
         file=sys.stderr,
@@ -80,6 +87,19 @@ def run_demo(
         f"trained {info['steps']}{short} steps in {info['train_seconds']:.0f} s; whole demo {wall:.0f} s; "
         f"detector saved to {out / 'model'}"
     )
-    result = {**res.to_dict(), "training": info, "wall_seconds": round(wall, 1), "seed": seed}
+    result = {
+        **res.to_dict(),
+        "preset": preset_name,
+        "training": info,
+        "wall_seconds": round(wall, 1),
+        "seed": seed,
+    }
     (out / "results.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def demo_budget(preset_name: str) -> tuple[int, float]:
+    """The demo's steps and time cap for a preset: ``fit``'s steps, and the one-hour cap scaled with them."""
+    steps = get_preset(preset_name, channels=1).train.max_steps
+    assert steps is not None, "the demo presets train a step budget"
+    return steps, DEMO_MAX_TIME * max(1.0, steps / DEMO_STEPS)
