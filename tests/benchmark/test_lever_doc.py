@@ -52,6 +52,14 @@ DOCUMENTED = {
         ("default", [CURVES / "small-image-groups"]),
         ("lecam-0.01", [CURVES / "lever-lecam01-4x"]),
     ],
+    "small-long, small folders": [
+        ("default-250", [CURVES / "data-size-250"]),
+        ("small-long-250@16", [CURVES / "small-long-data-size-250"]),
+        ("small-long-250", [CURVES / "small-long-data-size-250"]),
+        ("default-2k", [CURVES / "data-size-2k"]),
+        ("small-long-2k@16", [CURVES / "small-long-data-size-2k"]),
+        ("small-long-2k", [CURVES / "small-long-data-size-2k"]),
+    ],
     "photos, fourth round": [
         ("photos-128px@32", [CURVES / "photos-test-patches"]),
         ("photos-augment", [CURVES / "photos-augment"]),
