@@ -34,6 +34,9 @@ SMALL_STEPS = 1380
 #: same on any machine and load; the time limit is a safety cap for very slow machines (it warns, the table differs).
 DEMO_STEPS = SMALL_STEPS
 DEMO_MAX_TIME = 3600.0
+#: The presets ``discopatch demo`` can train: the Fashion-MNIST ones (``paper`` and ``small-photo`` are sized for
+#: RGB photos).
+DEMO_PRESETS = ("small", "small-long")
 
 
 def small_preset(channels: int = 3) -> Preset:

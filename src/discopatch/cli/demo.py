@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import EXIT_OK
+from ..presets import DEMO_PRESETS
 from .options import Subcommands, add_device, examples, seed_value
-
-#: ``evaluation.demo.DEMO_PRESETS``, repeated so that ``--help`` does not import PyTorch (a test keeps them equal).
-DEMO_PRESET_NAMES = ("small", "small-long")
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -24,7 +22,7 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--out", default="demo-out", help="output directory (model under OUT/model)")
     p.add_argument(
         "--preset",
-        choices=DEMO_PRESET_NAMES,
+        choices=DEMO_PRESETS,
         default="small",
         help="what to train: small (fit's default) or small-long (3x the steps, LeCam)",
     )

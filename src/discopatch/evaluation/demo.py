@@ -27,11 +27,8 @@ from .._version import __version__
 from ..data.builtin import load_demo_fashion_mnist
 from ..data.demo_sets import build_demo_sets
 from ..detector import Detector
-from ..presets import DEMO_MAX_TIME, DEMO_STEPS, get_preset
+from ..presets import DEMO_MAX_TIME, DEMO_PRESETS, DEMO_STEPS, get_preset
 from .evaluate import evaluate
-
-#: The presets the demo can train: the Fashion-MNIST ones (``paper`` and ``small-photo`` are sized for RGB photos).
-DEMO_PRESETS = ("small", "small-long")
 
 
 def run_demo(
@@ -48,7 +45,7 @@ def run_demo(
     Training stops after ``max_steps`` (so the printed numbers are the same on any machine and under any load);
     ``max_time`` is a safety cap: reaching it first prints a warning (planned vs trained steps), records it in the
     training summary, and the table then differs from the README's. ``preset_name`` is one of
-    :data:`DEMO_PRESETS`; :func:`demo_budget` gives its steps and cap as ``discopatch demo`` uses them.
+    :data:`~discopatch.presets.DEMO_PRESETS`; :func:`demo_budget` gives its steps and cap as ``discopatch demo`` uses them.
     """
     if preset_name not in DEMO_PRESETS:
         raise ValueError(f"the demo trains one of {DEMO_PRESETS}, not {preset_name!r}")
