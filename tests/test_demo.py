@@ -37,6 +37,9 @@ def test_the_demo_trains_the_long_preset_on_request(tmp_path, capsys) -> None:
     assert json.loads((tmp_path / "results.json").read_text())["preset"] == "small-long"
     saved = json.loads((tmp_path / "model" / "detector.json").read_text())
     assert saved["preset"] == "small-long" and saved["training"]["train_config"]["lecam"] == 0.01
+    assert main(["demo", "--preset", "paper", "--out", str(tmp_path / "p")]) == 2  # sized for RGB photos: refused
+    assert "the demo trains one of small, small-long, not 'paper'" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
 
 
 def test_demo_sets_share_one_pipeline() -> None:

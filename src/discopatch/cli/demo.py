@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import EXIT_OK
 from ..presets import DEMO_PRESETS
-from .options import Subcommands, add_device, examples, seed_value
+from .options import Subcommands, add_device, add_preset, examples, seed_value
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -20,12 +20,7 @@ def add_commands(sub: Subcommands) -> None:
         ),
     )
     p.add_argument("--out", default="demo-out", help="output directory (model under OUT/model)")
-    p.add_argument(
-        "--preset",
-        choices=DEMO_PRESETS,
-        default="small",
-        help="what to train: small (fit's default) or small-long (3x the steps, LeCam)",
-    )
+    add_preset(p, f"what to train, one of {', '.join(DEMO_PRESETS)} (small-long: 3x the steps, LeCam)")
     p.add_argument(
         "--max-steps",
         type=int,

@@ -24,9 +24,11 @@ from typing import Any
 import torch
 
 from .._version import __version__
+from ..config import Preset
 from ..data.builtin import load_demo_fashion_mnist
 from ..data.demo_sets import build_demo_sets
 from ..detector import Detector
+from ..errors import ConfigError
 from ..presets import DEMO_MAX_TIME, DEMO_PRESETS, DEMO_STEPS, get_preset
 from .evaluate import evaluate
 
@@ -44,16 +46,12 @@ def run_demo(
 
     Training stops after ``max_steps`` (so the printed numbers are the same on any machine and under any load);
     ``max_time`` is a safety cap: reaching it first prints a warning (planned vs trained steps), records it in the
-    training summary, and the table then differs from the README's. ``preset_name`` is one of
-    :data:`~discopatch.presets.DEMO_PRESETS`; :func:`demo_budget` gives its steps and cap as ``discopatch demo`` uses them.
+    training summary, and the table then differs from the README's. :func:`demo_budget` gives a preset's steps.
     """
-    if preset_name not in DEMO_PRESETS:
-        raise ValueError(f"the demo trains one of {DEMO_PRESETS}, not {preset_name!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    preset = get_preset(preset_name, channels=1)
-    det = Detector(preset, device=device, seed=seed)
+    det = Detector(demo_preset(preset_name), device=device, seed=seed)
     data = load_demo_fashion_mnist()
     cap = f"safety cap {max_time:g} s" if max_time else "no time limit"
     print(
@@ -95,8 +93,15 @@ def run_demo(
     return result
 
 
+def demo_preset(name: str) -> Preset:
+    """The gray preset the demo trains; only :data:`~discopatch.presets.DEMO_PRESETS` (sized for its data)."""
+    if name not in DEMO_PRESETS:
+        raise ConfigError(f"the demo trains one of {', '.join(DEMO_PRESETS)}, not {name!r}")
+    return get_preset(name, channels=1)
+
+
 def demo_budget(preset_name: str) -> tuple[int, float]:
     """The demo's steps and time cap for a preset: ``fit``'s steps, and the one-hour cap scaled with them."""
-    steps = get_preset(preset_name, channels=1).train.max_steps
+    steps = demo_preset(preset_name).train.max_steps
     assert steps is not None, "the demo presets train a step budget"
     return steps, DEMO_MAX_TIME * max(1.0, steps / DEMO_STEPS)
