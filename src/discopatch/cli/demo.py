@@ -40,11 +40,11 @@ def add_commands(sub: Subcommands) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..evaluation.demo import demo_budget, run_demo
 
-    steps, cap = demo_budget(args.preset)
+    _, cap = demo_budget(args.preset)
     run_demo(
         args.out,
         max_time=cap if args.max_time is None else args.max_time,
-        max_steps=steps if args.max_steps is None else args.max_steps,
+        max_steps=args.max_steps,  # None: the preset's own steps
         seed=args.seed,
         device=args.device,
         progress=not args.quiet,

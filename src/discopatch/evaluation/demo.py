@@ -39,14 +39,15 @@ def run_demo(
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
-    max_steps: int | None = DEMO_STEPS,
+    max_steps: int | None = None,
     preset_name: str = "small",
 ) -> dict[str, Any]:
     """Train, calibrate and evaluate on the bundled data; print the table and write ``results.json``.
 
-    Training stops after ``max_steps`` (so the printed numbers are the same on any machine and under any load);
-    ``max_time`` is a safety cap: reaching it first prints a warning (planned vs trained steps), records it in the
-    training summary, and the table then differs from the README's. :func:`demo_budget` gives a preset's steps.
+    Training stops after ``max_steps`` (default: the preset's, as ``fit`` trains it), so the printed numbers are
+    the same on any machine and under any load; ``max_time`` is a safety cap: reaching it first prints a warning
+    (planned vs trained steps), records it in the training summary, and the table then differs from the README's.
+    :func:`demo_budget` gives a preset's steps and the cap ``discopatch demo`` scales with them.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,7 +57,7 @@ def run_demo(
     cap = f"safety cap {max_time:g} s" if max_time else "no time limit"
     print(
         f"discopatch {__version__} demo: training the {preset_name!r} preset on {len(data.train_images)} Fashion-MNIST "
-        f"images for {max_steps or 'unlimited'} steps ({cap}) "
+        f"images for {max_steps or det.preset.train.max_steps} steps ({cap}) "
         f"on {det.device} ({torch.get_num_threads()} threads)",
         file=sys.stderr,
     )
