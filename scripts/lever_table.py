@@ -2,7 +2,8 @@
 
 Each argument is ``LABEL=FOLDER[,FOLDER...]``: the curve folders of one configuration (one seed each, or merged).
 ``LABEL@K=...`` reads the scores the curve measured with ``K`` test patches per image (``--also-test-patches``:
-the same D as the row without ``@K``, scored again).
+the same D as the row without ``@K``, scored again); ``LABEL#AGG=...`` the scores with D's patches aggregated as
+``AGG`` (``--also-aggregate``: top50, top25, top12 or max instead of the mean; the same D and pass).
 One row per (configuration, evaluated step) with the mean +/- sd over the seeds that reached that step of D's and
 the fused score's AUROC per axis, and what the game is doing there: D's training loss (from the run's log) and D's
 mean output per image on held-out real / reconstructed / generated patches::
@@ -28,14 +29,17 @@ HEADER = (
 )
 
 
-def _points(folder: Path, test_patches: str | None = None) -> list[dict[str, Any]]:
+def _points(folder: Path, test_patches: str | None = None, aggregation: str | None = None) -> list[dict[str, Any]]:
     """Every evaluated point of every seed in one curve folder; with ``test_patches``, its scores re-measured with
-    that many test patches (the game's diagnostics stay the point's own)."""
+    that many test patches, with ``aggregation`` its scores with D's patches aggregated that way (the game's
+    diagnostics stay the point's own)."""
     curve = json.loads((folder / "curve.json").read_text())
     points = [point for seed_points in curve["runs"].values() for point in seed_points]
-    if test_patches is None:
-        return points
-    return [point | point["by_test_patches"][test_patches] for point in points]
+    if test_patches is not None:
+        points = [point | point["by_test_patches"][test_patches] for point in points]
+    if aggregation is not None:
+        points = [point | point["by_aggregation"][aggregation] for point in points]
+    return points
 
 
 def _game(points: list[dict[str, Any]]) -> tuple[str, str]:
@@ -50,9 +54,10 @@ def table(groups: list[tuple[str, list[Path]]]) -> list[str]:
     lines = [HEADER, "|" + "---|" * (HEADER.count("|") - 1)]
     for label, folders in groups:
         by_step: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        test_patches = label.partition("@")[2] or None
+        head, _, aggregation = label.partition("#")
+        test_patches = head.partition("@")[2] or None
         for folder in folders:
-            for point in _points(folder, test_patches):
+            for point in _points(folder, test_patches, aggregation or None):
                 by_step[point["step"]].append(point)
         for step in sorted(by_step):
             points = by_step[step]

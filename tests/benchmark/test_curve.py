@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from discopatch.benchmark.curve import curve_steps, merge_curves, radial_power_spectrum, run_curve
+from discopatch.benchmark.curve_diagnostics import aggregate_patch_scores, check_aggregations
+from discopatch.errors import ConfigError
+from discopatch.inference.engine import scores_from_logits
 from helpers.presets import tiny_preset
 
 
@@ -128,18 +131,42 @@ def test_a_protocol_without_near_ood_sets_still_writes_its_curve(tmp_path, monke
     assert (tmp_path / "curve.png").stat().st_size > 1000
 
 
+def test_patch_aggregation_averages_the_least_real_patches() -> None:
+    """Share 1 is the paper's mean; a smaller share averages only the patches with the lowest D output."""
+    logits = torch.tensor([[3.0, -1.0, 2.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    probs = torch.sigmoid(logits.double()).numpy()
+    np.testing.assert_allclose(aggregate_patch_scores(logits, 1.0), scores_from_logits(logits))
+    np.testing.assert_allclose(aggregate_patch_scores(logits, 0.0), 1 - probs.min(axis=1))
+    np.testing.assert_allclose(aggregate_patch_scores(logits, 0.5), 1 - np.sort(probs, axis=1)[:, :2].mean(axis=1))
+    # a local anomaly (one of four patches) moves the top share four times as far as the mean
+    clean, local = torch.full((1, 4), 2.0), torch.tensor([[2.0, 2.0, 2.0, -2.0]])
+    gain = lambda share: float(aggregate_patch_scores(local, share)[0] - aggregate_patch_scores(clean, share)[0])  # noqa: E731
+    assert gain(0.25) == pytest.approx(4 * gain(1.0))
+
+
+def test_unknown_patch_aggregation_is_a_config_error() -> None:
+    assert check_aggregations(["top25", "max"]) == ("top25", "max")
+    with pytest.raises(ConfigError, match="top50"):
+        check_aggregations(["median"])
+    with pytest.raises(ConfigError, match="median"):
+        run_curve("fmnist", preset=tiny_preset(), at_steps=(1,), seeds=(0,), quick=True, aggregations=("median",))
+
+
 @pytest.mark.slow
-def test_other_test_patch_counts_rescore_the_same_snapshot() -> None:
-    """The inference-time lever is paired: the preset's own count reproduces the row, another count differs."""
+def test_other_test_patch_counts_and_aggregations_rescore_the_same_snapshot() -> None:
+    """Both inference-time levers are paired: the preset's own count reproduces the row (so scoring the
+    aggregations in the same pass left the mean's scores as they were), another count or aggregation differs."""
     preset = tiny_preset()
     own, more = preset.test_patches, 2 * preset.test_patches
     res = run_curve(
         "fmnist", preset=preset, at_steps=(3,), seeds=(0,), quick=True, n_train=200, n_test=40, n_ood=16,
-        stats_images=100, diag_images=16, progress=False, other_test_patches=(own, more),
+        stats_images=100, diag_images=16, progress=False, other_test_patches=(own, more), aggregations=("max",),
     )  # fmt: skip
     row = res["runs"]["0"][0]
     assert set(row["by_test_patches"]) == {str(own), str(more)}
     for kind in ("d-only", "fused"):
         assert row["by_test_patches"][str(own)][kind]["per_set_auroc"] == row[kind]["per_set_auroc"]
+        assert row["by_aggregation"]["max"][kind]["per_set_auroc"] != row[kind]["per_set_auroc"]
+        assert set(row["by_aggregation"]["max"][kind]) == set(row[kind])
     assert row["by_test_patches"][str(more)]["d-only"]["per_set_auroc"] != row["d-only"]["per_set_auroc"]
     assert res["preset"]["test_patches"] == own

@@ -40,7 +40,13 @@ from ..log import stderr_lines
 from ..model import VAE, Discriminator
 from ..training.checkpoint import TrainState
 from ..training.trainer import Trainer
-from .curve_diagnostics import _score_sets, game_diagnostics, radial_power_spectrum, score_other_test_patches
+from .curve_diagnostics import (
+    _score_sets,
+    check_aggregations,
+    game_diagnostics,
+    radial_power_spectrum,
+    score_other_test_patches,
+)
 from .curve_report import curve_markdown, merge_curves, step_summary, summarise_curve, write_curve
 from .datasets import ProtocolData, load_protocol
 from .runner import _hardware, _versions
@@ -180,10 +186,13 @@ def evaluate_snapshot(
     images: CurveImages,
     seed: int,
     other_test_patches: Sequence[int] = (),
+    aggregations: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One point of the curve: load a snapshot's D into ``det``, refit the statistics model for it, and score every
     set with both scores, plus the game's diagnostics from the snapshot's D and VAE. ``other_test_patches`` scores
-    the same D again with those numbers of test patches (``by_test_patches``: the inference-time lever, paired)."""
+    the same D again with those numbers of test patches (``by_test_patches``: the inference-time lever, paired);
+    ``aggregations`` adds both scores with D's patch outputs aggregated otherwise (``by_aggregation``, the same
+    pass: :data:`~discopatch.benchmark.curve_diagnostics.PATCH_AGGREGATIONS`)."""
     preset = det.preset
     D = Discriminator(preset.model)
     D.load_state_dict(snap.pop("D"))
@@ -193,7 +202,7 @@ def evaluate_snapshot(
     det.fit_statistics(images.stats, images.val)
     row = {
         **snap,
-        **_score_sets(det, sets),
+        **_score_sets(det, sets, aggregations, images.val),
         "game": game_diagnostics(D, vae, images.diag, preset.test_patches, seed, images.diag_train),
     }
     if other_test_patches:
@@ -238,6 +247,7 @@ def run_curve(
     model: dict[str, Any] | None = None,
     preprocess: dict[str, Any] | None = None,
     other_test_patches: Sequence[int] = (),
+    aggregations: Sequence[str] = (),
     **train: Any,
 ) -> dict[str, Any]:
     """Train ``preset`` for ``steps`` steps per seed, snapshot at :func:`curve_steps`, evaluate every snapshot.
@@ -251,10 +261,12 @@ def run_curve(
 
     ``train``, ``model`` and ``preprocess`` override fields of the preset's configurations (a candidate geometry,
     ``betas``, ...); the resolved configuration is recorded with the results. ``other_test_patches`` also scores
-    every snapshot with those numbers of test patches (:func:`evaluate_snapshot`). Writes ``curve.json``, ``curve.md``
+    every snapshot with those numbers of test patches, ``aggregations`` with D's patches aggregated those ways
+    (:func:`evaluate_snapshot`). Writes ``curve.json``, ``curve.md``
     and (with matplotlib) ``curve.png`` into ``out``.
     """
     log = stderr_lines(progress)
+    aggregations = check_aggregations(aggregations)
     data = load_protocol(protocol, quick=quick, seed=0, n_test=n_test, n_ood=n_ood, n_train=n_train)
     base = curve_preset(protocol, data, preset, model, preprocess, train)
     sets = build_sets(data, base, 0, progress)
@@ -270,7 +282,7 @@ def run_curve(
         det, snaps = _train_with_snapshots(base, images.train_raw, at[-1], seed_at, seed, progress)
         rows = []
         for snap in snaps:
-            rows.append(evaluate_snapshot(det, snap, sets, images, seed, other_test_patches))
+            rows.append(evaluate_snapshot(det, snap, sets, images, seed, other_test_patches, aggregations))
             log(_row_line(seed, rows[-1]))
         results["runs"][str(seed)] = rows
         summarise_curve(results)

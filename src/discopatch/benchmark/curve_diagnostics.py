@@ -8,6 +8,7 @@ and calls these.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,9 +16,12 @@ import numpy as np
 import torch
 
 from ..detector import Detector
+from ..errors import ConfigError
+from ..inference.engine import scores_from_logits
 from ..metrics import ood_metrics
 from ..model import VAE, Discriminator
 from ..patches import content_corners, extract_patches, to_tensor
+from ..score_modes import get as get_score_mode
 from .sets import Sets, summarise
 
 #: What each curve point reports per score kind (keys of :func:`discopatch.benchmark.sets.summarise`).
@@ -28,6 +32,32 @@ SUMMARY_KEYS = (
     "far_mean_auroc",
     "null_auroc",
 )
+
+#: Per-image aggregations of D's patch outputs that ``--also-aggregate`` measures beside the paper's mean (the same
+#: D and forward pass, so paired): the share of each image's patches, those D finds least real, that is averaged
+#: (``max``: the single least real patch). An evaluation lever only; the detector scores the mean.
+PATCH_AGGREGATIONS: dict[str, float] = {"top50": 0.5, "top25": 0.25, "top12": 0.125, "max": 0.0}
+
+
+def check_aggregations(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` if every one is a key of :data:`PATCH_AGGREGATIONS`; a :class:`ConfigError` naming the choices."""
+    unknown = [n for n in names if n not in PATCH_AGGREGATIONS]
+    if unknown:
+        raise ConfigError(f"unknown patch aggregation {unknown[0]!r}; choose from {', '.join(PATCH_AGGREGATIONS)}")
+    return tuple(names)
+
+
+def aggregate_patch_scores(logits: torch.Tensor, share: float) -> np.ndarray:
+    """``1 - mean D`` over the ``share`` of each image's patches where D's output is lowest (at least one patch).
+
+    The paper's mean over all patches dilutes a local anomaly (an object pasted into one corner of a photo covers
+    few of the random patches); averaging only the least real patches keeps it, at the price of more noise on ID
+    images. ``share=1`` is the paper's score.
+    """
+    probs = torch.sigmoid(logits.double()).numpy()
+    k = max(1, round(share * probs.shape[1]))
+    out: np.ndarray = 1.0 - np.sort(probs, axis=1)[:, :k].mean(axis=1)
+    return out
 
 
 def radial_power_spectrum(patches: torch.Tensor, bins: int = 8) -> np.ndarray:
@@ -99,28 +129,62 @@ def game_diagnostics(
 SnapshotScores = dict[str, Any]
 
 
-def _score_sets(det: Detector, sets: Sets) -> SnapshotScores:
-    """D's own score and the fused score of every set, from one pass per set."""
+def _aggregated_fusion(det: Detector, val: np.ndarray, aggregations: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per aggregation, the fused score's scales with D's part re-measured on held-out ID ``val`` images."""
+    sm = det.stats_model
+    assert sm is not None
+    if not aggregations:
+        return {}
+    logits, feats = det.scoring_engine().logits_with_statistics(val, det.batch_size)
+    s_val = sm.mahalanobis(feats)
+    out = {}
+    for name in aggregations:
+        probe = copy.copy(sm)
+        probe.set_fusion(aggregate_patch_scores(logits, PATCH_AGGREGATIONS[name]), s_val)
+        out[name] = probe.fusion
+    return out
+
+
+def _summary(scores: dict[str, np.ndarray], sets: Sets) -> dict[str, Any]:
+    """One score kind's AUROCs against the reference set, reduced to :data:`SUMMARY_KEYS` and the per-set rows."""
+    ref = scores.pop("reference")
+    rows = {name: ood_metrics(ref, s) for name, s in scores.items()}
+    summary = summarise(rows, sets)
+    return {k: summary[k] for k in SUMMARY_KEYS} | {
+        "per_set_auroc": {k: round(v["auroc"], 4) for k, v in rows.items()},
+        "covariate_mean_by_severity": summary["covariate_mean_by_severity"],
+    }
+
+
+def _score_sets(
+    det: Detector, sets: Sets, aggregations: Sequence[str] = (), val: np.ndarray | None = None
+) -> SnapshotScores:
+    """D's own score and the fused score of every set, from one pass per set; with ``aggregations`` (and the
+    held-out ``val`` images their fusion scales need) also both scores with D's patches aggregated that way
+    (``by_aggregation``, the same pass)."""
     engine = det.scoring_engine()
     sm = det.stats_model
     assert sm is not None
+    fusions = _aggregated_fusion(det, val if val is not None else sets.reference[:0], aggregations)
     named = {"reference": sets.reference, **sets.named()}
-    out: dict[str, dict[str, np.ndarray]] = {"d-only": {}, "fused": {}}
+    kinds = ["d-only", "fused", *(f"{a}/{k}" for a in aggregations for k in ("d-only", "fused"))]
+    out: dict[str, dict[str, np.ndarray]] = {k: {} for k in kinds}
     feats_ref = None
     for name, stack in named.items():
-        d, f = engine.score_with_statistics(stack, det.batch_size)
+        logits, f = engine.logits_with_statistics(stack, det.batch_size)
+        d, s = scores_from_logits(logits), sm.mahalanobis(f)
         out["d-only"][name] = d
-        out["fused"][name] = sm.fuse(d, sm.mahalanobis(f))
+        out["fused"][name] = sm.fuse(d, s)
+        for a in aggregations:
+            d_agg = aggregate_patch_scores(logits, PATCH_AGGREGATIONS[a])
+            out[f"{a}/d-only"][name] = d_agg
+            out[f"{a}/fused"][name] = get_score_mode("fused").combine_numpy(d_agg, s, fusions[a])
         if name == "reference":
             feats_ref = f
-    res: SnapshotScores = {}
-    for kind, scores in out.items():
-        ref = scores.pop("reference")
-        rows = {name: ood_metrics(ref, s) for name, s in scores.items()}
-        summary = summarise(rows, sets)
-        res[kind] = {k: summary[k] for k in SUMMARY_KEYS} | {
-            "per_set_auroc": {k: round(v["auroc"], 4) for k, v in rows.items()},
-            "covariate_mean_by_severity": summary["covariate_mean_by_severity"],
+    res: SnapshotScores = {kind: _summary(out[kind], sets) for kind in ("d-only", "fused")}
+    if aggregations:
+        res["by_aggregation"] = {
+            a: {k: _summary(out[f"{a}/{k}"], sets) for k in ("d-only", "fused")} for a in aggregations
         }
     assert feats_ref is not None
     res["stats_spread"] = float(np.median(np.std(feats_ref, axis=0)))

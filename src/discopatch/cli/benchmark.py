@@ -115,6 +115,14 @@ def _add_curve_options(g: Any) -> None:
         metavar="K,K,...",
         help="also score every snapshot with these numbers of test patches (same D: an inference-time lever)",
     )
+    g.add_argument(
+        "--also-aggregate",
+        type=names,
+        default=(),
+        metavar="NAME,...",
+        help="also score every snapshot with D's patches aggregated these ways instead of the mean: top50, top25, "
+        "top12 (mean of that share of the least real patches) or max (same pass: an inference-time lever)",
+    )
 
 
 def _add_attack(sub: Subcommands) -> None:
@@ -211,7 +219,8 @@ def _cmd_curve(args: argparse.Namespace) -> int:
     res = run_curve(
         args.protocol, args.out, preset=args.preset, steps=args.max_steps, points=args.points, seeds=seeds,
         quick=args.quick, n_train=args.n_train, all_points=not args.end_only, at_steps=at, progress=not args.quiet,
-        model=model, preprocess=pre, other_test_patches=args.also_test_patches, **quick, **train,
+        model=model, preprocess=pre, other_test_patches=args.also_test_patches,
+        aggregations=args.also_aggregate, **quick, **train,
     )  # fmt: skip
     print(curve_markdown(res))
     return EXIT_OK
