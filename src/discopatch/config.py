@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 from .errors import ConfigError
-from .score_modes import ScoreMode
+from .score_modes import ScoreMode, patches_kept
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -233,6 +233,9 @@ class Preset:
     target_fpr: float = 0.05
     notes: str = ""
     score_mode: ScoreMode = "d-only"  # a registered mode (discopatch.score_modes): d-only, fused, stats-only
+    #: Which of an image's patches D's score averages: ``mean`` (all, the paper's) or the least real share
+    #: (``top50``, ``top25``, ``top12``, ``max``; :data:`discopatch.score_modes.PATCH_AGGREGATES`).
+    patch_aggregate: str = "mean"
 
     def __post_init__(self) -> None:
         """The invariants between the parts, checked wherever a preset is made (a named one, ``replace``, the CLI's
@@ -244,6 +247,7 @@ class Preset:
             raise ConfigError(f"preprocessing gives {pre.channels} channel(s) but the model takes {model.channels}")
         if self.test_patches < 1:
             raise ConfigError(f"test_patches must be positive, got {self.test_patches}")
+        patches_kept(self.patch_aggregate, self.test_patches)  # an unknown aggregate fails here
 
     def replace(self, **kwargs: Any) -> Preset:
         return dataclasses.replace(self, **kwargs)

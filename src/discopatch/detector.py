@@ -271,6 +271,7 @@ class Detector(ScoringDetector):
             | ({} if self.run_config is None else {"run_config": self.run_config}),
             score_mode=self.preset.score_mode,
             stats=None if self.stats_model is None else self.stats_model.to_tensors(),
+            patch_aggregate=self.preset.patch_aggregate,
         )
         self.detector_id = detector_id(out)
         return out

@@ -28,7 +28,7 @@ from .log import progress_bar
 from .model import Discriminator
 from .patches import content_corners
 from .results import ImageResult
-from .score_modes import ScoreModeSpec
+from .score_modes import ScoreModeSpec, patches_kept
 from .score_modes import get as get_score_mode
 
 #: A decoded input: ``(preprocessed image, None)`` or ``(None, why it could not be read)``.
@@ -64,6 +64,12 @@ class ScoringDetector:
     @property
     def n_patches(self) -> int:
         return self.preset.test_patches
+
+    @property
+    def patches_kept(self) -> int:
+        """How many of an image's test patches D's score averages: all (the paper's mean) or the least real share
+        of the preset's ``patch_aggregate``."""
+        return patches_kept(self.preset.patch_aggregate, self.n_patches)
 
     @property
     def threshold(self) -> float | None:
@@ -102,7 +108,8 @@ class ScoringDetector:
         """Per image: patch corners, each patch's D contribution and, when fused, which view set the score.
 
         The contributions (``1 - sigmoid(logit)`` per patch) come from the same forward pass and per-image
-        normalisation group as :meth:`score`, and their mean is D's score exactly. They explain D's share only:
+        normalisation group as :meth:`score`, and their mean is D's score exactly (with a ``patch_aggregate``: the
+        mean of the largest ones kept). They explain D's share only:
         the per-image statistics of a fused score are global and have no position (:mod:`discopatch.inference.explain`).
         """
         return self._explain_stack(self._stack(images))
@@ -120,7 +127,8 @@ class ScoringDetector:
         corners = content_corners(stack, p, self.n_patches, self.seed)
         sm = self.stats_model if feats is not None else None
         s = None if sm is None or feats is None else sm.mahalanobis(feats)
-        return explanations(stack, corners, p, contributions, scores_from_logits(logits), mode, sm, s)
+        d_scores = scores_from_logits(logits, self.patches_kept)
+        return explanations(stack, corners, p, contributions, d_scores, mode, sm, s)
 
     # ------------------------------------------------------------------ scoring
     def require_model(self) -> Discriminator:
@@ -148,9 +156,12 @@ class ScoringDetector:
         """
         D = self.require_model()
         eng = self._engine
-        key = (id(D), self.n_patches, tuple(p._version for p in D.parameters()))
+        kept = self.patches_kept
+        key = (id(D), self.n_patches, kept, tuple(p._version for p in D.parameters()))
         if eng is None or getattr(eng, "source_key", None) != key:
-            eng = make_engine(self.engine, D, self.n_patches, self.seed, self.device, precision=self.precision)
+            eng = make_engine(
+                self.engine, D, self.n_patches, self.seed, self.device, precision=self.precision, kept=kept
+            )
             eng.source_key = key  # type: ignore[attr-defined]
             self._engine = eng
         eng.seed = self.seed

@@ -99,6 +99,23 @@ def _fused_torch(d: torch.Tensor, s: torch.Tensor | None, fusion: torch.Tensor |
     return fused
 
 
+#: How an image's patches become D's score: the share of its patches, those D finds least real, over which
+#: ``1 - sigmoid(logit)`` is averaged. ``mean`` (every patch) is the paper's score; a smaller share keeps a local
+#: anomaly (an object pasted into one corner covers few of the random patches) that the mean dilutes, at the price
+#: of a noisier score on ID images (docs/BENCHMARKS.md, "Patch aggregation"). ``max`` keeps one patch.
+PATCH_AGGREGATES: dict[str, float] = {"mean": 1.0, "top50": 0.5, "top25": 0.25, "top12": 0.125, "max": 0.0}
+
+
+def patches_kept(aggregate: str, n_patches: int) -> int:
+    """How many of an image's ``n_patches`` patches the aggregate averages (at least one, at most all)."""
+    try:
+        share = PATCH_AGGREGATES[aggregate]
+    except KeyError:
+        choices = ", ".join(PATCH_AGGREGATES)
+        raise ConfigError(f"unknown patch aggregate {aggregate!r}; choose one of {choices}") from None
+    return max(1, min(int(n_patches), round(share * n_patches)))
+
+
 #: The modes discopatch ships, in the order the command line lists them.
 BUILTIN: tuple[ScoreModeSpec, ...] = (
     ScoreModeSpec(

@@ -132,16 +132,16 @@ def test_a_protocol_without_near_ood_sets_still_writes_its_curve(tmp_path, monke
 
 
 def test_patch_aggregation_averages_the_least_real_patches() -> None:
-    """Share 1 is the paper's mean; a smaller share averages only the patches with the lowest D output."""
+    """``mean`` is the paper's score; a smaller share averages only the patches with the lowest D output."""
     logits = torch.tensor([[3.0, -1.0, 2.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
     probs = torch.sigmoid(logits.double()).numpy()
-    np.testing.assert_allclose(aggregate_patch_scores(logits, 1.0), scores_from_logits(logits))
-    np.testing.assert_allclose(aggregate_patch_scores(logits, 0.0), 1 - probs.min(axis=1))
-    np.testing.assert_allclose(aggregate_patch_scores(logits, 0.5), 1 - np.sort(probs, axis=1)[:, :2].mean(axis=1))
-    # a local anomaly (one of four patches) moves the top share four times as far as the mean
+    np.testing.assert_allclose(aggregate_patch_scores(logits, "mean"), scores_from_logits(logits))
+    np.testing.assert_allclose(aggregate_patch_scores(logits, "max"), 1 - probs.min(axis=1))
+    np.testing.assert_allclose(aggregate_patch_scores(logits, "top50"), 1 - np.sort(probs, axis=1)[:, :2].mean(axis=1))
+    # a local anomaly (one of four patches) moves the least real quarter four times as far as the mean
     clean, local = torch.full((1, 4), 2.0), torch.tensor([[2.0, 2.0, 2.0, -2.0]])
-    gain = lambda share: float(aggregate_patch_scores(local, share)[0] - aggregate_patch_scores(clean, share)[0])  # noqa: E731
-    assert gain(0.25) == pytest.approx(4 * gain(1.0))
+    gain = lambda agg: float(aggregate_patch_scores(local, agg)[0] - aggregate_patch_scores(clean, agg)[0])  # noqa: E731
+    assert gain("top25") == pytest.approx(4 * gain("mean"))
 
 
 def test_unknown_patch_aggregation_is_a_config_error() -> None:

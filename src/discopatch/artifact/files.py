@@ -83,6 +83,7 @@ class Artifact:
     meta: dict[str, Any]
     score_mode: ScoreMode = "d-only"
     stats: dict[str, torch.Tensor] | None = None
+    patch_aggregate: str = "mean"
 
     def preset(self) -> Preset:
         """The saved preset's settings with everything the artefact decides (model, preprocessing, patches, target
@@ -97,6 +98,7 @@ class Artifact:
             test_patches=self.test_patches,
             target_fpr=self.calibration.target_fpr if self.calibration else base.target_fpr,
             score_mode=self.score_mode,
+            patch_aggregate=self.patch_aggregate,
         )
 
 
@@ -205,6 +207,7 @@ def save_artifact(
     extra: dict[str, Any] | None = None,
     score_mode: ScoreMode = "d-only",
     stats: dict[str, torch.Tensor] | None = None,
+    patch_aggregate: str = "mean",
 ) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -242,6 +245,8 @@ def save_artifact(
             # score is. The text is part of the format (and of the digest), so it is not changed per mode.
             "score": "1 - mean_patches D(patch)",
             "score_mode": score_mode,
+            # written only when not the paper's mean, so detectors saved before the option keep their bytes
+            **({} if patch_aggregate == "mean" else {"patch_aggregate": patch_aggregate}),
         },
         "calibration": cal_meta,
         "files": files,
@@ -353,4 +358,7 @@ def load_artifact(directory: str | os.PathLike[str], allow_legacy: bool = False)
     if get_score_mode(score_mode).needs_statistics:
         require(STATS_FILE in files, f"{cfg_path}: score_mode {score_mode!r} needs {STATS_FILE}")
         stats = load_statistics(directory / STATS_FILE)
-    return Artifact(model, pre, scoring["test_patches"], scoring["seed"], sd, calibration, meta, score_mode, stats)
+    aggregate = scoring.get("patch_aggregate", "mean")  # absent: the paper's mean (and every older artefact)
+    return Artifact(
+        model, pre, scoring["test_patches"], scoring["seed"], sd, calibration, meta, score_mode, stats, aggregate
+    )

@@ -92,6 +92,7 @@ SCHEMA: dict[str, Any] = {
                 "seed": _SEED,
                 "score": {"type": "string", "maxLength": 200},
                 "score_mode": {"enum": score_modes.NAMES},  # the live list of registered modes
+                "patch_aggregate": {"enum": list(score_modes.PATCH_AGGREGATES)},
             },
         },
         "calibration": {

@@ -192,7 +192,7 @@ def evaluate_snapshot(
     set with both scores, plus the game's diagnostics from the snapshot's D and VAE. ``other_test_patches`` scores
     the same D again with those numbers of test patches (``by_test_patches``: the inference-time lever, paired);
     ``aggregations`` adds both scores with D's patch outputs aggregated otherwise (``by_aggregation``, the same
-    pass: :data:`~discopatch.benchmark.curve_diagnostics.PATCH_AGGREGATIONS`)."""
+    pass: :data:`~discopatch.score_modes.PATCH_AGGREGATES`)."""
     preset = det.preset
     D = Discriminator(preset.model)
     D.load_state_dict(snap.pop("D"))

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 
 from ..detector import Detector
-from ..errors import ConfigError
 from ..inference.engine import scores_from_logits
 from ..metrics import ood_metrics
 from ..model import VAE, Discriminator
 from ..patches import content_corners, extract_patches, to_tensor
 from ..score_modes import get as get_score_mode
+from ..score_modes import patches_kept
 from .sets import Sets, summarise
 
 #: What each curve point reports per score kind (keys of :func:`discopatch.benchmark.sets.summarise`).
@@ -33,31 +33,18 @@ SUMMARY_KEYS = (
     "null_auroc",
 )
 
-#: Per-image aggregations of D's patch outputs that ``--also-aggregate`` measures beside the paper's mean (the same
-#: D and forward pass, so paired): the share of each image's patches, those D finds least real, that is averaged
-#: (``max``: the single least real patch). An evaluation lever only; the detector scores the mean.
-PATCH_AGGREGATIONS: dict[str, float] = {"top50": 0.5, "top25": 0.25, "top12": 0.125, "max": 0.0}
-
 
 def check_aggregations(names: Sequence[str]) -> tuple[str, ...]:
-    """``names`` if every one is a key of :data:`PATCH_AGGREGATIONS`; a :class:`ConfigError` naming the choices."""
-    unknown = [n for n in names if n not in PATCH_AGGREGATIONS]
-    if unknown:
-        raise ConfigError(f"unknown patch aggregation {unknown[0]!r}; choose from {', '.join(PATCH_AGGREGATIONS)}")
+    """``names`` (``--also-aggregate``) if every one is a patch aggregate
+    (:data:`discopatch.score_modes.PATCH_AGGREGATES`); a :class:`ConfigError` naming the choices otherwise."""
+    for name in names:
+        patches_kept(name, 1)
     return tuple(names)
 
 
-def aggregate_patch_scores(logits: torch.Tensor, share: float) -> np.ndarray:
-    """``1 - mean D`` over the ``share`` of each image's patches where D's output is lowest (at least one patch).
-
-    The paper's mean over all patches dilutes a local anomaly (an object pasted into one corner of a photo covers
-    few of the random patches); averaging only the least real patches keeps it, at the price of more noise on ID
-    images. ``share=1`` is the paper's score.
-    """
-    probs = torch.sigmoid(logits.double()).numpy()
-    k = max(1, round(share * probs.shape[1]))
-    out: np.ndarray = 1.0 - np.sort(probs, axis=1)[:, :k].mean(axis=1)
-    return out
+def aggregate_patch_scores(logits: torch.Tensor, aggregate: str) -> np.ndarray:
+    """D's score of each image with its ``(B, N)`` patch logits aggregated as ``aggregate`` (``mean``: the paper's)."""
+    return scores_from_logits(logits, patches_kept(aggregate, logits.shape[1]))
 
 
 def radial_power_spectrum(patches: torch.Tensor, bins: int = 8) -> np.ndarray:
@@ -140,7 +127,7 @@ def _aggregated_fusion(det: Detector, val: np.ndarray, aggregations: Sequence[st
     out = {}
     for name in aggregations:
         probe = copy.copy(sm)
-        probe.set_fusion(aggregate_patch_scores(logits, PATCH_AGGREGATIONS[name]), s_val)
+        probe.set_fusion(aggregate_patch_scores(logits, name), s_val)
         out[name] = probe.fusion
     return out
 
@@ -172,11 +159,11 @@ def _score_sets(
     feats_ref = None
     for name, stack in named.items():
         logits, f = engine.logits_with_statistics(stack, det.batch_size)
-        d, s = scores_from_logits(logits), sm.mahalanobis(f)
+        d, s = scores_from_logits(logits, det.patches_kept), sm.mahalanobis(f)
         out["d-only"][name] = d
         out["fused"][name] = sm.fuse(d, s)
         for a in aggregations:
-            d_agg = aggregate_patch_scores(logits, PATCH_AGGREGATIONS[a])
+            d_agg = aggregate_patch_scores(logits, a)
             out[f"{a}/d-only"][name] = d_agg
             out[f"{a}/fused"][name] = get_score_mode("fused").combine_numpy(d_agg, s, fusions[a])
         if name == "reference":

@@ -139,6 +139,12 @@ def _add_overrides(g: Any) -> None:
         choices=score_modes.NAMES,
         help=score_modes.help_text(),
     )
+    g.add_argument(
+        "--patch-aggregate",
+        choices=list(score_modes.PATCH_AGGREGATES),
+        help="which patches D's score averages: mean (all, the paper's) or the least real share (top50, top25, "
+        "top12, max), which keeps a local anomaly that the mean dilutes",
+    )
 
 
 def _add_speed_options(g: Any) -> None:
@@ -217,6 +223,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )
     if args.score is not None:
         preset = preset.replace(score_mode=args.score)
+    if args.patch_aggregate is not None:
+        preset = preset.replace(patch_aggregate=args.patch_aggregate)
     out = Path(args.out)
     from ..training.distributed import cleanup, init_from_env, launched_by_torchrun
 

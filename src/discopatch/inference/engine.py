@@ -70,9 +70,15 @@ def cpu_run_images(cfg: ModelConfig, n_patches: int, budget: int = CPU_RUN_BYTES
     return max(1, budget // first)
 
 
-def scores_from_logits(logits: torch.Tensor) -> np.ndarray:
-    """1 - mean sigmoid over each image's patches, in float64 so that near-certain patches do not tie at 1.0."""
+def scores_from_logits(logits: torch.Tensor, kept: int | None = None) -> np.ndarray:
+    """1 - mean sigmoid over each image's patches, in float64 so that near-certain patches do not tie at 1.0.
+
+    ``kept`` averages only that many patches per image, those with the lowest D output (the patch aggregate,
+    :data:`discopatch.score_modes.PATCH_AGGREGATES`); ``None`` or all of them is the paper's mean.
+    """
     probs = torch.sigmoid(logits.double())
+    if kept is not None and kept < probs.shape[1]:
+        probs = probs.topk(kept, dim=1, largest=False).values
     return (1.0 - probs.mean(dim=1)).numpy()
 
 
@@ -85,6 +91,9 @@ class ScoringEngine(ABC):
 
     name = "base"
     pool_images = 1
+    #: Patches per image that D's score averages, the least real ones (the detector sets it from its preset's
+    #: ``patch_aggregate``); ``None``: all of them, the paper's mean.
+    kept: int | None = None
 
     def __init__(
         self,
@@ -141,13 +150,13 @@ class ScoringEngine(ABC):
         step = self._step(max(1, batch_size))
         for i in range(0, len(images), step):
             chunk = images[i : i + step]
-            out[i : i + len(chunk)] = scores_from_logits(self.patch_logits(chunk))
+            out[i : i + len(chunk)] = scores_from_logits(self.patch_logits(chunk), self.kept)
         return out
 
     def score_with_statistics(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """D's float64 scores ``(B,)`` and the per-image statistics features ``(B, 2 * sum(widths))`` (float64)."""
         logits, feats = self.logits_with_statistics(images, batch_size)
-        return scores_from_logits(logits), feats
+        return scores_from_logits(logits, self.kept), feats
 
     def logits_with_statistics(self, images: np.ndarray, batch_size: int = 256) -> tuple[torch.Tensor, np.ndarray]:
         """Float32 logits ``(B, N)`` and float64 statistics features from the pass :meth:`score_with_statistics` uses.
@@ -287,8 +296,12 @@ class OnnxEngine(ScoringEngine):
         self.session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
     @classmethod
-    def from_discriminator(cls, D: Discriminator, n_patches: int, seed: int = 0, **kw: Any) -> OnnxEngine:
-        return cls(export_onnx_bytes(D, n_patches), D.cfg, n_patches, seed, **kw)
+    def from_discriminator(
+        cls, D: Discriminator, n_patches: int, seed: int = 0, kept: int | None = None, **kw: Any
+    ) -> OnnxEngine:
+        engine = cls(export_onnx_bytes(D, n_patches, kept=kept), D.cfg, n_patches, seed, **kw)
+        engine.kept = kept
+        return engine
 
     @classmethod
     def from_file(
@@ -368,13 +381,17 @@ def make_engine(
     device: torch.device | str = "cpu",
     precision: Precision = "fp32",
     channels_last: bool | None = None,
+    kept: int | None = None,
 ) -> ScoringEngine:
-    """Build the named engine (``auto`` resolved as :func:`resolve_engine_name`) around D."""
+    """Build the named engine (``auto`` resolved as :func:`resolve_engine_name`) around D; ``kept`` patches per
+    image (the least real ones) make its score (``None``: all, the paper's mean)."""
     device = torch.device(device)
     name = resolve_engine_name(engine, device)
     if name == "onnx":
-        return OnnxEngine.from_discriminator(D, n_patches, seed, precision=precision)
-    return TorchEngine(D, n_patches, seed, device, precision=precision, channels_last=channels_last)
+        return OnnxEngine.from_discriminator(D, n_patches, seed, kept, precision=precision)
+    torch_engine = TorchEngine(D, n_patches, seed, device, precision=precision, channels_last=channels_last)
+    torch_engine.kept = kept
+    return torch_engine
 
 
 def score_array(

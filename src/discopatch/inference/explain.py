@@ -2,8 +2,9 @@
 
 D's score of an image is ``1 - mean_p sigmoid(logit_p)`` over the image's N patches, so it splits exactly into one
 term per patch: patch p contributes ``1 - sigmoid(logit_p)`` (near 1: D calls the patch fake-like, near 0:
-real-like), and the mean of the contributions *is* D's score. A heat map spreads each contribution over the pixels of
-its patch and averages where patches overlap.
+real-like), and the mean of the contributions *is* D's score. (A detector whose ``patch_aggregate`` keeps only the
+least real share of its patches scores the mean of the largest contributions instead; the map shows all of them.)
+A heat map spreads each contribution over the pixels of its patch and averages where patches overlap.
 
 What the map explains and what it cannot:
 
@@ -46,7 +47,8 @@ class Explanation:
 
     ``corners`` are the patches' top-left ``(y, x)`` in the preprocessed image (``image``, the square the model
     sees after resizing), ``patch_size`` their side. ``contributions[i] = 1 - sigmoid(logit_i)`` in float64; their
-    mean is ``d_score``. ``score`` is the detector's configured score (what ``Detector.score`` returns).
+    mean is ``d_score`` (with a ``patch_aggregate`` other than ``mean``: the mean of the largest ones it keeps).
+    ``score`` is the detector's configured score (what ``Detector.score`` returns).
     For ``fused`` detectors ``d_z`` and ``stats_z`` are the two views on the fused robust z-scale (``score`` is
     their maximum) and ``source`` names the larger; ``stats-only`` detectors have ``source="statistics"`` and the
     patch contributions do not enter their score; ``d-only`` detectors have ``source="discriminator"``.

@@ -68,8 +68,9 @@ def export_detector(det: Detector, out: str | os.PathLike[str], opset: int = DEF
         threshold=None if cal is None else cal.threshold,
         target_fpr=None if cal is None else cal.target_fpr,
         score_mode=mode,
+        patch_aggregate=det.preset.patch_aggregate,
     )
-    data = export_onnx_bytes(D, det.n_patches, meta, opset, det.stats_model, mode)
+    data = export_onnx_bytes(D, det.n_patches, meta, opset, det.stats_model, mode, det.patches_kept)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

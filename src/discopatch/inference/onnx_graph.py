@@ -39,6 +39,7 @@ from ..errors import ConfigError
 from ..model import Discriminator
 from ..model.norm import PatchGroupNorm
 from ..score_modes import get as get_score_mode
+from ..score_modes import patches_kept
 
 ONNX_FORMAT = "discopatch-onnx"
 ONNX_FORMAT_VERSION = 1
@@ -80,8 +81,10 @@ class OnnxScorer(nn.Module):
         n_patches: int,
         stats_model: SavedStatistics | None = None,
         score_mode: ScoreMode = "d-only",
+        kept: int | None = None,
     ) -> None:
         super().__init__()
+        self.kept = None if kept is None or kept >= n_patches else int(kept)
         if D.cfg.norm != "patch":
             raise ConfigError(f"ONNX export supports norm='patch' (the method) only, not the ablation {D.cfg.norm!r}")
         self.spec = get_score_mode(score_mode)
@@ -122,7 +125,10 @@ class OnnxScorer(nn.Module):
             x = F.leaky_relu(x, self.slope)
         logits = self.head(x.flatten(1)).reshape(-1, n)
         stats = torch.cat(feats, dim=1)
-        d_score = 1.0 - torch.sigmoid(logits.double()).mean(dim=1)
+        probs = torch.sigmoid(logits.double())
+        if self.kept is not None:  # the patch aggregate: the least real patches only
+            probs = probs.topk(self.kept, dim=1, largest=False).values
+        d_score = 1.0 - probs.mean(dim=1)
         if not self.spec.needs_statistics:
             return logits, stats, self.spec.combine_torch(d_score, None, None).float()
         z = (stats.double() - self.feat_mean) / self.feat_scale - self.location
@@ -138,8 +144,10 @@ def onnx_metadata(
     threshold: float | None = None,
     target_fpr: float | None = None,
     score_mode: ScoreMode = "d-only",
+    patch_aggregate: str = "mean",
 ) -> dict[str, str]:
     """The ``metadata_props`` a consumer needs to reproduce inputs and decisions without discopatch."""
+    kept = patches_kept(patch_aggregate, n_patches)
     meta = {
         "format": ONNX_FORMAT,
         "format_version": str(ONNX_FORMAT_VERSION),
@@ -160,6 +168,10 @@ def onnx_metadata(
         ),
         "score_mode": score_mode,
         "score": get_score_mode(score_mode).formula,
+        "patch_aggregate": (
+            f"{patch_aggregate}: D's score averages 1 - sigmoid(logit) over the {kept} of the image's {n_patches} "
+            "patches with the lowest sigmoid(logit)"
+        ),
         "stats": "per image, for each layer: channel means then log(variance + eps) of the conv output over the "
         "image's patches (before normalisation)",
         "threshold": "none" if threshold is None or not np.isfinite(threshold) else repr(float(threshold)),
@@ -178,6 +190,7 @@ def export_onnx_bytes(
     opset: int = DEFAULT_OPSET,
     stats_model: SavedStatistics | None = None,
     score_mode: ScoreMode = "d-only",
+    kept: int | None = None,
 ) -> bytes:
     """Serialise D as an ONNX model with a dynamic ``images`` axis; ``N`` is fixed by ``n_patches``.
 
@@ -186,7 +199,7 @@ def export_onnx_bytes(
     """
     import onnx
 
-    scorer = OnnxScorer(D, n_patches, stats_model, score_mode).cpu().eval()
+    scorer = OnnxScorer(D, n_patches, stats_model, score_mode, kept).cpu().eval()
     p, c = D.cfg.patch_size, D.cfg.channels
     example = torch.zeros(2, n_patches, c, p, p)
     buf = io.BytesIO()

@@ -1,0 +1,105 @@
+"""Every patch aggregate of the registry (``Preset.patch_aggregate``), end to end on a tiny detector: which patches D's
+score averages, the same in both engines, the ONNX graph, explanations and a saved detector."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from discopatch import score_modes
+from discopatch.artifact.schema import SCHEMA
+from discopatch.cli import build_parser
+from discopatch.data.images import stack_images
+from discopatch.detector import Detector
+from discopatch.errors import ConfigError
+from discopatch.model import Discriminator
+from helpers.presets import tiny_preset
+
+HAS_ORT = importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
+
+
+@pytest.fixture(scope="module")
+def stack(fmnist) -> np.ndarray:
+    """Preprocessed ID images: 80 to fit the statistics, 40 for the fusion scales and calibration, 16 to score."""
+    return stack_images(fmnist.train_images[:136], tiny_preset().preprocess)
+
+
+@pytest.fixture(scope="module")
+def discriminator() -> Discriminator:
+    """An untrained D: the aggregate selects among its outputs, whatever they are, so no training is needed."""
+    torch.manual_seed(0)
+    return Discriminator(tiny_preset().model).eval()
+
+
+def _detector(aggregate: str, mode: str, D: Discriminator, stack: np.ndarray, engine: str = "torch") -> Detector:
+    preset = tiny_preset().replace(score_mode=mode, patch_aggregate=aggregate)
+    det = Detector(preset, device="cpu", seed=0, engine=engine)  # type: ignore[arg-type]
+    det.discriminator = D
+    if det.score_spec.needs_statistics:
+        det.fit_statistics(stack[:80], stack[80:120])
+    return det.calibrate(stack[80:120])
+
+
+@pytest.mark.parametrize("aggregate", list(score_modes.PATCH_AGGREGATES))
+def test_every_patch_aggregate_end_to_end(aggregate: str, discriminator, stack, tmp_path: Path) -> None:
+    x = stack[120:]
+    det = _detector(aggregate, "d-only", discriminator, stack)
+    scores = det.score_preprocessed(x)
+    kept = score_modes.patches_kept(aggregate, det.n_patches)
+    assert det.patches_kept == kept
+    # D's score is the mean of the ``kept`` largest per-patch contributions of the same pass
+    explained = det._explain_stack(x)
+    largest = [np.sort(e.contributions)[::-1][:kept].mean() for e in explained]
+    np.testing.assert_allclose(scores, largest, rtol=0, atol=1e-12)
+    assert [e.score for e in explained] == pytest.approx(list(scores), abs=1e-12)
+    # a saved detector reloads with it; the paper's mean is not written, so older detectors keep their bytes
+    saved = det.save(tmp_path / aggregate)
+    written = json.loads((saved / "detector.json").read_text())["scoring"]
+    assert written.get("patch_aggregate", "mean") == aggregate
+    assert ("patch_aggregate" in written) == (kept < det.n_patches)
+    loaded = Detector.load(saved, engine="torch")
+    assert loaded.preset.patch_aggregate == aggregate
+    np.testing.assert_array_equal(loaded.score_preprocessed(x), scores)
+    assert aggregate in SCHEMA["properties"]["scoring"]["properties"]["patch_aggregate"]["enum"]
+    args = build_parser().parse_args(["fit", "imgs", "--out", "m", "--patch-aggregate", aggregate])
+    assert args.patch_aggregate == aggregate
+    if HAS_ORT:
+        _check_onnx(det, aggregate, stack, scores, tmp_path)
+
+
+def _check_onnx(det: Detector, aggregate: str, stack: np.ndarray, scores: np.ndarray, tmp_path: Path) -> None:
+    """The ONNX engine and the exported graph's own score output compute the same aggregate (float32 rounding)."""
+    from discopatch.inference.engine import OnnxEngine
+    from discopatch.inference.export import export_detector, read_metadata
+
+    x = stack[120:]
+    onnx_det = _detector(aggregate, "d-only", det.require_model(), stack, engine="onnx")
+    np.testing.assert_allclose(onnx_det.score_preprocessed(x), scores, rtol=0, atol=1e-4)
+    path = export_detector(det, tmp_path / f"{aggregate}.onnx")
+    assert read_metadata(path)["patch_aggregate"].startswith(f"{aggregate}: ")
+    graph = OnnxEngine.from_file(path, det.n_patches, det.seed, det.model_config).score(x, in_graph=True)
+    np.testing.assert_allclose(graph, scores, rtol=0, atol=1e-4)
+
+
+def test_an_aggregate_keeps_a_local_anomaly_the_mean_dilutes(discriminator, stack) -> None:
+    """Fused with the statistics too: the score is the fused combiner of the aggregated D score."""
+    x = stack[120:]
+    det = _detector("top25", "fused", discriminator, stack)
+    d, f = det.scoring_engine().score_with_statistics(x)
+    sm = det.stats_model
+    assert sm is not None
+    np.testing.assert_array_equal(det.score_preprocessed(x), sm.fuse(d, sm.mahalanobis(f)))
+    mean = _detector("mean", "fused", discriminator, stack).scoring_engine().score_with_statistics(x)[0]
+    assert np.all(d >= mean - 1e-12) and np.any(d > mean + 1e-6)  # the least real quarter scores higher
+
+
+def test_an_unknown_aggregate_is_refused_where_the_preset_is_made() -> None:
+    with pytest.raises(ConfigError, match="top25"):
+        tiny_preset().replace(patch_aggregate="median")
+    assert score_modes.patches_kept("max", 32) == 1 and score_modes.patches_kept("top12", 32) == 4
+    assert score_modes.patches_kept("top25", 2) == 1  # at least one patch
