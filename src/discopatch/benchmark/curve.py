@@ -260,13 +260,11 @@ def run_curve(
     these steps (training runs to the largest), e.g. the steps that one core makes in 5, 20 and 60 minutes.
 
     ``train``, ``model`` and ``preprocess`` override fields of the preset's configurations (a candidate geometry,
-    ``betas``, ...); the resolved configuration is recorded with the results. ``other_test_patches`` also scores
-    every snapshot with those numbers of test patches, ``aggregations`` with D's patches aggregated those ways
-    (:func:`evaluate_snapshot`). Writes ``curve.json``, ``curve.md``
-    and (with matplotlib) ``curve.png`` into ``out``.
+    ``betas``, ...); the resolved configuration is recorded with the results. ``other_test_patches`` and
+    ``aggregations`` also score every snapshot with those test patches or patch aggregates (:func:`evaluate_snapshot`).
+    Writes ``curve.json``, ``curve.md`` and (with matplotlib) ``curve.png`` into ``out``.
     """
-    log = stderr_lines(progress)
-    aggregations = check_aggregations(aggregations)
+    log, aggregations = stderr_lines(progress), check_aggregations(aggregations)
     data = load_protocol(protocol, quick=quick, seed=0, n_test=n_test, n_ood=n_ood, n_train=n_train)
     base = curve_preset(protocol, data, preset, model, preprocess, train)
     sets = build_sets(data, base, 0, progress)

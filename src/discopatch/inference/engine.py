@@ -33,7 +33,7 @@ from ..config import ENGINES, ONNX_PRECISIONS, PRECISIONS, TORCH_PRECISIONS, Eng
 from ..errors import ConfigError, UnavailableError
 from ..model import Discriminator
 from ..patches import content_corners, extract_patches, to_tensor
-from .onnx_graph import export_onnx_bytes
+from .onnx_graph import export_onnx_bytes, quantize_dynamic_bytes
 
 #: What ``engine="auto"`` picks on CPU when onnxruntime is installed. Measured interleaved on the idle 2-core dev
 #: machine (docs/BENCHMARKS.md, "Scoring speed"): ONNX Runtime answers single-image calls 1.7x (1 thread) to 4x
@@ -71,11 +71,8 @@ def cpu_run_images(cfg: ModelConfig, n_patches: int, budget: int = CPU_RUN_BYTES
 
 
 def scores_from_logits(logits: torch.Tensor, kept: int | None = None) -> np.ndarray:
-    """1 - mean sigmoid over each image's patches, in float64 so that near-certain patches do not tie at 1.0.
-
-    ``kept`` averages only that many patches per image, those with the lowest D output (the patch aggregate,
-    :data:`discopatch.score_modes.PATCH_AGGREGATES`); ``None`` or all of them is the paper's mean.
-    """
+    """1 - mean sigmoid over each image's patches (only the ``kept`` least real ones: the patch aggregate; ``None``:
+    all, the paper's mean), in float64 so that near-certain patches do not tie at 1.0."""
     probs = torch.sigmoid(logits.double())
     if kept is not None and kept < probs.shape[1]:
         probs = probs.topk(kept, dim=1, largest=False).values
@@ -91,8 +88,7 @@ class ScoringEngine(ABC):
 
     name = "base"
     pool_images = 1
-    #: Patches per image that D's score averages, the least real ones (the detector sets it from its preset's
-    #: ``patch_aggregate``); ``None``: all of them, the paper's mean.
+    #: Patches per image D's score averages, the least real ones (the preset's ``patch_aggregate``); None: all.
     kept: int | None = None
 
     def __init__(
@@ -296,12 +292,8 @@ class OnnxEngine(ScoringEngine):
         self.session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
     @classmethod
-    def from_discriminator(
-        cls, D: Discriminator, n_patches: int, seed: int = 0, kept: int | None = None, **kw: Any
-    ) -> OnnxEngine:
-        engine = cls(export_onnx_bytes(D, n_patches, kept=kept), D.cfg, n_patches, seed, **kw)
-        engine.kept = kept
-        return engine
+    def from_discriminator(cls, D: Discriminator, n_patches: int, seed: int = 0, **kw: Any) -> OnnxEngine:
+        return cls(export_onnx_bytes(D, n_patches), D.cfg, n_patches, seed, **kw)
 
     @classmethod
     def from_file(
@@ -338,21 +330,6 @@ class OnnxEngine(ScoringEngine):
         return {**super().describe(), "precision": self.precision, "threads": self.threads}
 
 
-def quantize_dynamic_bytes(model: bytes) -> bytes:
-    """ONNX Runtime dynamic int8 quantisation (weights int8, activations quantised per call) of a model."""
-    import tempfile
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "int8.onnx")
-        with open(src, "wb") as f:
-            f.write(model)
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv", "Gemm", "MatMul"])
-        with open(dst, "rb") as f:
-            return f.read()
-
-
 #: An engine name after ``auto`` is resolved.
 ResolvedEngine = Literal["torch", "onnx"]
 
@@ -383,15 +360,16 @@ def make_engine(
     channels_last: bool | None = None,
     kept: int | None = None,
 ) -> ScoringEngine:
-    """Build the named engine (``auto`` resolved as :func:`resolve_engine_name`) around D; ``kept`` patches per
-    image (the least real ones) make its score (``None``: all, the paper's mean)."""
+    """Build the named engine (``auto`` resolved as :func:`resolve_engine_name`) around D; its score averages the
+    ``kept`` least real patches of each image (``None``: all, the paper's mean)."""
     device = torch.device(device)
-    name = resolve_engine_name(engine, device)
-    if name == "onnx":
-        return OnnxEngine.from_discriminator(D, n_patches, seed, kept, precision=precision)
-    torch_engine = TorchEngine(D, n_patches, seed, device, precision=precision, channels_last=channels_last)
-    torch_engine.kept = kept
-    return torch_engine
+    eng: ScoringEngine
+    if resolve_engine_name(engine, device) == "onnx":
+        eng = OnnxEngine.from_discriminator(D, n_patches, seed, precision=precision)
+    else:
+        eng = TorchEngine(D, n_patches, seed, device, precision=precision, channels_last=channels_last)
+    eng.kept = kept
+    return eng
 
 
 def score_array(

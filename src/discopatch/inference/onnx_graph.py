@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import warnings
 from typing import Protocol
 
@@ -232,3 +233,18 @@ def export_onnx_bytes(
     onnx.checker.check_model(model)
     data: bytes = model.SerializeToString()
     return data
+
+
+def quantize_dynamic_bytes(model: bytes) -> bytes:
+    """ONNX Runtime dynamic int8 quantisation (weights int8, activations quantised per call) of a model."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "int8.onnx")
+        with open(src, "wb") as f:
+            f.write(model)
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv", "Gemm", "MatMul"])
+        with open(dst, "rb") as f:
+            return f.read()
