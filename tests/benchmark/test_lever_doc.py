@@ -60,6 +60,14 @@ DOCUMENTED = {
         ("small-long-2k@16", [CURVES / "small-long-data-size-2k"]),
         ("small-long-2k", [CURVES / "small-long-data-size-2k"]),
     ],
+    "fmnist, sixth round": [
+        (label, [CURVES / "fmnist-aggregate"])
+        for label in ("default", "default#top50", "default#top25", "default#top12", "default#max")
+    ],
+    "photos, sixth round": [
+        (label, [CURVES / "photos-aggregate"])
+        for label in ("photos", "photos#top50", "photos#top25", "photos#top12", "photos#max")
+    ],
     "photos, fourth round": [
         ("photos-128px@32", [CURVES / "photos-test-patches"]),
         ("photos-augment", [CURVES / "photos-augment"]),
@@ -92,6 +100,13 @@ def test_a_row_at_another_test_patch_count_reads_the_paired_scores(monkeypatch: 
     script = _script(monkeypatch)
     own, more = (script.table([(label, [CURVES / "fmnist-test-patches"])])[2] for label in ("x", "x@32"))
     assert own.split("|")[-3:] == more.split("|")[-3:] and own.split("|")[4:13] != more.split("|")[4:13]
+
+
+def test_a_row_with_another_patch_aggregate_reads_the_paired_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LABEL#AGG`` rows come from the same runs scored with that patch aggregate: same game, other AUROCs."""
+    script = _script(monkeypatch)
+    own, agg = (script.table([(label, [CURVES / "fmnist-aggregate"])])[2] for label in ("x", "x#max"))
+    assert own.split("|")[-3:] == agg.split("|")[-3:] and own.split("|")[4:13] != agg.split("|")[4:13]
 
 
 def test_a_row_shows_the_seed_spread_and_the_game(monkeypatch: pytest.MonkeyPatch) -> None:
