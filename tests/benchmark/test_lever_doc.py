@@ -68,6 +68,11 @@ DOCUMENTED = {
         (label, [CURVES / "photos-aggregate"])
         for label in ("photos", "photos#top50", "photos#top25", "photos#top12", "photos#max")
     ],
+    "photos, small-photo with LeCam": [
+        ("small-photo", [CURVES / "photos-aggregate"]),
+        ("small-photo-lecam", [CURVES / "photos-small-long"]),
+        ("small-photo-lecam#max", [CURVES / "photos-small-long"]),
+    ],
     "photos, fourth round": [
         ("photos-128px@32", [CURVES / "photos-test-patches"]),
         ("photos-augment", [CURVES / "photos-augment"]),
