@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from discopatch.data.builtin import load_demo_fashion_mnist
+from discopatch.data.images import stack_images
 from discopatch.detector import Detector
+from discopatch.model import Discriminator
 from helpers.presets import tiny_explain_preset, tiny_preset
 
 torch.set_num_threads(2)
@@ -31,6 +33,20 @@ def local_detector(fmnist) -> Detector:
     (seconds); calibrated on its validation split."""
     preset = tiny_explain_preset()
     return Detector(preset, device="cpu", seed=0, engine="torch").fit(fmnist.train_images[:400], progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_id_stack(fmnist) -> np.ndarray:
+    """Preprocessed ID images for the tiny preset: 80 to fit the statistics, 40 for the fusion scales and
+    calibration, 16 to score."""
+    return stack_images(fmnist.train_images[:136], tiny_preset().preprocess)
+
+
+@pytest.fixture(scope="session")
+def untrained_tiny_d() -> Discriminator:
+    """An untrained D of the tiny preset, for code that combines or selects D's numbers whatever they are."""
+    torch.manual_seed(0)
+    return Discriminator(tiny_preset().model).eval()
 
 
 @pytest.fixture

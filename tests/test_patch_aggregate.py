@@ -9,31 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from discopatch import score_modes
 from discopatch.artifact.schema import SCHEMA
 from discopatch.cli import build_parser
-from discopatch.data.images import stack_images
 from discopatch.detector import Detector
 from discopatch.errors import ConfigError
 from discopatch.model import Discriminator
 from helpers.presets import tiny_preset
 
 HAS_ORT = importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
-
-
-@pytest.fixture(scope="module")
-def stack(fmnist) -> np.ndarray:
-    """Preprocessed ID images: 80 to fit the statistics, 40 for the fusion scales and calibration, 16 to score."""
-    return stack_images(fmnist.train_images[:136], tiny_preset().preprocess)
-
-
-@pytest.fixture(scope="module")
-def discriminator() -> Discriminator:
-    """An untrained D: the aggregate selects among its outputs, whatever they are, so no training is needed."""
-    torch.manual_seed(0)
-    return Discriminator(tiny_preset().model).eval()
 
 
 def _detector(aggregate: str, mode: str, D: Discriminator, stack: np.ndarray, engine: str = "torch") -> Detector:
@@ -46,9 +31,9 @@ def _detector(aggregate: str, mode: str, D: Discriminator, stack: np.ndarray, en
 
 
 @pytest.mark.parametrize("aggregate", list(score_modes.PATCH_AGGREGATES))
-def test_every_patch_aggregate_end_to_end(aggregate: str, discriminator, stack, tmp_path: Path) -> None:
-    x = stack[120:]
-    det = _detector(aggregate, "d-only", discriminator, stack)
+def test_every_patch_aggregate_end_to_end(aggregate: str, untrained_tiny_d, tiny_id_stack, tmp_path: Path) -> None:
+    x = tiny_id_stack[120:]
+    det = _detector(aggregate, "d-only", untrained_tiny_d, tiny_id_stack)
     scores = det.score_preprocessed(x)
     kept = score_modes.patches_kept(aggregate, det.n_patches)
     assert det.patches_kept == kept
@@ -69,7 +54,7 @@ def test_every_patch_aggregate_end_to_end(aggregate: str, discriminator, stack, 
     args = build_parser().parse_args(["fit", "imgs", "--out", "m", "--patch-aggregate", aggregate])
     assert args.patch_aggregate == aggregate
     if HAS_ORT:
-        _check_onnx(det, aggregate, stack, scores, tmp_path)
+        _check_onnx(det, aggregate, tiny_id_stack, scores, tmp_path)
 
 
 def _check_onnx(det: Detector, aggregate: str, stack: np.ndarray, scores: np.ndarray, tmp_path: Path) -> None:
@@ -86,15 +71,15 @@ def _check_onnx(det: Detector, aggregate: str, stack: np.ndarray, scores: np.nda
     np.testing.assert_allclose(graph, scores, rtol=0, atol=1e-4)
 
 
-def test_an_aggregate_keeps_a_local_anomaly_the_mean_dilutes(discriminator, stack) -> None:
+def test_an_aggregate_keeps_a_local_anomaly_the_mean_dilutes(untrained_tiny_d, tiny_id_stack) -> None:
     """Fused with the statistics too: the score is the fused combiner of the aggregated D score."""
-    x = stack[120:]
-    det = _detector("top25", "fused", discriminator, stack)
+    x = tiny_id_stack[120:]
+    det = _detector("top25", "fused", untrained_tiny_d, tiny_id_stack)
     d, f = det.scoring_engine().score_with_statistics(x)
     sm = det.stats_model
     assert sm is not None
     np.testing.assert_array_equal(det.score_preprocessed(x), sm.fuse(d, sm.mahalanobis(f)))
-    mean = _detector("mean", "fused", discriminator, stack).scoring_engine().score_with_statistics(x)[0]
+    mean = _detector("mean", "fused", untrained_tiny_d, tiny_id_stack).scoring_engine().score_with_statistics(x)[0]
     assert np.all(d >= mean - 1e-12) and np.any(d > mean + 1e-6)  # the least real quarter scores higher
 
 

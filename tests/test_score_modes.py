@@ -14,26 +14,12 @@ import torch
 from discopatch import score_modes
 from discopatch.artifact.schema import SCHEMA
 from discopatch.cli import build_parser
-from discopatch.data.images import stack_images
 from discopatch.detector import Detector
 from discopatch.model import Discriminator
 from discopatch.score_modes import ScoreModeSpec
 from helpers.presets import tiny_preset
 
 HAS_ORT = importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
-
-
-@pytest.fixture(scope="module")
-def stack(fmnist) -> np.ndarray:
-    """Preprocessed ID images: 80 to fit the statistics, 40 for the fusion scales and calibration, 16 to score."""
-    return stack_images(fmnist.train_images[:136], tiny_preset().preprocess)
-
-
-@pytest.fixture(scope="module")
-def discriminator() -> Discriminator:
-    """An untrained D: the modes combine its numbers, whatever they are, so no training is needed."""
-    torch.manual_seed(0)
-    return Discriminator(tiny_preset().model).eval()
 
 
 def _detector(mode: str, D: Discriminator, stack: np.ndarray) -> Detector:
@@ -97,8 +83,8 @@ def _check_listed(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(score_modes.NAMES))
-def test_every_registered_mode_end_to_end(name: str, discriminator, stack, tmp_path: Path) -> None:
-    check_mode_end_to_end(name, discriminator, stack, tmp_path)
+def test_every_registered_mode_end_to_end(name: str, untrained_tiny_d, tiny_id_stack, tmp_path: Path) -> None:
+    check_mode_end_to_end(name, untrained_tiny_d, tiny_id_stack, tmp_path)
 
 
 def _mean_z_numpy(d: np.ndarray, s: np.ndarray | None, fusion: np.ndarray | None) -> np.ndarray:
@@ -128,8 +114,10 @@ def mean_z() -> Iterator[ScoreModeSpec]:
     score_modes.unregister(spec.name)
 
 
-def test_a_registered_mode_reaches_every_place(mean_z: ScoreModeSpec, discriminator, stack, tmp_path: Path) -> None:
-    check_mode_end_to_end(mean_z.name, discriminator, stack, tmp_path)
+def test_a_registered_mode_reaches_every_place(
+    mean_z: ScoreModeSpec, untrained_tiny_d, tiny_id_stack, tmp_path: Path
+) -> None:
+    check_mode_end_to_end(mean_z.name, untrained_tiny_d, tiny_id_stack, tmp_path)
     with pytest.raises(ValueError, match="already registered"):
         score_modes.register(mean_z)
 
