@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..detector import Detector
+from ..errors import ConfigError
 from ..inference.engine import scores_from_logits
 from ..metrics import ood_metrics
 from ..model import VAE, Discriminator
@@ -120,8 +121,6 @@ def _aggregated_fusion(det: Detector, val: np.ndarray, aggregations: Sequence[st
     """Per aggregation, the fused score's scales with D's part re-measured on held-out ID ``val`` images."""
     sm = det.stats_model
     assert sm is not None
-    if not aggregations:
-        return {}
     logits, feats = det.scoring_engine().logits_with_statistics(val, det.batch_size)
     s_val = sm.mahalanobis(feats)
     out = {}
@@ -152,7 +151,9 @@ def _score_sets(
     engine = det.scoring_engine()
     sm = det.stats_model
     assert sm is not None
-    fusions = _aggregated_fusion(det, val if val is not None else sets.reference[:0], aggregations)
+    if aggregations and val is None:
+        raise ConfigError("scoring patch aggregates needs held-out ID images for their fusion scales")
+    fusions = _aggregated_fusion(det, val, aggregations) if aggregations and val is not None else {}
     named = {"reference": sets.reference, **sets.named()}
     kinds = ["d-only", "fused", *(f"{a}/{k}" for a in aggregations for k in ("d-only", "fused"))]
     out: dict[str, dict[str, np.ndarray]] = {k: {} for k in kinds}

@@ -143,7 +143,7 @@ def _add_overrides(g: Any) -> None:
         "--patch-aggregate",
         choices=list(score_modes.PATCH_AGGREGATES),
         help="which patches D's score averages: mean (all, the paper's) or the least real share (top50, top25, "
-        "top12, max), which keeps a local anomaly that the mean dilutes",
+        "top12, max), meant for small local shifts; no better on the benchmarks (docs/BENCHMARKS.md)",
     )
 
 
