@@ -92,7 +92,10 @@ BASE = "images: a/\nout: m/\n"
         (BASE + "epochs: [1, 2]\n", "epochs: expected an integer, got [1, 2]"),
         (BASE + "max-time: true\n", "max-time: expected a number, got True"),
         (BASE + "resume: 'yes'\n", "resume: expected true or false, got 'yes'"),
-        (BASE + "preset: huge\n", "preset: 'huge' is not one of small, small-long, small-photo, paper, small-1x1"),
+        (
+            BASE + "preset: huge\n",
+            "preset: 'huge' is not one of small, small-long, small-photo, small-photo-long, paper, small-1x1",
+        ),
         (BASE + "widths: [8, x]\n", "widths: expected comma-separated integers, got '8,x'"),
         (BASE + "seed: {a: 1}\n", "seed: expected an integer, got {'a': 1}"),
         (BASE + "max_steps: 1\nmax-steps: 2\n", "'max-steps' and 'max_steps' set the same option"),

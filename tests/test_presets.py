@@ -97,6 +97,20 @@ def test_small_long_is_small_trained_three_times_as_long_with_lecam(channels: in
     )
 
 
+def test_small_photo_long_is_small_photo_trained_as_small_long_is_small() -> None:
+    """The long photo preset is ``small-photo`` with exactly ``small-long``'s departures (steps, LeCam)."""
+    photo, long = get_preset("small-photo"), get_preset("small-photo-long")
+    assert (long.train.max_steps, long.train.lecam) == (SMALL_LONG_STEPS, SMALL_LONG_LECAM)
+    assert long.train == get_preset("small-long", 3).train
+    assert dataclasses.replace(long.train, max_steps=SMALL_STEPS, lecam=0.0) == photo.train
+    assert (long.model, long.preprocess, long.test_patches, long.score_mode) == (
+        photo.model,
+        photo.preprocess,
+        photo.test_patches,
+        photo.score_mode,
+    )
+
+
 def test_each_protocol_runs_its_default_preset_as_fit_would() -> None:
     """No silent enlargement: ``small`` on photos is measured at small's 64 px, the photo preset at 128 px."""
     from types import SimpleNamespace

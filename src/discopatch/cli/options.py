@@ -30,7 +30,14 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "ray": ("ray", "pyarrow"),
 }
 #: The preset names, in the order the help lists them.
-PRESET_NAMES: tuple[str, ...] = ("small", "small-long", "small-photo", "paper", "small-1x1")
+PRESET_NAMES: tuple[str, ...] = (
+    "small",
+    "small-long",
+    "small-photo",
+    "small-photo-long",
+    "paper",
+    "small-1x1",
+)
 assert set(PRESET_NAMES) == set(PRESETS), "a preset is missing from the CLI's list"
 
 

@@ -62,8 +62,8 @@ def _add_run_options(p: Any) -> None:
     add_preset(
         p,
         "small: CPU scale model of the paper (64 px images, 32 px patches); small-photo: small at 128 px scored by "
-        "D alone, for natural photos; paper: DisCoPatch-64; small-1x1: the previous small preset, an ablation "
-        "(default: small)",
+        "D alone, for natural photos; small-long / small-photo-long: those trained 3x as long with LeCam; paper: "
+        "DisCoPatch-64; small-1x1: the previous small preset, an ablation (default: small)",
     )
     p.add_argument(
         "--channels",
