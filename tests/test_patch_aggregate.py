@@ -19,6 +19,7 @@ from discopatch.model import Discriminator
 from helpers.presets import tiny_preset
 
 HAS_ORT = importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
+HAS_SERVICE = importlib.util.find_spec("fastapi") is not None and importlib.util.find_spec("httpx") is not None
 
 
 def _detector(aggregate: str, mode: str, D: Discriminator, stack: np.ndarray, engine: str = "torch") -> Detector:
@@ -55,6 +56,21 @@ def test_every_patch_aggregate_end_to_end(aggregate: str, untrained_tiny_d, tiny
     assert args.patch_aggregate == aggregate
     if HAS_ORT:
         _check_onnx(det, aggregate, tiny_id_stack, scores, tmp_path)
+    if HAS_SERVICE:
+        _check_served(det, aggregate, kept, tmp_path)
+
+
+def _check_served(det: Detector, aggregate: str, kept: int, tmp_path: Path) -> None:
+    """The service's ``/v1/model`` says which patches the score averages, in its OpenAPI contract's terms."""
+    from fastapi.testclient import TestClient
+
+    from discopatch.monitoring.service import create_app
+
+    with TestClient(create_app(det, f"sqlite:///{tmp_path / 'served.db'}")) as client:
+        info = client.get("/v1/model").json()
+        schema = client.get("/openapi.json").json()["components"]["schemas"]["ModelInfo"]["properties"]
+    assert (info["patch_aggregate"], info["n_patches_kept"], info["n_patches"]) == (aggregate, kept, det.n_patches)
+    assert aggregate in schema["patch_aggregate"]["enum"]
 
 
 def _check_onnx(det: Detector, aggregate: str, stack: np.ndarray, scores: np.ndarray, tmp_path: Path) -> None:

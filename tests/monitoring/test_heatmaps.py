@@ -185,6 +185,8 @@ def test_model_and_histogram(server, local_detector: Detector, id_pngs, blank_pn
         "image_size": 32,
         "patch_size": 8,
         "n_patches": local_detector.n_patches,
+        "patch_aggregate": "mean",
+        "n_patches_kept": local_detector.n_patches,
     }
     server.post("/v1/streams/hist/images", files=_files(id_pngs[40:60]))
     h = server.get("/v1/streams/hist/histogram", params={"bins": 12}).json()

@@ -264,6 +264,12 @@ class ModelInfo(BaseModel):
     image_size: int = Field(description="side of the preprocessed square image")
     patch_size: int
     n_patches: int = Field(description="patches scored per image")
+    patch_aggregate: str = Field(
+        description="which of an image's patches D's score averages: mean (all, the paper's) or the least real "
+        "share (top50, top25, top12; max: the single least real patch)",
+        json_schema_extra={"enum": list(score_modes.PATCH_AGGREGATES)},
+    )
+    n_patches_kept: int = Field(description="patches D's score averages per image (n_patches for mean)")
 
 
 class ScoreHistogram(BaseModel):

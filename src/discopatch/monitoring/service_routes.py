@@ -96,6 +96,8 @@ def _add_model_and_metrics(router: APIRouter, recorder: StreamRecorder, metrics:
             "image_size": detector.preprocess_config.image_size,
             "patch_size": detector.model_config.patch_size,
             "n_patches": detector.n_patches,
+            "patch_aggregate": detector.preset.patch_aggregate,
+            "n_patches_kept": detector.patches_kept,
         }
 
     @router.get(
