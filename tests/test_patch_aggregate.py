@@ -87,6 +87,23 @@ def _check_onnx(det: Detector, aggregate: str, stack: np.ndarray, scores: np.nda
     np.testing.assert_allclose(graph, scores, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("aggregate", ["top25", "max"])
+def test_the_pooled_ablation_aggregates_as_the_detector_does(aggregate: str, untrained_tiny_d, tiny_id_stack) -> None:
+    """The leaky pooled-statistics ablation (benchmark only) keeps the same share of patches as per-image scoring."""
+    import torch
+
+    from discopatch.inference.engine import TorchEngine
+
+    x = tiny_id_stack[120:136]
+    det = _detector(aggregate, "d-only", untrained_tiny_d, tiny_id_stack)
+    pooled = det.score_preprocessed(x, pool_images=4)
+    logits = TorchEngine(untrained_tiny_d, det.n_patches, det.seed, "cpu", pool_images=4).patch_logits(x)
+    contributions = 1.0 - torch.sigmoid(logits.double()).numpy()
+    largest = np.sort(contributions, axis=1)[:, ::-1][:, : det.patches_kept].mean(axis=1)
+    np.testing.assert_allclose(pooled, largest, rtol=0, atol=1e-6)
+    assert np.all(pooled > contributions.mean(axis=1))
+
+
 def test_an_aggregate_keeps_a_local_anomaly_the_mean_dilutes(untrained_tiny_d, tiny_id_stack) -> None:
     """Fused with the statistics too: the score is the fused combiner of the aggregated D score."""
     x = tiny_id_stack[120:]

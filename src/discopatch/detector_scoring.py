@@ -146,7 +146,8 @@ class ScoringDetector:
         if pool_images == 1:
             return self._score_stack(stack)
         D = self.require_model()  # the leaky pooled ablation exists in PyTorch only
-        return score_array(D, stack, self.n_patches, self.seed, self.device, self.batch_size, pool_images)
+        kept = self.patches_kept
+        return score_array(D, stack, self.n_patches, self.seed, self.device, self.batch_size, pool_images, kept)
 
     def scoring_engine(self) -> ScoringEngine:
         """The engine behind :meth:`score` (``self.engine``), built once per discriminator object.

@@ -380,11 +380,14 @@ def score_array(
     device: torch.device | str | None = None,
     batch_size: int = 256,
     pool_images: int = 1,
+    kept: int | None = None,
 ) -> np.ndarray:
     """D's scores (float64, higher = more OOD) for a preprocessed stack, without a :class:`Detector`.
 
     The same computation as a detector's torch engine (one :class:`TorchEngine` per call, on ``device`` or D's
-    own), ``batch_size`` images per call; ``pool_images`` > 1 is the leaky ablation.
+    own), ``batch_size`` images per call; ``pool_images`` > 1 is the leaky ablation; ``kept`` as
+    :func:`make_engine`'s.
     """
     engine = TorchEngine(D, n_patches, seed, device, pool_images=pool_images)
+    engine.kept = kept
     return engine.score(images, batch_size)
