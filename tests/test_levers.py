@@ -108,6 +108,14 @@ def test_lr_decay_sets_both_optimisers_from_the_step() -> None:
     assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(2e-4 * LR_FLOOR)
 
 
+def test_lecam_penalty_is_logged_beside_the_d_loss_it_is_part_of() -> None:
+    """With LeCam, ``loss_d`` is the paper's loss plus ``lecam * lecam_penalty``; the penalty is logged on its own."""
+    rows = _losses(_train(steps=3, lecam=0.5))
+    assert rows[0]["lecam_penalty"] == 0.0  # no averages before the first update
+    assert all(r["lecam_penalty"] > 0.0 for r in rows[1:])
+    assert "lecam_penalty" not in _losses(_train(steps=1))[0]
+
+
 def test_lecam_averages_and_d_learning_rate_survive_a_checkpoint(tmp_path) -> None:
     trainer = _train(steps=2, lecam=0.5, lr_d=2e-4)
     assert trainer.lecam.real is not None

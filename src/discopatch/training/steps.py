@@ -146,6 +146,7 @@ class AdversarialStep:
             self._d_step = torch.compile(self._d_step)
         self.state = TrainState()
         self.lecam = LeCamAverages()  # D's mean logits over training, for the LeCam regulariser (lecam > 0)
+        self.last_lecam_penalty = 0.0  # the unweighted penalty of the last D update, logged beside loss_d
         #: Marks the parts of a step (``data``, ``vae_forward``, ``d_forward``, ``losses``, ``vae_backward``,
         #: ``d_backward``, ``optimiser``): a context manager factory; :mod:`discopatch.training.speed` times them.
         self.phase: Callable[[str], AbstractContextManager[object]] = no_phase
@@ -224,7 +225,7 @@ class AdversarialStep:
         self._update_d_average()
 
         with torch.no_grad():
-            return {
+            logs = {
                 "loss_g": float(loss_g),
                 "loss_d": float(loss_d),
                 "mse": float(mse),
@@ -233,6 +234,9 @@ class AdversarialStep:
                 "d_recon": float(torch.sigmoid(l_recon.float()).mean()),
                 "d_gen": float(torch.sigmoid(l_gen.float()).mean()),
             }
+            if self.cfg.lecam > 0:  # loss_d includes lecam * this; the paper's D loss is the difference
+                logs["lecam_penalty"] = self.last_lecam_penalty
+            return logs
 
     def _d_update(
         self, real: torch.Tensor, gen: torch.Tensor, recon: torch.Tensor, group: int | None
@@ -244,7 +248,9 @@ class AdversarialStep:
             loss_d = (bce(l_real, 1.0) + 0.5 * bce(l_gen, 0.0) + 0.5 * bce(l_recon, 0.0)) / 2
             if self.cfg.lecam > 0:
                 fake = torch.cat([l_gen.flatten(), l_recon.flatten()])
-                loss_d = loss_d + self.cfg.lecam * self.lecam.penalty(l_real, fake)
+                penalty = self.lecam.penalty(l_real, fake)
+                self.last_lecam_penalty = float(penalty)
+                loss_d = loss_d + self.cfg.lecam * penalty
                 self.lecam.update(l_real, fake)
         self.opt_d.zero_grad(set_to_none=True)
         with self.phase("d_backward"):
