@@ -39,9 +39,12 @@ def _runs(folder: Path) -> tuple[int, list[dict[str, Any]]]:
     return int(curve["data"]["n_train"]), points
 
 
-def _cell(values: list[float]) -> str:
-    """Mean +/- sd in percent (sd over seeds; a single seed shows its value only)."""
-    pct = [100 * v for v in values]
+def _cell(values: list[float | None]) -> str:
+    """Mean +/- sd in percent (sd over seeds; a single seed shows its value only); ``-`` where a run had none of
+    the axis's sets (a data source missing on its machine: the run's ``data.skipped`` says which)."""
+    if any(v is None for v in values):
+        return "-"
+    pct = [100 * v for v in values if v is not None]
     if len(pct) == 1:
         return f"{pct[0]:.1f}"
     return f"{statistics.mean(pct):.1f} +/- {statistics.stdev(pct):.1f}"

@@ -48,3 +48,9 @@ def test_the_table_reports_seed_spread_and_the_memorisation_range() -> None:
     assert cells[3].strip() == "3" and "+/-" in cells[4]
     low, high = (float(v) for v in cells[-2].strip().split("-"))
     assert 0 <= low <= high <= 100
+
+
+def test_an_axis_a_run_could_not_measure_is_a_dash_not_a_number() -> None:
+    """A set missing on the run's machine (``data.skipped``) leaves its axis empty; the table must not invent it."""
+    cell = _script()._cell
+    assert cell([None, 0.7]) == "-" and cell([0.5]) == "50.0" and cell([0.5, 0.7]) == "60.0 +/- 14.1"
