@@ -36,6 +36,8 @@ def test_every_data_size_row_in_the_docs_comes_from_a_committed_run() -> None:
     rows += script.table([CURVES / "data-size-2k-steps"], every_step=True)[2:]
     small_long = [CURVES / "small-long-data-size-250", CURVES / "small-long-data-size-2k"]
     rows += script.table(small_long, every_step=True)[2:]  # the small-long preset's curve (memorisation column)
+    photos_300 = [CURVES / "photos-data-size-300", CURVES / "photos-small-long-300"]
+    rows += script.table(photos_300, every_step=True)[2:]  # small-photo and small-photo-long on 300 crops
     missing = [row for row in rows if row not in doc]
     assert not missing, f"rows not in docs/BENCHMARKS.md (re-run the commands there): {missing}"
 

@@ -73,6 +73,12 @@ DOCUMENTED = {
         ("small-photo-lecam", [CURVES / "photos-small-long"]),
         ("small-photo-lecam#max", [CURVES / "photos-small-long"]),
     ],
+    "photos, small-photo-long on 300 crops": [
+        ("small-photo", [CURVES / "photos-aggregate"]),
+        ("small-photo-300", [CURVES / "photos-data-size-300"]),
+        ("small-photo-long", [CURVES / "photos-small-long"]),
+        ("small-photo-long-300", [CURVES / "photos-small-long-300"]),
+    ],
     "photos, fourth round": [
         ("photos-128px@32", [CURVES / "photos-test-patches"]),
         ("photos-augment", [CURVES / "photos-augment"]),
