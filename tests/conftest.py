@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 from discopatch.data.builtin import load_demo_fashion_mnist
 from discopatch.data.images import stack_images
 from discopatch.detector import Detector
+from discopatch.log import LOGGER
 from discopatch.model import Discriminator
 from helpers.presets import tiny_explain_preset, tiny_preset
 
@@ -52,3 +55,16 @@ def untrained_tiny_d() -> Discriminator:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def log(caplog):
+    """Records of the ``discopatch`` logger (the CLI sets it not to propagate, so attach caplog's handler)."""
+    old = LOGGER.level, LOGGER.propagate
+    LOGGER.addHandler(caplog.handler)
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False  # caplog's handler is attached here; through the root it would count twice
+    yield caplog
+    LOGGER.setLevel(old[0])
+    LOGGER.propagate = old[1]
+    LOGGER.removeHandler(caplog.handler)

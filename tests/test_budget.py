@@ -26,7 +26,6 @@ from discopatch.calibration import Calibration, min_calibration_images
 from discopatch.cli import main
 from discopatch.detector import Detector
 from discopatch.errors import TooFewCalibrationImagesError
-from discopatch.log import LOGGER
 from discopatch.presets import SMALL_STEPS, get_preset
 from discopatch.training import trainer as training_module
 from helpers.presets import tiny_preset
@@ -40,19 +39,6 @@ class _Stop(Exception):
 
 def _stop(*_: object) -> None:
     raise _Stop
-
-
-@pytest.fixture
-def log(caplog):
-    """Records of the ``discopatch`` logger (the CLI sets it not to propagate, so attach caplog's handler)."""
-    old = LOGGER.level, LOGGER.propagate
-    LOGGER.addHandler(caplog.handler)
-    LOGGER.setLevel(logging.INFO)
-    LOGGER.propagate = False  # caplog's handler is attached here; through the root it would count twice
-    yield caplog
-    LOGGER.setLevel(old[0])
-    LOGGER.propagate = old[1]
-    LOGGER.removeHandler(caplog.handler)
 
 
 def _small_schedule(**train: object):

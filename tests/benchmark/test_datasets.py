@@ -282,7 +282,7 @@ def _remove_sources(mp: pytest.MonkeyPatch, empty: Path, *, keep_sklearn: bool) 
     return replace(dirs, sklearn_images=SourceDirs.from_env().sklearn_images) if keep_sklearn else dirs
 
 
-def test_missing_sources_are_skipped_with_hints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_sources_are_skipped_with_hints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log) -> None:
     dirs = _remove_sources(monkeypatch, tmp_path, keep_sklearn=True)
     monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
     fm = load_protocol("fmnist", **TINY, dirs=dirs)
@@ -299,6 +299,11 @@ def test_missing_sources_are_skipped_with_hints(tmp_path: Path, monkeypatch: pyt
     assert "tuxpaint-stamps-default" in ph.skipped["cutouts_synthetic"]
     assert set(ph.far_ood) == {"uniform_noise"}
     assert ph.id_train.shape == (40, 128, 128, 3)
+    # each skipped set is a warning naming the axis it leaves short; photos' only near-OOD set leaves none
+    warned = [r.getMessage() for r in log.records if r.levelname == "WARNING"]
+    assert len(warned) == len(fm.skipped) + len(ph.skipped)
+    assert any("'letters' skipped, near-OOD axis measured on animal_mnist only" in w for w in warned)
+    assert any("'cutouts_synthetic' skipped, near-OOD axis NOT MEASURED" in w and "tuxpaint" in w for w in warned)
 
 
 def test_photos_protocol_without_any_photo_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

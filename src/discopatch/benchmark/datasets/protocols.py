@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ConfigError, UnavailableError
+from ...log import LOGGER
 from .common import PROTOCOLS, Built, ProtocolData, _Builder, _describe, _rng, _Sizes, _sizes
 from .digits import _add_animal, _add_mnist
 from .emoji import _add_emoji
@@ -118,7 +119,19 @@ def load_protocol(
             raise ConfigError(f"{label} must be positive, got {v}")
     sizes = _sizes(name, quick, n_train, n_test, n_ood)
     dirs = SourceDirs.from_env() if dirs is None else dirs
-    return _load_fmnist(seed, sizes, dirs) if name == "fmnist" else _load_photos(quick, seed, sizes, dirs)
+    data = _load_fmnist(seed, sizes, dirs) if name == "fmnist" else _load_photos(quick, seed, sizes, dirs)
+    _warn_skipped(data)
+    return data
+
+
+def _warn_skipped(data: ProtocolData) -> None:
+    """One warning per set a missing source removed, naming the axis it leaves short: a run otherwise records it
+    only in its outputs (``data.skipped``), and an axis whose every set is missing is then simply absent."""
+    for set_name, reason in data.skipped.items():
+        near = set_name in data.near_ood_names
+        axis, left = ("near-OOD", data.near_ood) if near else ("far-OOD", data.far_ood)
+        effect = f"measured on {', '.join(left)} only" if left else "NOT MEASURED (no set left)"
+        LOGGER.warning("%s set %r skipped, %s axis %s: %s", data.name, set_name, axis, effect, reason)
 
 
 def install_hint(name: str) -> str:
