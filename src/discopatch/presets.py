@@ -84,13 +84,19 @@ def small_long_preset(channels: int = 3) -> Preset:
     ``small`` on every axis over three seeds on fmnist (per seed ahead or within 0.1) and on the demo, but behind it
     at equal steps, so ``small`` stays the fast default (docs/BENCHMARKS.md, "Levers, fifth round").
     """
-    base = small_preset(channels)
-    return base.replace(
-        name="small-long",
-        train=dataclasses.replace(base.train, max_steps=SMALL_LONG_STEPS, lecam=SMALL_LONG_LECAM),
-        notes="CPU preset: small trained three times as long (4,150 steps) with LeCam 0.01 on D's outputs "
+    return _trained_long(
+        small_preset(channels),
+        "small-long",
+        "CPU preset: small trained three times as long (4,150 steps) with LeCam 0.01 on D's outputs "
         "(docs/BENCHMARKS.md, 'Levers, fifth round').",
     )
+
+
+def _trained_long(base: Preset, name: str, notes: str) -> Preset:
+    """``base`` with the long presets' one departure: :data:`SMALL_LONG_STEPS` steps with LeCam at
+    :data:`SMALL_LONG_LECAM`, which is what lets D train that long without falling."""
+    train = dataclasses.replace(base.train, max_steps=SMALL_LONG_STEPS, lecam=SMALL_LONG_LECAM)
+    return base.replace(name=name, train=train, notes=notes)
 
 
 def small_photo_preset(channels: int = 3) -> Preset:
@@ -115,12 +121,11 @@ def small_photo_long_preset(channels: int = 3) -> Preset:
     and within the seed spread on far-OOD, where LeCam at equal steps loses: the longer training is what pays
     (docs/BENCHMARKS.md, "small-photo with LeCam at three times the budget").
     """
-    base = small_photo_preset(channels)
-    return base.replace(
-        name="small-photo-long",
-        train=dataclasses.replace(base.train, max_steps=SMALL_LONG_STEPS, lecam=SMALL_LONG_LECAM),
-        notes="CPU preset for natural photos: small-photo trained three times as long (4,150 steps) with LeCam "
-        "0.01 on D's outputs (docs/BENCHMARKS.md, 'small-photo with LeCam at three times the budget').",
+    return _trained_long(
+        small_photo_preset(channels),
+        "small-photo-long",
+        "CPU preset for natural photos: small-photo trained three times as long (4,150 steps) with LeCam 0.01 on "
+        "D's outputs (docs/BENCHMARKS.md, 'small-photo with LeCam at three times the budget').",
     )
 
 
