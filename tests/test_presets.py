@@ -82,32 +82,23 @@ def test_small_photo_is_small_at_128_px_scored_by_d_alone() -> None:
     assert photo.model.final_spatial == 4 and photo.preprocess.resize == small.preprocess.resize
 
 
+@pytest.mark.parametrize("long_name, base_name", [("small-long", "small"), ("small-photo-long", "small-photo")])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_small_long_is_small_trained_three_times_as_long_with_lecam(channels: int) -> None:
-    """The long preset changes only what the fifth lever round measured: the step budget and LeCam's weight."""
-    small, long = small_preset(channels), get_preset("small-long", channels)
+def test_a_long_preset_is_its_base_trained_three_times_as_long_with_lecam(
+    long_name: str, base_name: str, channels: int
+) -> None:
+    """A long preset changes only what the lever rounds measured: the step budget and LeCam's weight, the same for
+    ``small`` (fifth round, fmnist) and ``small-photo`` (photos)."""
+    base, long = get_preset(base_name, channels), get_preset(long_name, channels)
     assert (long.train.max_steps, long.train.lecam) == (SMALL_LONG_STEPS, SMALL_LONG_LECAM) == (4150, 0.01)
-    assert 3 * SMALL_STEPS <= SMALL_LONG_STEPS < 4 * SMALL_STEPS and small.train.lecam == 0.0
-    assert dataclasses.replace(long.train, max_steps=SMALL_STEPS, lecam=0.0) == small.train
+    assert 3 * SMALL_STEPS <= SMALL_LONG_STEPS < 4 * SMALL_STEPS and base.train.lecam == 0.0
+    assert dataclasses.replace(long.train, max_steps=SMALL_STEPS, lecam=0.0) == base.train
+    assert long.train == get_preset("small-long", channels).train
     assert (long.model, long.preprocess, long.test_patches, long.score_mode) == (
-        small.model,
-        small.preprocess,
-        small.test_patches,
-        small.score_mode,
-    )
-
-
-def test_small_photo_long_is_small_photo_trained_as_small_long_is_small() -> None:
-    """The long photo preset is ``small-photo`` with exactly ``small-long``'s departures (steps, LeCam)."""
-    photo, long = get_preset("small-photo"), get_preset("small-photo-long")
-    assert (long.train.max_steps, long.train.lecam) == (SMALL_LONG_STEPS, SMALL_LONG_LECAM)
-    assert long.train == get_preset("small-long", 3).train
-    assert dataclasses.replace(long.train, max_steps=SMALL_STEPS, lecam=0.0) == photo.train
-    assert (long.model, long.preprocess, long.test_patches, long.score_mode) == (
-        photo.model,
-        photo.preprocess,
-        photo.test_patches,
-        photo.score_mode,
+        base.model,
+        base.preprocess,
+        base.test_patches,
+        base.score_mode,
     )
 
 
