@@ -29,6 +29,9 @@ from discopatch.benchmark.datasets import (
 from discopatch.benchmark.datasets.common import Built, _balanced_first, _cached
 from discopatch.benchmark.datasets.photos import _split_photos
 from discopatch.benchmark.datasets.textures import _load_patterns, _tile_crop
+from discopatch.cli import main
+from discopatch.data.host import SYSTEM_ROOT_ENV_VAR
+from discopatch.errors import UnavailableError
 
 TINY = {"quick": True, "n_train": 40, "n_test": 20, "n_ood": 12}
 
@@ -304,6 +307,25 @@ def test_missing_sources_are_skipped_with_hints(tmp_path: Path, monkeypatch: pyt
     assert len(warned) == len(fm.skipped) + len(ph.skipped)
     assert any("'letters' skipped, near-OOD axis measured on animal_mnist only" in w for w in warned)
     assert any("'cutouts_synthetic' skipped, near-OOD axis NOT MEASURED" in w and "tuxpaint" in w for w in warned)
+
+
+def test_require_all_sets_refuses_instead_of_skipping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A long unattended run can ask to stop at once rather than finish with an axis short: the error names every
+    missing set and the commands that install them, and the CLI exits 2 (a usage refusal) before any training."""
+    dirs = _remove_sources(monkeypatch, tmp_path, keep_sklearn=True)
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
+    with pytest.raises(UnavailableError) as err:
+        load_protocol("photos", **TINY, dirs=dirs, require_all_sets=True)
+    for name in ("cutouts_synthetic", "textures", "emoji"):
+        assert name in str(err.value)
+    assert "apt-get install -y" in str(err.value) and "tuxpaint-stamps-default" in str(err.value)
+
+    monkeypatch.setenv(SYSTEM_ROOT_ENV_VAR, str(tmp_path))  # the CLI reads SourceDirs.from_env(): hide host data
+    argv = ["benchmark", "--protocol", "photos", "--quick", "--curve", "--seeds", "0", "--require-all-sets"]
+    assert main(argv) == UnavailableError.exit_code == 2
+    assert "every set was required" in capsys.readouterr().err
 
 
 def test_photos_protocol_without_any_photo_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -227,6 +227,14 @@ def _row_line(seed: int, row: dict[str, Any]) -> str:
     )
 
 
+def _evaluation_steps(steps: int, points: int, at_steps: Sequence[int] | None) -> list[int]:
+    """The snapshot steps: ``at_steps`` as given (sorted, unique), else ``points`` log-spaced ones up to ``steps``."""
+    at = sorted({int(s) for s in at_steps}) if at_steps else curve_steps(steps, points)
+    if at[0] < 1:
+        raise ConfigError(f"evaluation steps must be positive: {at}")
+    return at
+
+
 def run_curve(
     protocol: str,
     out: str | os.PathLike[str] | None = None,
@@ -248,6 +256,7 @@ def run_curve(
     preprocess: dict[str, Any] | None = None,
     other_test_patches: Sequence[int] = (),
     aggregations: Sequence[str] = (),
+    require_all_sets: bool = False,
     **train: Any,
 ) -> dict[str, Any]:
     """Train ``preset`` for ``steps`` steps per seed, snapshot at :func:`curve_steps`, evaluate every snapshot.
@@ -262,17 +271,16 @@ def run_curve(
     ``train``, ``model`` and ``preprocess`` override fields of the preset's configurations (a candidate geometry,
     ``betas``, ...); the resolved configuration is recorded with the results. ``other_test_patches`` and
     ``aggregations`` also score every snapshot with those test patches or patch aggregates (:func:`evaluate_snapshot`).
-    Writes ``curve.json``, ``curve.md`` and (with matplotlib) ``curve.png`` into ``out``.
+    ``require_all_sets``: as :func:`load_protocol`. Writes curve.json, curve.md and (matplotlib) curve.png to ``out``.
     """
     log, aggregations = stderr_lines(progress), check_aggregations(aggregations)
-    data = load_protocol(protocol, quick=quick, seed=0, n_test=n_test, n_ood=n_ood, n_train=n_train)
+    data = load_protocol(
+        protocol, quick=quick, seed=0, n_test=n_test, n_ood=n_ood, n_train=n_train, require_all_sets=require_all_sets
+    )
     base = curve_preset(protocol, data, preset, model, preprocess, train)
     sets = build_sets(data, base, 0, progress)
     images = curve_images(data, base, sets, stats_images, diag_images)
-    steps = fit_steps(base, len(images.train)) if steps is None else steps
-    at = sorted({int(s) for s in at_steps}) if at_steps else curve_steps(steps, points)
-    if at[0] < 1:
-        raise ConfigError(f"evaluation steps must be positive: {at}")
+    at = _evaluation_steps(fit_steps(base, len(images.train)) if steps is None else steps, points, at_steps)
     log(f"[curve] {protocol}: preset {base.name}, {len(images.train)} train images, steps {at}, seeds {list(seeds)}")
     results = _curve_header(protocol, base, at, seeds, data, sets, images)
     for i, seed in enumerate(seeds):

@@ -244,18 +244,21 @@ def run_benchmark(
     budget: Budget | None = None,
     stages: tuple[str, ...] = ("variants", "ablations", "baselines", "drift", "mixed", "patches"),
     preset: str | Preset | None = None,
+    require_all_sets: bool = False,
 ) -> dict[str, Any]:
     """Run one protocol end to end; write results.json, summary.md and report.html into ``out`` if given.
 
     ``preset`` is the DisCoPatch configuration (default: the protocol's, see :func:`protocol_preset`); the smoke
-    test passes a tiny one.
+    test passes a tiny one. ``require_all_sets`` refuses to start when a set's source is missing
+    (:func:`~discopatch.benchmark.datasets.load_protocol`).
     """
     t_start = time.monotonic()
     budget = budget or (QUICK if quick else FULL_PHOTOS if protocol == "photos" else FULL)
     log = stderr_lines(progress)
     data = load_protocol(
-        protocol, quick=quick, seed=seed, n_test=budget.n_test, n_ood=budget.n_ood, n_train=budget.n_train
-    )
+        protocol, quick=quick, seed=seed, n_test=budget.n_test, n_ood=budget.n_ood, n_train=budget.n_train,
+        require_all_sets=require_all_sets,
+    )  # fmt: skip
     preset = protocol_preset(protocol, data, preset)
     sets = build_sets(data, preset, seed, progress)
     # ID training images through the shared pipeline once; every fitted model and statistic below reads this stack.

@@ -69,6 +69,12 @@ def _add_benchmark(sub: Subcommands) -> None:
         default="variants,ablations,baselines,drift,mixed,patches",
         help="comma-separated optional stages (default: all)",
     )
+    p.add_argument(
+        "--require-all-sets",
+        action="store_true",
+        help="refuse to start (exit 2, with the install commands) when a data set's source is missing, instead of "
+        "warning and running with that set left out (for long unattended runs and --curve)",
+    )
     _add_curve_options(
         p.add_argument_group("learning curve (--curve): one configuration, evaluated at log-spaced steps")
     )
@@ -174,8 +180,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         budget = dataclasses.replace(budget, ablation_steps=args.ablation_steps)
     stages = tuple(args.stages)
     results = run_benchmark(
-        args.protocol, args.out, quick=args.quick, seed=args.seed, progress=not args.quiet, budget=budget, stages=stages
-    )
+        args.protocol, args.out, quick=args.quick, seed=args.seed, progress=not args.quiet, budget=budget,
+        stages=stages, require_all_sets=args.require_all_sets,
+    )  # fmt: skip
     print(markdown_summary(results))
     if args.out:
         print(f"wrote {args.out}/results.json, summary.md and report.html", file=sys.stderr)
@@ -220,7 +227,7 @@ def _cmd_curve(args: argparse.Namespace) -> int:
         args.protocol, args.out, preset=args.preset, steps=args.max_steps, points=args.points, seeds=seeds,
         quick=args.quick, n_train=args.n_train, all_points=not args.end_only, at_steps=at, progress=not args.quiet,
         model=model, preprocess=pre, other_test_patches=args.also_test_patches,
-        aggregations=args.also_aggregate, **quick, **train,
+        aggregations=args.also_aggregate, require_all_sets=args.require_all_sets, **quick, **train,
     )  # fmt: skip
     print(curve_markdown(res))
     return EXIT_OK

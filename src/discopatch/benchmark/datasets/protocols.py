@@ -102,6 +102,7 @@ def load_protocol(
     n_train: int | None = None,
     n_ood: int | None = None,
     dirs: SourceDirs | None = None,
+    require_all_sets: bool = False,
 ) -> ProtocolData:
     """Every image set of protocol ``name`` (``"fmnist"`` or ``"photos"``); missing sources go to ``skipped``.
 
@@ -110,7 +111,9 @@ def load_protocol(
     1,000 test crops, 1,000 per OOD set. ``quick`` uses 512 / 128 / 128. ``n_train``, ``n_test`` and ``n_ood``
     override. ``seed`` drives every random choice (crops, sampling, augmentation); the same seed and installed files
     give byte-identical arrays. ``dirs`` says where each source is looked up (default
-    :meth:`SourceDirs.from_env`, built at this call).
+    :meth:`SourceDirs.from_env`, built at this call). ``require_all_sets`` raises :class:`UnavailableError` naming
+    every missing set and how to install it instead of going on without them (a long unattended run that would
+    otherwise finish with an axis short).
     """
     if name not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {name!r}; choose one of {PROTOCOLS}")
@@ -120,8 +123,19 @@ def load_protocol(
     sizes = _sizes(name, quick, n_train, n_test, n_ood)
     dirs = SourceDirs.from_env() if dirs is None else dirs
     data = _load_fmnist(seed, sizes, dirs) if name == "fmnist" else _load_photos(quick, seed, sizes, dirs)
+    if require_all_sets and data.skipped:
+        raise _incomplete(data)
     _warn_skipped(data)
     return data
+
+
+def _incomplete(data: ProtocolData) -> UnavailableError:
+    """The refusal of ``require_all_sets``: each missing set with its reason, then how to install them all."""
+    missing = "; ".join(f"{name} ({reason})" for name, reason in data.skipped.items())
+    return UnavailableError(
+        f"{data.name}: {len(data.skipped)} set(s) unavailable and every set was required: {missing}. "
+        f"Install all of them (as root):\n{install_hint(data.name)}"
+    )
 
 
 def _warn_skipped(data: ProtocolData) -> None:
