@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from scipy.stats import spearmanr
 
 from discopatch import Detector
 from discopatch.benchmark.datasets import SourceDirs, load_protocol
 from discopatch.benchmark.datasets.common import _cycled_order, _rng
 from discopatch.benchmark.datasets.photos import _id_crop_range, _photo, _random_crop, _split_photos, photo_sources
-from discopatch.benchmark.datasets.stamps import _photographic_stamp, _stamp_files
+from discopatch.benchmark.datasets.stamps import _photographic_stamp, _stamp_files, paste_stamp
 from discopatch.metrics import ood_metrics
 
 SIZE = 128  # the photos protocol's crop side
@@ -37,26 +36,22 @@ ON_STAMP, OFF_STAMP = 0.75, 0.1  # mask coverage of a patch: on the stamp >= 0.7
 
 def cutouts_with_masks(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The protocol's cut-out set (``n`` = its full size: the RNG draws depend on it) rebuilt in the same order of
-    random draws as ``benchmark/datasets/stamps.py``, with each stamp's alpha mask and the crop before pasting."""
+    random draws as ``benchmark/datasets/stamps.py`` (its ``paste_stamp``), with each stamp's alpha mask and the crop
+    before pasting."""
     dirs = SourceDirs.from_env()
     _, test = _split_photos(photo_sources(dirs))
     stamps = [s for s in (_photographic_stamp(p) for p in _stamp_files(dirs)) if s is not None]
     rng = _rng(seed, "photos", "cutouts_synthetic")
     out = np.empty((n, SIZE, SIZE, 3), np.uint8)
     plain = np.empty_like(out)
-    masks = np.zeros((n, SIZE, SIZE), np.float64)
+    masks = np.empty((n, SIZE, SIZE), np.float64)
     bg_order = _cycled_order(len(test), n, rng)
     for i, k in enumerate(_cycled_order(len(stamps), n, rng)):
         bg_img = _photo(test[bg_order[i]])
         bg = _random_crop(bg_img, SIZE, _id_crop_range(bg_img, SIZE), rng).convert("RGBA")
-        st = stamps[k]
-        scale = float(rng.uniform(0.45, 0.9)) * SIZE / max(st.size)
-        st = st.resize((max(1, round(st.width * scale)), max(1, round(st.height * scale))), Image.Resampling.LANCZOS)
-        x, y = int(rng.integers(0, SIZE - st.width + 1)), int(rng.integers(0, SIZE - st.height + 1))
         plain[i] = np.asarray(bg.convert("RGB"))
-        bg.alpha_composite(st, (x, y))
+        masks[i] = paste_stamp(bg, stamps[k], rng)
         out[i] = np.asarray(bg.convert("RGB"))
-        masks[i, y : y + st.height, x : x + st.width] = np.asarray(st.getchannel("A"), np.float64) / 255.0
     return out, masks, plain
 
 

@@ -60,6 +60,21 @@ def _stamp_cached(path: str, digest: str) -> Image.Image | None:
     return stamp
 
 
+def paste_stamp(bg: Image.Image, stamp: Image.Image, rng: np.random.Generator) -> np.ndarray:
+    """Alpha-composite ``stamp``, scaled to 45-90 % of the side of the square RGBA ``bg``, at a random place of
+    ``bg`` (in place); returns the stamp's alpha there as a ``(side, side)`` mask in [0, 1] (``scripts/
+    cutout_patches.py`` classes D's patches by it)."""
+    size = bg.width
+    scale = float(rng.uniform(0.45, 0.9)) * size / max(stamp.size)
+    st = stamp.resize((max(1, round(stamp.width * scale)), max(1, round(stamp.height * scale))),
+                      Image.Resampling.LANCZOS)  # fmt: skip
+    x, y = int(rng.integers(0, size - st.width + 1)), int(rng.integers(0, size - st.height + 1))
+    bg.alpha_composite(st, (x, y))
+    mask = np.zeros((size, size), np.float64)
+    mask[y : y + st.height, x : x + st.width] = np.asarray(st.getchannel("A"), np.float64) / 255.0
+    return mask
+
+
 def _add_cutouts(
     b: _Builder, n: int, size: int, quick: bool, test: Sequence[PhotoSource], files: Sequence[Path],
     split_key: dict[str, list[str]],
@@ -84,12 +99,7 @@ def _add_cutouts(
             for i, k in enumerate(_cycled_order(len(stamps), n, rng)):
                 bg_img = _photo(test[bg_order[i]])
                 bg = _random_crop(bg_img, size, _id_crop_range(bg_img, size), rng).convert("RGBA")
-                st = stamps[k]
-                scale = float(rng.uniform(0.45, 0.9)) * size / max(st.size)
-                st = st.resize((max(1, round(st.width * scale)), max(1, round(st.height * scale))),
-                               Image.Resampling.LANCZOS)  # fmt: skip
-                x, y = int(rng.integers(0, size - st.width + 1)), int(rng.integers(0, size - st.height + 1))
-                bg.alpha_composite(st, (x, y))
+                paste_stamp(bg, stamps[k], rng)
                 out[i] = np.asarray(bg.convert("RGB"))
             return out, {"stamps": len(stamps), "files": len(stamp_files)}
 
