@@ -144,8 +144,25 @@ def test_patch_aggregation_averages_the_least_real_patches() -> None:
     assert gain("top25") == pytest.approx(4 * gain("mean"))
 
 
+def test_relative_aggregates_compare_an_images_patches_with_each_other() -> None:
+    """A shift of every patch alike moves the mean but not the contrasts; one less real patch among calmer ones
+    (a pasted object) raises the contrasts even when the image's mean falls."""
+    even, darker = torch.full((1, 8), 1.0), torch.full((1, 8), -1.0)
+    for agg in ("gap12", "spread"):
+        np.testing.assert_allclose(aggregate_patch_scores(even, agg), 0.0, atol=1e-12)
+        np.testing.assert_allclose(aggregate_patch_scores(darker, agg), 0.0, atol=1e-12)
+    np.testing.assert_allclose(aggregate_patch_scores(darker, "mean+gap12"), aggregate_patch_scores(darker, "mean"))
+    pasted = torch.tensor([[-1.0] + [2.0] * 7])  # one patch less real than `even`'s, the other seven more real
+    assert aggregate_patch_scores(pasted, "mean")[0] < aggregate_patch_scores(even, "mean")[0]
+    for agg in ("gap12", "spread", "mean+gap12"):
+        assert aggregate_patch_scores(pasted, agg)[0] > aggregate_patch_scores(even, agg)[0]
+    c = 1 - torch.sigmoid(pasted.double()).numpy()[0]
+    assert aggregate_patch_scores(pasted, "gap12")[0] == pytest.approx(c.max() - np.median(c))
+
+
 def test_unknown_patch_aggregation_is_a_config_error() -> None:
     assert check_aggregations(["top25", "max"]) == ("top25", "max")
+    assert check_aggregations(["gap12", "spread", "mean+gap12"]) == ("gap12", "spread", "mean+gap12")
     with pytest.raises(ConfigError, match="top50"):
         check_aggregations(["median"])
     with pytest.raises(ConfigError, match="median"):
@@ -160,7 +177,7 @@ def test_other_test_patch_counts_and_aggregations_rescore_the_same_snapshot() ->
     own, more = preset.test_patches, 2 * preset.test_patches
     res = run_curve(
         "fmnist", preset=preset, at_steps=(3,), seeds=(0,), quick=True, n_train=200, n_test=40, n_ood=16,
-        stats_images=100, diag_images=16, progress=False, other_test_patches=(own, more), aggregations=("max",),
+        stats_images=100, diag_images=16, progress=False, other_test_patches=(own, more), aggregations=("max", "gap12"),
     )  # fmt: skip
     row = res["runs"]["0"][0]
     assert set(row["by_test_patches"]) == {str(own), str(more)}

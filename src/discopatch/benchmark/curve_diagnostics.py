@@ -9,7 +9,7 @@ and calls these.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,8 +21,8 @@ from ..inference.engine import scores_from_logits
 from ..metrics import ood_metrics
 from ..model import VAE, Discriminator
 from ..patches import content_corners, extract_patches, to_tensor
+from ..score_modes import PATCH_AGGREGATES, patches_kept
 from ..score_modes import get as get_score_mode
-from ..score_modes import patches_kept
 from .sets import Sets, summarise
 
 #: What each curve point reports per score kind (keys of :func:`discopatch.benchmark.sets.summarise`).
@@ -35,16 +35,53 @@ SUMMARY_KEYS = (
 )
 
 
+def _top_eighth_minus_median(c: np.ndarray) -> np.ndarray:
+    """How far an image's least real eighth of patches stands above its own typical patch."""
+    top = np.sort(c, axis=1)[:, -patches_kept("top12", c.shape[1]) :].mean(axis=1)
+    gap: np.ndarray = top - np.median(c, axis=1)
+    return gap
+
+
+def _spread(c: np.ndarray) -> np.ndarray:
+    """The standard deviation of an image's patch contributions."""
+    out: np.ndarray = c.std(axis=1)
+    return out
+
+
+def _mean_plus_gap(c: np.ndarray) -> np.ndarray:
+    """The paper's mean plus :func:`_top_eighth_minus_median`: global unreality and a local one together."""
+    out: np.ndarray = c.mean(axis=1) + _top_eighth_minus_median(c)
+    return out
+
+
+#: Aggregates that compare an image's patches with each other, from the patch contributions ``1 - sigmoid(logit)``
+#: (``(B, N)`` -> ``(B,)``). Measured by ``benchmark --curve --also-aggregate`` only, not a preset option: an object
+#: pasted into a photo makes its own patches less real but, through the normalisation statistics the image's patches
+#: share, the rest more real, which a mean or a top share cannot see and a contrast can (docs/BENCHMARKS.md, "Where D
+#: looks in a cut-out image").
+RELATIVE_AGGREGATES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gap12": _top_eighth_minus_median,
+    "spread": _spread,
+    "mean+gap12": _mean_plus_gap,
+}
+
+
 def check_aggregations(names: Sequence[str]) -> tuple[str, ...]:
     """``names`` (``--also-aggregate``) if every one is a patch aggregate
-    (:data:`discopatch.score_modes.PATCH_AGGREGATES`); a :class:`ConfigError` naming the choices otherwise."""
+    (:data:`discopatch.score_modes.PATCH_AGGREGATES`) or a :data:`RELATIVE_AGGREGATES` entry; a
+    :class:`ConfigError` naming the choices otherwise."""
     for name in names:
-        patches_kept(name, 1)
+        if name not in RELATIVE_AGGREGATES and name not in PATCH_AGGREGATES:
+            choices = ", ".join([*PATCH_AGGREGATES, *RELATIVE_AGGREGATES])
+            raise ConfigError(f"unknown patch aggregate {name!r}; choose one of {choices}")
     return tuple(names)
 
 
 def aggregate_patch_scores(logits: torch.Tensor, aggregate: str) -> np.ndarray:
     """D's score of each image with its ``(B, N)`` patch logits aggregated as ``aggregate`` (``mean``: the paper's)."""
+    if aggregate in RELATIVE_AGGREGATES:
+        contributions = 1.0 - torch.sigmoid(logits.double()).numpy()
+        return RELATIVE_AGGREGATES[aggregate](contributions)
     return scores_from_logits(logits, patches_kept(aggregate, logits.shape[1]))
 
 

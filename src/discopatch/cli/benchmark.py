@@ -127,7 +127,9 @@ def _add_curve_options(g: Any) -> None:
         default=(),
         metavar="NAME,...",
         help="also score every snapshot with D's patches aggregated these ways instead of the mean: top50, top25, "
-        "top12 (mean of that share of the least real patches) or max (same pass: an inference-time lever)",
+        "top12 (mean of that share of the least real patches), max, or one comparing an image's patches with each "
+        "other: gap12 (least real eighth minus the median), spread (their sd), mean+gap12 (same pass: an "
+        "inference-time lever)",
     )
 
 
