@@ -3,7 +3,8 @@
 Each argument is ``LABEL=FOLDER[,FOLDER...]``: the curve folders of one configuration (one seed each, or merged).
 ``LABEL@K=...`` reads the scores the curve measured with ``K`` test patches per image (``--also-test-patches``:
 the same D as the row without ``@K``, scored again); ``LABEL#AGG=...`` the scores with D's patches aggregated as
-``AGG`` (``--also-aggregate``: top50, top25, top12 or max instead of the mean; the same D and pass).
+``AGG`` (``--also-aggregate``: top50, top25, top12, max, gap12, spread or mean+gap12 instead of the mean; the
+same D and pass).
 One row per (configuration, evaluated step) with the mean +/- sd over the seeds that reached that step of D's and
 the fused score's AUROC per axis, and what the game is doing there: D's training loss (from the run's log) and D's
 mean output per image on held-out real / reconstructed / generated patches::
