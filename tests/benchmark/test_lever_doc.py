@@ -79,6 +79,14 @@ DOCUMENTED = {
         ("small-photo-long", [CURVES / "photos-small-long"]),
         ("small-photo-long-300", [CURVES / "photos-small-long-300"]),
     ],
+    "fmnist, seventh round": [
+        (label, [CURVES / "fmnist-relative"])
+        for label in ("default", "default#gap12", "default#spread", "default#mean+gap12")
+    ],
+    "photos, seventh round": [
+        (label, [CURVES / "photos-early"])
+        for label in ("photos", "photos#gap12", "photos#spread", "photos#mean+gap12")
+    ],
     "photos, fourth round": [
         ("photos-128px@32", [CURVES / "photos-test-patches"]),
         ("photos-augment", [CURVES / "photos-augment"]),
