@@ -84,8 +84,7 @@ DOCUMENTED = {
         for label in ("default", "default#gap12", "default#spread", "default#mean+gap12")
     ],
     "photos, seventh round": [
-        (label, [CURVES / "photos-early"])
-        for label in ("photos", "photos#gap12", "photos#spread", "photos#mean+gap12")
+        (label, [CURVES / "photos-early"]) for label in ("photos", "photos#gap12", "photos#spread", "photos#mean+gap12")
     ],
     "photos, fourth round": [
         ("photos-128px@32", [CURVES / "photos-test-patches"]),
