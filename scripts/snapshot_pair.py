@@ -6,9 +6,12 @@ does (same images, seed and steps, so its final snapshot is the curve's end poin
 step and at the end, and scores every benchmark set with each snapshot from one forward pass per set. Each score
 is put on the robust z-scale of held-out ID images (median and IQR, as the ``fused`` score does) and the scores are
 combined by their maximum: ``early+final`` (D's two snapshots), ``early+final+stats`` (and the per-image statistics
-of the final D, the ``fused`` default's second view). Prints and writes the summary AUROCs of every score::
+of the final D, the ``fused`` default's second view); ``mean z`` averages the two snapshots' z-scores instead.
+Prints and writes the summary AUROCs of every score (JSON) and every image's score per view (``.npz`` beside it);
+``--table`` prints the mean +/- sd over seeds::
 
     OMP_NUM_THREADS=1 python scripts/snapshot_pair.py --protocol photos --seed 0 --early 25,100,345 --out pair_s0.json
+    python scripts/snapshot_pair.py --table pair_s0.json pair_s1.json pair_s2.json
 """
 
 from __future__ import annotations
@@ -61,19 +64,34 @@ def _summary(scores: dict[str, np.ndarray], sets: Sets) -> dict[str, float]:
     return {k: round(100 * s[k], 1) for k in SUMMARY_KEYS}
 
 
-def _combined(views: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The maximum of the views' robust z-scores, each scaled on the held-out ID images."""
-    return {n: np.max([_robust_z(v[n], v["val"]) for v in views], axis=0) for n in views[0]}
+def _combined(views: list[dict[str, np.ndarray]], how: str = "max") -> dict[str, np.ndarray]:
+    """The maximum (or the mean) of the views' robust z-scores, each scaled on the held-out ID images."""
+    reduce = np.max if how == "max" else np.mean
+    return {n: reduce([_robust_z(v[n], v["val"]) for v in views], axis=0) for n in views[0]}
+
+
+def print_seed_table(paths: list[Path]) -> None:
+    """The docs' table: every score's AUROCs as mean +/- sd over the seeds' JSON outputs."""
+    runs = [json.loads(p.read_text())["scores"] for p in paths]
+    print(f"| score ({len(runs)} seeds) | cov | sev 3-5 | near | far | null |\n|---|---|---|---|---|---|")
+    for name in runs[0]:
+        cells = [np.array([r[name][k] for r in runs]) for k in SUMMARY_KEYS]
+        print(f"| {name} | " + " | ".join(f"{c.mean():.1f} +/- {c.std(ddof=1):.1f}" for c in cells) + " |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--table", type=Path, nargs="+", help="print the mean +/- sd table of these outputs and stop")
     ap.add_argument("--protocol", default="photos", choices=["fmnist", "photos"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--early", default="25,100,345", help="comma-separated early snapshot steps")
     ap.add_argument("--steps", type=int, default=None, help="final step (default: the preset's, as fit trains it)")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    if args.table:
+        return print_seed_table(args.table)
+    if args.out is None:
+        ap.error("--out is required")
     data = load_protocol(args.protocol, seed=0, n_test=800, n_ood=500, require_all_sets=True)  # as run_curve
     base = curve_preset(args.protocol, data, None, None, None, {})
     sets = build_sets(data, base, 0, False)
@@ -91,8 +109,11 @@ def main() -> None:
     result["scores"]["fused (final)"] = _summary(_combined([view[final], stats]), sets)
     for step in early:
         result["scores"][f"D@{step}+D@{final}"] = _summary(_combined([view[step], view[final]]), sets)
+        result["scores"][f"mean z(D@{step}, D@{final})"] = _summary(_combined([view[step], view[final]], "mean"), sets)
         result["scores"][f"D@{step}+D@{final}+stats"] = _summary(_combined([view[step], view[final], stats]), sets)
     args.out.write_text(json.dumps(result, indent=1))
+    per_image = {f"D@{k}/{n}": v[n] for k, v in view.items() for n in named} | {f"stats/{n}": stats[n] for n in named}
+    np.savez_compressed(args.out.with_suffix(".npz"), **per_image)  # every image's score, for other combinations
     print(f"{'score':28s} " + " ".join(f"{k.replace('_mean_auroc', ''):>14s}" for k in SUMMARY_KEYS))
     for name, row in result["scores"].items():
         print(f"{name:28s} " + " ".join(f"{v:14.1f}" for v in row.values()))
