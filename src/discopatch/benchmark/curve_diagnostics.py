@@ -57,8 +57,9 @@ def _mean_plus_gap(c: np.ndarray) -> np.ndarray:
 #: Aggregates that compare an image's patches with each other, from the patch contributions ``1 - sigmoid(logit)``
 #: (``(B, N)`` -> ``(B,)``). Measured by ``benchmark --curve --also-aggregate`` only, not a preset option: an object
 #: pasted into a photo makes its own patches less real but, through the normalisation statistics the image's patches
-#: share, the rest more real, which a mean or a top share cannot see and a contrast can (docs/BENCHMARKS.md, "Where D
-#: looks in a cut-out image").
+#: share, the rest more real, which a contrast might see where a mean or a top share cannot. Measured, it does not
+#: (a photo's own patches vary as much) and it costs far-OOD and covariate shift: docs/BENCHMARKS.md, "Levers,
+#: seventh round".
 RELATIVE_AGGREGATES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "gap12": _top_eighth_minus_median,
     "spread": _spread,
