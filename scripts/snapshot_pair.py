@@ -1,7 +1,7 @@
 """Does an early discriminator snapshot add what the final one lost? Two snapshots of one training, fused.
 
 On photos D's near- and far-OOD scores are highest early in training and fall while its covariate score rises
-(docs/BENCHMARKS.md, "Photos early in training"). This probe trains the protocol's preset as the learning curve
+(docs/BENCHMARKS.md, "Levers, seventh round"). This probe trains the protocol's preset as the learning curve
 does (same images, seed and steps, so its final snapshot is the curve's end point), keeps D at each ``--early``
 step and at the end, and scores every benchmark set with each snapshot from one forward pass per set. Each score
 is put on the robust z-scale of held-out ID images (median and IQR, as the ``fused`` score does) and the scores are
@@ -25,11 +25,11 @@ import numpy as np
 
 from discopatch.benchmark.curve import _train_with_snapshots, curve_images, curve_preset, fit_steps
 from discopatch.benchmark.curve_diagnostics import SUMMARY_KEYS
+from discopatch.benchmark.curve_diagnostics import _summary as curve_summary
 from discopatch.benchmark.datasets import load_protocol
-from discopatch.benchmark.sets import Sets, build_sets, summarise
+from discopatch.benchmark.sets import Sets, build_sets
 from discopatch.detector import Detector
 from discopatch.inference.engine import scores_from_logits
-from discopatch.metrics import ood_metrics
 from discopatch.model import Discriminator
 
 #: Per named set (``reference`` and the benchmark's sets, and ``val``: held-out ID), per view, the image scores.
@@ -58,10 +58,9 @@ def _score_snapshot(det: Detector, snap: dict[str, Any], named: dict[str, np.nda
 
 
 def _summary(scores: dict[str, np.ndarray], sets: Sets) -> dict[str, float]:
-    ref = scores["reference"]
-    rows = {n: ood_metrics(ref, s) for n, s in scores.items() if n not in ("reference", "val")}
-    s = summarise(rows, sets)
-    return {k: round(100 * s[k], 1) for k in SUMMARY_KEYS}
+    """The curve's summary of one score (every set against the reference; the held-out ``val`` images left out)."""
+    row = curve_summary({n: s for n, s in scores.items() if n != "val"}, sets)
+    return {k: round(100 * row[k], 1) for k in SUMMARY_KEYS}
 
 
 def _combined(views: list[dict[str, np.ndarray]], how: str = "max") -> dict[str, np.ndarray]:
