@@ -66,13 +66,15 @@ def test_lecam_penalty_pulls_real_and_fake_logits_towards_each_others_average() 
 def test_the_levers_are_off_by_default_and_defaults_train_exactly_as_before() -> None:
     cfg = TrainConfig()
     assert (cfg.lr_d, cfg.d_steps, cfg.lecam, cfg.augment, cfg.lr_decay) == (None, 1, 0.0, "none", None)
+    assert cfg.d_prior_weight == 0.5  # the paper's D loss
     plain = _train()
-    explicit = _train(lr_d=TrainConfig().lr, d_steps=1, lecam=0.0, augment="none", lr_decay=None)
+    explicit = _train(lr_d=TrainConfig().lr, d_steps=1, lecam=0.0, augment="none", lr_decay=None, d_prior_weight=0.5)
     assert _losses(plain) == _losses(explicit)
     assert all(torch.equal(a, b) for a, b in zip(plain.D.parameters(), explicit.D.parameters()))
 
 
 LEVERS = [{"augment": "geometric"}, {"lecam": 0.3}, {"d_steps": 2}, {"lr_d": 3e-4}, {"lr_decay": 2}]
+LEVERS += [{"d_prior_weight": 0.0}]
 
 
 @pytest.mark.parametrize("levers", LEVERS, ids=str)
@@ -126,7 +128,9 @@ def test_lecam_averages_and_d_learning_rate_survive_a_checkpoint(tmp_path) -> No
 
 
 @pytest.mark.parametrize(
-    "bad", [{"lr_d": 0.0}, {"d_steps": 0}, {"lecam": -1.0}, {"augment": "blur"}, {"lr_decay": 0}], ids=str
+    "bad",
+    [{"lr_d": 0.0}, {"d_steps": 0}, {"lecam": -1.0}, {"augment": "blur"}, {"lr_decay": 0}, {"d_prior_weight": -0.1}],
+    ids=str,
 )
 def test_invalid_lever_settings_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
@@ -156,10 +160,11 @@ def test_fit_takes_the_levers_and_records_them_in_the_detector(tmp_path, fmnist)
     import json
 
     levers = ["--augment", "geometric", "--lecam", "0.2", "--d-steps", "2", "--lr-d", "1e-4", "--lr-decay", "5"]
-    _fit(tmp_path, fmnist.train_images[:240], *levers)
+    _fit(tmp_path, fmnist.train_images[:240], *levers, "--d-prior-weight", "0.1")
     train = json.loads((tmp_path / "model" / "detector.json").read_text())["training"]["train_config"]
-    got = (train["augment"], train["lecam"], train["d_steps"], train["lr_d"], train["lr_decay"])
-    assert got == ("geometric", 0.2, 2, 1e-4, 5)
+    keys = ("augment", "lecam", "d_steps", "lr_d", "lr_decay", "d_prior_weight")
+    got = tuple(train[k] for k in keys)
+    assert got == ("geometric", 0.2, 2, 1e-4, 5, 0.1)
 
 
 def test_d_widths_must_match_the_vae_layer_count() -> None:
@@ -196,3 +201,12 @@ def test_a_wider_d_trains_saves_loads_and_exports_with_its_own_widths(tmp_path, 
     pytest.importorskip("onnxruntime")
     out = tmp_path / "model.onnx"
     assert main(["export", str(model), "--format", "onnx", "--out", str(out), "--check", "--check-limit", "16"]) == 0
+
+
+def test_d_prior_weight_zero_takes_the_prior_samples_out_of_ds_loss_only() -> None:
+    """With weight 0, D's loss is the real and reconstruction terms alone (its logged value says so), while the VAE
+    is still pushed to make its prior samples look real (``loss_g`` as with the paper's weight on the first step)."""
+    zero, paper = _losses(_train(steps=1, d_prior_weight=0.0)), _losses(_train(steps=1))
+    assert zero[0]["loss_g"] == paper[0]["loss_g"]  # the VAE step runs before D's and does not depend on the weight
+    assert zero[0]["d_gen"] == paper[0]["d_gen"]  # same logits in the first D update: only its loss differs
+    assert zero[0]["loss_d"] < paper[0]["loss_d"]

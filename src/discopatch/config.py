@@ -188,6 +188,7 @@ class TrainConfig:
     lecam: float = 0.0  # weight of the LeCam regulariser of D's logits (0 = off)
     augment: TrainAugment = "none"  # geometric views of every patch D trains on
     lr_decay: int | None = None  # step by which both learning rates have fallen (cosine) to a tenth (None: constant)
+    d_prior_weight: float = 0.5  # weight of the prior-sample term in D's loss (the paper's 0.5; 0: D never sees them)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -217,6 +218,8 @@ class TrainConfig:
             raise ConfigError(f"lr_decay must be a positive step (None: constant rates), got {self.lr_decay}")
         if not self.lecam >= 0:
             raise ConfigError(f"lecam must be >= 0 (0 = off), got {self.lecam}")
+        if not 0.0 <= self.d_prior_weight <= 1.0:
+            raise ConfigError(f"d_prior_weight must be in [0, 1] (the paper: 0.5), got {self.d_prior_weight}")
         if self.augment not in TRAIN_AUGMENTS:
             raise ConfigError(f"augment must be one of {TRAIN_AUGMENTS}, got {self.augment!r}")
 

@@ -264,6 +264,12 @@ def add_lever_options(group: Any) -> None:
         "--lr-decay", type=int, metavar="STEPS", help="both learning rates fall to a tenth by this step (default: off)"
     )
     group.add_argument(
+        "--d-prior-weight",
+        type=float,
+        metavar="W",
+        help="weight of the prior samples in D's loss, 0 to 1 (default: 0.5, the paper's; 0: D never sees them)",
+    )
+    group.add_argument(
         "--augment",
         choices=TRAIN_AUGMENTS,
         help="geometric: flips / 90-degree rotations of D's training patches, one per image (default: none)",
@@ -278,4 +284,5 @@ def lever_values(args: argparse.Namespace) -> dict[str, Any]:
         "lecam": args.lecam,
         "augment": args.augment,
         "lr_decay": args.lr_decay,
+        "d_prior_weight": args.d_prior_weight,
     }
