@@ -74,7 +74,7 @@ def test_the_levers_are_off_by_default_and_defaults_train_exactly_as_before() ->
 
 
 LEVERS = [{"augment": "geometric"}, {"lecam": 0.3}, {"d_steps": 2}, {"lr_d": 3e-4}, {"lr_decay": 2}]
-LEVERS += [{"d_prior_weight": 0.0}]
+LEVERS += [{"d_prior_weight": 0.0}, {"d_recon_weight": 0.0}]
 
 
 @pytest.mark.parametrize("levers", LEVERS, ids=str)
@@ -127,11 +127,11 @@ def test_lecam_averages_and_d_learning_rate_survive_a_checkpoint(tmp_path) -> No
     assert restored.opt_d.param_groups[0]["lr"] == 2e-4
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [{"lr_d": 0.0}, {"d_steps": 0}, {"lecam": -1.0}, {"augment": "blur"}, {"lr_decay": 0}, {"d_prior_weight": -0.1}],
-    ids=str,
-)
+BAD_LEVERS = [{"lr_d": 0.0}, {"d_steps": 0}, {"lecam": -1.0}, {"augment": "blur"}, {"lr_decay": 0}]
+BAD_LEVERS += [{"d_prior_weight": -0.1}, {"d_recon_weight": 1.5}, {"d_prior_weight": 0.0, "d_recon_weight": 0.0}]
+
+
+@pytest.mark.parametrize("bad", BAD_LEVERS, ids=str)
 def test_invalid_lever_settings_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         TrainConfig(**bad)  # type: ignore[arg-type]
@@ -160,11 +160,11 @@ def test_fit_takes_the_levers_and_records_them_in_the_detector(tmp_path, fmnist)
     import json
 
     levers = ["--augment", "geometric", "--lecam", "0.2", "--d-steps", "2", "--lr-d", "1e-4", "--lr-decay", "5"]
-    _fit(tmp_path, fmnist.train_images[:240], *levers, "--d-prior-weight", "0.1")
+    _fit(tmp_path, fmnist.train_images[:240], *levers, "--d-prior-weight", "0.1", "--d-recon-weight", "0.3")
     train = json.loads((tmp_path / "model" / "detector.json").read_text())["training"]["train_config"]
-    keys = ("augment", "lecam", "d_steps", "lr_d", "lr_decay", "d_prior_weight")
+    keys = ("augment", "lecam", "d_steps", "lr_d", "lr_decay", "d_prior_weight", "d_recon_weight")
     got = tuple(train[k] for k in keys)
-    assert got == ("geometric", 0.2, 2, 1e-4, 5, 0.1)
+    assert got == ("geometric", 0.2, 2, 1e-4, 5, 0.1, 0.3)
 
 
 def test_d_widths_must_match_the_vae_layer_count() -> None:
@@ -203,10 +203,11 @@ def test_a_wider_d_trains_saves_loads_and_exports_with_its_own_widths(tmp_path, 
     assert main(["export", str(model), "--format", "onnx", "--out", str(out), "--check", "--check-limit", "16"]) == 0
 
 
-def test_d_prior_weight_zero_takes_the_prior_samples_out_of_ds_loss_only() -> None:
-    """With weight 0, D's loss is the real and reconstruction terms alone (its logged value says so), while the VAE
-    is still pushed to make its prior samples look real (``loss_g`` as with the paper's weight on the first step)."""
-    zero, paper = _losses(_train(steps=1, d_prior_weight=0.0)), _losses(_train(steps=1))
+@pytest.mark.parametrize("weight", ["d_prior_weight", "d_recon_weight"])
+def test_a_zero_negative_weight_takes_that_term_out_of_ds_loss_only(weight: str) -> None:
+    """With weight 0, D's loss loses one negative term (its logged value says so), while the VAE is still pushed to
+    make those patches look real (``loss_g`` as with the paper's weights on the first step)."""
+    zero, paper = _losses(_train(steps=1, **{weight: 0.0})), _losses(_train(steps=1))
     assert zero[0]["loss_g"] == paper[0]["loss_g"]  # the VAE step runs before D's and does not depend on the weight
-    assert zero[0]["d_gen"] == paper[0]["d_gen"]  # same logits in the first D update: only its loss differs
+    assert (zero[0]["d_gen"], zero[0]["d_recon"]) == (paper[0]["d_gen"], paper[0]["d_recon"])  # same logits
     assert zero[0]["loss_d"] < paper[0]["loss_d"]

@@ -189,6 +189,7 @@ class TrainConfig:
     augment: TrainAugment = "none"  # geometric views of every patch D trains on
     lr_decay: int | None = None  # step by which both learning rates have fallen (cosine) to a tenth (None: constant)
     d_prior_weight: float = 0.5  # weight of the prior-sample term in D's loss (the paper's 0.5; 0: D never sees them)
+    d_recon_weight: float = 0.5  # weight of the reconstruction term in D's loss (the paper's 0.5)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -218,8 +219,11 @@ class TrainConfig:
             raise ConfigError(f"lr_decay must be a positive step (None: constant rates), got {self.lr_decay}")
         if not self.lecam >= 0:
             raise ConfigError(f"lecam must be >= 0 (0 = off), got {self.lecam}")
-        if not 0.0 <= self.d_prior_weight <= 1.0:
-            raise ConfigError(f"d_prior_weight must be in [0, 1] (the paper: 0.5), got {self.d_prior_weight}")
+        for name in ("d_prior_weight", "d_recon_weight"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1] (the paper: 0.5), got {getattr(self, name)}")
+        if self.d_prior_weight + self.d_recon_weight == 0:
+            raise ConfigError("D needs negatives: d_prior_weight and d_recon_weight cannot both be 0")
         if self.augment not in TRAIN_AUGMENTS:
             raise ConfigError(f"augment must be one of {TRAIN_AUGMENTS}, got {self.augment!r}")
 

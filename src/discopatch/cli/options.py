@@ -270,6 +270,12 @@ def add_lever_options(group: Any) -> None:
         help="weight of the prior samples in D's loss, 0 to 1 (default: 0.5, the paper's; 0: D never sees them)",
     )
     group.add_argument(
+        "--d-recon-weight",
+        type=float,
+        metavar="W",
+        help="weight of the reconstructions in D's loss, 0 to 1 (default: 0.5, the paper's; 0: D never sees them)",
+    )
+    group.add_argument(
         "--augment",
         choices=TRAIN_AUGMENTS,
         help="geometric: flips / 90-degree rotations of D's training patches, one per image (default: none)",
@@ -285,4 +291,5 @@ def lever_values(args: argparse.Namespace) -> dict[str, Any]:
         "augment": args.augment,
         "lr_decay": args.lr_decay,
         "d_prior_weight": args.d_prior_weight,
+        "d_recon_weight": args.d_recon_weight,
     }

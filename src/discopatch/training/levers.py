@@ -13,9 +13,10 @@ They stay inside the method's own negatives (reconstructions and prior samples);
 * **Learning-rate decay** (``TrainConfig.lr_decay``): both learning rates fall along a half cosine to
   :data:`LR_FLOOR` of their value by that step and stay there, so training past it moves the game little (aimed at
   the late fall, where the VAE keeps improving and D's near-OOD score drifts down). Set from the step, not stored.
-* **Prior-sample weight** (``TrainConfig.d_prior_weight``, the paper's 0.5): the share of D's loss that calls
-  decodes of z ~ N(0, I) fake. On photos D's near-OOD score falls as it learns to reject them, so a smaller weight
-  (0: D never trains on them; the VAE is still pushed to make them look real) keeps that cue longer.
+* **Negative weights** (``TrainConfig.d_prior_weight`` and ``d_recon_weight``, the paper's 0.5 each): the shares
+  of D's loss that call decodes of z ~ N(0, I) and reconstructions fake; 0 takes one kind of negative out of D's
+  training (the VAE is still pushed to make it look real). On photos D's near-OOD score falls as training goes on;
+  these measure which negative teaches D the cue that costs it (docs/BENCHMARKS.md, "Levers, eighth round").
 * ``TrainConfig.lr_d`` (D's own learning rate: two time-scales) and ``TrainConfig.d_steps`` (D updates per VAE
   update) are plain settings of the training loop.
 

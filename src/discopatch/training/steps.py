@@ -5,8 +5,8 @@ One step, exactly as in the paper:
 1. VAE update: ``MSE(x, x_hat) + w_KL * KL + w_adv * BCE(D(x_hat), 1) + w_adv * BCE(D(x_tilde), 1)``, where
    ``x_hat`` is the reconstruction and ``x_tilde`` a decode of z ~ N(0, I), one per real patch.
 2. D update on the fakes made *before* the VAE update:
-   ``(BCE(D(x), 1) + 0.5 * BCE(D(x_tilde), 0) + 0.5 * BCE(D(x_hat), 0)) / 2``; the prior samples' 0.5 is
-   ``TrainConfig.d_prior_weight`` (a lever: on photos D's near-OOD falls as it learns to reject them).
+   ``(BCE(D(x), 1) + 0.5 * BCE(D(x_tilde), 0) + 0.5 * BCE(D(x_hat), 0)) / 2``; the two 0.5 are
+   ``TrainConfig.d_prior_weight`` and ``d_recon_weight`` (levers: which negatives D learns from).
 
 Real, reconstructed and generated patches always go through D in separate calls, so each is normalised with its
 own statistics (pitfall 3). The normalisation group is the whole single-domain batch (``grouping="domain"``, the
@@ -246,7 +246,8 @@ class AdversarialStep:
         with self._autocast(), self.phase("d_forward"):
             l_real, l_gen, l_recon = self._d_step(real, gen, recon, group)
         with self.phase("losses"):
-            loss_d = (bce(l_real, 1.0) + self.cfg.d_prior_weight * bce(l_gen, 0.0) + 0.5 * bce(l_recon, 0.0)) / 2
+            fake = self.cfg.d_prior_weight * bce(l_gen, 0.0) + self.cfg.d_recon_weight * bce(l_recon, 0.0)
+            loss_d = (bce(l_real, 1.0) + fake) / 2
             if self.cfg.lecam > 0:
                 fake = torch.cat([l_gen.flatten(), l_recon.flatten()])
                 penalty = self.lecam.penalty(l_real, fake)
