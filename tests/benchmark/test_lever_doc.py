@@ -86,6 +86,11 @@ DOCUMENTED = {
     "photos, seventh round": [
         (label, [CURVES / "photos-early"]) for label in ("photos", "photos#gap12", "photos#spread", "photos#mean+gap12")
     ],
+    "photos, eighth round": [
+        ("photos", [CURVES / "photos-early"]),
+        ("photos-prior-0.1", [CURVES / "photos-prior01"]),
+        ("photos-prior-0", [CURVES / "photos-prior0"]),
+    ],
     "photos, fourth round": [
         ("photos-128px@32", [CURVES / "photos-test-patches"]),
         ("photos-augment", [CURVES / "photos-augment"]),
