@@ -90,6 +90,11 @@ DOCUMENTED = {
         ("photos", [CURVES / "photos-early"]),
         ("photos-prior-0.1", [CURVES / "photos-prior01"]),
         ("photos-prior-0", [CURVES / "photos-prior0"]),
+        ("photos-recon-0", [CURVES / "photos-recon0"]),
+    ],
+    "fmnist, eighth round": [
+        ("default", [CURVES / "fmnist-relative"]),
+        ("default-prior-0", [CURVES / "fmnist-prior0"]),
     ],
     "photos, fourth round": [
         ("photos-128px@32", [CURVES / "photos-test-patches"]),
