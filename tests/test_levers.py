@@ -66,9 +66,10 @@ def test_lecam_penalty_pulls_real_and_fake_logits_towards_each_others_average() 
 def test_the_levers_are_off_by_default_and_defaults_train_exactly_as_before() -> None:
     cfg = TrainConfig()
     assert (cfg.lr_d, cfg.d_steps, cfg.lecam, cfg.augment, cfg.lr_decay) == (None, 1, 0.0, "none", None)
-    assert cfg.d_prior_weight == 0.5  # the paper's D loss
+    assert (cfg.d_prior_weight, cfg.d_recon_weight) == (0.5, 0.5)  # the paper's D loss
     plain = _train()
-    explicit = _train(lr_d=TrainConfig().lr, d_steps=1, lecam=0.0, augment="none", lr_decay=None, d_prior_weight=0.5)
+    paper_weights = {"d_prior_weight": 0.5, "d_recon_weight": 0.5}
+    explicit = _train(lr_d=TrainConfig().lr, d_steps=1, lecam=0.0, augment="none", lr_decay=None, **paper_weights)
     assert _losses(plain) == _losses(explicit)
     assert all(torch.equal(a, b) for a, b in zip(plain.D.parameters(), explicit.D.parameters()))
 

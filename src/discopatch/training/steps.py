@@ -246,8 +246,8 @@ class AdversarialStep:
         with self._autocast(), self.phase("d_forward"):
             l_real, l_gen, l_recon = self._d_step(real, gen, recon, group)
         with self.phase("losses"):
-            fake = self.cfg.d_prior_weight * bce(l_gen, 0.0) + self.cfg.d_recon_weight * bce(l_recon, 0.0)
-            loss_d = (bce(l_real, 1.0) + fake) / 2
+            negatives = self.cfg.d_prior_weight * bce(l_gen, 0.0) + self.cfg.d_recon_weight * bce(l_recon, 0.0)
+            loss_d = (bce(l_real, 1.0) + negatives) / 2
             if self.cfg.lecam > 0:
                 fake = torch.cat([l_gen.flatten(), l_recon.flatten()])
                 penalty = self.lecam.penalty(l_real, fake)
